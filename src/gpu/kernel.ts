@@ -1,0 +1,119 @@
+import type { Gpu } from "./device.ts";
+import { KernelUsageError, ShaderCompileError } from "./errors.ts";
+import {
+  type BindingDecl,
+  bindingsUsedBy,
+  type ConstantValue,
+  type ParamField,
+  parseParamStruct,
+  specialise,
+} from "./wgsl_parse.ts";
+
+/** What identifies a compiled kernel: a shader file, an entry point and its constants. */
+export interface KernelSpec {
+  /** Name of the shader file, for messages and the cache key (e.g. "matmul.wgsl"). */
+  file: string;
+  /** WGSL source, usually a text import of shaders/<file>. */
+  source: string;
+  entryPoint?: string;
+  /** Values for the shader's `override` declarations (tile sizes, workgroup sizes, flags). */
+  constants?: Record<string, ConstantValue>;
+}
+
+/**
+ * A compiled compute pipeline with an explicit layout: its storage bindings by name, and an
+ * optional uniform parameter struct bound with a dynamic offset into the recorder's slab.
+ */
+export class Kernel {
+  readonly label: string;
+  readonly storage: BindingDecl[];
+  readonly uniform: BindingDecl | undefined;
+  readonly params: ParamField[];
+  /** Bytes of the uniform struct, rounded up to 16. */
+  readonly paramBytes: number;
+
+  constructor(
+    readonly id: number,
+    readonly pipeline: GPUComputePipeline,
+    readonly layout: GPUBindGroupLayout,
+    bindings: BindingDecl[],
+    params: ParamField[],
+    label: string,
+  ) {
+    this.label = label;
+    this.storage = bindings.filter((b) => b.kind !== "uniform");
+    this.uniform = bindings.find((b) => b.kind === "uniform");
+    this.params = params;
+    this.paramBytes = Math.max(16, Math.ceil(params.length * 4 / 16) * 16);
+  }
+}
+
+/** Compiles kernels once and caches them by (file, entry point, constants). */
+export class KernelRegistry {
+  #cache = new Map<string, Promise<Kernel>>();
+  #nextId = 1;
+
+  constructor(readonly gpu: Gpu) {}
+
+  /** Number of distinct kernels compiled so far. */
+  get size(): number {
+    return this.#cache.size;
+  }
+
+  /** The compiled kernel for a spec; compile errors reject with {@link ShaderCompileError}. */
+  get(spec: KernelSpec): Promise<Kernel> {
+    const entryPoint = spec.entryPoint ?? "main";
+    const constants = spec.constants ?? {};
+    const key = `${spec.file}#${entryPoint}#${
+      Object.keys(constants).sort().map((k) => `${k}=${constants[k]}`).join(",")
+    }`;
+    let kernel = this.#cache.get(key);
+    if (!kernel) {
+      kernel = this.#compile(spec.file, spec.source, entryPoint, constants, key);
+      this.#cache.set(key, kernel);
+      kernel.catch(() => this.#cache.delete(key));
+    }
+    return kernel;
+  }
+
+  async #compile(
+    file: string,
+    source: string,
+    entryPoint: string,
+    constants: Record<string, ConstantValue>,
+    label: string,
+  ): Promise<Kernel> {
+    const code = specialise(source, constants, file);
+    const bindings = bindingsUsedBy(code, entryPoint, file);
+    const uniforms = bindings.filter((b) => b.kind === "uniform");
+    if (uniforms.length > 1) throw new KernelUsageError(`${label}: at most one uniform binding`);
+    const params = uniforms.length ? parseParamStruct(code, uniforms[0].type, file) : [];
+    const device = this.gpu.device;
+    device.pushErrorScope("validation");
+    const module = device.createShaderModule({ code, label });
+    const layout = device.createBindGroupLayout({
+      label,
+      entries: bindings.map((b) => ({
+        binding: b.binding,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: b.kind === "uniform"
+          ? { type: "uniform", hasDynamicOffset: true, minBindingSize: params.length * 4 }
+          : { type: b.kind },
+      })),
+    });
+    const pipeline = device.createComputePipeline({
+      label,
+      layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint },
+    });
+    const error = await device.popErrorScope();
+    if (error) {
+      const info = await module.getCompilationInfo();
+      const details = info.messages
+        .map((m) => `  ${file}:${m.lineNum}:${m.linePos} ${m.type}: ${m.message}`)
+        .join("\n");
+      throw new ShaderCompileError(`${label} failed to compile: ${error.message}\n${details}`);
+    }
+    return new Kernel(this.#nextId++, pipeline, layout, bindings, params, label);
+  }
+}

@@ -1,0 +1,129 @@
+import { ShapeError } from "./errors.ts";
+import type { Gpu } from "./device.ts";
+
+/** Element types a tensor can hold. */
+export type DType = "f32" | "f16" | "u32" | "i32";
+
+/** Bytes per element of each dtype. */
+export const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, u32: 4, i32: 4 };
+
+/** Usage every tensor buffer gets: bindable as storage, copyable both ways. */
+export const TENSOR_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC |
+  GPUBufferUsage.COPY_DST;
+
+/** Number of elements of a shape. */
+export function elementCount(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new ShapeError(`bad dimension ${d} in [${shape}]`);
+    n *= d;
+  }
+  return n;
+}
+
+/**
+ * A typed, shaped view of a GPU buffer: row-major, contiguous, starting at `byteOffset`.
+ * A tensor that owns its buffer frees it in {@link Tensor.destroy}; a view never does.
+ */
+export class Tensor {
+  readonly size: number;
+
+  constructor(
+    readonly buffer: GPUBuffer,
+    readonly shape: readonly number[],
+    readonly dtype: DType = "f32",
+    readonly byteOffset = 0,
+    readonly owner?: Gpu,
+  ) {
+    this.size = elementCount(shape);
+    if (byteOffset + this.byteLength > buffer.size) {
+      throw new ShapeError(
+        `tensor [${shape}] ${dtype} at byte ${byteOffset} overruns its ${buffer.size}-byte buffer`,
+      );
+    }
+  }
+
+  /** Bytes the elements occupy (f16 data is padded to whole 4-byte words when bound). */
+  get byteLength(): number {
+    return this.size * DTYPE_BYTES[this.dtype];
+  }
+
+  /** Bytes to bind: the element bytes rounded up to a multiple of 4, at least 4. */
+  get bindingSize(): number {
+    return Math.max(4, Math.ceil(this.byteLength / 4) * 4);
+  }
+
+  /** A view of the same elements with another shape. */
+  reshape(shape: readonly number[]): Tensor {
+    if (elementCount(shape) !== this.size) {
+      throw new ShapeError(`cannot reshape [${this.shape}] to [${shape}]`);
+    }
+    return new Tensor(this.buffer, shape, this.dtype, this.byteOffset);
+  }
+
+  /** A view of rows [start, start + count) along the first dimension. */
+  rows(start: number, count: number): Tensor {
+    const [n, ...rest] = this.shape;
+    if (start < 0 || count < 0 || start + count > n) {
+      throw new ShapeError(`rows [${start}, ${start + count}) out of range for [${this.shape}]`);
+    }
+    const rowBytes = elementCount(rest) * DTYPE_BYTES[this.dtype];
+    return new Tensor(this.buffer, [count, ...rest], this.dtype, this.byteOffset + start * rowBytes);
+  }
+
+  /** Frees the buffer if this tensor owns it. */
+  destroy(): void {
+    this.owner?.memory.destroy(this.buffer);
+  }
+}
+
+/** Makes a tensor with its own buffer, contents undefined (zero on WebGPU). */
+export function createTensor(
+  gpu: Gpu,
+  shape: readonly number[],
+  dtype: DType = "f32",
+  label?: string,
+): Tensor {
+  const bytes = elementCount(shape) * DTYPE_BYTES[dtype];
+  gpu.checkBindingSize(bytes, label ?? `tensor [${shape}]`);
+  const buffer = gpu.memory.create(bytes, TENSOR_USAGE, label);
+  return new Tensor(buffer, shape, dtype, 0, gpu);
+}
+
+type HostArray = Float32Array | Uint32Array | Int32Array | Uint16Array;
+
+/** Makes a tensor and fills it from host data (f16 data is given as raw Uint16 bits). */
+export function uploadTensor(
+  gpu: Gpu,
+  data: HostArray,
+  shape: readonly number[],
+  dtype: DType = data instanceof Uint32Array
+    ? "u32"
+    : data instanceof Int32Array
+    ? "i32"
+    : data instanceof Uint16Array
+    ? "f16"
+    : "f32",
+  label?: string,
+): Tensor {
+  if (data.length !== elementCount(shape)) {
+    throw new ShapeError(`${data.length} values do not fill shape [${shape}]`);
+  }
+  const tensor = createTensor(gpu, shape, dtype, label);
+  writeTensor(gpu, tensor, data);
+  return tensor;
+}
+
+/** Overwrites a tensor's elements with host data (queued; ordered before later submits). */
+export function writeTensor(gpu: Gpu, tensor: Tensor, data: HostArray): void {
+  if (data.byteLength !== tensor.byteLength) {
+    throw new ShapeError(`${data.byteLength} bytes do not fill tensor [${tensor.shape}]`);
+  }
+  let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength) as Uint8Array<ArrayBuffer>;
+  if (bytes.byteLength % 4 !== 0) {
+    const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+    padded.set(bytes);
+    bytes = padded;
+  }
+  gpu.device.queue.writeBuffer(tensor.buffer, tensor.byteOffset, bytes);
+}
