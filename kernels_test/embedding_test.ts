@@ -1,0 +1,109 @@
+import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
+import { EmbeddingOp } from "../src/ops/embedding.ts";
+import { uploadTensor } from "../src/gpu/tensor.ts";
+import { embeddingBackward, embeddingForward } from "../src/reference/embedding.ts";
+import type { Rng } from "../src/reference/random.ts";
+
+/** Central differences of a scalar function at every coordinate of x. */
+function numericGradient(f: (x: Float64Array) => number, x: Float64Array, h = 1e-5): Float64Array {
+  const grad = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const keep = x[i];
+    x[i] = keep + h;
+    const up = f(x);
+    x[i] = keep - h;
+    const down = f(x);
+    x[i] = keep;
+    grad[i] = (up - down) / (2 * h);
+  }
+  return grad;
+}
+
+function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
+
+/** Ids over [0, vocab), with a few past the end (clamped by the kernel). */
+function randomIds(rng: Rng, n: number, vocab: number): Uint32Array {
+  const ids = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
+    const r = rng.next();
+    ids[i] = r < 0.05 ? vocab + rng.int(1000) : r < 0.07 ? 0xffffffff : rng.int(vocab);
+  }
+  return ids;
+}
+
+gpuTest("embedding forward gathers rows, clamps bad ids, honours the ids offset", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("embedding forward");
+  const op = await EmbeddingOp.create(registry);
+  for (const [vocab, dim, tokens, offset] of [[512, 64, 1, 0], [45, 172, 37, 5], [7, 4, 300, 3]]) {
+    const what = `embedding forward vocab=${vocab} dim=${dim} tokens=${tokens} offset=${offset}`;
+    const tableData = rng.normals(vocab * dim);
+    const idsData = randomIds(rng, offset + tokens + 2, vocab);
+    const table = uploadTensor(gpu, tableData, [vocab, dim]);
+    const ids = uploadTensor(gpu, idsData, [idsData.length]);
+    const out = poisoned(gpu, [tokens, dim]);
+    op.recordForward(recorder, table, ids, out, offset);
+    recorder.submit();
+    const ref = embeddingForward(tableData, vocab, dim, idsData, tokens, offset);
+    assertClose(await readWritten(gpu, out, what), ref, what, 1e-12);
+    for (const t of [table, ids, out]) t.destroy();
+  }
+});
+
+gpuTest("embedding backward scatter-adds repeated ids without atomics", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("embedding backward");
+  const op = await EmbeddingOp.create(registry);
+  const cases = [[13, 172, 150, 2], [45, 280, 37, 0], [512, 64, 1, 9], [70, 4, 65, 1]];
+  for (const [vocab, dim, tokens, offset] of cases) {
+    for (const accumulate of [false, true]) {
+      const what = `embedding backward vocab=${vocab} dim=${dim} tokens=${tokens}` +
+        ` offset=${offset} accumulate=${accumulate}`;
+      const dOutData = rng.normals(tokens * dim);
+      const idsData = randomIds(rng, offset + tokens, vocab);
+      const dOut = uploadTensor(gpu, dOutData, [tokens, dim]);
+      const ids = uploadTensor(gpu, idsData, [idsData.length]);
+      const before = rng.normals(vocab * dim);
+      const dTable = accumulate
+        ? uploadTensor(gpu, before, [vocab, dim])
+        : poisoned(gpu, [vocab, dim]);
+      op.recordBackward(recorder, dOut, ids, dTable, { offset, accumulate });
+      recorder.submit();
+      const ref = embeddingBackward(dOutData, vocab, dim, idsData, tokens, offset);
+      if (accumulate) { for (let i = 0; i < ref.length; i++) ref[i] += before[i]; }
+      assertClose(await readWritten(gpu, dTable, what), ref, what);
+      for (const t of [dOut, ids, dTable]) t.destroy();
+    }
+  }
+});
+
+Deno.test("embedding backward twin matches finite differences of the forward twin", () => {
+  const rng = seededRng("embedding finite differences");
+  const [vocab, dim, tokens, offset] = [6, 4, 9, 2];
+  const table = Float64Array.from(rng.normals(vocab * dim));
+  const ids = randomIds(rng, offset + tokens, vocab);
+  const w = rng.normals(tokens * dim);
+  const loss = (t: Float64Array) => dot(w, embeddingForward(t, vocab, dim, ids, tokens, offset));
+  const numeric = numericGradient(loss, table);
+  assertClose(embeddingBackward(w, vocab, dim, ids, tokens, offset), numeric, "embedding fd", 1e-7);
+});
+
+gpuTest("embedding op rejects ids that run past the buffer", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const op = await EmbeddingOp.create(registry);
+  const table = uploadTensor(gpu, new Float32Array(8), [2, 4]);
+  const ids = uploadTensor(gpu, new Uint32Array(3), [3]);
+  const out = poisoned(gpu, [2, 4]);
+  let threw = false;
+  try {
+    op.recordForward(recorder, table, ids, out, 2);
+  } catch {
+    threw = true;
+  }
+  for (const t of [table, ids, out]) t.destroy();
+  if (!threw) throw new Error("offset past the ids was accepted");
+});

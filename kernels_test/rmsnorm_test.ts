@@ -1,0 +1,104 @@
+import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
+import { RmsNormOp } from "../src/ops/rmsnorm.ts";
+import { uploadTensor } from "../src/gpu/tensor.ts";
+import { rmsnormBackward, rmsnormForward } from "../src/reference/rmsnorm.ts";
+
+const EPS = 1e-5;
+// [rows, dim]: the tiny model's widths, one row, odd row counts, dims that are not a multiple of
+// the workgroup, and the widest dim the kernels must support.
+const SHAPES = [[1, 64], [37, 172], [5, 8192], [70, 4], [2, 260]];
+
+/** Central differences of a scalar function at every coordinate of x. */
+function numericGradient(f: (x: Float64Array) => number, x: Float64Array, h = 1e-5): Float64Array {
+  const grad = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const keep = x[i];
+    x[i] = keep + h;
+    const up = f(x);
+    x[i] = keep - h;
+    const down = f(x);
+    x[i] = keep;
+    grad[i] = (up - down) / (2 * h);
+  }
+  return grad;
+}
+
+function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
+
+gpuTest("rmsnorm forward matches the float64 twin and saves rstd", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("rmsnorm forward");
+  const op = await RmsNormOp.create(registry);
+  for (const [rows, dim] of SHAPES) {
+    const what = `rmsnorm forward [${rows}, ${dim}]`;
+    const xData = rng.normals(rows * dim, 0.1 + 3 * rng.next());
+    const wData = rng.uniforms(dim, 0.2, 2);
+    const x = uploadTensor(gpu, xData, [rows, dim]);
+    const weight = uploadTensor(gpu, wData, [dim]);
+    const out = poisoned(gpu, [rows, dim]);
+    const outNoSave = poisoned(gpu, [rows, dim]);
+    const rstd = poisoned(gpu, [rows]);
+    op.recordForward(recorder, x, weight, out, EPS, rstd);
+    op.recordForward(recorder, x, weight, outNoSave, EPS);
+    recorder.submit();
+    const ref = rmsnormForward(xData, wData, rows, dim, EPS);
+    assertClose(await readWritten(gpu, out, what), ref.out, what);
+    assertClose(await readWritten(gpu, outNoSave, what), ref.out, `${what} without rstd`);
+    assertClose(await readWritten(gpu, rstd, `${what} rstd`), ref.rstd, `${what} rstd`);
+    for (const t of [x, weight, out, outNoSave, rstd]) t.destroy();
+  }
+});
+
+gpuTest("rmsnorm backward (dX and dWeight) matches the float64 twin", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("rmsnorm backward");
+  const op = await RmsNormOp.create(registry);
+  for (const [rows, dim] of SHAPES) {
+    for (const accumulate of [false, true]) {
+      const what = `rmsnorm backward [${rows}, ${dim}] accumulate=${accumulate}`;
+      const xData = rng.normals(rows * dim, 0.1 + 3 * rng.next());
+      const wData = rng.uniforms(dim, 0.2, 2);
+      const gData = rng.normals(rows * dim);
+      const dXBefore = rng.normals(rows * dim);
+      const dWBefore = rng.normals(dim);
+      const x = uploadTensor(gpu, xData, [rows, dim]);
+      const weight = uploadTensor(gpu, wData, [dim]);
+      const dOut = uploadTensor(gpu, gData, [rows, dim]);
+      const out = poisoned(gpu, [rows, dim]);
+      const rstd = poisoned(gpu, [rows]);
+      const dX = accumulate ? uploadTensor(gpu, dXBefore, [rows, dim]) : poisoned(gpu, [rows, dim]);
+      const dWeight = accumulate ? uploadTensor(gpu, dWBefore, [dim]) : poisoned(gpu, [dim]);
+      op.recordForward(recorder, x, weight, out, EPS, rstd);
+      op.recordBackwardInput(recorder, x, weight, rstd, dOut, dX, { accumulate });
+      op.recordBackwardWeight(recorder, x, rstd, dOut, dWeight, { accumulate });
+      recorder.submit();
+      const { rstd: rstdRef } = rmsnormForward(xData, wData, rows, dim, EPS);
+      const ref = rmsnormBackward(xData, wData, rstdRef, gData, rows, dim);
+      if (accumulate) {
+        ref.dX.forEach((v, i) => ref.dX[i] = v + dXBefore[i]);
+        ref.dWeight.forEach((v, i) => ref.dWeight[i] = v + dWBefore[i]);
+      }
+      assertClose(await readWritten(gpu, dX, `${what} dX`), ref.dX, `${what} dX`);
+      assertClose(await readWritten(gpu, dWeight, `${what} dW`), ref.dWeight, `${what} dWeight`);
+      for (const t of [x, weight, dOut, out, rstd, dX, dWeight]) t.destroy();
+    }
+  }
+});
+
+Deno.test("rmsnorm backward twin matches finite differences of the forward twin", () => {
+  const rng = seededRng("rmsnorm finite differences");
+  const [rows, dim] = [3, 7];
+  const x = Float64Array.from(rng.normals(rows * dim));
+  const weight = Float64Array.from(rng.uniforms(dim, 0.2, 2));
+  const w = rng.normals(rows * dim);
+  const { rstd } = rmsnormForward(x, weight, rows, dim, EPS);
+  const { dX, dWeight } = rmsnormBackward(x, weight, rstd, w, rows, dim);
+  const lossOfX = (v: Float64Array) => dot(w, rmsnormForward(v, weight, rows, dim, EPS).out);
+  const lossOfW = (v: Float64Array) => dot(w, rmsnormForward(x, v, rows, dim, EPS).out);
+  assertClose(dX, numericGradient(lossOfX, x), "rmsnorm fd dX", 1e-7);
+  assertClose(dWeight, numericGradient(lossOfW, weight), "rmsnorm fd dWeight", 1e-7);
+});

@@ -1,0 +1,168 @@
+import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
+import { ropeFrequencyTable, RopeOp } from "../src/ops/rope.ts";
+import { uploadTensor } from "../src/gpu/tensor.ts";
+import { readF32 } from "../src/gpu/readback.ts";
+import {
+  ropeBackward,
+  type RopeConfig,
+  ropeForward,
+  ropeFrequency,
+  type RopePairs,
+} from "../src/reference/rope.ts";
+
+const PAIRS: RopePairs[] = ["interleaved", "half"];
+// [tokens, heads, headDim, pos0, base]: one token, odd token and head counts, head sizes that are
+// not multiples of the workgroup, and large positions (the reduction is exact below 2^24).
+const CASES = [
+  [1, 8, 8, 0, 10000],
+  [2, 2, 64, 1_000_000, 500000],
+  [37, 3, 64, 5, 10000],
+  [5, 4, 128, 32700, 500000],
+  [3, 2, 6, 32765, 1e6],
+  [17, 1, 96, 12345, 10000],
+];
+
+/** Central differences of a scalar function at every coordinate of x. */
+function numericGradient(f: (x: Float64Array) => number, x: Float64Array, h = 1e-5): Float64Array {
+  const grad = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const keep = x[i];
+    x[i] = keep + h;
+    const up = f(x);
+    x[i] = keep - h;
+    const down = f(x);
+    x[i] = keep;
+    grad[i] = (up - down) / (2 * h);
+  }
+  return grad;
+}
+
+function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
+
+Deno.test("rope frequency table splits each frequency exactly enough", () => {
+  for (const [headDim, base] of [[64, 10000], [128, 500000], [6, 1e6]]) {
+    const table = ropeFrequencyTable(headDim, base);
+    for (let i = 0; i < headDim / 2; i++) {
+      const turns = ropeFrequency(i, headDim, base) / (2 * Math.PI);
+      const [hi, mid, lo] = table.subarray(4 * i, 4 * i + 3);
+      const err = Math.abs(hi + mid + lo - turns) / turns;
+      if (!(err < 1e-12)) throw new Error(`rope table ${headDim}/${base} pair ${i}: error ${err}`);
+      // q * 256 hi and q * 256 mid must be exact in f32 for every q < 2^16.
+      for (const part of [256 * hi, 256 * mid]) {
+        const q = 65535;
+        if (Math.fround(q * part) !== q * part) throw new Error(`${part} * ${q} is not exact`);
+      }
+    }
+  }
+});
+
+gpuTest("rope forward and backward match the float64 twin, at large positions too", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("rope");
+  for (const pairs of PAIRS) {
+    for (const [tokens, heads, headDim, pos0, base] of CASES) {
+      const config: RopeConfig = { heads, headDim, base, pairs };
+      const what = `rope ${pairs} [${tokens}, ${heads}, ${headDim}] pos0=${pos0} base=${base}`;
+      const op = await RopeOp.create(registry, { headDim, base, pairs });
+      const n = tokens * heads * headDim;
+      const xData = rng.normals(n);
+      const gData = rng.normals(n);
+      const x = uploadTensor(gpu, xData, [tokens, heads, headDim]);
+      const g = uploadTensor(gpu, gData, [tokens, heads, headDim]);
+      const out = poisoned(gpu, [tokens, heads, headDim]);
+      const dX = poisoned(gpu, [tokens, heads, headDim]);
+      const inPlace = uploadTensor(gpu, xData, [tokens, heads, headDim]);
+      const gradInPlace = uploadTensor(gpu, gData, [tokens, heads, headDim]);
+      op.recordForward(recorder, x, out, { pos0 });
+      op.recordBackward(recorder, g, dX, { pos0 });
+      op.recordForwardInPlace(recorder, inPlace, { pos0 });
+      op.recordBackwardInPlace(recorder, gradInPlace, { pos0 });
+      recorder.submit();
+      const ref = ropeForward(xData, tokens, pos0, config);
+      const refBack = ropeBackward(gData, tokens, pos0, config);
+      assertClose(await readWritten(gpu, out, what), ref, `${what} forward`);
+      assertClose(await readWritten(gpu, dX, what), refBack, `${what} backward`);
+      assertClose(await readF32(gpu, inPlace), ref, `${what} forward in place`);
+      assertClose(await readF32(gpu, gradInPlace), refBack, `${what} backward in place`);
+      for (const t of [x, g, out, dX, inPlace, gradInPlace]) t.destroy();
+      op.destroy();
+    }
+  }
+});
+
+gpuTest("rope writes K into a KV cache at a row offset and reads from a row offset", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("rope cache");
+  for (const pairs of PAIRS) {
+    const [capacity, heads, headDim, base] = [50, 3, 32, 10000];
+    const [srcRows, srcRow, tokens, past] = [20, 4, 13, 29];
+    const what = `rope ${pairs} into cache rows ${past}..${past + tokens - 1}`;
+    const op = await RopeOp.create(registry, { headDim, base, pairs });
+    const rowLen = heads * headDim;
+    const kData = rng.normals(srcRows * rowLen);
+    const cacheData = rng.normals(capacity * rowLen);
+    const k = uploadTensor(gpu, kData, [srcRows, heads, headDim]);
+    const cache = uploadTensor(gpu, cacheData, [capacity, heads, headDim]);
+    op.recordForward(recorder, k, cache, { pos0: past, srcRow, dstRow: past, tokens });
+    // A second, partially overlapping in-place rotation of rows [2, 9) at positions 100..106.
+    op.recordForwardInPlace(recorder, cache, { pos0: 100, row: 2, tokens: 7 });
+    recorder.submit();
+    const expected = Float64Array.from(cacheData);
+    const slice = kData.subarray(srcRow * rowLen, (srcRow + tokens) * rowLen);
+    expected.set(ropeForward(slice, tokens, past, { heads, headDim, base, pairs }), past * rowLen);
+    const rows2 = expected.subarray(2 * rowLen, 9 * rowLen);
+    rows2.set(ropeForward(rows2, 7, 100, { heads, headDim, base, pairs }));
+    assertClose(await readF32(gpu, cache), expected, what);
+    // Reading a row range back out of the cache into a separate poisoned tensor.
+    const back = poisoned(gpu, [tokens, heads, headDim]);
+    op.recordBackward(recorder, cache, back, { pos0: past, srcRow: past, tokens });
+    recorder.submit();
+    const cached = Float32Array.from(expected.subarray(past * rowLen, (past + tokens) * rowLen));
+    const refBack = ropeBackward(cached, tokens, past, { heads, headDim, base, pairs });
+    assertClose(await readWritten(gpu, back, what), refBack, `${what} backward from cache`);
+    assertClose(refBack, slice, `${what}: backward undoes forward`);
+    for (const t of [k, cache, back]) t.destroy();
+    op.destroy();
+  }
+});
+
+Deno.test("rope backward twin matches finite differences of the forward twin", () => {
+  const rng = seededRng("rope finite differences");
+  for (const pairs of PAIRS) {
+    const config: RopeConfig = { heads: 2, headDim: 6, base: 10000, pairs };
+    const [tokens, pos0] = [3, 7];
+    const x = Float64Array.from(rng.normals(tokens * 12));
+    const w = rng.normals(tokens * 12);
+    const numeric = numericGradient((v) => dot(w, ropeForward(v, tokens, pos0, config)), x);
+    assertClose(ropeBackward(w, tokens, pos0, config), numeric, `rope fd ${pairs}`, 1e-7);
+  }
+});
+
+gpuTest("rope op rejects row ranges past the tensors and overlapping copies", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const op = await RopeOp.create(registry, { headDim: 4 });
+  const a = uploadTensor(gpu, new Float32Array(24), [3, 2, 4]);
+  const b = uploadTensor(gpu, new Float32Array(16), [2, 2, 4]);
+  const bad: [string, () => void][] = [
+    ["dst rows", () => op.recordForward(recorder, a, b, { pos0: 0 })],
+    ["src rows", () => op.recordForward(recorder, b, a, { pos0: 0, srcRow: 1, tokens: 2 })],
+    ["aliasing", () => op.recordForward(recorder, a, a, { pos0: 0 })],
+    ["head size", () => op.recordForwardInPlace(recorder, a.reshape([3, 4, 2]), { pos0: 0 })],
+    ["position", () => op.recordForwardInPlace(recorder, a, { pos0: 2 ** 24 - 2 })],
+  ];
+  for (const [name, fn] of bad) {
+    let threw = false;
+    try {
+      fn();
+    } catch {
+      threw = true;
+    }
+    if (!threw) throw new Error(`rope accepted bad ${name}`);
+  }
+  for (const t of [a, b]) t.destroy();
+  op.destroy();
+});

@@ -1,0 +1,115 @@
+// Rotary position embedding on [rows, heads, headDim], token t at position pos0 + t, and its
+// backward (the inverse rotation, dX = R^T dOut). One invocation per rotated pair.
+//
+// Angles are reduced in turns, not radians, so they stay accurate at large positions: the host
+// gives each pair's frequency f_i = base^(-2i/headDim) / (2 pi) in turns per position, split as
+// hi + mid + lo where hi and mid carry 8 significant bits. With pos = 256 q + r (q < 2^16,
+// r < 2^8), q * 256 hi, q * 256 mid, r * hi and r * mid are exact in f32 and so are their
+// fractional parts; only pos * lo (about 2^-16 of the angle) rounds. So the angle is good to
+// about 1e-7 turns for every pos < 2^24. The reduced angle lies in [-pi, pi], where f32 cos and
+// sin are accurate.
+//
+// The source and destination take row offsets (srcRow, dstRow) so K can be rotated straight into
+// a KV cache [capacity, heads, headDim] at rows past .. past + tokens - 1.
+
+override WG: u32 = 64;
+// true: llama2.c / Meta pairs (2i, 2i + 1); false: Hugging Face half-split pairs (i, i + headDim/2).
+override INTERLEAVED: bool = true;
+
+// pairs = tokens * heads * headDim / 2; half = headDim / 2.
+struct Params {
+  pairs: u32,
+  heads: u32,
+  half: u32,
+  pos0: u32,
+  srcRow: u32,
+  dstRow: u32,
+  stride: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> freqs: array<vec4<f32>>;     // [headDim / 2] (hi, mid, lo, 0)
+@group(0) @binding(2) var<storage, read> src: array<f32>;             // [srcRows, heads, headDim]
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;       // [dstRows, heads, headDim]
+@group(0) @binding(4) var<storage, read_write> data: array<f32>;      // [rows, heads, headDim], in place
+
+const TAU: f32 = 6.283185307179586;
+
+// Where pair k lives: x = its two element offsets within a row of one head, y = token * heads + head.
+fn pair_at(k: u32) -> vec3<u32> {
+  let i = k % params.half;
+  let tokenHead = k / params.half;
+  if (INTERLEAVED) {
+    return vec3<u32>(2u * i, 2u * i + 1u, tokenHead);
+  }
+  return vec3<u32>(i, i + params.half, tokenHead);
+}
+
+// (cos, sin) of pair i's angle at `pos`.
+fn cos_sin(pos: u32, i: u32) -> vec2<f32> {
+  let f = freqs[i];
+  let q = f32(pos >> 8u);
+  let r = f32(pos & 255u);
+  let high = fract(q * (256.0 * f.x)) + fract(q * (256.0 * f.y));
+  let low = fract(r * f.x) + fract(r * f.y);
+  let turns = fract(fract(high) + fract(low) + f32(pos) * f.z);
+  let angle = select(turns, turns - 1.0, turns > 0.5) * TAU;
+  return vec2<f32>(cos(angle), sin(angle));
+}
+
+// Rotates (a, b) by the angle (direction 1) or back by it (direction -1).
+fn rotate(v: vec2<f32>, cs: vec2<f32>, direction: f32) -> vec2<f32> {
+  let s = cs.y * direction;
+  return vec2<f32>(v.x * cs.x - v.y * s, v.x * s + v.y * cs.x);
+}
+
+fn rotate_copy(k: u32, direction: f32) {
+  let at = pair_at(k);
+  let token = at.z / params.heads;
+  let cs = cos_sin(params.pos0 + token, k % params.half);
+  let rowLen = 2u * params.half;
+  let srcAt = (params.srcRow * params.heads + at.z) * rowLen;
+  let dstAt = (params.dstRow * params.heads + at.z) * rowLen;
+  let v = rotate(vec2<f32>(src[srcAt + at.x], src[srcAt + at.y]), cs, direction);
+  dst[dstAt + at.x] = v.x;
+  dst[dstAt + at.y] = v.y;
+}
+
+fn rotate_in_place(k: u32, direction: f32) {
+  let at = pair_at(k);
+  let token = at.z / params.heads;
+  let cs = cos_sin(params.pos0 + token, k % params.half);
+  let base = (params.srcRow * params.heads + at.z) * 2u * params.half;
+  let v = rotate(vec2<f32>(data[base + at.x], data[base + at.y]), cs, direction);
+  data[base + at.x] = v.x;
+  data[base + at.y] = v.y;
+}
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+  for (var k = gid.x; k < params.pairs; k += params.stride) {
+    rotate_copy(k, 1.0);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+  for (var k = gid.x; k < params.pairs; k += params.stride) {
+    rotate_copy(k, -1.0);
+  }
+}
+
+// In place on `data`; srcRow is the row offset.
+@compute @workgroup_size(WG)
+fn forward_in_place(@builtin(global_invocation_id) gid: vec3<u32>) {
+  for (var k = gid.x; k < params.pairs; k += params.stride) {
+    rotate_in_place(k, 1.0);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn backward_in_place(@builtin(global_invocation_id) gid: vec3<u32>) {
+  for (var k = gid.x; k < params.pairs; k += params.stride) {
+    rotate_in_place(k, -1.0);
+  }
+}

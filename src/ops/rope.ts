@@ -1,0 +1,217 @@
+import source from "../../shaders/rope.wgsl" with { type: "text" };
+import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import type { RopePairs } from "../reference/rope.ts";
+
+export type { RopePairs } from "../reference/rope.ts";
+
+const FILE = "rope.wgsl";
+const MAX_GROUPS = 4096;
+/** Positions must stay below 2^24, where the angle reduction is exact (and f32 counts exactly). */
+const MAX_POSITION = 2 ** 24;
+
+/** Options for {@link RopeOp.create}. */
+export interface RopeOptions {
+  /** Elements per head (even). */
+  headDim: number;
+  /** Theta base (default 10000; Llama 3 uses 500000, some models 1e6). */
+  base?: number;
+  /** Pair convention (default "interleaved", llama2.c; Hugging Face checkpoints use "half"). */
+  pairs?: RopePairs;
+  /** Invocations per workgroup (default 64). */
+  workgroupSize?: number;
+}
+
+/** Where one RoPE application reads and writes. */
+export interface RopePlacement {
+  /** Position of the first token; token t sits at pos0 + t. */
+  pos0: number;
+  /** First row of the source to read (default 0). */
+  srcRow?: number;
+  /** First row of the destination to write (default 0), e.g. `past` in a KV cache. */
+  dstRow?: number;
+  /** Tokens to rotate (default: the source rows from srcRow on). */
+  tokens?: number;
+}
+
+/** Where an in-place RoPE application works. */
+export interface RopeInPlacePlacement {
+  /** Position of the first rotated row; row + t sits at pos0 + t. */
+  pos0: number;
+  /** First row rotated (default 0). */
+  row?: number;
+  /** Tokens to rotate (default: every row from `row` on). */
+  tokens?: number;
+}
+
+/** Keeps the top 8 significant bits of an f32 (sign, exponent and 7 stored mantissa bits). */
+function top8Bits(value: number): number {
+  const bits = new Uint32Array(new Float32Array([value]).buffer);
+  bits[0] &= 0xffff0000;
+  return new Float32Array(bits.buffer)[0];
+}
+
+/**
+ * Per-pair frequencies in turns per position, base^(-2i/headDim) / (2 pi), each split into
+ * (hi, mid, lo, 0) with hi + mid + lo equal to it to about 2^-40 relative and hi, mid short
+ * enough that q * hi and q * mid are exact in f32 for q < 2^16 (see shaders/rope.wgsl).
+ */
+export function ropeFrequencyTable(headDim: number, base: number): Float32Array {
+  const table = new Float32Array(headDim * 2);
+  for (let i = 0; i < headDim / 2; i++) {
+    const turns = Math.pow(base, (-2 * i) / headDim) / (2 * Math.PI);
+    const hi = top8Bits(turns);
+    const mid = top8Bits(turns - hi);
+    table.set([hi, mid, Math.fround(turns - hi - mid), 0], 4 * i);
+  }
+  return table;
+}
+
+/**
+ * Rotary position embedding on [rows, heads, headDim] tensors (shaders/rope.wgsl), for one head
+ * size, theta base and pair convention. Holds a small frequency table: call {@link destroy}.
+ * Angles are reduced accurately (to about 1e-7 turns) for every position below 2^24.
+ */
+export class RopeOp {
+  private constructor(
+    private readonly kernels: Record<string, Kernel>,
+    private readonly freqs: Tensor,
+    readonly headDim: number,
+    private readonly wg: number,
+  ) {}
+
+  /** Compiles the kernels for one pair convention and uploads the frequency table. */
+  static async create(registry: KernelRegistry, options: RopeOptions): Promise<RopeOp> {
+    const { headDim, base = 10000, pairs = "interleaved" } = options;
+    const WG = options.workgroupSize ?? 64;
+    if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0) {
+      throw new ShapeError(`rope headDim must be a positive even number, got ${headDim}`);
+    }
+    if (!(base > 1)) throw new KernelUsageError(`rope base must be > 1, got ${base}`);
+    const constants = { WG, INTERLEAVED: pairs === "interleaved" };
+    const entries = ["forward", "backward", "forward_in_place", "backward_in_place"];
+    const kernels: Record<string, Kernel> = {};
+    await Promise.all(entries.map(async (entryPoint) => {
+      kernels[entryPoint] = await registry.get({ file: FILE, source, entryPoint, constants });
+    }));
+    const table = ropeFrequencyTable(headDim, base);
+    const freqs = uploadTensor(registry.gpu, table, [headDim / 2, 4], "f32", "rope frequencies");
+    return new RopeOp(kernels, freqs, headDim, WG);
+  }
+
+  /** Records dst[dstRow + t] = rotate(src[srcRow + t], pos0 + t); both [rows, heads, headDim]. */
+  recordForward(rec: Recorder, src: Tensor, dst: Tensor, placement: RopePlacement): void {
+    this.#recordCopy(rec, "forward", src, dst, placement);
+  }
+
+  /** Records dX[dstRow + t] = R^T dOut[srcRow + t]: the backward of {@link recordForward}. */
+  recordBackward(rec: Recorder, dOut: Tensor, dX: Tensor, placement: RopePlacement): void {
+    this.#recordCopy(rec, "backward", dOut, dX, placement);
+  }
+
+  /** Rotates rows row .. row + tokens - 1 of x [rows, heads, headDim] in place. */
+  recordForwardInPlace(rec: Recorder, x: Tensor, placement: RopeInPlacePlacement): void {
+    this.#recordInPlace(rec, "forward_in_place", x, placement);
+  }
+
+  /** The backward of {@link recordForwardInPlace}, in place on the gradient. */
+  recordBackwardInPlace(rec: Recorder, grad: Tensor, placement: RopeInPlacePlacement): void {
+    this.#recordInPlace(rec, "backward_in_place", grad, placement);
+  }
+
+  /** Frees the frequency table. */
+  destroy(): void {
+    this.freqs.destroy();
+  }
+
+  #recordCopy(
+    rec: Recorder,
+    entry: string,
+    src: Tensor,
+    dst: Tensor,
+    placement: RopePlacement,
+  ): void {
+    const what = `rope ${entry}`;
+    const heads = this.#heads(`${what} source`, src);
+    if (this.#heads(`${what} destination`, dst) !== heads) {
+      throw new ShapeError(`${what}: source [${src.shape}] and destination [${dst.shape}] differ`);
+    }
+    const { pos0, srcRow = 0, dstRow = 0 } = placement;
+    const tokens = placement.tokens ?? src.shape[0] - srcRow;
+    checkRange(`${what} source`, srcRow, tokens, src.shape[0]);
+    checkRange(`${what} destination`, dstRow, tokens, dst.shape[0]);
+    checkPosition(what, pos0, tokens);
+    if (
+      src.buffer === dst.buffer && src.byteOffset < dst.byteOffset + dst.byteLength &&
+      dst.byteOffset < src.byteOffset + src.byteLength
+    ) {
+      throw new KernelUsageError(`${what}: source and destination overlap; use the in-place form`);
+    }
+    this.#dispatch(rec, entry, { freqs: this.freqs, src, dst }, tokens, heads, {
+      pos0,
+      srcRow,
+      dstRow,
+    });
+  }
+
+  #recordInPlace(rec: Recorder, entry: string, data: Tensor, placement: RopeInPlacePlacement) {
+    const what = `rope ${entry}`;
+    const heads = this.#heads(what, data);
+    const { pos0, row = 0 } = placement;
+    const tokens = placement.tokens ?? data.shape[0] - row;
+    checkRange(what, row, tokens, data.shape[0]);
+    checkPosition(what, pos0, tokens);
+    this.#dispatch(rec, entry, { freqs: this.freqs, data }, tokens, heads, {
+      pos0,
+      srcRow: row,
+      dstRow: 0,
+    });
+  }
+
+  #dispatch(
+    rec: Recorder,
+    entry: string,
+    bindings: Record<string, Tensor>,
+    tokens: number,
+    heads: number,
+    rows: { pos0: number; srcRow: number; dstRow: number },
+  ): void {
+    const half = this.headDim / 2;
+    const pairs = tokens * heads * half;
+    const groups = Math.max(1, Math.min(MAX_GROUPS, Math.ceil(pairs / this.wg)));
+    rec.dispatch(
+      this.kernels[entry],
+      bindings,
+      { pairs, heads, half, ...rows, stride: groups * this.wg },
+      [groups],
+    );
+  }
+
+  #heads(what: string, t: Tensor): number {
+    if (t.dtype !== "f32" || t.shape.length !== 3 || t.shape[2] !== this.headDim) {
+      throw new ShapeError(
+        `${what} must be f32 [rows, heads, ${this.headDim}], got ${t.dtype} [${t.shape}]`,
+      );
+    }
+    return t.shape[1];
+  }
+}
+
+function checkRange(what: string, start: number, count: number, rows: number): void {
+  if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0) {
+    throw new KernelUsageError(`${what}: bad row range start ${start}, count ${count}`);
+  }
+  if (start + count > rows) {
+    throw new ShapeError(`${what}: rows [${start}, ${start + count}) run past its ${rows} rows`);
+  }
+}
+
+function checkPosition(what: string, pos0: number, tokens: number): void {
+  if (!Number.isInteger(pos0) || pos0 < 0 || pos0 + tokens > MAX_POSITION) {
+    throw new KernelUsageError(
+      `${what}: positions ${pos0}..${pos0 + tokens - 1} must be integers in [0, 2^24)`,
+    );
+  }
+}
