@@ -1,0 +1,65 @@
+/**
+ * Kernel throughput: matmul GFLOP/s at decode, prefill, training and backward shapes (against a
+ * plain 16 x 16-tiled matmul measured in the same run), and copy GB/s as the bandwidth yardstick.
+ * Run with `deno task bench`; the table at the end is what bench/RESULTS.md records.
+ */
+import naiveSource from "./naive_matmul.wgsl" with { type: "text" };
+import { gpu, gpuBench, registry } from "./harness.ts";
+import { createTensor, type Tensor } from "../src/gpu/tensor.ts";
+import { type MatmulForm, MatmulOp } from "../src/ops/matmul.ts";
+import { CopyOp } from "../src/ops/copy.ts";
+
+function matrix(rows: number, cols: number): Tensor {
+  return createTensor(gpu, [rows, cols], "f32", "bench matrix");
+}
+
+/** Cases: [label, M, K, N, form]. Weights are stored [out, in], hence transB for forwards. */
+const MATMULS: [string, number, number, number, MatmulForm][] = [
+  ["decode 1x576x1536 (x·Wᵀ)", 1, 576, 1536, { transB: true }],
+  ["prefill 128x576x1536 (x·Wᵀ)", 128, 576, 1536, { transB: true }],
+  ["training 1024x1024x1024", 1024, 1024, 1024, {}],
+  ["backward dX 128x1536x576 (dY·W)", 128, 1536, 576, {}],
+  ["backward dA 64x128x576 (dHᵀ·X)", 64, 128, 576, { transA: true }],
+];
+
+for (const [label, m, k, n, form] of MATMULS) {
+  const op = await MatmulOp.create(registry, form);
+  const a = form.transA ? matrix(k, m) : matrix(m, k);
+  const b = form.transB ? matrix(n, k) : matrix(k, n);
+  const c = matrix(m, n);
+  const flops = 2 * m * n * k;
+  gpuBench({
+    group: "matmul",
+    name: `templora ${label}`,
+    flops,
+    repeat: Math.max(1, Math.min(64, Math.round(4e8 / flops))),
+    record: (rec) => op.record(rec, a, b, c),
+  });
+}
+
+{
+  const m = 1024, k = 1024, n = 1024;
+  const kernel = await registry.get({ file: "naive_matmul.wgsl", source: naiveSource });
+  const a = matrix(m, k), b = matrix(k, n), c = matrix(m, n);
+  gpuBench({
+    group: "matmul",
+    name: "naive 16x16 baseline 1024x1024x1024",
+    flops: 2 * m * n * k,
+    repeat: 1,
+    iterations: 3,
+    record: (rec) => rec.dispatch(kernel, { a, b, c }, { m, n, k }, [n / 16, m / 16]),
+  });
+}
+
+{
+  const n = 16 * 1024 * 1024; // 64 MiB each way
+  const op = await CopyOp.create(registry);
+  const src = createTensor(gpu, [n]), dst = createTensor(gpu, [n]);
+  gpuBench({
+    group: "bandwidth",
+    name: "copy 64 MiB",
+    bytes: 2 * 4 * n,
+    repeat: 4,
+    record: (rec) => op.record(rec, src, dst),
+  });
+}

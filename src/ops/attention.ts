@@ -1,0 +1,291 @@
+import source from "../../shaders/attention.wgsl" with { type: "text" };
+import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+
+const FILE = "attention.wgsl";
+const WG = 64;
+/** Largest head dim the kernels take (the rows kernel needs headDim / 4 <= WG). */
+export const MAX_HEAD_DIM = 256;
+/** Workgroup memory the tile chooser plans for at most, whatever the adapter allows. */
+const STORAGE_BUDGET = 16384;
+/** Up to this many query tokens, "auto" runs the rows kernel (a workgroup per token and group). */
+const ROWS_MAX_TOKENS = 4;
+/** Heads of one kv group the rows kernel serves per workgroup (they share the key reads). */
+const ROWS_HEADS = 4;
+
+/**
+ * Query rows (bq) and key rows (bk) of one tile. The forward and dQ kernels run bq invocations
+ * (one per query row) and stream K/V tiles of bk rows; the dK/dV kernel runs bk invocations (one
+ * per key row) and streams query tiles of bq rows.
+ */
+export interface AttentionTiles {
+  bq: number;
+  bk: number;
+}
+
+/** Tile sizes per kernel; whatever is omitted is chosen from the head dim and the adapter. */
+export interface AttentionOptions {
+  forward?: AttentionTiles;
+  backwardDq?: AttentionTiles;
+  backwardDkdv?: AttentionTiles;
+  /** forward rows kernel: keys each of its 64 invocations scores per chunk. */
+  rowsKeysPerThread?: number;
+}
+
+/** Which forward kernel runs: "rows" (decode-shaped), "tiled" (prefill), or chosen by size. */
+export type AttentionPath = "auto" | "tiled" | "rows";
+
+/** Tensors and sizes of one forward call. All f32. */
+export interface AttentionForwardArgs {
+  /** [tokens, nHeads, headDim]: queries at positions past .. past + tokens - 1. */
+  q: Tensor;
+  /** [capacity, nKvHeads, headDim], rows 0 .. past + tokens - 1 already written. */
+  k: Tensor;
+  /** [capacity, nKvHeads, headDim], like k. */
+  v: Tensor;
+  /** [tokens, nHeads, headDim]. */
+  out: Tensor;
+  /** Cache rows before this step's tokens. */
+  past: number;
+  /** [tokens, nHeads]: when given, the logsumexp of every row's scores is saved for backward. */
+  lse?: Tensor;
+  /** Score scale, 1 / sqrt(headDim) by default. */
+  scale?: number;
+  path?: AttentionPath;
+}
+
+/** Tensors and sizes of one backward call (keys = past + tokens). All f32. */
+export interface AttentionBackwardArgs {
+  /** [tokens, nHeads, headDim]: gradient of the forward output. */
+  dOut: Tensor;
+  /** [tokens, nHeads, headDim]. */
+  q: Tensor;
+  /** [>= keys, nKvHeads, headDim]. */
+  k: Tensor;
+  /** [>= keys, nKvHeads, headDim]. */
+  v: Tensor;
+  /** [tokens, nHeads, headDim]: the forward output. */
+  out: Tensor;
+  /** [tokens, nHeads]: the logsumexp the forward saved. */
+  lse: Tensor;
+  /** [tokens, nHeads] scratch: receives dOut_t·out_t per row between the two dispatches. */
+  delta: Tensor;
+  /** [tokens, nHeads, headDim], overwritten. */
+  dQ: Tensor;
+  /** [keys, nKvHeads, headDim], overwritten (sums over the heads sharing a kv head). */
+  dK: Tensor;
+  /** [keys, nKvHeads, headDim], overwritten. */
+  dV: Tensor;
+  /** Keys before the first query row (0 for a training example that starts at position 0). */
+  past: number;
+  /** The scale the forward used, 1 / sqrt(headDim) by default. */
+  scale?: number;
+}
+
+interface Sizes {
+  tokens: number;
+  nHeads: number;
+  nKvHeads: number;
+}
+
+/** Rows per workgroup of the row-per-invocation kernels. */
+const ROWS_PER_GROUP = 32;
+/** Streamed tile rows the chooser tries, largest first. */
+const STREAM_ROWS = [32, 16, 8, 4, 2, 1];
+
+/** Rows of a streamed tile pair (K and V, or Q and dOut) that fit the workgroup memory budget. */
+function streamRows(hd4: number, budget: number): number {
+  return STREAM_ROWS.find((n) => 2 * 16 * hd4 * n + 8 * n <= budget) ?? 1;
+}
+
+function defaultTiles(hd4: number, budget: number): Required<AttentionOptions> {
+  const stream = streamRows(hd4, budget);
+  return {
+    forward: { bq: ROWS_PER_GROUP, bk: stream },
+    backwardDq: { bq: ROWS_PER_GROUP, bk: stream },
+    backwardDkdv: { bq: stream, bk: ROWS_PER_GROUP },
+    rowsKeysPerThread: 4,
+  };
+}
+
+/**
+ * Causal grouped-query attention over a KV cache for one head dim: forward (online softmax,
+ * optionally saving logsumexp) and a FlashAttention-style backward that recomputes the
+ * probabilities from the saved logsumexp. The backward takes any `past` (keys = past + tokens).
+ */
+export class AttentionOp {
+  private constructor(
+    readonly headDim: number,
+    readonly tiles: Required<AttentionOptions>,
+    private readonly kernels: Record<
+      "tiled" | "tiledLse" | "rows" | "rowsLse" | "dq" | "dkdv",
+      Kernel
+    >,
+  ) {}
+
+  static async create(
+    registry: KernelRegistry,
+    headDim: number,
+    options: AttentionOptions = {},
+  ): Promise<AttentionOp> {
+    if (!Number.isInteger(headDim) || headDim < 1 || headDim > MAX_HEAD_DIM) {
+      throw new KernelUsageError(`attention: headDim ${headDim} must be in 1..${MAX_HEAD_DIM}`);
+    }
+    const hd4 = Math.ceil(headDim / 4);
+    const budget = Math.min(STORAGE_BUDGET, registry.gpu.limits.maxComputeWorkgroupStorageSize);
+    const tiles = { ...defaultTiles(hd4, budget), ...options };
+    const get = (entryPoint: string, t: AttentionTiles) =>
+      registry.get({
+        file: FILE,
+        source,
+        entryPoint,
+        constants: {
+          HD: headDim,
+          BQ: t.bq,
+          BK: t.bk,
+          WG,
+          KPT: tiles.rowsKeysPerThread,
+          GR: ROWS_HEADS,
+        },
+      });
+    const rowTiles = { bq: 1, bk: 1 };
+    const [tiled, tiledLse, rows, rowsLse, dq, dkdv] = await Promise.all([
+      get("forward_tiled", tiles.forward),
+      get("forward_tiled_lse", tiles.forward),
+      get("forward_rows", rowTiles),
+      get("forward_rows_lse", rowTiles),
+      get("backward_dq", tiles.backwardDq),
+      get("backward_dkdv", tiles.backwardDkdv),
+    ]);
+    return new AttentionOp(headDim, tiles, { tiled, tiledLse, rows, rowsLse, dq, dkdv });
+  }
+
+  /** Records out = softmax(scale · q kᵀ, causal) v, and lse when given. */
+  recordForward(rec: Recorder, args: AttentionForwardArgs): void {
+    const { q, k, v, out, lse, past } = args;
+    const sizes = this.#checkQuery(q, "q");
+    this.#checkSame(out, q, "out");
+    this.#checkCache(k, sizes, past, "k");
+    this.#checkCache(v, sizes, past, "v");
+    if (lse) this.#checkRows(lse, sizes, "lse");
+    const params = this.#params(sizes, past, args.scale);
+    const path = args.path ?? "auto";
+    const rows = path === "rows" || (path === "auto" && sizes.tokens <= ROWS_MAX_TOKENS);
+    const bindings: Record<string, Tensor> = lse ? { q, k, v, out, lse } : { q, k, v, out };
+    if (rows) {
+      const kernel = lse ? this.kernels.rowsLse : this.kernels.rows;
+      const blocks = sizes.nKvHeads * Math.ceil(params.group / ROWS_HEADS);
+      rec.dispatch(kernel, bindings, params, [sizes.tokens, blocks]);
+    } else {
+      const kernel = lse ? this.kernels.tiledLse : this.kernels.tiled;
+      const groups = Math.ceil(sizes.tokens / this.tiles.forward.bq);
+      rec.dispatch(kernel, bindings, params, [groups, sizes.nHeads]);
+    }
+  }
+
+  /** Records dQ, dK, dV (two dispatches; `delta` passes between them). */
+  recordBackward(rec: Recorder, args: AttentionBackwardArgs): void {
+    const { dOut, q, k, v, out, lse, delta, dQ, dK, dV, past } = args;
+    const sizes = this.#checkQuery(q, "q");
+    for (const [t, name] of [[dOut, "dOut"], [out, "out"], [dQ, "dQ"]] as const) {
+      this.#checkSame(t, q, name);
+    }
+    this.#checkCache(k, sizes, past, "k");
+    this.#checkCache(v, sizes, past, "v");
+    this.#checkRows(lse, sizes, "lse");
+    this.#checkRows(delta, sizes, "delta");
+    const keys = past + sizes.tokens;
+    for (const [t, name] of [[dK, "dK"], [dV, "dV"]] as const) {
+      this.#checkCache(t, sizes, past, name);
+      if (t.shape[0] !== keys) {
+        throw new ShapeError(
+          `attention: ${name} is [${t.shape}], need [${keys}, ${t.shape[1]}, ..]`,
+        );
+      }
+    }
+    const params = this.#params(sizes, past, args.scale);
+    const { backwardDq: tq, backwardDkdv: tk } = this.tiles;
+    rec.dispatch(
+      this.kernels.dq,
+      { q, k, v, dOut, outFwd: out, lseFwd: lse, delta, dQ },
+      params,
+      [Math.ceil(sizes.tokens / tq.bq), sizes.nHeads],
+    );
+    rec.dispatch(
+      this.kernels.dkdv,
+      { q, k, v, dOut, lseFwd: lse, delta, dK, dV },
+      params,
+      [Math.ceil(keys / tk.bk), sizes.nKvHeads],
+    );
+  }
+
+  #params(sizes: Sizes, past: number, scale: number | undefined) {
+    if (!Number.isInteger(past) || past < 0) {
+      throw new KernelUsageError(`attention: past = ${past} is not a non-negative integer`);
+    }
+    const s = scale ?? 1 / Math.sqrt(this.headDim);
+    if (!Number.isFinite(s)) throw new KernelUsageError(`attention: scale ${s} is not finite`);
+    return {
+      tokens: sizes.tokens,
+      past,
+      keys: past + sizes.tokens,
+      nHeads: sizes.nHeads,
+      nKvHeads: sizes.nKvHeads,
+      group: sizes.nHeads / sizes.nKvHeads,
+      scale: s,
+    };
+  }
+
+  #checkF32(t: Tensor, name: string): void {
+    if (t.dtype !== "f32") throw new ShapeError(`attention: ${name} is ${t.dtype}, need f32`);
+  }
+
+  #checkQuery(q: Tensor, name: string): Sizes {
+    this.#checkF32(q, name);
+    if (q.shape.length !== 3 || q.shape[2] !== this.headDim || q.shape[0] < 1) {
+      throw new ShapeError(
+        `attention: ${name} is [${q.shape}], need [tokens >= 1, nHeads, ${this.headDim}]`,
+      );
+    }
+    return { tokens: q.shape[0], nHeads: q.shape[1], nKvHeads: 0 };
+  }
+
+  #checkSame(t: Tensor, q: Tensor, name: string): void {
+    this.#checkF32(t, name);
+    if (t.shape.length !== 3 || t.shape.some((d, i) => d !== q.shape[i])) {
+      throw new ShapeError(`attention: ${name} is [${t.shape}], need [${q.shape}] like q`);
+    }
+  }
+
+  /** Checks a [rows, nKvHeads, headDim] tensor and records nKvHeads in `sizes`. */
+  #checkCache(t: Tensor, sizes: Sizes, past: number, name: string): void {
+    this.#checkF32(t, name);
+    const [rows, nKv, hd] = t.shape;
+    if (t.shape.length !== 3 || hd !== this.headDim || nKv < 1 || sizes.nHeads % nKv !== 0) {
+      throw new ShapeError(
+        `attention: ${name} is [${t.shape}], need [rows, nKvHeads, ${this.headDim}] with ` +
+          `nKvHeads dividing nHeads = ${sizes.nHeads}`,
+      );
+    }
+    if (sizes.nKvHeads && nKv !== sizes.nKvHeads) {
+      throw new ShapeError(`attention: ${name} has ${nKv} kv heads, others ${sizes.nKvHeads}`);
+    }
+    sizes.nKvHeads = nKv;
+    if (rows < past + sizes.tokens) {
+      throw new ShapeError(
+        `attention: ${name} has ${rows} rows; past ${past} + ${sizes.tokens} tokens need more`,
+      );
+    }
+  }
+
+  #checkRows(t: Tensor, sizes: Sizes, name: string): void {
+    this.#checkF32(t, name);
+    if (t.shape.length !== 2 || t.shape[0] !== sizes.tokens || t.shape[1] !== sizes.nHeads) {
+      throw new ShapeError(
+        `attention: ${name} is [${t.shape}], need [${sizes.tokens}, ${sizes.nHeads}]`,
+      );
+    }
+  }
+}
