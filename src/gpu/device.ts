@@ -5,19 +5,24 @@ import { GpuMemory } from "./memory.ts";
 export interface GpuCapabilities {
   /** Adapter description as the driver reports it (for example "llvmpipe (LLVM 15.0.6, 256 bits)"). */
   description: string;
+  /** Vendor as the adapter reports it. */
   vendor: string;
+  /** Architecture as the adapter reports it (often empty). */
   architecture: string;
   /** True for software adapters such as Mesa's llvmpipe. */
   isFallbackAdapter: boolean;
   /** `shader-f16` was requested and a shader using `f16` actually compiled. */
   shaderF16: boolean;
   /** Subgroup size range the adapter reports (0 when unknown). */
+  /** Smallest subgroup size (0 when unknown). */
   subgroupMinSize: number;
+  /** Largest subgroup size (0 when unknown). */
   subgroupMaxSize: number;
 }
 
 /** Options for {@link acquireGpu}. */
 export interface AcquireGpuOptions {
+  /** Passed to `requestAdapter`. */
   powerPreference?: GPUPowerPreference;
   /** Request `shader-f16` when the adapter has it (default true). */
   f16?: boolean;
@@ -25,9 +30,11 @@ export interface AcquireGpuOptions {
 
 /** A WebGPU device with the limits templora asked for, its capabilities and its memory accounting. */
 export class Gpu {
+  /** Accounting of every buffer made on this device. */
   readonly memory: GpuMemory;
   #lostReason: string | undefined;
 
+  /** Wraps an opened device; use {@link acquireGpu} to get one. */
   constructor(
     readonly device: GPUDevice,
     readonly capabilities: GpuCapabilities,
@@ -38,6 +45,7 @@ export class Gpu {
     });
   }
 
+  /** The device's limits (raised to the adapter's maxima by {@link acquireGpu}). */
   get limits(): GPUSupportedLimits {
     return this.device.limits;
   }

@@ -15,6 +15,7 @@ export interface KernelSpec {
   file: string;
   /** WGSL source, usually a text import of shaders/<file>. */
   source: string;
+  /** Entry point name (default "main"). */
   entryPoint?: string;
   /** Values for the shader's `override` declarations (tile sizes, workgroup sizes, flags). */
   constants?: Record<string, ConstantValue>;
@@ -25,13 +26,18 @@ export interface KernelSpec {
  * optional uniform parameter struct bound with a dynamic offset into the recorder's slab.
  */
 export class Kernel {
+  /** Cache key, used as the pipeline label and in messages. */
   readonly label: string;
+  /** Storage bindings the entry point uses. */
   readonly storage: BindingDecl[];
+  /** The uniform parameter binding, if any. */
   readonly uniform: BindingDecl | undefined;
+  /** Fields of the uniform parameter struct, in order. */
   readonly params: ParamField[];
   /** Bytes of the uniform struct, rounded up to 16. */
   readonly paramBytes: number;
 
+  /** Made by {@link KernelRegistry.get}. */
   constructor(
     readonly id: number,
     readonly pipeline: GPUComputePipeline,
@@ -53,6 +59,7 @@ export class KernelRegistry {
   #cache = new Map<string, Promise<Kernel>>();
   #nextId = 1;
 
+  /** A registry compiling for `gpu`. */
   constructor(readonly gpu: Gpu) {}
 
   /** Number of distinct kernels compiled so far. */

@@ -10,6 +10,7 @@ export class GpuMemory {
   #bytesInUse = 0;
   #peakBytes = 0;
 
+  /** Accounts for buffers made on `device`. */
   constructor(readonly device: GPUDevice) {}
 
   /** Bytes held by live buffers, pooled ones included. */
@@ -22,6 +23,7 @@ export class GpuMemory {
     return this.#peakBytes;
   }
 
+  /** Starts a new peak measurement from the bytes in use now. */
   resetPeak(): void {
     this.#peakBytes = this.#bytesInUse;
   }

@@ -42,6 +42,7 @@ export class Recorder {
   #alignment: number;
   #dispatches = 0;
 
+  /** A recorder submitting to `gpu`'s queue. */
   constructor(readonly gpu: Gpu) {
     this.#alignment = Math.max(16, gpu.limits.minUniformBufferOffsetAlignment);
   }

@@ -26,8 +26,10 @@ export function elementCount(shape: readonly number[]): number {
  * A tensor that owns its buffer frees it in {@link Tensor.destroy}; a view never does.
  */
 export class Tensor {
+  /** Number of elements. */
   readonly size: number;
 
+  /** Wraps `buffer` from `byteOffset`; pass `owner` to let {@link Tensor.destroy} free it. */
   constructor(
     readonly buffer: GPUBuffer,
     readonly shape: readonly number[],
@@ -68,7 +70,12 @@ export class Tensor {
       throw new ShapeError(`rows [${start}, ${start + count}) out of range for [${this.shape}]`);
     }
     const rowBytes = elementCount(rest) * DTYPE_BYTES[this.dtype];
-    return new Tensor(this.buffer, [count, ...rest], this.dtype, this.byteOffset + start * rowBytes);
+    return new Tensor(
+      this.buffer,
+      [count, ...rest],
+      this.dtype,
+      this.byteOffset + start * rowBytes,
+    );
   }
 
   /** Frees the buffer if this tensor owns it. */
@@ -90,7 +97,8 @@ export function createTensor(
   return new Tensor(buffer, shape, dtype, 0, gpu);
 }
 
-type HostArray = Float32Array | Uint32Array | Int32Array | Uint16Array;
+/** Host data a tensor can be filled from (f16 as raw Uint16 bits). */
+export type HostArray = Float32Array | Uint32Array | Int32Array | Uint16Array;
 
 /** Makes a tensor and fills it from host data (f16 data is given as raw Uint16 bits). */
 export function uploadTensor(
@@ -119,7 +127,9 @@ export function writeTensor(gpu: Gpu, tensor: Tensor, data: HostArray): void {
   if (data.byteLength !== tensor.byteLength) {
     throw new ShapeError(`${data.byteLength} bytes do not fill tensor [${tensor.shape}]`);
   }
-  let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength) as Uint8Array<ArrayBuffer>;
+  let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength) as Uint8Array<
+    ArrayBuffer
+  >;
   if (bytes.byteLength % 4 !== 0) {
     const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
     padded.set(bytes);

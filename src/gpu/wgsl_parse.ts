@@ -46,8 +46,11 @@ function formatConstant(value: ConstantValue | string, type: string): string {
 
 /** One `@group(0) @binding(n) var<...> name: type;` declaration. */
 export interface BindingDecl {
+  /** The `@binding` index. */
   binding: number;
+  /** The variable name, used to bind by name. */
   name: string;
+  /** What kind of buffer binding it is. */
   kind: "uniform" | "read-only-storage" | "storage";
   /** The declared type, e.g. `array<f32>` or `Params`. */
   type: string;
@@ -95,7 +98,9 @@ function stripComments(source: string): string {
 export function bindingsUsedBy(source: string, entryPoint: string, file: string): BindingDecl[] {
   const code = stripComments(source);
   const bodies = functionBodies(code);
-  if (!bodies.has(entryPoint)) throw new KernelUsageError(`${file} has no entry point ${entryPoint}`);
+  if (!bodies.has(entryPoint)) {
+    throw new KernelUsageError(`${file} has no entry point ${entryPoint}`);
+  }
   const reached = new Set<string>([entryPoint]);
   const todo = [entryPoint];
   const text: string[] = [];
@@ -115,7 +120,9 @@ export function bindingsUsedBy(source: string, entryPoint: string, file: string)
 
 /** A field of a uniform parameter struct: every field is a 4-byte scalar. */
 export interface ParamField {
+  /** Field name. */
   name: string;
+  /** Scalar type. */
   type: "u32" | "i32" | "f32";
 }
 

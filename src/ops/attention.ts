@@ -21,14 +21,19 @@ const ROWS_HEADS = 4;
  * per key row) and streams query tiles of bq rows.
  */
 export interface AttentionTiles {
+  /** Query rows per tile. */
   bq: number;
+  /** Key rows per tile. */
   bk: number;
 }
 
 /** Tile sizes per kernel; whatever is omitted is chosen from the head dim and the adapter. */
 export interface AttentionOptions {
+  /** Tiles of the prefill forward kernel. */
   forward?: AttentionTiles;
+  /** Tiles of the dQ backward kernel. */
   backwardDq?: AttentionTiles;
+  /** Tiles of the dK/dV backward kernel. */
   backwardDkdv?: AttentionTiles;
   /** forward rows kernel: keys each of its 64 invocations scores per chunk. */
   rowsKeysPerThread?: number;
@@ -53,6 +58,7 @@ export interface AttentionForwardArgs {
   lse?: Tensor;
   /** Score scale, 1 / sqrt(headDim) by default. */
   scale?: number;
+  /** Forward kernel to use (default "auto"). */
   path?: AttentionPath;
 }
 
@@ -125,6 +131,7 @@ export class AttentionOp {
     >,
   ) {}
 
+  /** Compiles the forward and backward kernels for one head dim. */
   static async create(
     registry: KernelRegistry,
     headDim: number,

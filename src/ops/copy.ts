@@ -11,6 +11,7 @@ const MAX_GROUPS = 4096;
 export class CopyOp {
   private constructor(private readonly kernel: Kernel) {}
 
+  /** Compiles the kernel. */
   static async create(registry: KernelRegistry): Promise<CopyOp> {
     return new CopyOp(await registry.get({ file: "copy.wgsl", source, constants: { WG } }));
   }

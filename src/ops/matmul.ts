@@ -38,6 +38,7 @@ export class MatmulOp {
     readonly tiles: MatmulTiles,
   ) {}
 
+  /** Compiles the kernel for one form and tile shape. */
   static async create(
     registry: KernelRegistry,
     form: MatmulForm = {},
