@@ -1,0 +1,338 @@
+/**
+ * A float64 Llama-family model built from the kernel twins: the yardstick the GPU model is
+ * tested against. It runs a whole sequence from position 0 (no KV cache), optionally with a LoRA
+ * adapter on any of the seven projections, and computes the masked cross-entropy loss with the
+ * adapter's gradients by a full backward pass with frozen base weights. Slow by design: plain
+ * loops, no tricks.
+ */
+import { attentionBackward, attentionForward } from "./attention.ts";
+import { embeddingForward } from "./embedding.ts";
+import { matmulRef } from "./matmul.ts";
+import { rmsnormBackward, rmsnormForward } from "./rmsnorm.ts";
+import { ropeBackward, ropeForward, type RopePairs } from "./rope.ts";
+import { swigluBackward, swigluForward } from "./swiglu.ts";
+
+/** The sizes and settings the reference model needs. */
+export interface ReferenceConfig {
+  dim: number;
+  hiddenDim: number;
+  nLayers: number;
+  nHeads: number;
+  nKvHeads: number;
+  vocabSize: number;
+  normEps: number;
+  ropeTheta: number;
+  ropePairs: RopePairs;
+  /** Whether q, k and v projections have biases (Qwen2). */
+  qkvBias?: boolean;
+}
+
+/** The seven projections LoRA can adapt. */
+export type LoraTarget = "q" | "k" | "v" | "o" | "gate" | "up" | "down";
+
+/** Every projection, in a fixed order. */
+export const LORA_TARGETS: readonly LoraTarget[] = ["q", "k", "v", "o", "gate", "up", "down"];
+
+/** Hugging Face name of a layer's projection weight. */
+export function projectionName(layer: number, target: LoraTarget): string {
+  const group = target === "gate" || target === "up" || target === "down" ? "mlp" : "self_attn";
+  return `model.layers.${layer}.${group}.${target}_proj`;
+}
+
+/** Looks up a weight by its Hugging Face name ("model.layers.0.self_attn.q_proj.weight", ...). */
+export type WeightLookup = (name: string) => ArrayLike<number>;
+
+/** A LoRA adapter: per (layer, target) A [rank, in] and B [out, rank], scaled by `scale`. */
+export interface ReferenceLora {
+  rank: number;
+  scale: number;
+  /** Keyed by `projectionName(layer, target)`. */
+  a: Map<string, Float64Array>;
+  b: Map<string, Float64Array>;
+}
+
+/** Input and output sizes of a projection. */
+export function projectionShape(config: ReferenceConfig, target: LoraTarget): [number, number] {
+  const headDim = config.dim / config.nHeads;
+  const kvDim = config.nKvHeads * headDim;
+  switch (target) {
+    case "q":
+    case "o":
+      return [config.dim, config.dim];
+    case "k":
+    case "v":
+      return [config.dim, kvDim];
+    case "gate":
+    case "up":
+      return [config.dim, config.hiddenDim];
+    case "down":
+      return [config.hiddenDim, config.dim];
+  }
+}
+
+interface Linear {
+  weight: ArrayLike<number>;
+  bias?: ArrayLike<number>;
+  loraA?: Float64Array;
+  loraB?: Float64Array;
+  inDim: number;
+  outDim: number;
+}
+
+/** y [T, out] = x Wᵀ (+ bias) (+ scale (x Aᵀ) Bᵀ). */
+function linearForward(x: ArrayLike<number>, t: number, lin: Linear, lora?: ReferenceLora) {
+  const y = matmulRef(x, lin.weight, t, lin.inDim, lin.outDim, { transB: true });
+  if (lin.bias) {
+    for (let i = 0; i < t; i++) {
+      for (let j = 0; j < lin.outDim; j++) y[i * lin.outDim + j] += lin.bias[j];
+    }
+  }
+  if (lora && lin.loraA && lin.loraB) {
+    const h = matmulRef(x, lin.loraA, t, lin.inDim, lora.rank, { transB: true });
+    const delta = matmulRef(h, lin.loraB, t, lora.rank, lin.outDim, { transB: true });
+    for (let i = 0; i < y.length; i++) y[i] += lora.scale * delta[i];
+  }
+  return y;
+}
+
+/** Gradients through a linear layer: dX always; dA, dB when it has an adapter. */
+function linearBackward(
+  dy: ArrayLike<number>,
+  x: ArrayLike<number>,
+  t: number,
+  lin: Linear,
+  lora?: ReferenceLora,
+): { dX: Float64Array; dA?: Float64Array; dB?: Float64Array } {
+  const dX = matmulRef(dy, lin.weight, t, lin.outDim, lin.inDim);
+  if (!lora || !lin.loraA || !lin.loraB) return { dX };
+  const r = lora.rank;
+  const h = matmulRef(x, lin.loraA, t, lin.inDim, r, { transB: true });
+  const dB = matmulRef(dy, h, lin.outDim, t, r, { transA: true, alpha: lora.scale });
+  const dH = matmulRef(dy, lin.loraB, t, lin.outDim, r, { alpha: lora.scale });
+  const dA = matmulRef(dH, x, r, t, lin.inDim, { transA: true });
+  const viaAdapter = matmulRef(dH, lin.loraA, t, r, lin.inDim);
+  for (let i = 0; i < dX.length; i++) dX[i] += viaAdapter[i];
+  return { dX, dA, dB };
+}
+
+interface LayerSaved {
+  x: Float64Array;
+  h: Float64Array;
+  rstd: Float64Array;
+  qr: Float64Array;
+  kr: Float64Array;
+  v: Float64Array;
+  attn: Float64Array;
+  x2: Float64Array;
+  h2: Float64Array;
+  rstd2: Float64Array;
+  gate: Float64Array;
+  up: Float64Array;
+  act: Float64Array;
+}
+
+/** Result of {@link referenceForward}. */
+export interface ReferenceForward {
+  /** [T, vocab]. */
+  logits: Float64Array;
+  /** What the backward needs. */
+  saved: { layers: LayerSaved[]; final: Float64Array; finalRstd: Float64Array; hf: Float64Array };
+}
+
+function linearOf(
+  config: ReferenceConfig,
+  weights: WeightLookup,
+  layer: number,
+  target: LoraTarget,
+  lora?: ReferenceLora,
+): Linear {
+  const name = projectionName(layer, target);
+  const [inDim, outDim] = projectionShape(config, target);
+  const hasBias = config.qkvBias && (target === "q" || target === "k" || target === "v");
+  return {
+    weight: weights(`${name}.weight`),
+    bias: hasBias ? weights(`${name}.bias`) : undefined,
+    loraA: lora?.a.get(name),
+    loraB: lora?.b.get(name),
+    inDim,
+    outDim,
+  };
+}
+
+/** The LM head: lm_head.weight, or the embedding when they are tied (absent lm_head). */
+export type HeadLookup = () => ArrayLike<number>;
+
+/** Runs tokens (positions 0..T-1) through the model; logits for every position. */
+export function referenceForward(
+  config: ReferenceConfig,
+  weights: WeightLookup,
+  head: HeadLookup,
+  tokens: readonly number[],
+  lora?: ReferenceLora,
+): ReferenceForward {
+  const { dim, nHeads, nKvHeads, vocabSize, normEps: eps } = config;
+  const t = tokens.length;
+  const headDim = dim / nHeads;
+  const rope = { headDim, base: config.ropeTheta, pairs: config.ropePairs };
+  const shape = { tokens: t, past: 0, nHeads, nKvHeads, headDim };
+  let x = embeddingForward(weights("model.embed_tokens.weight"), vocabSize, dim, tokens, t);
+  const layers: LayerSaved[] = [];
+  for (let l = 0; l < config.nLayers; l++) {
+    const prefix = `model.layers.${l}`;
+    const lin = (target: LoraTarget) => linearOf(config, weights, l, target, lora);
+    const norm1 = rmsnormForward(x, weights(`${prefix}.input_layernorm.weight`), t, dim, eps);
+    const q = linearForward(norm1.out, t, lin("q"), lora);
+    const k = linearForward(norm1.out, t, lin("k"), lora);
+    const v = linearForward(norm1.out, t, lin("v"), lora);
+    const qr = ropeForward(q, t, 0, { ...rope, heads: nHeads });
+    const kr = ropeForward(k, t, 0, { ...rope, heads: nKvHeads });
+    const attn = attentionForward(qr, kr, v, shape).out;
+    const o = linearForward(attn, t, lin("o"), lora);
+    const x2 = x.map((value, i) => value + o[i]);
+    const norm2 = rmsnormForward(
+      x2,
+      weights(`${prefix}.post_attention_layernorm.weight`),
+      t,
+      dim,
+      eps,
+    );
+    const gate = linearForward(norm2.out, t, lin("gate"), lora);
+    const up = linearForward(norm2.out, t, lin("up"), lora);
+    const act = swigluForward(gate, up);
+    const down = linearForward(act, t, lin("down"), lora);
+    layers.push({
+      x,
+      h: norm1.out,
+      rstd: norm1.rstd,
+      qr,
+      kr,
+      v,
+      attn,
+      x2,
+      h2: norm2.out,
+      rstd2: norm2.rstd,
+      gate,
+      up,
+      act,
+    });
+    x = x2.map((value, i) => value + down[i]);
+  }
+  const finalNorm = rmsnormForward(x, weights("model.norm.weight"), t, dim, eps);
+  const logits = matmulRef(finalNorm.out, head(), t, dim, vocabSize, { transB: true });
+  return { logits, saved: { layers, final: x, finalRstd: finalNorm.rstd, hf: finalNorm.out } };
+}
+
+/** Loss and adapter gradients of {@link referenceLossAndGradients}. */
+export interface ReferenceGradients {
+  /** Mean cross-entropy over scored tokens. */
+  loss: number;
+  /** Number of scored tokens. */
+  count: number;
+  /** d loss / d A and d loss / d B, keyed like the adapter. */
+  dA: Map<string, Float64Array>;
+  dB: Map<string, Float64Array>;
+}
+
+/**
+ * Mean cross-entropy of predicting targets[t] from tokens[0..t] over positions where mask[t] is
+ * set, and its gradients with respect to every adapter matrix (base weights frozen).
+ */
+export function referenceLossAndGradients(
+  config: ReferenceConfig,
+  weights: WeightLookup,
+  head: HeadLookup,
+  tokens: readonly number[],
+  targets: readonly number[],
+  mask: readonly boolean[],
+  lora: ReferenceLora,
+): ReferenceGradients {
+  const { dim, nHeads, nKvHeads, vocabSize: vocab, normEps: eps } = config;
+  const t = tokens.length;
+  const headDim = dim / nHeads;
+  const rope = { headDim, base: config.ropeTheta, pairs: config.ropePairs };
+  const shape = { tokens: t, past: 0, nHeads, nKvHeads, headDim };
+  const { logits, saved } = referenceForward(config, weights, head, tokens, lora);
+
+  const count = mask.filter(Boolean).length;
+  let loss = 0;
+  const dLogits = new Float64Array(t * vocab);
+  for (let i = 0; i < t; i++) {
+    if (!mask[i]) continue;
+    const row = logits.subarray(i * vocab, (i + 1) * vocab);
+    const max = Math.max(...row);
+    let sum = 0;
+    for (const value of row) sum += Math.exp(value - max);
+    const lse = max + Math.log(sum);
+    loss += lse - row[targets[i]];
+    for (let j = 0; j < vocab; j++) {
+      dLogits[i * vocab + j] = (Math.exp(row[j] - lse) - (j === targets[i] ? 1 : 0)) / count;
+    }
+  }
+  loss /= count;
+
+  const dA = new Map<string, Float64Array>();
+  const dB = new Map<string, Float64Array>();
+  const dHf = matmulRef(dLogits, head(), t, vocab, dim);
+  let dx = rmsnormBackward(saved.final, weights("model.norm.weight"), saved.finalRstd, dHf, t, dim)
+    .dX;
+  for (let l = config.nLayers - 1; l >= 0; l--) {
+    const s = saved.layers[l];
+    const prefix = `model.layers.${l}`;
+    const lin = (target: LoraTarget) => linearOf(config, weights, l, target, lora);
+    const through = (target: LoraTarget, dy: ArrayLike<number>, input: ArrayLike<number>) => {
+      const g = linearBackward(dy, input, t, lin(target), lora);
+      const name = projectionName(l, target);
+      if (g.dA && g.dB) {
+        dA.set(name, g.dA);
+        dB.set(name, g.dB);
+      }
+      return g.dX;
+    };
+    const dAct = through("down", dx, s.act);
+    const { dGate, dUp } = swigluBackward(dAct, s.gate, s.up);
+    const dH2 = through("gate", dGate, s.h2);
+    const dH2up = through("up", dUp, s.h2);
+    for (let i = 0; i < dH2.length; i++) dH2[i] += dH2up[i];
+    const ffnNorm = weights(`${prefix}.post_attention_layernorm.weight`);
+    const dX2n = rmsnormBackward(s.x2, ffnNorm, s.rstd2, dH2, t, dim).dX;
+    const dx2 = dx.map((value, i) => value + dX2n[i]);
+    const dAttn = through("o", dx2, s.attn);
+    const grads = attentionBackward(dAttn, s.qr, s.kr, s.v, shape);
+    const dq = ropeBackward(grads.dQ, t, 0, { ...rope, heads: nHeads });
+    const dk = ropeBackward(grads.dK, t, 0, { ...rope, heads: nKvHeads });
+    const dH = through("q", dq, s.h);
+    const dHk = through("k", dk, s.h);
+    const dHv = through("v", grads.dV, s.h);
+    for (let i = 0; i < dH.length; i++) dH[i] += dHk[i] + dHv[i];
+    const attnNorm = weights(`${prefix}.input_layernorm.weight`);
+    const dXn = rmsnormBackward(s.x, attnNorm, s.rstd, dH, t, dim).dX;
+    dx = dx2.map((value, i) => value + dXn[i]);
+  }
+  return { loss, count, dA, dB };
+}
+
+/** Mean masked cross-entropy only (for finite differences). */
+export function referenceLoss(
+  config: ReferenceConfig,
+  weights: WeightLookup,
+  head: HeadLookup,
+  tokens: readonly number[],
+  targets: readonly number[],
+  mask: readonly boolean[],
+  lora?: ReferenceLora,
+): number {
+  const { logits } = referenceForward(config, weights, head, tokens, lora);
+  const vocab = config.vocabSize;
+  let loss = 0;
+  let count = 0;
+  for (let i = 0; i < tokens.length; i++) {
+    if (!mask[i]) continue;
+    const row = logits.subarray(i * vocab, (i + 1) * vocab);
+    const max = Math.max(...row);
+    let sum = 0;
+    for (const value of row) sum += Math.exp(value - max);
+    loss += max + Math.log(sum) - row[targets[i]];
+    count++;
+  }
+  return loss / count;
+}
