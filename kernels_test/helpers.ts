@@ -69,7 +69,9 @@ function assertWritten(words: Uint32Array, what: string): void {
   if (missed >= 0) {
     let count = 0;
     for (const w of words) if (w === POISON_BITS) count++;
-    throw new Error(`${what}: ${count} of ${words.length} elements never written (first ${missed})`);
+    throw new Error(
+      `${what}: ${count} of ${words.length} elements never written (first ${missed})`,
+    );
   }
 }
 

@@ -1,15 +1,16 @@
-// Copies n vec4s; the memory-bandwidth yardstick for the other kernels.
+// dst[dstOffset + i] = src[srcOffset + i] for i < n4, in vec4s: whole-tensor copies (the bandwidth
+// yardstick) and row moves such as writing a step's values into the KV cache.
 override WG: u32 = 256;
 
-struct Params { n4: u32, stride: u32 }
+struct Params { n4: u32, srcOffset: u32, dstOffset: u32, stride: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;        // [n4]
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;  // [n4]
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;        // [>= srcOffset + n4]
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;  // [>= dstOffset + n4]
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var i = gid.x; i < params.n4; i += params.stride) {
-    dst[i] = src[i];
+    dst[params.dstOffset + i] = src[params.srcOffset + i];
   }
 }

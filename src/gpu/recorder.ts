@@ -8,6 +8,13 @@ const SLAB_BYTES = 1 << 16;
 /** Bind groups kept before the cache is cleared (they are cheap to remake). */
 const BIND_GROUP_CACHE_LIMIT = 8192;
 
+/**
+ * Storage bindings must start at a multiple of the adapter's minStorageBufferOffsetAlignment;
+ * 256 is WebGPU's default and what most GPUs require, so views are held to it everywhere and code
+ * tested on a lenient adapter (llvmpipe allows 32) still runs on a strict one.
+ */
+export const PORTABLE_OFFSET_ALIGNMENT = 256;
+
 /** Per-dispatch uniform values, by field name of the kernel's parameter struct. */
 export type Params = Record<string, number>;
 
@@ -79,6 +86,12 @@ export class Recorder {
     for (const decl of kernel.storage) {
       const t = bindings[decl.name];
       if (!t) throw new KernelUsageError(`${kernel.label}: binding "${decl.name}" not given`);
+      if (t.byteOffset % PORTABLE_OFFSET_ALIGNMENT !== 0) {
+        throw new KernelUsageError(
+          `${kernel.label}: "${decl.name}" is bound at byte ${t.byteOffset}, not a multiple of ` +
+            `${PORTABLE_OFFSET_ALIGNMENT}; pass the row offset as a kernel parameter instead`,
+        );
+      }
       entries.push({
         binding: decl.binding,
         resource: { buffer: t.buffer, offset: t.byteOffset, size: t.bindingSize },

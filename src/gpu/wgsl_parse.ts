@@ -115,7 +115,8 @@ export function bindingsUsedBy(source: string, entryPoint: string, file: string)
     }
   }
   const all = text.join("\n");
-  return parseBindings(code).filter((b) => new RegExp(`\\b${b.name}\\b`).test(all));
+  // A name right after a `.` is a member (v.x), not a use of a binding called x.
+  return parseBindings(code).filter((b) => new RegExp(`(?<![.\\w])${b.name}\\b`).test(all));
 }
 
 /** A field of a uniform parameter struct: every field is a 4-byte scalar. */

@@ -246,7 +246,7 @@ export function referenceLossAndGradients(
   mask: readonly boolean[],
   lora: ReferenceLora,
 ): ReferenceGradients {
-  const { dim, nHeads, nKvHeads, vocabSize: vocab, normEps: eps } = config;
+  const { dim, nHeads, nKvHeads, vocabSize: vocab } = config;
   const t = tokens.length;
   const headDim = dim / nHeads;
   const rope = { headDim, base: config.ropeTheta, pairs: config.ropePairs };

@@ -1,0 +1,136 @@
+// The matmuls of a LoRA adapter on a linear layer, forward and backward, as one tiled kernel:
+//   C[M, N] (+)= alpha * op(A)[M, K] op(B)[K, N]
+// op(A) is A stored [M, K], or A stored [K, M] when TRANS_A; op(B) is B stored [K, N], or [N, K]
+// when TRANS_B. Dropout of the layer input x is recomputed from (seed, element index) wherever x
+// meets the kernel: DROP = 1 drops op(A)'s elements, 2 op(B)'s, 3 the result's (indices are
+// row-major into the stored tensor, so the mask is the same in every pass). See src/ops/lora.ts
+// for how forward (h = drop(x) A^T; y += s h B^T) and backward map onto it.
+//
+// A workgroup computes a BM x BN tile of C, staging BK-deep slices of op(A) and op(B) in
+// workgroup memory as vec4s; each of its (BM/4) * (BN/4) threads accumulates a 4 x 4 block in
+// four vec4 registers (outer products of a vec4 of op(A) and a vec4 of op(B) per k).
+override BM: u32 = 32;  // multiple of 4
+override BN: u32 = 32;  // multiple of 4
+override BK: u32 = 16;
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override ACCUMULATE: bool = false;
+override DROP: u32 = 0;
+
+const THREADS_N: u32 = BN / 4u;
+const THREADS: u32 = (BM / 4u) * THREADS_N;
+
+// seedMix = dropoutSeedMix(seed); an element is kept when its hash >= dropThreshold,
+// then scaled by keepScale = 1 / (1 - p).
+struct Params {
+  m: u32, n: u32, k: u32, alpha: f32, seedMix: u32, dropThreshold: u32, keepScale: f32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;        // [M, K], or [K, M] if TRANS_A
+@group(0) @binding(2) var<storage, read> b: array<f32>;        // [K, N], or [N, K] if TRANS_B
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;  // [M, N]
+
+var<workgroup> tileA: array<vec4<f32>, BK * BM / 4u>;  // [BK, BM] op(A) slice, k-major
+var<workgroup> tileB: array<vec4<f32>, BK * BN / 4u>;  // [BK, BN] op(B) slice
+
+// lowbias32 (Chris Wellons); mirrored bit for bit by hash32 in src/reference/lora.ts.
+fn hash32(v: u32) -> u32 {
+  var x = v;
+  x ^= x >> 16u;
+  x *= 0x7feb352du;
+  x ^= x >> 15u;
+  x *= 0x846ca68bu;
+  x ^= x >> 16u;
+  return x;
+}
+
+fn dropout(value: f32, index: u32) -> f32 {
+  let keep = hash32(index ^ params.seedMix) >= params.dropThreshold;
+  return select(0.0, value * params.keepScale, keep);
+}
+
+fn load_tiles(m0: u32, n0: u32, k0: u32, lid: u32) {
+  // Consecutive threads take consecutive addresses of the stored layout.
+  for (var i = lid; i < BM * BK; i += THREADS) {
+    var mm = i / BK;
+    var kk = i % BK;
+    if (TRANS_A) {
+      mm = i % BM;
+      kk = i / BM;
+    }
+    let gm = m0 + mm;
+    let gk = k0 + kk;
+    var v = 0.0;
+    if (gm < params.m && gk < params.k) {
+      let index = select(gm * params.k + gk, gk * params.m + gm, TRANS_A);
+      v = a[index];
+      if (DROP == 1u) {
+        v = dropout(v, index);
+      }
+    }
+    tileA[kk * (BM / 4u) + mm / 4u][mm % 4u] = v;
+  }
+  for (var i = lid; i < BN * BK; i += THREADS) {
+    var nn = i % BN;
+    var kk = i / BN;
+    if (TRANS_B) {
+      nn = i / BK;
+      kk = i % BK;
+    }
+    let gn = n0 + nn;
+    let gk = k0 + kk;
+    var v = 0.0;
+    if (gn < params.n && gk < params.k) {
+      let index = select(gk * params.n + gn, gn * params.k + gk, TRANS_B);
+      v = b[index];
+      if (DROP == 2u) {
+        v = dropout(v, index);
+      }
+    }
+    tileB[kk * (BN / 4u) + nn / 4u][nn % 4u] = v;
+  }
+}
+
+@compute @workgroup_size(THREADS)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let m0 = wg.y * BM;
+  let n0 = wg.x * BN;
+  let ty = lid / THREADS_N;
+  let tx = lid % THREADS_N;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+  for (var k0 = 0u; k0 < params.k; k0 += BK) {
+    load_tiles(m0, n0, k0, lid);
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      let av = tileA[kk * (BM / 4u) + ty];
+      let bv = tileB[kk * (BN / 4u) + tx];
+      acc0 = fma(vec4<f32>(av.x), bv, acc0);
+      acc1 = fma(vec4<f32>(av.y), bv, acc1);
+      acc2 = fma(vec4<f32>(av.z), bv, acc2);
+      acc3 = fma(vec4<f32>(av.w), bv, acc3);
+    }
+    workgroupBarrier();
+  }
+  let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+  for (var i = 0u; i < 4u; i++) {
+    let gm = m0 + ty * 4u + i;
+    for (var j = 0u; j < 4u; j++) {
+      let gn = n0 + tx * 4u + j;
+      if (gm < params.m && gn < params.n) {
+        let index = gm * params.n + gn;
+        var v = params.alpha * acc[i][j];
+        if (DROP == 3u) {
+          v = dropout(v, index);
+        }
+        if (ACCUMULATE) {
+          v += c[index];
+        }
+        c[index] = v;
+      }
+    }
+  }
+}

@@ -1,0 +1,283 @@
+/**
+ * Hugging Face model folders: config.json (Llama, Mistral, Qwen2) and safetensors weights, plus
+ * a converter that writes any ModelWeights (e.g. a llama2.c checkpoint) as such a folder.
+ */
+import { join } from "node:path";
+import { deriveHeadDim, type ModelConfig, tensorShapes, validateConfig } from "./config.ts";
+import {
+  CorruptHeaderError,
+  InvalidConfigError,
+  MissingTensorError,
+  ModelFileNotFoundError,
+  TensorShapeMismatchError,
+  UnsupportedArchitectureError,
+  UnsupportedFeatureError,
+} from "./errors.ts";
+import { readSafetensorsFolder, writeSafetensors } from "./safetensors.ts";
+import {
+  convertTensor,
+  type ModelWeights,
+  type TensorData,
+  tensorToF32,
+  type WeightDtype,
+} from "./tensor_data.ts";
+
+/** Architectures (config.json "architectures") this reader accepts. */
+export const SUPPORTED_ARCHITECTURES = [
+  "LlamaForCausalLM",
+  "MistralForCausalLM",
+  "Qwen2ForCausalLM",
+] as const;
+
+const DEFAULT_ROPE_THETA = 10000;
+const DEFAULT_RMS_NORM_EPS = 1e-6;
+
+/**
+ * ModelConfig of a parsed config.json. A Mistral sliding window shorter than
+ * max_position_embeddings caps maxSeqLen (within the window, full attention is the same thing).
+ */
+export function parseHfConfig(json: unknown, file: string): ModelConfig {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new CorruptHeaderError(file, "config.json is not a JSON object");
+  }
+  const c = json as Record<string, unknown>;
+  const archs = c.architectures;
+  if (!Array.isArray(archs) || archs.length === 0 || typeof archs[0] !== "string") {
+    throw new UnsupportedArchitectureError(
+      file,
+      `no "architectures" list; supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`,
+    );
+  }
+  const arch = archs[0];
+  if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
+    throw new UnsupportedArchitectureError(
+      file,
+      `architecture ${arch} is not supported; supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`,
+    );
+  }
+  const int = (key: string, fallback?: number): number => {
+    const v = c[key] ?? fallback;
+    if (v === undefined) throw new InvalidConfigError(file, `${key} is missing`);
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
+      throw new InvalidConfigError(
+        file,
+        `${key} must be a positive integer, got ${JSON.stringify(v)}`,
+      );
+    }
+    return v;
+  };
+  const unsupported = (problem: string): never => {
+    throw new UnsupportedFeatureError(file, `${problem} (architecture ${arch})`);
+  };
+
+  const hiddenAct = c.hidden_act ?? c.hidden_activation ?? "silu";
+  if (hiddenAct !== "silu") unsupported(`hidden_act ${JSON.stringify(hiddenAct)}: only "silu"`);
+  if (c.rope_scaling !== undefined && c.rope_scaling !== null) {
+    unsupported(`rope_scaling ${JSON.stringify(c.rope_scaling)} is not supported yet (only null)`);
+  }
+  let ropeTheta = c.rope_theta ?? DEFAULT_ROPE_THETA;
+  // Newer transformers releases move RoPE settings into rope_parameters.
+  if (c.rope_parameters !== undefined && c.rope_parameters !== null) {
+    const rp = c.rope_parameters as Record<string, unknown>;
+    if ((rp.rope_type ?? "default") !== "default") {
+      unsupported(`rope_parameters ${JSON.stringify(rp)}: only rope_type "default"`);
+    }
+    ropeTheta = rp.rope_theta ?? ropeTheta;
+  }
+  if (c.attention_bias === true) unsupported("attention_bias: true (biases on q/k/v/o)");
+  if (c.mlp_bias === true) unsupported("mlp_bias: true");
+  if (arch === "Qwen2ForCausalLM" && c.use_sliding_window === true) {
+    unsupported("use_sliding_window: true");
+  }
+
+  const dim = int("hidden_size");
+  const nHeads = int("num_attention_heads");
+  let maxSeqLen = int("max_position_embeddings");
+  const window = c.sliding_window;
+  if (arch === "MistralForCausalLM" && typeof window === "number" && window > 0) {
+    maxSeqLen = Math.min(maxSeqLen, window);
+  }
+  const config: ModelConfig = {
+    architecture: arch,
+    dim,
+    hiddenDim: int("intermediate_size"),
+    nLayers: int("num_hidden_layers"),
+    nHeads,
+    nKvHeads: int("num_key_value_heads", nHeads),
+    headDim: c.head_dim != null ? int("head_dim") : deriveHeadDim(dim, nHeads, file),
+    vocabSize: int("vocab_size"),
+    maxSeqLen,
+    normEps: (c.rms_norm_eps ?? DEFAULT_RMS_NORM_EPS) as number,
+    ropeTheta: ropeTheta as number,
+    ropePairs: "half",
+    tiedEmbeddings: (c.tie_word_embeddings ?? false) as boolean,
+    qkvBias: arch === "Qwen2ForCausalLM",
+  };
+  validateConfig(config, file);
+  return config;
+}
+
+/** Reads and parses `dir`/config.json. */
+export async function readHfConfig(dir: string): Promise<ModelConfig> {
+  const file = join(dir, "config.json");
+  return parseHfConfig(await readJson(file), file);
+}
+
+/** Reads a JSON file; a missing file is ModelFileNotFoundError, bad JSON CorruptHeaderError. */
+export async function readJson(file: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new ModelFileNotFoundError(file, "no such file", { cause: e });
+    }
+    throw new ModelFileNotFoundError(file, `cannot read: ${e instanceof Error ? e.message : e}`, {
+      cause: e,
+    });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new CorruptHeaderError(file, `not valid JSON: ${e instanceof Error ? e.message : e}`, {
+      cause: e,
+    });
+  }
+}
+
+/**
+ * Reads a Hugging Face folder: config.json plus safetensors weights (single or sharded). Every
+ * tensor the config implies must exist with its shape; tensors keep their stored dtype. Extra
+ * tensors (a tied checkpoint's lm_head.weight, rotary caches) are left out.
+ */
+export async function readHfModel(dir: string): Promise<ModelWeights> {
+  const config = await readHfConfig(dir);
+  const set = await readSafetensorsFolder(dir);
+  const tensors = new Map<string, TensorData>();
+  for (const [name, shape] of tensorShapes(config)) {
+    if (!set.has(name)) {
+      throw new MissingTensorError(
+        set.source,
+        name,
+        `needed by ${config.architecture} with ${config.nLayers} layers` +
+          (name === "lm_head.weight" ? " and tie_word_embeddings false" : ""),
+      );
+    }
+    const entry = set.entry(name);
+    if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
+      throw new TensorShapeMismatchError(entry.file, name, shape, entry.shape);
+    }
+    tensors.set(name, set.raw(name));
+  }
+  return { config, tensors };
+}
+
+/**
+ * Row order that turns interleaved RoPE pairs into half-split ones: within each head of
+ * `headDim` rows, [rows 0, 2, 4, ..., rows 1, 3, 5, ...]. llama2.c (and Meta's original Llama)
+ * rotate pairs (2i, 2i+1); Hugging Face rotates (i, i + headDim/2) with the same frequency for
+ * pair i. Reordering q_proj and k_proj rows this way (biases too) makes HF's rotation of the new
+ * rows equal llama2.c's rotation of the old ones, and q.k is unchanged since q and k move
+ * together. HF's convert_llama_weights_to_hf.py applies this same permutation to Meta weights;
+ * llama.cpp's convert script undoes it.
+ */
+export function interleavedToHalfRows(heads: number, headDim: number): Int32Array {
+  const order = new Int32Array(heads * headDim);
+  const half = headDim / 2;
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      order[h * headDim + i] = h * headDim + 2 * i;
+      order[h * headDim + half + i] = h * headDim + 2 * i + 1;
+    }
+  }
+  return order;
+}
+
+/** Row `r` of the result is row order[r] of `t` (t is [rows, ...]). */
+function permuteRows(t: Float32Array, order: Int32Array): Float32Array {
+  const width = t.length / order.length;
+  const out = new Float32Array(t.length);
+  for (let r = 0; r < order.length; r++) {
+    out.set(t.subarray(order[r] * width, (order[r] + 1) * width), r * width);
+  }
+  return out;
+}
+
+/** Options of writeHfFolder. */
+export interface WriteHfOptions {
+  /** Stored element type of every tensor (default F32). */
+  dtype?: WeightDtype;
+  /** A llama2.c tokenizer.bin to copy beside the weights (as tokenizer.bin). */
+  tokenizerBin?: string;
+}
+
+/**
+ * Writes `weights` as a Hugging Face folder: config.json and model.safetensors. Interleaved-RoPE
+ * models (llama2.c) get their q_proj/k_proj rows permuted (see interleavedToHalfRows) so that
+ * the folder is a standard half-split HF checkpoint computing the same function.
+ */
+export async function writeHfFolder(
+  dir: string,
+  weights: ModelWeights,
+  options: WriteHfOptions = {},
+): Promise<void> {
+  const dtype = options.dtype ?? "F32";
+  const { config } = weights;
+  validateConfig(config, "(writeHfFolder)");
+  const architecture = (SUPPORTED_ARCHITECTURES as readonly string[]).includes(config.architecture)
+    ? config.architecture
+    : config.qkvBias
+    ? "Qwen2ForCausalLM"
+    : "LlamaForCausalLM";
+  if (config.qkvBias && architecture !== "Qwen2ForCausalLM") {
+    throw new UnsupportedFeatureError("(writeHfFolder)", `${architecture} has no q/k/v biases`);
+  }
+  const qOrder = interleavedToHalfRows(config.nHeads, config.headDim);
+  const kOrder = interleavedToHalfRows(config.nKvHeads, config.headDim);
+  const out = new Map<string, TensorData>();
+  for (const [name, shape] of tensorShapes(config)) {
+    const t = weights.tensors.get(name);
+    if (!t) throw new MissingTensorError("(writeHfFolder)", name);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new TensorShapeMismatchError("(writeHfFolder)", name, shape, t.shape);
+    }
+    let tensor = t;
+    const isQ = /self_attn\.q_proj\.(weight|bias)$/.test(name);
+    const isK = /self_attn\.k_proj\.(weight|bias)$/.test(name);
+    if (config.ropePairs === "interleaved" && (isQ || isK)) {
+      const data = permuteRows(tensorToF32(t), isQ ? qOrder : kOrder);
+      tensor = { dtype: "F32", shape: [...t.shape], data };
+    }
+    out.set(name, convertTensor(tensor, dtype));
+  }
+  const torchDtype = { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype];
+  const configJson = {
+    architectures: [architecture],
+    model_type: { LlamaForCausalLM: "llama", MistralForCausalLM: "mistral" }[architecture] ??
+      "qwen2",
+    hidden_size: config.dim,
+    intermediate_size: config.hiddenDim,
+    num_hidden_layers: config.nLayers,
+    num_attention_heads: config.nHeads,
+    num_key_value_heads: config.nKvHeads,
+    head_dim: config.headDim,
+    vocab_size: config.vocabSize,
+    max_position_embeddings: config.maxSeqLen,
+    rms_norm_eps: config.normEps,
+    rope_theta: config.ropeTheta,
+    rope_scaling: null,
+    tie_word_embeddings: config.tiedEmbeddings,
+    hidden_act: "silu",
+    attention_bias: false,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    torch_dtype: torchDtype,
+  };
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
+  await Deno.writeFile(
+    join(dir, "model.safetensors"),
+    writeSafetensors(out, { format: "pt", converted_by: "templora" }),
+  );
+  if (options.tokenizerBin) await Deno.copyFile(options.tokenizerBin, join(dir, "tokenizer.bin"));
+}

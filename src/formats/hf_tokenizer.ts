@@ -1,0 +1,165 @@
+/**
+ * Hugging Face tokenizer.json (with tokenizer_config.json) through @huggingface/tokenizers, a pure
+ * JavaScript implementation. The package is imported on first use, so llama2.c-only users never
+ * load it.
+ */
+import { join } from "node:path";
+import { InvalidTokenIdError, ModelFormatError, TokenizerMismatchError } from "./errors.ts";
+import { readJson } from "./hf.ts";
+import type { EncodeOptions, StreamDecoder, Tokenizer } from "./tokenizer.ts";
+
+type HfTokenizerImpl = import("@huggingface/tokenizers").Tokenizer;
+
+/** Ids of earlier text a stream decoder keeps, so the next piece is spaced as in the full text. */
+const STREAM_CONTEXT_IDS = 6;
+
+/** A tokenizer.json tokenizer behind templora's Tokenizer interface. */
+export class HfTokenizer implements Tokenizer {
+  readonly #impl: HfTokenizerImpl;
+
+  private constructor(
+    impl: HfTokenizerImpl,
+    /** One past the largest id of the vocabulary (added tokens included). */
+    readonly vocabSize: number,
+    /** From tokenizer_config.json's bos_token, else config.json's bos_token_id. */
+    readonly bosId: number | null,
+    /** From tokenizer_config.json's eos_token, else config.json's eos_token_id. */
+    readonly eosId: number | null,
+  ) {
+    this.#impl = impl;
+  }
+
+  /** Id of a token string ("▁Hello", "<0x0A>"), or undefined. */
+  tokenToId(token: string): number | undefined {
+    return this.#impl.token_to_id(token);
+  }
+
+  /** Token string of an id, or undefined. */
+  idToToken(id: number): string | undefined {
+    return this.#impl.id_to_token(id);
+  }
+
+  /** Builds one from parsed tokenizer.json / tokenizer_config.json (and config.json for ids). */
+  static async fromJson(
+    tokenizerJson: unknown,
+    tokenizerConfig: unknown,
+    file: string,
+    modelConfig: Record<string, unknown> = {},
+  ): Promise<HfTokenizer> {
+    const { Tokenizer } = await import("@huggingface/tokenizers");
+    let impl: HfTokenizerImpl;
+    try {
+      impl = new Tokenizer(tokenizerJson as object, (tokenizerConfig ?? {}) as object);
+    } catch (e) {
+      throw new ModelFormatError(
+        file,
+        `tokenizer.json could not be built: ${e instanceof Error ? e.message : e}`,
+        { cause: e },
+      );
+    }
+    let maxId = -1;
+    for (const id of impl.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    if (maxId < 0) throw new ModelFormatError(file, "tokenizer.json has an empty vocabulary");
+    const cfg = (tokenizerConfig ?? {}) as Record<string, unknown>;
+    const special = (key: "bos" | "eos"): number | null => {
+      const token = cfg[`${key}_token`];
+      const text = typeof token === "string"
+        ? token
+        : (token as { content?: unknown } | null)?.content;
+      if (typeof text === "string") {
+        const id = impl.token_to_id(text);
+        if (id === undefined) {
+          throw new TokenizerMismatchError(file, `${key}_token ${text} is not in the vocabulary`);
+        }
+        return id;
+      }
+      const fromModel = modelConfig[`${key}_token_id`];
+      const id = Array.isArray(fromModel) ? fromModel[0] : fromModel;
+      return typeof id === "number" ? id : null;
+    };
+    return new HfTokenizer(impl, maxId + 1, special("bos"), special("eos"));
+  }
+
+  encode(text: string, options: EncodeOptions): number[] {
+    const ids = this.#impl.encode(text, { add_special_tokens: false }).ids;
+    if (options.bos && this.bosId !== null) ids.unshift(this.bosId);
+    if (options.eos && this.eosId !== null) ids.push(this.eosId);
+    return ids;
+  }
+
+  decode(ids: readonly number[]): string {
+    const kept: number[] = [];
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new InvalidTokenIdError(
+          `token id ${id} is outside the vocabulary 0..${this.vocabSize - 1}`,
+        );
+      }
+      if (id !== this.bosId && id !== this.eosId) kept.push(id);
+    }
+    return kept.length === 0 ? "" : this.#impl.decode(kept, { skip_special_tokens: false });
+  }
+
+  /**
+   * Decodes a window of recent ids and emits what the newest id added, holding it back while it
+   * ends in U+FFFD (a character whose bytes are still arriving).
+   */
+  streamDecoder(context: readonly number[] = []): StreamDecoder {
+    const shown = context.filter((id) => id !== this.bosId && id !== this.eosId);
+    let ids = shown.slice(-STREAM_CONTEXT_IDS);
+    let prefixEnd = ids.length; // ids[0..prefixEnd) are already shown
+    const pending = (final: boolean): string => {
+      const before = this.decode(ids.slice(0, prefixEnd));
+      const after = this.decode(ids);
+      if (!after.startsWith(before) || after.length === before.length) return "";
+      if (!final && after.endsWith("\uFFFD")) return "";
+      const fresh = after.slice(before.length);
+      ids = ids.slice(Math.max(0, ids.length - STREAM_CONTEXT_IDS));
+      prefixEnd = ids.length;
+      return fresh;
+    };
+    return {
+      push: (id: number) => {
+        this.decode([id]); // validates the id
+        ids.push(id);
+        return pending(false);
+      },
+      flush: () => {
+        const rest = pending(true);
+        ids = [];
+        prefixEnd = 0;
+        return rest;
+      },
+    };
+  }
+}
+
+/**
+ * Reads `dir`/tokenizer.json (and tokenizer_config.json when present). With `modelVocabSize`,
+ * every tokenizer id must fit in the model's embedding (TokenizerMismatchError otherwise).
+ */
+export async function readHfTokenizer(dir: string, modelVocabSize?: number): Promise<HfTokenizer> {
+  const file = join(dir, "tokenizer.json");
+  const tokenizerJson = await readJson(file);
+  let tokenizerConfig: unknown = {};
+  try {
+    tokenizerConfig = await readJson(join(dir, "tokenizer_config.json"));
+  } catch (e) {
+    if (!(e instanceof ModelFormatError && /no such file/.test(e.message))) throw e;
+  }
+  let modelConfig: Record<string, unknown> = {};
+  try {
+    modelConfig = (await readJson(join(dir, "config.json"))) as Record<string, unknown>;
+  } catch {
+    // Only used for bos/eos ids when tokenizer_config.json lacks them.
+  }
+  const tok = await HfTokenizer.fromJson(tokenizerJson, tokenizerConfig, file, modelConfig);
+  if (modelVocabSize !== undefined && tok.vocabSize > modelVocabSize) {
+    throw new TokenizerMismatchError(
+      file,
+      `tokenizer ids go up to ${tok.vocabSize - 1} but the model's vocabulary has ` +
+        `${modelVocabSize} rows`,
+    );
+  }
+  return tok;
+}

@@ -1,0 +1,101 @@
+/** One entry point for "a model path": llama2.c .bin files and Hugging Face folders. */
+import { basename, dirname, join } from "node:path";
+import type { ModelConfig } from "./config.ts";
+import { ModelFileNotFoundError } from "./errors.ts";
+import { readHfModel } from "./hf.ts";
+import { readHfTokenizer } from "./hf_tokenizer.ts";
+import { readLlama2c } from "./llama2c.ts";
+import type { ModelWeights } from "./tensor_data.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+import { readTokenizerBin } from "./tokenizer_bin.ts";
+
+/** Options of loadModelFiles. */
+export interface LoadOptions {
+  /** Tokenizer file (tokenizer.bin) or folder (with tokenizer.json) to use instead of the default. */
+  tokenizerPath?: string;
+}
+
+/** What loadModelFiles returns. */
+export interface LoadedModel {
+  /** "llama2c" for a .bin checkpoint, "hf" for a Hugging Face folder. */
+  format: "llama2c" | "hf";
+  /** The model's hyperparameters (the same object as weights.config). */
+  config: ModelConfig;
+  /** Tensors under Hugging Face Llama names. */
+  weights: ModelWeights;
+  /** The tokenizer, checked against config.vocabSize. */
+  tokenizer: Tokenizer;
+}
+
+/**
+ * Loads a model and its tokenizer from `path`:
+ * - a llama2.c checkpoint (a file): the tokenizer is `tokenizerPath`, else tokenizer.bin beside
+ *   it, else the only tok*.bin beside it;
+ * - a folder with config.json (Hugging Face): safetensors weights, and tokenizer.json from the
+ *   folder (or `tokenizerPath`), falling back to a tokenizer.bin there (written by writeHfFolder).
+ * The tokenizer is checked against the model's vocabulary (TokenizerMismatchError).
+ */
+export async function loadModelFiles(
+  path: string,
+  options: LoadOptions = {},
+): Promise<LoadedModel> {
+  const info = await statOrNull(path);
+  if (!info) throw new ModelFileNotFoundError(path, "no such file or folder");
+  if (info.isDirectory) {
+    if (!(await statOrNull(join(path, "config.json")))?.isFile) {
+      throw new ModelFileNotFoundError(
+        path,
+        "folder has no config.json (a Hugging Face model folder is expected; a llama2.c " +
+          "checkpoint is given as its .bin file)",
+      );
+    }
+    const weights = await readHfModel(path);
+    const tokenizer = await loadTokenizer(options.tokenizerPath ?? path, weights.config.vocabSize);
+    return { format: "hf", config: weights.config, weights, tokenizer };
+  }
+  const weights = await readLlama2c(path);
+  const tokPath = options.tokenizerPath ?? (await findTokenizerBin(path));
+  const tokenizer = await loadTokenizer(tokPath, weights.config.vocabSize);
+  return { format: "llama2c", config: weights.config, weights, tokenizer };
+}
+
+/** A tokenizer file (tokenizer.bin format) or a folder (tokenizer.json, else tokenizer.bin). */
+async function loadTokenizer(path: string, vocabSize: number): Promise<Tokenizer> {
+  const info = await statOrNull(path);
+  if (!info) throw new ModelFileNotFoundError(path, "tokenizer not found");
+  if (!info.isDirectory) return await readTokenizerBin(path, vocabSize);
+  if (await statOrNull(join(path, "tokenizer.json"))) return await readHfTokenizer(path, vocabSize);
+  if (await statOrNull(join(path, "tokenizer.bin"))) {
+    return await readTokenizerBin(join(path, "tokenizer.bin"), vocabSize);
+  }
+  throw new ModelFileNotFoundError(path, "folder has neither tokenizer.json nor tokenizer.bin");
+}
+
+/** tokenizer.bin beside the checkpoint, else the single tok*.bin there. */
+async function findTokenizerBin(modelPath: string): Promise<string> {
+  const dir = dirname(modelPath);
+  const standard = join(dir, "tokenizer.bin");
+  if ((await statOrNull(standard))?.isFile) return standard;
+  const candidates: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && /^tok.*\.bin$/.test(e.name) && e.name !== basename(modelPath)) {
+      candidates.push(e.name);
+    }
+  }
+  if (candidates.length === 1) return join(dir, candidates[0]);
+  throw new ModelFileNotFoundError(
+    modelPath,
+    candidates.length === 0
+      ? `no tokenizer.bin or tok*.bin beside it in ${dir}; pass tokenizerPath`
+      : `several tokenizers beside it (${candidates.sort().join(", ")}); pass tokenizerPath`,
+  );
+}
+
+async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}

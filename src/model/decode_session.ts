@@ -1,0 +1,218 @@
+import type { Recorder } from "../gpu/recorder.ts";
+import { readU32 } from "../gpu/readback.ts";
+import { createTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
+import { BiasOp } from "../ops/bias.ts";
+import { SamplingOp } from "../ops/sampling.ts";
+import type { KernelRegistry } from "../gpu/kernel.ts";
+import { InvalidSettingError, PromptTooLongError } from "./errors.ts";
+import type { Activations, LlamaModel } from "./llama.ts";
+import type { KvCache } from "./kv_cache.ts";
+
+/** How tokens are picked. */
+export interface SamplingSettings {
+  /** 0 = greedy. */
+  temperature: number;
+  /** 0 = off. */
+  topK: number;
+  /** 1 = off. */
+  topP: number;
+  /** 1 = off; the paper generates with 1.12. */
+  repetitionPenalty: number;
+  /** How many recent tokens the repetition penalty looks at. */
+  penaltyWindow: number;
+  /** Seed of the GPU random generator: the same seed gives the same text. */
+  seed: number;
+  /** Token ids never sampled (EOS when it is banned). */
+  banned: readonly number[];
+}
+
+/** Checks sampling settings, throwing {@link InvalidSettingError} with the offending value. */
+export function checkSampling(s: SamplingSettings): void {
+  const bad = (what: string) => {
+    throw new InvalidSettingError(what);
+  };
+  if (!(s.temperature >= 0) || !Number.isFinite(s.temperature)) {
+    bad(`temperature must be >= 0, got ${s.temperature}`);
+  }
+  if (!Number.isInteger(s.topK) || s.topK < 0) bad(`topK must be an integer >= 0, got ${s.topK}`);
+  if (!(s.topP > 0 && s.topP <= 1)) bad(`topP must be in (0, 1], got ${s.topP}`);
+  if (!(s.repetitionPenalty > 0) || !Number.isFinite(s.repetitionPenalty)) {
+    bad(`repetition penalty must be > 0, got ${s.repetitionPenalty}`);
+  }
+  if (!Number.isInteger(s.penaltyWindow) || s.penaltyWindow < 0) {
+    bad(`penalty window must be an integer >= 0, got ${s.penaltyWindow}`);
+  }
+  if (!Number.isInteger(s.seed) || s.seed < 0 || s.seed > 0xffffffff) {
+    bad(`seed must be an integer in 0..2^32-1, got ${s.seed}`);
+  }
+}
+
+/**
+ * The state of one text being written: every token so far in a GPU buffer (`history`), a KV
+ * cache holding the most recent ones, and activations. Decoding samples on the GPU and feeds the
+ * sampled id straight into the next step's embedding, several steps per submit, so the host only
+ * waits once per batch.
+ *
+ * The window: the cache holds at most `capacity` positions. When it is full, it is rebuilt from
+ * the most recent `capacity / 2` tokens at positions 0.. (one prefill), so positions never exceed
+ * the capacity and the model always sees at least half a window of context.
+ */
+export class DecodeSession {
+  readonly history: Tensor; // [maxTokens] u32: prompt then generated ids
+  readonly cache: KvCache;
+  readonly activations: Activations;
+  /** Tokens in history. */
+  length = 0;
+  /** history index of the cache's row 0. */
+  cacheStart = 0;
+  #banned: Tensor | undefined;
+
+  private constructor(
+    readonly model: LlamaModel,
+    private readonly sampler: SamplingOp,
+    private readonly bias: BiasOp,
+    readonly capacity: number,
+    readonly maxTokens: number,
+    readonly prefillRows: number,
+  ) {
+    const gpu = model.gpu;
+    this.history = createTensor(gpu, [maxTokens], "u32", "token history");
+    this.cache = model.createCache(capacity);
+    this.activations = model.createActivations(prefillRows);
+  }
+
+  /** A session for up to `maxTokens` tokens in all, with a KV window of `capacity`. */
+  static async create(
+    model: LlamaModel,
+    registry: KernelRegistry,
+    options: { capacity?: number; maxTokens: number; prefillRows?: number },
+  ): Promise<DecodeSession> {
+    const capacity = options.capacity ?? model.config.maxSeqLen;
+    if (!Number.isInteger(capacity) || capacity < 2 || capacity > model.config.maxSeqLen) {
+      throw new InvalidSettingError(
+        `window ${capacity} must be an integer in 2..${model.config.maxSeqLen}`,
+      );
+    }
+    const prefillRows = Math.min(options.prefillRows ?? 128, capacity);
+    const [sampler, bias] = await Promise.all([
+      SamplingOp.create(registry),
+      BiasOp.create(registry),
+    ]);
+    return new DecodeSession(model, sampler, bias, capacity, options.maxTokens, prefillRows);
+  }
+
+  /** Bytes this session holds on the GPU (cache, activations, history). */
+  get bytes(): number {
+    return this.cache.bytes + this.activations.bytes + this.history.byteLength;
+  }
+
+  /** Appends ids to the history (no GPU work yet). */
+  append(ids: readonly number[]): void {
+    if (this.length + ids.length > this.maxTokens) {
+      throw new PromptTooLongError(this.length + ids.length, this.maxTokens);
+    }
+    const data = Uint32Array.from(ids);
+    const view = createView(this.history, this.length, ids.length);
+    writeTensor(this.model.gpu, view, data);
+    this.length += ids.length;
+  }
+
+  /**
+   * Records a forward pass over history[from, length) into the cache, in chunks of at most the
+   * activation rows; the last chunk leaves the next-token logits in logits row 0.
+   */
+  recordPrefill(rec: Recorder, from: number): void {
+    for (let start = from; start < this.length; start += this.prefillRows) {
+      const tokens = Math.min(this.prefillRows, this.length - start);
+      this.model.recordForward(rec, {
+        ids: this.history,
+        offset: start,
+        tokens,
+        cache: this.cache,
+        activations: this.activations,
+        logits: "last",
+      });
+    }
+  }
+
+  /** Empties the cache and refills it with the last `keep` tokens of the history. */
+  recordRebuild(rec: Recorder, keep: number): void {
+    const kept = Math.min(keep, this.length, this.capacity);
+    this.cache.length = 0;
+    this.cacheStart = this.length - kept;
+    this.recordPrefill(rec, this.cacheStart);
+  }
+
+  /** Fills the cache from the history's tail after new ids were appended (a prompt). */
+  recordFill(rec: Recorder): void {
+    const pending = this.length - (this.cacheStart + this.cache.length);
+    if (this.cache.length + pending <= this.capacity) {
+      this.recordPrefill(rec, this.length - pending);
+    } else {
+      this.recordRebuild(rec, this.capacity);
+    }
+  }
+
+  /**
+   * Samples `steps` tokens, each fed back through the model, in one submission; returns their
+   * ids. The caller keeps steps <= cache.free (see {@link stepsAvailable}).
+   */
+  async decode(rec: Recorder, steps: number, sampling: SamplingSettings): Promise<number[]> {
+    if (steps < 1 || steps > this.cache.free || this.length + steps > this.maxTokens) {
+      throw new InvalidSettingError(`cannot decode ${steps} steps here`);
+    }
+    const v = this.model.config.vocabSize;
+    const logits = this.activations.logits.rows(0, 1).reshape([v]);
+    if (sampling.banned.length && !this.#banned) {
+      this.#banned = createTensor(this.model.gpu, [sampling.banned.length], "u32", "banned ids");
+      writeTensor(this.model.gpu, this.#banned, Uint32Array.from(sampling.banned));
+    }
+    const first = this.length;
+    for (let i = 0; i < steps; i++) {
+      const at = this.length;
+      if (sampling.repetitionPenalty !== 1 && sampling.penaltyWindow > 0) {
+        const from = Math.max(0, at - sampling.penaltyWindow);
+        this.sampler.recordRepetitionPenalty(rec, logits, this.history, {
+          first: from,
+          count: at - from,
+        }, sampling.repetitionPenalty);
+      }
+      if (this.#banned) this.bias.recordBan(rec, logits, this.#banned);
+      this.sampler.recordSample(rec, logits, { tokens: this.history, step: at, draws: 1 }, {
+        temperature: sampling.temperature,
+        topK: sampling.topK,
+        topP: sampling.topP,
+        seed: sampling.seed,
+      });
+      this.length++;
+      this.model.recordForward(rec, {
+        ids: this.history,
+        offset: at,
+        tokens: 1,
+        cache: this.cache,
+        activations: this.activations,
+        logits: "last",
+      });
+    }
+    rec.submit();
+    return [...await readU32(this.model.gpu, createView(this.history, first, steps))];
+  }
+
+  /** Steps that fit before the cache must be rebuilt. */
+  get stepsAvailable(): number {
+    return Math.min(this.cache.free, this.maxTokens - this.length);
+  }
+
+  /** Frees everything the session holds. */
+  destroy(): void {
+    this.history.destroy();
+    this.cache.destroy();
+    this.activations.destroy();
+    this.#banned?.destroy();
+  }
+}
+
+/** A u32 view of `count` elements from `start` (for writes and readback, never for binding). */
+function createView(t: Tensor, start: number, count: number): Tensor {
+  return t.reshape([t.size, 1]).rows(start, count).reshape([count]);
+}

@@ -1,0 +1,253 @@
+import type { Gpu } from "../gpu/device.ts";
+import { KernelUsageError } from "../gpu/errors.ts";
+import type { KernelRegistry } from "../gpu/kernel.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import { kvDim, type ModelConfig, qDim } from "../formats/config.ts";
+import type { ModelWeights } from "../formats/tensor_data.ts";
+import { AttentionOp } from "../ops/attention.ts";
+import { BiasOp } from "../ops/bias.ts";
+import { CopyOp } from "../ops/copy.ts";
+import { EmbeddingOp } from "../ops/embedding.ts";
+import { MatmulOp } from "../ops/matmul.ts";
+import { MatvecOp } from "../ops/matvec.ts";
+import { RmsNormOp } from "../ops/rmsnorm.ts";
+import { RopeOp } from "../ops/rope.ts";
+import { SwiGluOp } from "../ops/swiglu.ts";
+import { type GpuWeights, uploadWeights } from "./gpu_weights.ts";
+import { KvCache } from "./kv_cache.ts";
+
+/** Activation buffers for steps of up to `maxRows` tokens. */
+export class Activations {
+  readonly x: Tensor; // [maxRows, dim] residual stream
+  readonly h: Tensor; // [maxRows, dim] normalised input of a block
+  readonly q: Tensor; // [maxRows, nHeads, headDim]
+  readonly k: Tensor; // [maxRows, nKvHeads, headDim] before RoPE, then rotated into the cache
+  readonly v: Tensor; // [maxRows, nKvHeads, headDim] before it is copied into the cache
+  readonly last: Tensor; // [1, dim] the last row of x, for "last" logits
+  readonly attn: Tensor; // [maxRows, nHeads, headDim]
+  readonly gate: Tensor; // [maxRows, hidden]
+  readonly up: Tensor; // [maxRows, hidden]
+  readonly act: Tensor; // [maxRows, hidden]
+  readonly logits: Tensor; // [maxRows, vocab]
+
+  constructor(gpu: Gpu, config: ModelConfig, readonly maxRows: number) {
+    const { dim, nHeads, headDim, hiddenDim, vocabSize } = config;
+    const make = (shape: number[], label: string) => createTensor(gpu, shape, "f32", label);
+    this.x = make([maxRows, dim], "x");
+    this.h = make([maxRows, dim], "h");
+    this.q = make([maxRows, nHeads, headDim], "q");
+    this.k = make([maxRows, config.nKvHeads, headDim], "k");
+    this.v = make([maxRows, config.nKvHeads, headDim], "v");
+    this.last = make([1, dim], "last row");
+    this.attn = make([maxRows, nHeads, headDim], "attn");
+    this.gate = make([maxRows, hiddenDim], "gate");
+    this.up = make([maxRows, hiddenDim], "up");
+    this.act = make([maxRows, hiddenDim], "act");
+    this.logits = make([maxRows, vocabSize], "logits");
+  }
+
+  #all(): Tensor[] {
+    const { x, h, q, k, v, last, attn, gate, up, act, logits } = this;
+    return [x, h, q, k, v, last, attn, gate, up, act, logits];
+  }
+
+  /** Bytes held on the GPU. */
+  get bytes(): number {
+    return this.#all()
+      .reduce((sum, t) => sum + t.byteLength, 0);
+  }
+
+  destroy(): void {
+    for (const t of this.#all()) t.destroy();
+  }
+}
+
+/** Which rows of a step get logits. */
+export type LogitRows = "last" | "all";
+
+/** One forward step: `tokens` ids read from `ids` at `offset`, appended to the cache. */
+export interface ForwardStep {
+  ids: Tensor; // [n] u32
+  offset: number;
+  tokens: number;
+  cache: KvCache;
+  activations: Activations;
+  /** "last": logits of the last token in logits row 0; "all": row t for token t. */
+  logits: LogitRows;
+}
+
+/** The kernels a Llama-family forward pass uses, compiled once per model shape. */
+interface ForwardOps {
+  embedding: EmbeddingOp;
+  rmsnorm: RmsNormOp;
+  rope: RopeOp;
+  attention: AttentionOp;
+  swiglu: SwiGluOp;
+  bias: BiasOp;
+  copy: CopyOp;
+  /** y = x·Wᵀ for weights stored [out, in]. */
+  linear: MatmulOp;
+  /** y += x·Wᵀ (residual adds). */
+  linearAdd: MatmulOp;
+  /** The one-token form of both, reading each weight once. */
+  matvec: MatvecOp;
+}
+
+/** A Llama-family model on the GPU: weights, compiled kernels, and the forward pass. */
+export class LlamaModel {
+  private constructor(
+    readonly gpu: Gpu,
+    readonly config: ModelConfig,
+    readonly weights: GpuWeights,
+    private readonly ops: ForwardOps,
+  ) {}
+
+  /** Uploads the weights and compiles the kernels. */
+  static async create(
+    gpu: Gpu,
+    registry: KernelRegistry,
+    model: ModelWeights,
+    file = "model",
+  ): Promise<LlamaModel> {
+    const config = model.config;
+    const weights = uploadWeights(gpu, model, file);
+    try {
+      const [embedding, rmsnorm, rope, attention, swiglu, bias, copy, linear, linearAdd, matvec] =
+        await Promise.all([
+          EmbeddingOp.create(registry),
+          RmsNormOp.create(registry),
+          RopeOp.create(registry, {
+            headDim: config.headDim,
+            base: config.ropeTheta,
+            pairs: config.ropePairs,
+          }),
+          AttentionOp.create(registry, config.headDim),
+          SwiGluOp.create(registry),
+          BiasOp.create(registry),
+          CopyOp.create(registry),
+          MatmulOp.create(registry, { transB: true }),
+          MatmulOp.create(registry, { transB: true, accumulate: true }),
+          MatvecOp.create(registry, { f16: false }),
+        ]);
+      const ops = {
+        embedding,
+        rmsnorm,
+        rope,
+        attention,
+        swiglu,
+        bias,
+        copy,
+        linear,
+        linearAdd,
+        matvec,
+      };
+      return new LlamaModel(gpu, config, weights, ops);
+    } catch (error) {
+      weights.destroy();
+      throw error;
+    }
+  }
+
+  /** A KV cache of `capacity` positions (at most the model's trained length). */
+  createCache(capacity: number): KvCache {
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > this.config.maxSeqLen) {
+      throw new KernelUsageError(
+        `KV cache capacity ${capacity} must be in 1..${this.config.maxSeqLen} (the model's length)`,
+      );
+    }
+    return new KvCache(this.gpu, this.config, capacity);
+  }
+
+  /** Activation buffers for steps of up to `maxRows` tokens. */
+  createActivations(maxRows: number): Activations {
+    return new Activations(this.gpu, this.config, maxRows);
+  }
+
+  /**
+   * Records one forward step: embeds the tokens, runs every layer with the cache (writing this
+   * step's keys and values at rows cache.length..), and writes logits. Advances cache.length.
+   */
+  recordForward(rec: Recorder, step: ForwardStep): void {
+    const { ids, offset, tokens: t, cache, activations: act } = step;
+    const c = this.config;
+    const past = cache.length;
+    if (!Number.isInteger(t) || t < 1 || t > act.maxRows) {
+      throw new KernelUsageError(`a step of ${t} tokens; these activations hold 1..${act.maxRows}`);
+    }
+    if (past + t > cache.capacity) {
+      throw new KernelUsageError(
+        `${t} tokens after ${past} overflow the KV cache of ${cache.capacity} positions`,
+      );
+    }
+    const { embedding, rmsnorm, rope, attention, swiglu, copy } = this.ops;
+    const linear = (x: Tensor, weight: Tensor, y: Tensor, bias?: Tensor) =>
+      this.#linear(rec, x, weight, y, false, bias);
+    const linearAdd = (x: Tensor, weight: Tensor, y: Tensor) =>
+      this.#linear(rec, x, weight, y, true);
+    const w = this.weights;
+    const x = act.x.rows(0, t);
+    const h = act.h.rows(0, t);
+    const q = act.q.rows(0, t);
+    const qFlat = q.reshape([t, qDim(c)]);
+    const k = act.k.rows(0, t);
+    const kFlat = k.reshape([t, kvDim(c)]);
+    const vFlat = act.v.rows(0, t).reshape([t, kvDim(c)]);
+    const attn = act.attn.rows(0, t);
+    const gate = act.gate.rows(0, t);
+    const up = act.up.rows(0, t);
+    const hidden = act.act.rows(0, t);
+
+    embedding.recordForward(rec, w.embed, ids, x, offset);
+    for (let l = 0; l < c.nLayers; l++) {
+      const layer = w.layers[l];
+      rmsnorm.recordForward(rec, x, layer.attnNorm, h, c.normEps);
+      linear(h, layer.q, qFlat, layer.qBias);
+      linear(h, layer.k, kFlat, layer.kBias);
+      linear(h, layer.v, vFlat, layer.vBias);
+      // Keys are rotated on their way into the cache; values are copied; both land at row past.
+      rope.recordForwardInPlace(rec, q, { pos0: past });
+      rope.recordForward(rec, k, cache.k[l], { pos0: past, dstRow: past });
+      copy.record(rec, vFlat, cache.v[l], { dstOffset: past * kvDim(c) });
+      attention.recordForward(rec, { q, k: cache.k[l], v: cache.v[l], out: attn, past });
+      linearAdd(attn.reshape([t, qDim(c)]), layer.o, x);
+      rmsnorm.recordForward(rec, x, layer.ffnNorm, h, c.normEps);
+      linear(h, layer.gate, gate);
+      linear(h, layer.up, up);
+      swiglu.recordForward(rec, gate, up, hidden);
+      linearAdd(hidden, layer.down, x);
+    }
+    let rows = x;
+    if (step.logits === "last") {
+      copy.record(rec, x, act.last, { srcOffset: (t - 1) * c.dim, count: c.dim });
+      rows = act.last;
+    }
+    const normed = act.h.rows(0, rows.shape[0]);
+    rmsnorm.recordForward(rec, rows, w.norm, normed, c.normEps);
+    linear(normed, w.head, act.logits.rows(0, rows.shape[0]));
+    cache.length = past + t;
+  }
+
+  /**
+   * y (=|+=) x·Wᵀ (+ bias) for x [t, in] and W [out, in]: the matrix-vector kernel for one row
+   * (it streams each weight once), the tiled matmul for more.
+   */
+  #linear(rec: Recorder, x: Tensor, weight: Tensor, y: Tensor, accumulate: boolean, bias?: Tensor) {
+    const [rows, inDim] = [x.shape[0], x.size / x.shape[0]];
+    if (rows === 1 && inDim % 4 === 0) {
+      const outDim = weight.shape[0];
+      this.ops.matvec.record(rec, weight, x.reshape([inDim]), y.reshape([outDim]), {
+        bias,
+        accumulate,
+      });
+      return;
+    }
+    (accumulate ? this.ops.linearAdd : this.ops.linear).record(rec, x, weight, y);
+    if (bias) this.ops.bias.record(rec, y, bias);
+  }
+
+  /** Frees the weights. Caches and activations are freed by their owners. */
+  destroy(): void {
+    this.weights.destroy();
+  }
+}

@@ -1,0 +1,74 @@
+import assert from "node:assert/strict";
+import { assertClose, gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
+import { readLlama2c } from "../formats/llama2c.ts";
+import { tensorToF32 } from "../formats/tensor_data.ts";
+import { readF32 } from "../gpu/readback.ts";
+import { uploadTensor } from "../gpu/tensor.ts";
+import { referenceForward } from "../reference/model.ts";
+import { LlamaModel } from "./llama.ts";
+
+const STORIES = "../shared/models/stories260K/stories260K.bin";
+
+gpuTest("stories260K: GPU logits over 64 tokens match the float64 reference", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("llama logits");
+  const weights = await readLlama2c(STORIES);
+  const config = weights.config;
+  const model = await LlamaModel.create(gpu, registry, weights, STORIES);
+  const t = 64;
+  const tokens = [1, ...Array.from({ length: t - 1 }, () => rng.int(config.vocabSize))];
+  const lookup = (name: string) => tensorToF32(weights.tensors.get(name)!);
+  const head = () => lookup("model.embed_tokens.weight");
+  const ref = referenceForward(config, lookup, head, tokens).logits;
+
+  const ids = uploadTensor(gpu, Uint32Array.from(tokens), [t]);
+  const cache = model.createCache(t);
+  const act = model.createActivations(t);
+  model.recordForward(recorder, {
+    ids,
+    offset: 0,
+    tokens: t,
+    cache,
+    activations: act,
+    logits: "all",
+  });
+  recorder.submit();
+  const all = await readF32(gpu, act.logits);
+  assertClose(all, ref, "prefill logits, all rows");
+
+  // The same text fed as a prefill of 40 and then one token at a time through the cache.
+  cache.length = 0;
+  const v = config.vocabSize;
+  model.recordForward(recorder, {
+    ids,
+    offset: 0,
+    tokens: 40,
+    cache,
+    activations: act,
+    logits: "last",
+  });
+  recorder.submit();
+  assertClose(
+    (await readF32(gpu, act.logits)).subarray(0, v),
+    ref.subarray(39 * v, 40 * v),
+    "prefill of 40, last row",
+  );
+  for (let i = 40; i < t; i++) {
+    model.recordForward(recorder, {
+      ids,
+      offset: i,
+      tokens: 1,
+      cache,
+      activations: act,
+      logits: "last",
+    });
+  }
+  recorder.submit();
+  assert.equal(cache.length, t);
+  assertClose(
+    (await readF32(gpu, act.logits)).subarray(0, v),
+    ref.subarray((t - 1) * v),
+    "decode one token at a time, last row",
+  );
+  for (const x of [ids, act, cache, model]) x.destroy();
+});

@@ -1,0 +1,70 @@
+import source from "../../shaders/adamw.wgsl" with { type: "text" };
+import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import type { AdamWHyper } from "../reference/adamw.ts";
+import { STATS } from "./grad_norm.ts";
+
+export type { AdamWHyper } from "../reference/adamw.ts";
+
+const WG = 256;
+const MAX_GROUPS = 1024;
+
+/** The flat buffers AdamW updates; every adapter tensor is a view into each of them. */
+export interface AdamWBuffers {
+  /** [n] adapter parameters, updated in place. */
+  params: Tensor;
+  /** [n] gradients. */
+  grads: Tensor;
+  /** [n] first moment, updated in place (starts at zero). */
+  m: Tensor;
+  /** [n] second moment, updated in place (starts at zero). */
+  v: Tensor;
+  /** [3] from {@link GradNormOp}: the clip factor (stats[1]) and the non-finite flag (stats[2]). */
+  stats: Tensor;
+}
+
+/** AdamW with decoupled weight decay over all adapter tensors in one dispatch. */
+export class AdamWOp {
+  private constructor(private readonly kernel: Kernel) {}
+
+  /** Compiles the kernel. */
+  static async create(registry: KernelRegistry): Promise<AdamWOp> {
+    return new AdamWOp(await registry.get({ file: "adamw.wgsl", source, constants: { WG } }));
+  }
+
+  /**
+   * Records one optimizer step. `hyper.step` is the 1-based step count t for the bias
+   * corrections; a step skipped on the GPU for non-finite gradients still counts on the host.
+   */
+  record(rec: Recorder, buffers: AdamWBuffers, hyper: AdamWHyper): void {
+    const { params, grads, m, v, stats } = buffers;
+    const n = params.size;
+    for (const [name, t] of Object.entries(buffers)) {
+      if (t.dtype !== "f32") throw new KernelUsageError(`adamw: ${name} must be f32`);
+      if (name !== "stats" && t.size !== n) {
+        throw new ShapeError(`adamw: ${name} has ${t.size} elements, params ${n}`);
+      }
+    }
+    if (stats.size !== STATS.size) {
+      throw new ShapeError(`adamw: stats must have ${STATS.size} elements, got ${stats.size}`);
+    }
+    if (!(Number.isInteger(hyper.step) && hyper.step >= 1)) {
+      throw new KernelUsageError(`adamw: step ${hyper.step} must be an integer >= 1`);
+    }
+    if (n === 0) return;
+    const groups = Math.min(MAX_GROUPS, Math.ceil(n / WG));
+    rec.dispatch(this.kernel, { param: params, grad: grads, moment1: m, moment2: v, stats }, {
+      n,
+      stride: groups * WG,
+      lr: hyper.lr,
+      beta1: hyper.beta1,
+      beta2: hyper.beta2,
+      eps: hyper.eps,
+      weightDecay: hyper.weightDecay,
+      bc1: 1 - hyper.beta1 ** hyper.step,
+      bc2: 1 - hyper.beta2 ** hyper.step,
+    }, [groups]);
+  }
+}

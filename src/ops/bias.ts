@@ -1,0 +1,41 @@
+import source from "../../shaders/bias.wgsl" with { type: "text" };
+import { ShapeError } from "../gpu/errors.ts";
+import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+
+const WG = 256;
+const MAX_GROUPS = 4096;
+
+/** Adds a bias row to every row of a matrix, in place; and bans tokens from logits. */
+export class BiasOp {
+  private constructor(private readonly kernel: Kernel, private readonly banKernel: Kernel) {}
+
+  /** Compiles the kernels. */
+  static async create(registry: KernelRegistry): Promise<BiasOp> {
+    const get = (entryPoint: string) =>
+      registry.get({ file: "bias.wgsl", source, entryPoint, constants: { WG } });
+    return new BiasOp(await get("main"), await get("ban"));
+  }
+
+  /** Records logits[id] = lowest f32 for every id in `banned` (u32 [n]); logits [vocab]. */
+  recordBan(rec: Recorder, logits: Tensor, banned: Tensor): void {
+    if (banned.dtype !== "u32") throw new ShapeError(`banned ids must be u32, not ${banned.dtype}`);
+    rec.dispatch(
+      this.banKernel,
+      { banned, logits },
+      { count: banned.size, vocab: logits.size },
+      [Math.ceil(banned.size / WG)],
+    );
+  }
+
+  /** Records y[r, :] += bias for every row r. y [rows, cols], bias [cols]. */
+  record(rec: Recorder, y: Tensor, bias: Tensor): void {
+    const cols = y.shape[y.shape.length - 1];
+    if (bias.size !== cols) {
+      throw new ShapeError(`bias of ${bias.size} values for rows of ${cols} [${y.shape}]`);
+    }
+    const groups = Math.max(1, Math.min(MAX_GROUPS, Math.ceil(y.size / WG)));
+    rec.dispatch(this.kernel, { bias, y }, { n: y.size, cols, stride: groups * WG }, [groups]);
+  }
+}

@@ -1,0 +1,71 @@
+import source from "../../shaders/grad_norm.wgsl" with { type: "text" };
+import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
+
+const WG = 256;
+/** Workgroups of the first pass; the second pass merges their results in one workgroup. */
+const MAX_GROUPS = 256;
+
+/** Layout of the stats buffer {@link GradNormOp.record} writes and AdamW reads. */
+export const STATS = {
+  /** Global L2 norm of the finite gradient elements. */
+  norm: 0,
+  /** min(1, maxNorm / (norm + 1e-6)): the factor clipping multiplies gradients by. */
+  clipScale: 1,
+  /** 1 when any gradient element is NaN or infinite, else 0: the optimizer step is skipped. */
+  nonFinite: 2,
+  /** Elements in the buffer. */
+  size: 3,
+} as const;
+
+/**
+ * Global gradient norm over the flat gradient buffer, with the clipping factor and a non-finite
+ * flag, written on the GPU into a small stats tensor so clipping and skipping need no host round
+ * trip; the host may read the stats later together with the loss.
+ */
+export class GradNormOp {
+  private constructor(
+    private readonly partialsKernel: Kernel,
+    private readonly finishKernel: Kernel,
+    /** [MAX_GROUPS, 4] per-workgroup (scale, sumsq, flag, 0), owned by this op. */
+    private readonly scratch: Tensor,
+  ) {}
+
+  /** Compiles both passes and allocates the per-workgroup scratch buffer. */
+  static async create(registry: KernelRegistry): Promise<GradNormOp> {
+    const [partials, finish] = await Promise.all(
+      ["partials", "finish"].map((entryPoint) =>
+        registry.get({ file: "grad_norm.wgsl", source, entryPoint, constants: { WG } })
+      ),
+    );
+    const scratch = createTensor(registry.gpu, [MAX_GROUPS, 4], "f32", "grad norm partials");
+    return new GradNormOp(partials, finish, scratch);
+  }
+
+  /**
+   * Records stats = [norm, clipScale, nonFinite] (see {@link STATS}) for grads [n] f32.
+   * `maxNorm` is the clipping threshold; Infinity turns clipping off (clipScale stays 1).
+   */
+  record(rec: Recorder, grads: Tensor, stats: Tensor, maxNorm: number): void {
+    if (grads.dtype !== "f32" || stats.dtype !== "f32") {
+      throw new KernelUsageError("grad norm: grads and stats must be f32");
+    }
+    if (grads.size === 0) throw new ShapeError("grad norm: empty gradient buffer");
+    if (stats.size !== STATS.size) {
+      throw new ShapeError(`grad norm: stats must have ${STATS.size} elements, got ${stats.size}`);
+    }
+    if (!(maxNorm > 0)) throw new KernelUsageError(`grad norm: maxNorm ${maxNorm} must be > 0`);
+    const n = grads.size;
+    const groups = Math.min(MAX_GROUPS, Math.ceil(n / WG));
+    const params = { n, stride: groups * WG, groups, maxNorm: Math.min(maxNorm, 3e38) };
+    rec.dispatch(this.partialsKernel, { grads, partial: this.scratch }, params, [groups]);
+    rec.dispatch(this.finishKernel, { partial: this.scratch, stats }, params, [1]);
+  }
+
+  /** Frees the scratch buffer. */
+  destroy(): void {
+    this.scratch.destroy();
+  }
+}
