@@ -11,6 +11,8 @@ import { CopyOp } from "../ops/copy.ts";
 import { EmbeddingOp } from "../ops/embedding.ts";
 import { MatmulOp } from "../ops/matmul.ts";
 import { MatvecOp } from "../ops/matvec.ts";
+import { LoraOp } from "../ops/lora.ts";
+import type { LoraAdapter, LoraTarget } from "../templora/adapter.ts";
 import { RmsNormOp } from "../ops/rmsnorm.ts";
 import { RopeOp } from "../ops/rope.ts";
 import { SwiGluOp } from "../ops/swiglu.ts";
@@ -30,8 +32,9 @@ export class Activations {
   readonly up: Tensor; // [maxRows, hidden]
   readonly act: Tensor; // [maxRows, hidden]
   readonly logits: Tensor; // [maxRows, vocab]
+  #loraH: Tensor | undefined; // [maxRows, rank] an adapter's x·Aᵀ, made on first use
 
-  constructor(gpu: Gpu, config: ModelConfig, readonly maxRows: number) {
+  constructor(readonly gpu: Gpu, config: ModelConfig, readonly maxRows: number) {
     const { dim, nHeads, headDim, hiddenDim, vocabSize } = config;
     const make = (shape: number[], label: string) => createTensor(gpu, shape, "f32", label);
     this.x = make([maxRows, dim], "x");
@@ -47,9 +50,19 @@ export class Activations {
     this.logits = make([maxRows, vocabSize], "logits");
   }
 
+  /** Scratch for an adapter of rank `rank`: [maxRows, rank]. */
+  loraScratch(rank: number): Tensor {
+    if (this.#loraH?.shape[1] !== rank) {
+      this.#loraH?.destroy();
+      this.#loraH = createTensor(this.gpu, [this.maxRows, rank], "f32", "lora h");
+    }
+    return this.#loraH;
+  }
+
   #all(): Tensor[] {
     const { x, h, q, k, v, last, attn, gate, up, act, logits } = this;
-    return [x, h, q, k, v, last, attn, gate, up, act, logits];
+    const all = [x, h, q, k, v, last, attn, gate, up, act, logits];
+    return this.#loraH ? [...all, this.#loraH] : all;
   }
 
   /** Bytes held on the GPU. */
@@ -75,6 +88,8 @@ export interface ForwardStep {
   activations: Activations;
   /** "last": logits of the last token in logits row 0; "all": row t for token t. */
   logits: LogitRows;
+  /** A LoRA adapter to apply on top of the base weights. */
+  adapter?: LoraAdapter;
 }
 
 /** The kernels a Llama-family forward pass uses, compiled once per model shape. */
@@ -92,6 +107,7 @@ interface ForwardOps {
   linearAdd: MatmulOp;
   /** The one-token form of both, reading each weight once. */
   matvec: MatvecOp;
+  lora: LoraOp;
 }
 
 /** A Llama-family model on the GPU: weights, compiled kernels, and the forward pass. */
@@ -113,7 +129,7 @@ export class LlamaModel {
     const config = model.config;
     const weights = uploadWeights(gpu, model, file);
     try {
-      const [embedding, rmsnorm, rope, attention, swiglu, bias, copy, linear, linearAdd, matvec] =
+      const [embedding, rmsnorm, rope, attention, swiglu, bias, copy, linear, linearAdd, matvec, lora] =
         await Promise.all([
           EmbeddingOp.create(registry),
           RmsNormOp.create(registry),
@@ -129,6 +145,7 @@ export class LlamaModel {
           MatmulOp.create(registry, { transB: true }),
           MatmulOp.create(registry, { transB: true, accumulate: true }),
           MatvecOp.create(registry, { f16: false }),
+          LoraOp.create(registry),
         ]);
       const ops = {
         embedding,
@@ -141,12 +158,18 @@ export class LlamaModel {
         linear,
         linearAdd,
         matvec,
+        lora,
       };
       return new LlamaModel(gpu, config, weights, ops);
     } catch (error) {
       weights.destroy();
       throw error;
     }
+  }
+
+  /** The compiled kernels, for the training pass that reuses them. */
+  get kernels(): Readonly<ForwardOps> {
+    return this.ops;
   }
 
   /** A KV cache of `capacity` positions (at most the model's trained length). */
@@ -181,10 +204,30 @@ export class LlamaModel {
       );
     }
     const { embedding, rmsnorm, rope, attention, swiglu, copy } = this.ops;
-    const linear = (x: Tensor, weight: Tensor, y: Tensor, bias?: Tensor) =>
+    const adapter = step.adapter;
+    const loraH = adapter ? act.loraScratch(adapter.settings.rank).rows(0, t) : undefined;
+    let layerIndex = 0;
+    const adapt = (target: LoraTarget | undefined, x: Tensor, y: Tensor) => {
+      const p = target && adapter?.get(layerIndex, target);
+      if (!p || !loraH || !adapter) return;
+      const rows = x.shape[0];
+      this.ops.lora.recordForward(rec, {
+        x: x.reshape([rows, x.size / rows]),
+        a: p.a,
+        b: p.b,
+        h: loraH,
+        y: y.reshape([rows, y.size / rows]),
+        scale: adapter.scale,
+      });
+    };
+    const linear = (x: Tensor, weight: Tensor, y: Tensor, bias?: Tensor, target?: LoraTarget) => {
       this.#linear(rec, x, weight, y, false, bias);
-    const linearAdd = (x: Tensor, weight: Tensor, y: Tensor) =>
+      adapt(target, x, y);
+    };
+    const linearAdd = (x: Tensor, weight: Tensor, y: Tensor, target: LoraTarget) => {
       this.#linear(rec, x, weight, y, true);
+      adapt(target, x, y);
+    };
     const w = this.weights;
     const x = act.x.rows(0, t);
     const h = act.h.rows(0, t);
@@ -200,22 +243,23 @@ export class LlamaModel {
 
     embedding.recordForward(rec, w.embed, ids, x, offset);
     for (let l = 0; l < c.nLayers; l++) {
+      layerIndex = l;
       const layer = w.layers[l];
       rmsnorm.recordForward(rec, x, layer.attnNorm, h, c.normEps);
-      linear(h, layer.q, qFlat, layer.qBias);
-      linear(h, layer.k, kFlat, layer.kBias);
-      linear(h, layer.v, vFlat, layer.vBias);
+      linear(h, layer.q, qFlat, layer.qBias, "q");
+      linear(h, layer.k, kFlat, layer.kBias, "k");
+      linear(h, layer.v, vFlat, layer.vBias, "v");
       // Keys are rotated on their way into the cache; values are copied; both land at row past.
       rope.recordForwardInPlace(rec, q, { pos0: past });
       rope.recordForward(rec, k, cache.k[l], { pos0: past, dstRow: past });
       copy.record(rec, vFlat, cache.v[l], { dstOffset: past * kvDim(c) });
       attention.recordForward(rec, { q, k: cache.k[l], v: cache.v[l], out: attn, past });
-      linearAdd(attn.reshape([t, qDim(c)]), layer.o, x);
+      linearAdd(attn.reshape([t, qDim(c)]), layer.o, x, "o");
       rmsnorm.recordForward(rec, x, layer.ffnNorm, h, c.normEps);
-      linear(h, layer.gate, gate);
-      linear(h, layer.up, up);
+      linear(h, layer.gate, gate, undefined, "gate");
+      linear(h, layer.up, up, undefined, "up");
       swiglu.recordForward(rec, gate, up, hidden);
-      linearAdd(hidden, layer.down, x);
+      linearAdd(hidden, layer.down, x, "down");
     }
     let rows = x;
     if (step.logits === "last") {
@@ -230,11 +274,12 @@ export class LlamaModel {
 
   /**
    * y (=|+=) x·Wᵀ (+ bias) for x [t, in] and W [out, in]: the matrix-vector kernel for one row
-   * (it streams each weight once), the tiled matmul for more.
+   * (it streams each weight once), the tiled matmul for more. f16 weights (see gpu_weights.ts)
+   * take matvec's f16 path when it was compiled, else matmul's f16-B kernel.
    */
   #linear(rec: Recorder, x: Tensor, weight: Tensor, y: Tensor, accumulate: boolean, bias?: Tensor) {
     const [rows, inDim] = [x.shape[0], x.size / x.shape[0]];
-    if (rows === 1 && inDim % 4 === 0) {
+    if (rows === 1 && inDim % 4 === 0 && (weight.dtype === "f32" || this.ops.matvec.f16)) {
       const outDim = weight.shape[0];
       this.ops.matvec.record(rec, weight, x.reshape([inDim]), y.reshape([outDim]), {
         bias,

@@ -1,0 +1,172 @@
+import type { Gpu } from "../gpu/device.ts";
+import { createTensor, Tensor, writeTensor } from "../gpu/tensor.ts";
+import type { ModelConfig } from "../formats/config.ts";
+import { InvalidSettingError } from "../model/errors.ts";
+import { LORA_TARGETS, type LoraTarget, projectionName } from "../reference/model.ts";
+import { Rng } from "../reference/random.ts";
+
+export { LORA_TARGETS, type LoraTarget };
+
+/** The shape of a temporary adapter. */
+export interface AdapterSettings {
+  /** LoRA rank r. */
+  rank: number;
+  /** LoRA alpha; the update is scaled by alpha / r. */
+  alpha: number;
+  /** Projections that get an adapter (default: all seven). */
+  targets: readonly LoraTarget[];
+  /** Seed of A's random initialisation. */
+  seed: number;
+}
+
+/** One adapted projection: views of A [r, in] and B [out, r] and of their gradients. */
+export interface AdaptedProjection {
+  name: string;
+  layer: number;
+  target: LoraTarget;
+  inDim: number;
+  outDim: number;
+  a: Tensor;
+  b: Tensor;
+  dA: Tensor;
+  dB: Tensor;
+}
+
+/** Views are placed at multiples of 64 floats, so every one can be bound on any adapter. */
+const ALIGN_FLOATS = 64;
+
+/** Input and output width of a projection. */
+export function projectionDims(config: ModelConfig, target: LoraTarget): [number, number] {
+  const q = config.nHeads * config.headDim;
+  const kv = config.nKvHeads * config.headDim;
+  switch (target) {
+    case "q":
+      return [config.dim, q];
+    case "k":
+    case "v":
+      return [config.dim, kv];
+    case "o":
+      return [q, config.dim];
+    case "gate":
+    case "up":
+      return [config.dim, config.hiddenDim];
+    case "down":
+      return [config.hiddenDim, config.dim];
+  }
+}
+
+/**
+ * A LoRA adapter on chosen projections of every layer, with its gradients and AdamW moments.
+ * Parameters, gradients and both moments are each one flat GPU buffer, so clipping and the
+ * optimizer run as one dispatch over everything; each A and B is a view into them. A starts
+ * random (uniform in ±1/sqrt(in), as PEFT's default), B at zero, so a fresh adapter changes
+ * nothing.
+ */
+export class LoraAdapter {
+  readonly params: Tensor; // [n] every A and B, padded to 64-float boundaries
+  readonly grads: Tensor; // [n] same layout
+  readonly m: Tensor; // [n] AdamW first moment
+  readonly v: Tensor; // [n] AdamW second moment
+  readonly stats: Tensor; // [3] gradient norm, clip scale, non-finite flag
+  readonly projections: AdaptedProjection[];
+  readonly scale: number;
+  /** Optimizer steps taken (skipped ones excluded). */
+  steps = 0;
+  #byKey = new Map<string, AdaptedProjection>();
+
+  constructor(gpu: Gpu, readonly config: ModelConfig, readonly settings: AdapterSettings) {
+    const { rank, alpha, targets } = settings;
+    if (!Number.isInteger(rank) || rank < 1) {
+      throw new InvalidSettingError(`LoRA rank must be an integer >= 1, got ${rank}`);
+    }
+    if (!(alpha > 0)) throw new InvalidSettingError(`LoRA alpha must be > 0, got ${alpha}`);
+    if (!targets.length || targets.some((t) => !LORA_TARGETS.includes(t))) {
+      throw new InvalidSettingError(
+        `LoRA targets must be a non-empty subset of ${LORA_TARGETS.join(", ")}; got ${targets}`,
+      );
+    }
+    this.scale = alpha / rank;
+    const layout: {
+      layer: number;
+      target: LoraTarget;
+      inDim: number;
+      outDim: number;
+      at: number;
+    }[] = [];
+    let n = 0;
+    const take = (count: number) => {
+      const at = n;
+      n += Math.ceil(count / ALIGN_FLOATS) * ALIGN_FLOATS;
+      return at;
+    };
+    for (let layer = 0; layer < config.nLayers; layer++) {
+      for (const target of LORA_TARGETS) {
+        if (!targets.includes(target)) continue;
+        const [inDim, outDim] = projectionDims(config, target);
+        const at = take(rank * inDim);
+        take(outDim * rank);
+        layout.push({ layer, target, inDim, outDim, at });
+      }
+    }
+    const make = (label: string) => createTensor(gpu, [n], "f32", label);
+    this.params = make("lora params");
+    this.grads = make("lora grads");
+    this.m = make("adamw m");
+    this.v = make("adamw v");
+    this.stats = createTensor(gpu, [3], "f32", "grad stats");
+
+    const view = (t: Tensor, at: number, shape: number[]) =>
+      new Tensor(t.buffer, shape, "f32", at * 4);
+    this.projections = layout.map(({ layer, target, inDim, outDim, at }) => {
+      const bAt = at + Math.ceil(rank * inDim / ALIGN_FLOATS) * ALIGN_FLOATS;
+      return {
+        name: projectionName(layer, target),
+        layer,
+        target,
+        inDim,
+        outDim,
+        a: view(this.params, at, [rank, inDim]),
+        b: view(this.params, bAt, [outDim, rank]),
+        dA: view(this.grads, at, [rank, inDim]),
+        dB: view(this.grads, bAt, [outDim, rank]),
+      };
+    });
+    for (const p of this.projections) this.#byKey.set(`${p.layer}:${p.target}`, p);
+    this.reset(gpu);
+  }
+
+  /** The adapter of one layer's projection, if it has one. */
+  get(layer: number, target: LoraTarget): AdaptedProjection | undefined {
+    return this.#byKey.get(`${layer}:${target}`);
+  }
+
+  /** Re-initialises: A random, B, gradients and moments zero, step count zero. */
+  reset(gpu: Gpu): void {
+    const rng = new Rng(this.settings.seed);
+    const params = new Float32Array(this.params.size);
+    for (const p of this.projections) {
+      const bound = 1 / Math.sqrt(p.inDim);
+      const start = p.a.byteOffset / 4;
+      for (let i = 0; i < p.a.size; i++) params[start + i] = bound * (2 * rng.next() - 1);
+    }
+    writeTensor(gpu, this.params, params);
+    const zeros = new Float32Array(this.params.size);
+    for (const t of [this.grads, this.m, this.v]) writeTensor(gpu, t, zeros);
+    writeTensor(gpu, this.stats, new Float32Array(3));
+    this.steps = 0;
+  }
+
+  /** Bytes the adapter and its optimizer state hold on the GPU. */
+  get bytes(): number {
+    return 4 * this.params.byteLength + this.stats.byteLength;
+  }
+
+  /** Number of trainable parameters (padding excluded). */
+  get parameterCount(): number {
+    return this.projections.reduce((sum, p) => sum + p.a.size + p.b.size, 0);
+  }
+
+  destroy(): void {
+    for (const t of [this.params, this.grads, this.m, this.v, this.stats]) t.destroy();
+  }
+}

@@ -1,0 +1,479 @@
+import type { KernelRegistry } from "../gpu/kernel.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import { readF32 } from "../gpu/readback.ts";
+import { createTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
+import type { ModelConfig } from "../formats/config.ts";
+import type { LlamaModel } from "../model/llama.ts";
+import { InvalidSettingError } from "../model/errors.ts";
+import { AdamWOp } from "../ops/adamw.ts";
+import { CrossEntropyOp } from "../ops/cross_entropy.ts";
+import { GradNormOp, STATS } from "../ops/grad_norm.ts";
+import { MatmulOp } from "../ops/matmul.ts";
+import type { LoraDropout } from "../ops/lora.ts";
+import { LORA_TARGETS, type LoraAdapter, type LoraTarget } from "./adapter.ts";
+
+/** Optimizer settings of adapter training (the paper's defaults in {@link DEFAULT_OPTIMIZER}). */
+export interface OptimizerSettings {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Global gradient-norm clip (Infinity = off). */
+  maxGradNorm: number;
+  /** LoRA dropout on the adapter's input (0 = off). */
+  dropout: number;
+  /** Steps of linear warm-up: step k (0-based) uses lr * min(1, (k + 1) / (warmup + 1)). */
+  warmupSteps: number;
+}
+
+/** AdamW lr 5e-5, betas (0.9, 0.999), eps 1e-7, no weight decay, clip 1.0, dropout 0.05. */
+export const DEFAULT_OPTIMIZER: OptimizerSettings = {
+  lr: 5e-5,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-7,
+  weightDecay: 0,
+  maxGradNorm: 1,
+  dropout: 0.05,
+  warmupSteps: 2,
+};
+
+/** What one training step or scoring pass reports. */
+export interface StepReport {
+  /** Mean cross-entropy (nats per token) over the scored tokens, before the update. */
+  loss: number;
+  /** Summed cross-entropy over the scored tokens. */
+  lossSum: number;
+  /** Scored tokens. */
+  count: number;
+  /** Global gradient norm before clipping (training only). */
+  gradNorm?: number;
+  /** True when a non-finite loss or gradient made the step skip the update. */
+  skipped?: boolean;
+  /** Learning rate used (training only). */
+  lr?: number;
+}
+
+/** Activations one layer's backward needs, kept by the training forward. */
+interface LayerStore {
+  xIn: Tensor; // [T, dim] residual stream entering the layer
+  h1: Tensor; // [T, dim] input norm output
+  rstd1: Tensor; // [T]
+  q: Tensor; // [T, nHeads, headDim] after RoPE
+  k: Tensor; // [T, nKvHeads, headDim] after RoPE
+  v: Tensor; // [T, nKvHeads, headDim]
+  attn: Tensor; // [T, nHeads, headDim]
+  lse: Tensor; // [T, nHeads]
+  x2: Tensor; // [T, dim] residual after attention
+  h2: Tensor; // [T, dim] post-attention norm output
+  rstd2: Tensor; // [T]
+  gate: Tensor; // [T, hidden]
+  up: Tensor; // [T, hidden]
+  act: Tensor; // [T, hidden]
+  loraH: Map<LoraTarget, Tensor>; // [T, rank] each: dropout(x)·Aᵀ
+}
+
+/**
+ * Trains a LoRA adapter on a token sequence with the base model frozen, entirely on the GPU: a
+ * forward pass that keeps what the backward needs, masked cross-entropy, the backward through
+ * every layer (input gradients only through the base weights), global-norm clipping and AdamW,
+ * all recorded into one submission. Also scores sequences (loss only), with or without the
+ * adapter, for evaluation. Buffers are sized once for sequences of up to `maxTokens`.
+ */
+export class Trainer {
+  readonly maxTokens: number;
+  #layers: LayerStore[] = [];
+  #owned: Tensor[] = [];
+  #ids: Tensor; // [T] u32
+  #targets: Tensor; // [T] u32
+  #mask: Tensor; // [T] f32
+  #xFinal: Tensor; // [T, dim]
+  #hf: Tensor; // [T, dim]
+  #rstdF: Tensor; // [T]
+  #logits: Tensor; // [T, vocab]
+  #loss: Tensor; // [T]
+  #ceStats: Tensor; // [T, 2]
+  #totals: Tensor; // [2]
+  // Gradient scratch, reused by every layer.
+  #dLogits: Tensor; // [T, vocab]
+  #dx: Tensor; // [T, dim]
+  #dH: Tensor; // [T, dim]
+  #dAttn: Tensor; // [T, nHeads, headDim]
+  #dQ: Tensor; // [T, nHeads, headDim]
+  #dK: Tensor; // [T, nKvHeads, headDim]
+  #dV: Tensor; // [T, nKvHeads, headDim]
+  #delta: Tensor; // [T, nHeads]
+  #dAct: Tensor; // [T, hidden]
+  #dGate: Tensor; // [T, hidden]
+  #dUp: Tensor; // [T, hidden]
+  #dLoraH: Tensor; // [T, rank]
+
+  private constructor(
+    readonly model: LlamaModel,
+    readonly adapter: LoraAdapter,
+    maxTokens: number,
+    private readonly ops: {
+      ce: CrossEntropyOp;
+      gradNorm: GradNormOp;
+      adamw: AdamWOp;
+      /** dX = dY·W for W stored [out, in]. */
+      back: MatmulOp;
+      backAdd: MatmulOp;
+    },
+  ) {
+    this.maxTokens = maxTokens;
+    const c = model.config;
+    const gpu = model.gpu;
+    const make = (shape: number[], label: string, dtype: "f32" | "u32" = "f32") => {
+      const t = createTensor(gpu, shape, dtype, label);
+      this.#owned.push(t);
+      return t;
+    };
+    const T = maxTokens;
+    const hd = c.headDim;
+    const rank = adapter.settings.rank;
+    for (let l = 0; l < c.nLayers; l++) {
+      const loraH = new Map<LoraTarget, Tensor>();
+      for (const target of LORA_TARGETS) {
+        if (adapter.get(l, target)) loraH.set(target, make([T, rank], `lora h ${l}.${target}`));
+      }
+      this.#layers.push({
+        xIn: make([T, c.dim], "xIn"),
+        h1: make([T, c.dim], "h1"),
+        rstd1: make([T], "rstd1"),
+        q: make([T, c.nHeads, hd], "q"),
+        k: make([T, c.nKvHeads, hd], "k"),
+        v: make([T, c.nKvHeads, hd], "v"),
+        attn: make([T, c.nHeads, hd], "attn"),
+        lse: make([T, c.nHeads], "lse"),
+        x2: make([T, c.dim], "x2"),
+        h2: make([T, c.dim], "h2"),
+        rstd2: make([T], "rstd2"),
+        gate: make([T, c.hiddenDim], "gate"),
+        up: make([T, c.hiddenDim], "up"),
+        act: make([T, c.hiddenDim], "act"),
+        loraH,
+      });
+    }
+    this.#ids = make([T], "train ids", "u32");
+    this.#targets = make([T], "train targets", "u32");
+    this.#mask = make([T], "train mask");
+    this.#xFinal = make([T, c.dim], "xFinal");
+    this.#hf = make([T, c.dim], "hf");
+    this.#rstdF = make([T], "rstdF");
+    this.#logits = make([T, c.vocabSize], "train logits");
+    this.#loss = make([T], "token loss");
+    this.#ceStats = make([T, 2], "ce stats");
+    this.#totals = make([2], "loss totals");
+    this.#dLogits = make([T, c.vocabSize], "dLogits");
+    this.#dx = make([T, c.dim], "dx");
+    this.#dH = make([T, c.dim], "dH");
+    this.#dAttn = make([T, c.nHeads, hd], "dAttn");
+    this.#dQ = make([T, c.nHeads, hd], "dQ");
+    this.#dK = make([T, c.nKvHeads, hd], "dK");
+    this.#dV = make([T, c.nKvHeads, hd], "dV");
+    this.#delta = make([T, c.nHeads], "delta");
+    this.#dAct = make([T, c.hiddenDim], "dAct");
+    this.#dGate = make([T, c.hiddenDim], "dGate");
+    this.#dUp = make([T, c.hiddenDim], "dUp");
+    this.#dLoraH = make([T, rank], "dLoraH");
+  }
+
+  /** A trainer for sequences of up to `maxTokens` tokens. */
+  static async create(
+    model: LlamaModel,
+    adapter: LoraAdapter,
+    registry: KernelRegistry,
+    maxTokens: number,
+  ): Promise<Trainer> {
+    if (!Number.isInteger(maxTokens) || maxTokens < 2 || maxTokens > model.config.maxSeqLen) {
+      throw new InvalidSettingError(
+        `training sequences of ${maxTokens} tokens; the model takes 2..${model.config.maxSeqLen}`,
+      );
+    }
+    const [ce, gradNorm, adamw, back, backAdd] = await Promise.all([
+      CrossEntropyOp.create(registry),
+      GradNormOp.create(registry),
+      AdamWOp.create(registry),
+      MatmulOp.create(registry, {}),
+      MatmulOp.create(registry, { accumulate: true }),
+    ]);
+    return new Trainer(model, adapter, maxTokens, { ce, gradNorm, adamw, back, backAdd });
+  }
+
+  /** Bytes the trainer's buffers hold on the GPU. */
+  get bytes(): number {
+    return this.#owned.reduce((sum, t) => sum + t.byteLength, 0);
+  }
+
+  /**
+   * Mean cross-entropy of predicting tokens[t + 1] from tokens[..t] for every t + 1 >= `from`,
+   * with the adapter applied or not. No gradients, no update.
+   */
+  async score(rec: Recorder, tokens: readonly number[], from: number, withAdapter: boolean) {
+    const count = this.#load(tokens, from);
+    this.#recordForward(rec, tokens.length, withAdapter ? "adapter" : "base", 0);
+    this.ops.ce.recordTotals(
+      rec,
+      this.#loss.rows(0, tokens.length),
+      this.#mask.rows(0, tokens.length),
+      this.#totals,
+    );
+    rec.submit();
+    const [lossSum] = await readF32(this.model.gpu, this.#totals);
+    return { loss: lossSum / count, lossSum, count } satisfies StepReport;
+  }
+
+  /**
+   * One optimizer step on `tokens`, with loss on predicting every token at index >= `from`
+   * (from = 1 scores the whole sequence). `stepIndex` (0-based) drives warm-up and dropout seeds.
+   */
+  async step(
+    rec: Recorder,
+    tokens: readonly number[],
+    from: number,
+    settings: OptimizerSettings,
+    stepIndex: number,
+  ): Promise<StepReport> {
+    const t = tokens.length;
+    const count = this.#load(tokens, from);
+    const seed = (this.adapter.settings.seed * 7919 + stepIndex * 104729) >>> 0;
+    this.#recordForward(rec, t, "train", settings.dropout, seed);
+    const { ce, gradNorm, adamw } = this.ops;
+    const rows = (x: Tensor) => x.rows(0, t);
+    ce.recordTotals(rec, rows(this.#loss), rows(this.#mask), this.#totals);
+    ce.recordBackward(rec, {
+      logits: rows(this.#logits),
+      targets: rows(this.#targets),
+      mask: rows(this.#mask),
+      stats: rows(this.#ceStats),
+      dLogits: rows(this.#dLogits),
+    }, 1 / count);
+    this.#recordBackward(rec, t, settings.dropout, seed);
+    const a = this.adapter;
+    gradNorm.record(rec, a.grads, a.stats, settings.maxGradNorm);
+    const lr = settings.lr * Math.min(1, (stepIndex + 1) / (settings.warmupSteps + 1));
+    adamw.record(rec, { params: a.params, grads: a.grads, m: a.m, v: a.v, stats: a.stats }, {
+      lr,
+      beta1: settings.beta1,
+      beta2: settings.beta2,
+      eps: settings.eps,
+      weightDecay: settings.weightDecay,
+      step: a.steps + 1,
+    });
+    rec.submit();
+    const gpu = this.model.gpu;
+    const [[lossSum], stats] = await Promise.all([
+      readF32(gpu, this.#totals),
+      readF32(gpu, a.stats),
+    ]);
+    const skipped = stats[STATS.nonFinite] !== 0 || !Number.isFinite(lossSum);
+    if (!skipped) a.steps++;
+    return { loss: lossSum / count, lossSum, count, gradNorm: stats[STATS.norm], skipped, lr };
+  }
+
+  /** Uploads ids, next-token targets and the loss mask; returns the number of scored tokens. */
+  #load(tokens: readonly number[], from: number): number {
+    const t = tokens.length;
+    if (t < 2 || t > this.maxTokens) {
+      throw new InvalidSettingError(
+        `a training sequence of ${t} tokens; this trainer takes 2..${this.maxTokens}`,
+      );
+    }
+    if (!Number.isInteger(from) || from < 1 || from >= t) {
+      throw new InvalidSettingError(`loss must start inside the sequence: from ${from} of ${t}`);
+    }
+    const gpu = this.model.gpu;
+    const targets = new Uint32Array(t);
+    const mask = new Float32Array(t);
+    for (let i = 0; i + 1 < t; i++) {
+      targets[i] = tokens[i + 1];
+      mask[i] = i + 1 >= from ? 1 : 0;
+    }
+    writeTensor(gpu, this.#ids.rows(0, t), Uint32Array.from(tokens));
+    writeTensor(gpu, this.#targets.rows(0, t), targets);
+    writeTensor(gpu, this.#mask.rows(0, t), mask);
+    return t - from;
+  }
+
+  #dropout(p: number, seed: number, layer: number, target: LoraTarget): LoraDropout | undefined {
+    if (!(p > 0)) return undefined;
+    return { p, seed: (seed + layer * 131 + LORA_TARGETS.indexOf(target) * 17) >>> 0 };
+  }
+
+  /** Forward over T tokens from position 0, keeping activations; per-token losses at the end. */
+  #recordForward(
+    rec: Recorder,
+    t: number,
+    mode: "base" | "adapter" | "train",
+    p: number,
+    seed = 0,
+  ) {
+    const c: ModelConfig = this.model.config;
+    const w = this.model.weights;
+    const k = this.model.kernels;
+    const adapter = mode === "base" ? undefined : this.adapter;
+    const dropP = mode === "train" ? p : 0;
+    const rows = (x: Tensor) => x.rows(0, t);
+    const flat = (x: Tensor) => x.rows(0, t).reshape([t, x.size / x.shape[0]]);
+    const project = (
+      layer: number,
+      target: LoraTarget,
+      x: Tensor,
+      weight: Tensor,
+      y: Tensor,
+      store: LayerStore,
+      options: { accumulate?: boolean; bias?: Tensor } = {},
+    ) => {
+      (options.accumulate ? k.linearAdd : k.linear).record(rec, x, weight, y);
+      if (options.bias) k.bias.record(rec, y, options.bias);
+      const proj = adapter?.get(layer, target);
+      if (!proj || !adapter) return;
+      k.lora.recordForward(rec, {
+        x,
+        a: proj.a,
+        b: proj.b,
+        h: rows(store.loraH.get(target)!),
+        y,
+        scale: adapter.scale,
+        dropout: this.#dropout(dropP, seed, layer, target),
+      });
+    };
+
+    k.embedding.recordForward(rec, w.embed, rows(this.#ids), rows(this.#layers[0].xIn));
+    for (let l = 0; l < c.nLayers; l++) {
+      const s = this.#layers[l];
+      const L = w.layers[l];
+      k.rmsnorm.recordForward(rec, rows(s.xIn), L.attnNorm, rows(s.h1), c.normEps, rows(s.rstd1));
+      project(l, "q", rows(s.h1), L.q, flat(s.q), s, { bias: L.qBias });
+      project(l, "k", rows(s.h1), L.k, flat(s.k), s, { bias: L.kBias });
+      project(l, "v", rows(s.h1), L.v, flat(s.v), s, { bias: L.vBias });
+      k.rope.recordForwardInPlace(rec, rows(s.q), { pos0: 0 });
+      k.rope.recordForwardInPlace(rec, rows(s.k), { pos0: 0 });
+      k.attention.recordForward(rec, {
+        q: rows(s.q),
+        k: rows(s.k),
+        v: rows(s.v),
+        out: rows(s.attn),
+        past: 0,
+        lse: rows(s.lse),
+      });
+      k.copy.record(rec, rows(s.xIn), rows(s.x2));
+      project(l, "o", flat(s.attn), L.o, rows(s.x2), s, { accumulate: true });
+      k.rmsnorm.recordForward(rec, rows(s.x2), L.ffnNorm, rows(s.h2), c.normEps, rows(s.rstd2));
+      project(l, "gate", rows(s.h2), L.gate, rows(s.gate), s);
+      project(l, "up", rows(s.h2), L.up, rows(s.up), s);
+      k.swiglu.recordForward(rec, rows(s.gate), rows(s.up), rows(s.act));
+      const next = l + 1 < c.nLayers ? this.#layers[l + 1].xIn : this.#xFinal;
+      k.copy.record(rec, rows(s.x2), rows(next));
+      project(l, "down", rows(s.act), L.down, rows(next), s, { accumulate: true });
+    }
+    k.rmsnorm.recordForward(
+      rec,
+      rows(this.#xFinal),
+      w.norm,
+      rows(this.#hf),
+      c.normEps,
+      rows(this.#rstdF),
+    );
+    k.linear.record(rec, rows(this.#hf), w.head, rows(this.#logits));
+    this.ops.ce.recordForward(rec, {
+      logits: rows(this.#logits),
+      targets: rows(this.#targets),
+      mask: rows(this.#mask),
+      loss: rows(this.#loss),
+      stats: rows(this.#ceStats),
+    });
+  }
+
+  /** Backward from dLogits to every adapter matrix; base weights get no gradient. */
+  #recordBackward(rec: Recorder, t: number, p: number, seed: number) {
+    const c = this.model.config;
+    const w = this.model.weights;
+    const k = this.model.kernels;
+    const { back, backAdd } = this.ops;
+    const adapter = this.adapter;
+    const rows = (x: Tensor) => x.rows(0, t);
+    const flat = (x: Tensor) => x.rows(0, t).reshape([t, x.size / x.shape[0]]);
+    /** dX (=|+=) dY·W, then the adapter's gradients and its share of dX. */
+    const through = (
+      layer: number,
+      target: LoraTarget,
+      dY: Tensor,
+      weight: Tensor,
+      x: Tensor,
+      dX: Tensor,
+      store: LayerStore,
+      accumulate: boolean,
+    ) => {
+      (accumulate ? backAdd : back).record(rec, dY, weight, dX);
+      const proj = adapter.get(layer, target);
+      if (!proj) return;
+      k.lora.recordBackward(rec, {
+        x,
+        a: proj.a,
+        b: proj.b,
+        h: rows(store.loraH.get(target)!),
+        dY,
+        dH: rows(this.#dLoraH),
+        dA: proj.dA,
+        dB: proj.dB,
+        dX,
+        scale: adapter.scale,
+        dropout: this.#dropout(p, seed, layer, target),
+      });
+    };
+
+    const dx = rows(this.#dx);
+    const dH = rows(this.#dH);
+    back.record(rec, rows(this.#dLogits), w.head, dH);
+    k.rmsnorm.recordBackwardInput(rec, rows(this.#xFinal), w.norm, rows(this.#rstdF), dH, dx);
+    for (let l = c.nLayers - 1; l >= 0; l--) {
+      const s = this.#layers[l];
+      const L = w.layers[l];
+      through(l, "down", dx, L.down, rows(s.act), rows(this.#dAct), s, false);
+      k.swiglu.recordBackward(
+        rec,
+        rows(this.#dAct),
+        rows(s.gate),
+        rows(s.up),
+        rows(this.#dGate),
+        rows(this.#dUp),
+      );
+      through(l, "gate", rows(this.#dGate), L.gate, rows(s.h2), dH, s, false);
+      through(l, "up", rows(this.#dUp), L.up, rows(s.h2), dH, s, true);
+      k.rmsnorm.recordBackwardInput(rec, rows(s.x2), L.ffnNorm, rows(s.rstd2), dH, dx, {
+        accumulate: true,
+      });
+      through(l, "o", dx, L.o, flat(s.attn), flat(this.#dAttn), s, false);
+      k.attention.recordBackward(rec, {
+        dOut: rows(this.#dAttn),
+        q: rows(s.q),
+        k: rows(s.k),
+        v: rows(s.v),
+        out: rows(s.attn),
+        lse: rows(s.lse),
+        delta: rows(this.#delta),
+        dQ: rows(this.#dQ),
+        dK: rows(this.#dK),
+        dV: rows(this.#dV),
+        past: 0,
+      });
+      k.rope.recordBackwardInPlace(rec, rows(this.#dQ), { pos0: 0 });
+      k.rope.recordBackwardInPlace(rec, rows(this.#dK), { pos0: 0 });
+      through(l, "q", flat(this.#dQ), L.q, rows(s.h1), dH, s, false);
+      through(l, "k", flat(this.#dK), L.k, rows(s.h1), dH, s, true);
+      through(l, "v", flat(this.#dV), L.v, rows(s.h1), dH, s, true);
+      k.rmsnorm.recordBackwardInput(rec, rows(s.xIn), L.attnNorm, rows(s.rstd1), dH, dx, {
+        accumulate: true,
+      });
+    }
+  }
+
+  /** Frees the trainer's buffers (not the adapter). */
+  destroy(): void {
+    for (const t of this.#owned) t.destroy();
+    this.#owned = [];
+  }
+}
