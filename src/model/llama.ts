@@ -129,24 +129,35 @@ export class LlamaModel {
     const config = model.config;
     const weights = uploadWeights(gpu, model, file);
     try {
-      const [embedding, rmsnorm, rope, attention, swiglu, bias, copy, linear, linearAdd, matvec, lora] =
-        await Promise.all([
-          EmbeddingOp.create(registry),
-          RmsNormOp.create(registry),
-          RopeOp.create(registry, {
-            headDim: config.headDim,
-            base: config.ropeTheta,
-            pairs: config.ropePairs,
-          }),
-          AttentionOp.create(registry, config.headDim),
-          SwiGluOp.create(registry),
-          BiasOp.create(registry),
-          CopyOp.create(registry),
-          MatmulOp.create(registry, { transB: true }),
-          MatmulOp.create(registry, { transB: true, accumulate: true }),
-          MatvecOp.create(registry, { f16: false }),
-          LoraOp.create(registry),
-        ]);
+      const [
+        embedding,
+        rmsnorm,
+        rope,
+        attention,
+        swiglu,
+        bias,
+        copy,
+        linear,
+        linearAdd,
+        matvec,
+        lora,
+      ] = await Promise.all([
+        EmbeddingOp.create(registry),
+        RmsNormOp.create(registry),
+        RopeOp.create(registry, {
+          headDim: config.headDim,
+          base: config.ropeTheta,
+          pairs: config.ropePairs,
+        }),
+        AttentionOp.create(registry, config.headDim),
+        SwiGluOp.create(registry),
+        BiasOp.create(registry),
+        CopyOp.create(registry),
+        MatmulOp.create(registry, { transB: true }),
+        MatmulOp.create(registry, { transB: true, accumulate: true }),
+        MatvecOp.create(registry, { f16: false }),
+        LoraOp.create(registry),
+      ]);
       const ops = {
         embedding,
         rmsnorm,
