@@ -7,6 +7,7 @@ import type { KernelRegistry } from "../gpu/kernel.ts";
 import { InvalidSettingError, PromptTooLongError } from "./errors.ts";
 import type { Activations, LlamaModel } from "./llama.ts";
 import type { KvCache } from "./kv_cache.ts";
+import type { LoraAdapter } from "../templora/adapter.ts";
 
 /** How tokens are picked. */
 export interface SamplingSettings {
@@ -58,13 +59,18 @@ export function checkSampling(s: SamplingSettings): void {
  * the capacity and the model always sees at least half a window of context.
  */
 export class DecodeSession {
-  readonly history: Tensor; // [maxTokens] u32: prompt then generated ids
+  /** Every token so far, u32 [maxTokens]: the prompt, then the generated ids. */
+  readonly history: Tensor;
+  /** KV cache of the most recent tokens, `capacity` positions. */
   readonly cache: KvCache;
+  /** Activation buffers of forward passes, for up to `prefillRows` tokens at once. */
   readonly activations: Activations;
   /** Tokens in history. */
   length = 0;
   /** history index of the cache's row 0. */
   cacheStart = 0;
+  /** The adapter every forward pass applies (none: the base model). */
+  adapter: LoraAdapter | undefined;
   #banned: Tensor | undefined;
 
   private constructor(
@@ -131,6 +137,7 @@ export class DecodeSession {
         cache: this.cache,
         activations: this.activations,
         logits: "last",
+        adapter: this.adapter,
       });
     }
   }
@@ -192,6 +199,7 @@ export class DecodeSession {
         cache: this.cache,
         activations: this.activations,
         logits: "last",
+        adapter: this.adapter,
       });
     }
     rec.submit();

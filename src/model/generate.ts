@@ -51,7 +51,9 @@ export interface GenerationResult {
   text: string;
   /** Generated ids (EOS excluded). */
   tokens: number[];
+  /** Number of prompt tokens. */
   promptTokens: number;
+  /** Why generation ended. */
   finishReason: FinishReason;
   /** Wall-clock seconds from the first prefill to the last token. */
   seconds: number;

@@ -10,10 +10,14 @@ import type { ModelConfig } from "../formats/config.ts";
  * the capacity, and the capacity never exceeds the model's trained length.
  */
 export class KvCache {
-  readonly k: Tensor[]; // per layer [capacity, nKvHeads, headDim]
-  readonly v: Tensor[]; // per layer [capacity, nKvHeads, headDim]
+  /** Keys of each layer, f32 [capacity, nKvHeads, headDim] (RoPE applied). */
+  readonly k: Tensor[];
+  /** Values of each layer, f32 [capacity, nKvHeads, headDim]. */
+  readonly v: Tensor[];
+  /** Rows filled. */
   length = 0;
 
+  /** Allocates an empty cache of `capacity` positions for every layer of `config`'s model. */
   constructor(gpu: Gpu, config: ModelConfig, readonly capacity: number) {
     const shape = [capacity, config.nKvHeads, config.headDim];
     this.k = [];
@@ -34,6 +38,7 @@ export class KvCache {
     return this.k.reduce((sum, t) => sum + 2 * t.byteLength, 0);
   }
 
+  /** Frees the cache's GPU buffers. */
   destroy(): void {
     for (const t of [...this.k, ...this.v]) t.destroy();
   }

@@ -6,6 +6,7 @@ export class StopWatcher {
   #pending = "";
   #stopped = false;
 
+  /** A watcher for the given stop sequences. */
   constructor(readonly stops: readonly string[]) {}
 
   /** Whether a stop sequence has been seen. */

@@ -23,7 +23,9 @@ export interface TextModelOptions extends LoadOptions {
  * from a llama2.c checkpoint (.bin, with its tokenizer.bin beside it) or a Hugging Face folder.
  */
 export class TextModel {
+  /** Kernel cache for sessions and trainers built on this model. */
   readonly registry: KernelRegistry;
+  /** Recorder that generation and training record their GPU work into. */
   readonly recorder: Recorder;
 
   private constructor(

@@ -21,14 +21,23 @@ export interface AdapterSettings {
 
 /** One adapted projection: views of A [r, in] and B [out, r] and of their gradients. */
 export interface AdaptedProjection {
+  /** Hugging Face name of the projection, e.g. "model.layers.0.self_attn.q_proj". */
   name: string;
+  /** Layer index (0-based). */
   layer: number;
+  /** Which projection of the layer. */
   target: LoraTarget;
+  /** Input width of the projection. */
   inDim: number;
+  /** Output width of the projection. */
   outDim: number;
+  /** LoRA A, f32 [rank, inDim]: a view into the adapter's `params`. */
   a: Tensor;
+  /** LoRA B, f32 [outDim, rank]: a view into the adapter's `params`. */
   b: Tensor;
+  /** Gradient of A, f32 [rank, inDim]: a view into the adapter's `grads`. */
   dA: Tensor;
+  /** Gradient of B, f32 [outDim, rank]: a view into the adapter's `grads`. */
   dB: Tensor;
 }
 
@@ -63,17 +72,28 @@ export function projectionDims(config: ModelConfig, target: LoraTarget): [number
  * nothing.
  */
 export class LoraAdapter {
-  readonly params: Tensor; // [n] every A and B, padded to 64-float boundaries
-  readonly grads: Tensor; // [n] same layout
-  readonly m: Tensor; // [n] AdamW first moment
-  readonly v: Tensor; // [n] AdamW second moment
-  readonly stats: Tensor; // [3] gradient norm, clip scale, non-finite flag
+  /** Every A and B, f32 [n], each padded to a 64-float boundary. */
+  readonly params: Tensor;
+  /** Gradients, f32 [n], same layout as `params`. */
+  readonly grads: Tensor;
+  /** AdamW first moment, f32 [n], same layout as `params`. */
+  readonly m: Tensor;
+  /** AdamW second moment, f32 [n], same layout as `params`. */
+  readonly v: Tensor;
+  /** Gradient statistics, f32 [3]: global norm, clip scale, non-finite flag. */
+  readonly stats: Tensor;
+  /** The adapted projections, layer by layer in {@link LORA_TARGETS} order. */
   readonly projections: AdaptedProjection[];
+  /** Scale of the LoRA update, alpha / rank. */
   readonly scale: number;
   /** Optimizer steps taken (skipped ones excluded). */
   steps = 0;
   #byKey = new Map<string, AdaptedProjection>();
 
+  /**
+   * Allocates the adapter for `config`'s model on `gpu` and initialises it (A random, B zero).
+   * Throws {@link InvalidSettingError} on a bad rank, alpha or target list.
+   */
   constructor(gpu: Gpu, readonly config: ModelConfig, readonly settings: AdapterSettings) {
     const { rank, alpha, targets } = settings;
     if (!Number.isInteger(rank) || rank < 1) {
@@ -166,6 +186,7 @@ export class LoraAdapter {
     return this.projections.reduce((sum, p) => sum + p.a.size + p.b.size, 0);
   }
 
+  /** Frees the adapter's GPU buffers. */
   destroy(): void {
     for (const t of [this.params, this.grads, this.m, this.v, this.stats]) t.destroy();
   }

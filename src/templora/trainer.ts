@@ -14,10 +14,15 @@ import { LORA_TARGETS, type LoraAdapter, type LoraTarget } from "./adapter.ts";
 
 /** Optimizer settings of adapter training (the paper's defaults in {@link DEFAULT_OPTIMIZER}). */
 export interface OptimizerSettings {
+  /** Peak learning rate (reached after warm-up). */
   lr: number;
+  /** AdamW first-moment decay rate. */
   beta1: number;
+  /** AdamW second-moment decay rate. */
   beta2: number;
+  /** AdamW epsilon, added to the square root of the bias-corrected second moment. */
   eps: number;
+  /** AdamW decoupled weight decay (0 = off). */
   weightDecay: number;
   /** Global gradient-norm clip (Infinity = off). */
   maxGradNorm: number;
@@ -82,6 +87,7 @@ interface LayerStore {
  * adapter, for evaluation. Buffers are sized once for sequences of up to `maxTokens`.
  */
 export class Trainer {
+  /** Longest sequence (in tokens) the trainer's buffers hold. */
   readonly maxTokens: number;
   #layers: LayerStore[] = [];
   #owned: Tensor[] = [];
@@ -211,7 +217,12 @@ export class Trainer {
    * Mean cross-entropy of predicting tokens[t + 1] from tokens[..t] for every t + 1 >= `from`,
    * with the adapter applied or not. No gradients, no update.
    */
-  async score(rec: Recorder, tokens: readonly number[], from: number, withAdapter: boolean) {
+  async score(
+    rec: Recorder,
+    tokens: readonly number[],
+    from: number,
+    withAdapter: boolean,
+  ): Promise<StepReport> {
     const count = this.#load(tokens, from);
     this.#recordForward(rec, tokens.length, withAdapter ? "adapter" : "base", 0);
     this.ops.ce.recordTotals(
@@ -473,6 +484,7 @@ export class Trainer {
 
   /** Frees the trainer's buffers (not the adapter). */
   destroy(): void {
+    this.ops.gradNorm.destroy();
     for (const t of this.#owned) t.destroy();
     this.#owned = [];
   }

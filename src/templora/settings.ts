@@ -1,0 +1,101 @@
+import type { ModelConfig } from "../formats/config.ts";
+import { InvalidSettingError } from "../model/errors.ts";
+import { LORA_TARGETS, type LoraTarget } from "./adapter.ts";
+import { DEFAULT_OPTIMIZER, type OptimizerSettings } from "./trainer.ts";
+
+/** Everything that shapes a Temp-Lora run. */
+export interface TempLoraSettings {
+  /** Train the adapter while writing (false: plain generation with the same window). */
+  enabled: boolean;
+  /** Δ: tokens generated between two adapter updates. */
+  chunk: number;
+  /** Tokens of preceding text (no loss) in front of each chunk's training example. */
+  trainContext: number;
+  /** Optimizer steps per chunk. */
+  epochs: number;
+  /** W: positions the model attends to while generating (the KV window). */
+  window: number;
+  /** Rebuild the KV cache with the new adapter every this many chunks (0: after every one). */
+  kvRefresh: number;
+  /** LoRA rank r of the adapter. */
+  rank: number;
+  /** LoRA alpha; the update is scaled by alpha / r. */
+  alpha: number;
+  /** Projections that get an adapter. */
+  targets: readonly LoraTarget[];
+  /** Seed of the adapter's initialisation and dropout masks. */
+  seed: number;
+  /** Optimizer settings of the adapter's training steps. */
+  optimizer: OptimizerSettings;
+}
+
+/**
+ * Defaults scaled to the model. The paper's settings (Δ 1024, context 3072, r 64, lr 5e-5) are
+ * for 7B models with 4k windows; for a small model the window is its trained length (at most
+ * 1024), Δ a quarter of it, the training context the rest of the window, r at most d_model / 4,
+ * and a larger learning rate (tiny models need bigger steps to move in two updates a chunk; see
+ * bench/SWEEP.md for the sweep behind these numbers).
+ */
+export function defaultTempLoraSettings(config: ModelConfig): TempLoraSettings {
+  const window = Math.min(config.maxSeqLen, 1024);
+  const chunk = Math.max(16, Math.floor(window / 4));
+  const small = config.dim < 1024;
+  return {
+    enabled: true,
+    chunk,
+    trainContext: window - chunk,
+    epochs: 2,
+    window,
+    kvRefresh: 7,
+    rank: Math.max(4, Math.min(64, Math.floor(config.dim / 4))),
+    alpha: Math.max(4, Math.min(64, Math.floor(config.dim / 4))),
+    targets: LORA_TARGETS,
+    seed: 0,
+    optimizer: { ...DEFAULT_OPTIMIZER, lr: small ? 1e-3 : DEFAULT_OPTIMIZER.lr },
+  };
+}
+
+/** Defaults overridden by `overrides`, checked against the model. */
+export function resolveTempLoraSettings(
+  config: ModelConfig,
+  overrides: Partial<Omit<TempLoraSettings, "optimizer">> & {
+    optimizer?: Partial<OptimizerSettings>;
+  } = {},
+): TempLoraSettings {
+  const base = defaultTempLoraSettings(config);
+  const window = overrides.window ?? base.window;
+  const chunk = overrides.chunk ?? Math.min(base.chunk, Math.max(1, Math.floor(window / 4)));
+  const s: TempLoraSettings = {
+    ...base,
+    trainContext: window - chunk,
+    ...overrides,
+    window,
+    chunk,
+    optimizer: { ...base.optimizer, ...overrides.optimizer },
+  };
+  const fail = (message: string) => {
+    throw new InvalidSettingError(message);
+  };
+  const int = (name: string, value: number, min: number, max = Infinity) => {
+    if (!Number.isInteger(value) || value < min || value > max) {
+      fail(`${name} must be an integer in ${min}..${max}, got ${value}`);
+    }
+  };
+  int("window", s.window, 2, config.maxSeqLen);
+  int("chunk", s.chunk, 1, Math.floor(s.window / 2));
+  int("trainContext", s.trainContext, 0, config.maxSeqLen - s.chunk);
+  int("epochs", s.epochs, 0);
+  int("kvRefresh", s.kvRefresh, 0);
+  int("rank", s.rank, 1, 4096);
+  int("seed", s.seed, 0, 0xffffffff);
+  if (!(s.alpha > 0)) fail(`alpha must be > 0, got ${s.alpha}`);
+  const o = s.optimizer;
+  if (!(o.lr >= 0) || !Number.isFinite(o.lr)) fail(`lr must be >= 0, got ${o.lr}`);
+  if (!(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1)) {
+    fail(`betas must be in [0, 1), got ${o.beta1}, ${o.beta2}`);
+  }
+  if (!(o.eps > 0)) fail(`eps must be > 0, got ${o.eps}`);
+  if (!(o.dropout >= 0 && o.dropout < 1)) fail(`dropout must be in [0, 1), got ${o.dropout}`);
+  if (!(o.maxGradNorm > 0)) fail(`maxGradNorm must be > 0, got ${o.maxGradNorm}`);
+  return s;
+}
