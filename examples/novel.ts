@@ -1,0 +1,214 @@
+/**
+ * Writes a long story with Temp-Lora: the model writes in chunks, and a temporary LoRA adapter
+ * trains on each finished chunk so the story's names and facts stay in its weights.
+ *
+ *   deno task novel --model PATH --prompt "Once upon a time" --tokens 2048
+ *
+ * The story streams to stdout. A progress line (tokens, tokens/s, chunk, last loss) goes to
+ * stderr when it is a terminal; when stdout is the same terminal it goes to the window title
+ * instead, so it never garbles the story. Ctrl-C stops cleanly: the text so far is written to
+ * --out, GPU memory is freed, and the exit code is 130. Exit codes: 0 done, 1 run-time error,
+ * 2 bad command line.
+ */
+import { parseArgs } from "node:util";
+import { InvalidSettingError } from "../src/model/errors.ts";
+import { TextModel } from "../src/model/text_model.ts";
+import { resolveTempLoraSettings } from "../src/templora/settings.ts";
+import { type WriterSummary, writeWithTempLora } from "../src/templora/writer.ts";
+import { formatBytes, numberFlag, ProgressLine, runCommand, UsageError, writeOut } from "./cli.ts";
+
+const USAGE = `usage: deno task novel --model PATH [--prompt TEXT | --prompt-file F] [options]
+
+  --model PATH               llama2.c checkpoint (.bin, tokenizer beside it) or Hugging Face folder
+  --prompt TEXT              the story's beginning (default: "Once upon a time")
+  --prompt-file F            read the beginning from a file instead
+  --tokens N                 tokens to write (default 1024)
+  --chunk N                  Δ, tokens between adapter updates (default: window / 4)
+  --epochs N                 optimizer steps per chunk (default 2)
+  --lr X                     learning rate (default: by model size, 1e-3 for small models)
+  --rank N                   LoRA rank (default: d_model / 4, at most 64)
+  --alpha X                  LoRA alpha (default: same as the rank)
+  --window N                 tokens the model attends to (default: its length, at most 1024)
+  --kv-refresh N             rebuild the KV cache with the new adapter every N chunks (default 7;
+                             0 = after every chunk)
+  --temperature T            0 = greedy (default 0.8)
+  --top-p P                  nucleus sampling, 1 = off (default 0.95)
+  --top-k K                  0 = off (default 0)
+  --repetition-penalty R     1 = off (default 1.12, as the paper)
+  --seed S                   random seed, same seed same story (default 0)
+  --no-templora              plain generation with the same window, for comparison
+  --out FILE                 also write the story to FILE (written on Ctrl-C too)
+  --json                     print one JSON object at the end instead of streaming
+  --help                     this help`;
+
+const OPTIONS = {
+  model: { type: "string" },
+  prompt: { type: "string" },
+  "prompt-file": { type: "string" },
+  tokens: { type: "string" },
+  chunk: { type: "string" },
+  epochs: { type: "string" },
+  lr: { type: "string" },
+  rank: { type: "string" },
+  alpha: { type: "string" },
+  window: { type: "string" },
+  "kv-refresh": { type: "string" },
+  temperature: { type: "string" },
+  "top-p": { type: "string" },
+  "top-k": { type: "string" },
+  "repetition-penalty": { type: "string" },
+  seed: { type: "string" },
+  "no-templora": { type: "boolean" },
+  out: { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean" },
+} as const;
+
+async function main(): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: Deno.args,
+      options: OPTIONS,
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message.replaceAll("\n", " "));
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!v.model) throw new UsageError("--model is required");
+  if (v.prompt !== undefined && v["prompt-file"] !== undefined) {
+    throw new UsageError("give --prompt or --prompt-file, not both");
+  }
+  const tokens = numberFlag(v, "tokens", 1024, { integer: true, min: 1 });
+  const generation = {
+    maxTokens: tokens,
+    temperature: numberFlag(v, "temperature", 0.8, { min: 0 }),
+    topP: numberFlag(v, "top-p", 0.95, { above: 0, max: 1 }),
+    topK: numberFlag(v, "top-k", 0, { integer: true, min: 0 }),
+    repetitionPenalty: numberFlag(v, "repetition-penalty", 1.12, { above: 0 }),
+    seed: numberFlag(v, "seed", 0, { integer: true, min: 0, max: 0xffffffff }),
+    banEos: true,
+  };
+  const overrides = {
+    enabled: !v["no-templora"],
+    chunk: numberFlag(v, "chunk", undefined, { integer: true, min: 1 }),
+    epochs: numberFlag(v, "epochs", undefined, { integer: true, min: 0 }),
+    rank: numberFlag(v, "rank", undefined, { integer: true, min: 1 }),
+    alpha: numberFlag(v, "alpha", undefined, { above: 0 }),
+    window: numberFlag(v, "window", undefined, { integer: true, min: 2 }),
+    kvRefresh: numberFlag(v, "kv-refresh", undefined, { integer: true, min: 0 }),
+  };
+  const lr = numberFlag(v, "lr", undefined, { min: 0 });
+  const prompt = v["prompt-file"] !== undefined
+    ? await Deno.readTextFile(v["prompt-file"])
+    : v.prompt ?? "Once upon a time";
+
+  const lm = await TextModel.load(v.model);
+  const controller = new AbortController();
+  const onSigint = () => controller.abort();
+  Deno.addSignalListener("SIGINT", onSigint);
+  try {
+    let settings;
+    try {
+      const defined = Object.fromEntries(
+        Object.entries(overrides).filter(([, value]) => value !== undefined),
+      );
+      if (defined.rank !== undefined && overrides.alpha === undefined) defined.alpha = defined.rank;
+      settings = resolveTempLoraSettings(lm.config, {
+        ...defined,
+        optimizer: lr === undefined ? {} : { lr },
+      });
+    } catch (error) {
+      if (error instanceof InvalidSettingError) throw new UsageError(error.message);
+      throw error;
+    }
+    const progress = new ProgressLine();
+    const sameTerminal = Deno.stdout.isTerminal() && progress.enabled;
+    const status = (text: string) => {
+      if (v.json) return;
+      if (sameTerminal) Deno.stderr.writeSync(new TextEncoder().encode(`\x1b]0;${text}\x07`));
+      else progress.show(text);
+    };
+    const chunks: { chunk: number; losses: number[]; seconds: number }[] = [];
+    const started = performance.now();
+    let written = 0;
+    let lastLoss = NaN;
+    const run = writeWithTempLora(
+      lm,
+      prompt,
+      { ...generation, signal: controller.signal },
+      settings,
+    );
+    let summary: WriterSummary;
+    let text = "";
+    for (;;) {
+      const next = await run.next();
+      if (next.done) {
+        summary = next.value;
+        break;
+      }
+      const e = next.value;
+      if (e.type === "token") {
+        text += e.text;
+        written = e.index + 1;
+        if (!v.json) writeOut(e.text);
+      } else if (e.type === "train") {
+        lastLoss = e.loss;
+        if (e.epoch === 0) chunks.push({ chunk: e.chunk, losses: [], seconds: 0 });
+        const c = chunks[chunks.length - 1];
+        c.losses.push(e.loss);
+        c.seconds += e.seconds;
+      }
+      const seconds = (performance.now() - started) / 1000;
+      status(
+        `templora: ${written}/${tokens} tokens, ${(written / seconds).toFixed(1)} tok/s, ` +
+          `chunk ${Math.floor(written / settings.chunk) + 1}` +
+          (Number.isNaN(lastLoss) ? "" : `, last loss ${lastLoss.toFixed(3)}`),
+      );
+    }
+    progress.clear();
+    if (v.out) await Deno.writeTextFile(v.out, text);
+    const interrupted = summary.finishReason === "abort";
+    const totals = {
+      tokens: summary.tokens.length,
+      prompt_tokens: summary.promptTokens,
+      seconds: summary.seconds,
+      tokens_per_second: summary.tokensPerSecond,
+      training_seconds: summary.trainingSeconds,
+      training_share: summary.trainingShare,
+      chunks_trained: summary.chunksTrained,
+      skipped_steps: summary.skippedSteps,
+      peak_gpu_bytes: summary.peakGpuBytes,
+      finish_reason: summary.finishReason,
+    };
+    if (v.json) {
+      console.log(JSON.stringify({
+        text,
+        settings: { ...settings, generation, model: v.model },
+        chunks,
+        totals,
+      }));
+    } else {
+      writeOut("\n");
+      console.error(
+        `\n${interrupted ? "interrupted" : "done"}: ${totals.tokens} tokens in ` +
+          `${totals.seconds.toFixed(1)} s (${totals.tokens_per_second.toFixed(1)} tok/s), ` +
+          `training ${(100 * totals.training_share).toFixed(0)}% of the time over ` +
+          `${totals.chunks_trained} chunks, peak GPU memory ${formatBytes(totals.peak_gpu_bytes)}` +
+          (settings.enabled ? "" : " (Temp-Lora off)") + (v.out ? `; written to ${v.out}` : ""),
+      );
+    }
+    return interrupted ? 130 : 0;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSigint);
+    lm.dispose();
+  }
+}
+
+if (import.meta.main) await runCommand(USAGE, main);

@@ -1,0 +1,179 @@
+/**
+ * Measures what Temp-Lora buys on a model and a text, by the PG19 protocol (test-then-train):
+ * each chunk is scored with the adapter off and on, then the adapter trains on it.
+ *
+ *   deno task perplexity --model PATH --text-file BOOK.txt --max-tokens 16384 [--plot out.svg]
+ *
+ * Prints a table by position in the text (or one JSON object with --json). Exit codes: 0 done,
+ * 1 run-time error, 2 bad command line, 130 interrupted.
+ */
+import { parseArgs } from "node:util";
+import { InvalidSettingError } from "../src/model/errors.ts";
+import { TextModel } from "../src/model/text_model.ts";
+import { evaluatePerplexity, type EvaluationResult } from "../src/templora/evaluate.ts";
+import { resolveTempLoraSettings } from "../src/templora/settings.ts";
+import { numberFlag, ProgressLine, runCommand, UsageError } from "./cli.ts";
+import { lineChartSvg } from "./svg_plot.ts";
+
+const USAGE = `usage: deno task perplexity --model PATH --text-file F [options]
+
+  --model PATH        llama2.c checkpoint (.bin, tokenizer beside it) or Hugging Face folder
+  --text-file F       the text to walk (UTF-8)
+  --max-tokens N      tokens of the text to use (default 4096)
+  --chunk N           Δ, tokens per chunk (default: window / 4)
+  --window N          W: a chunk is scored given up to W - Δ tokens before it (default: the
+                      model's length, at most 1024)
+  --epochs N          optimizer steps per chunk (default 2)
+  --lr X              learning rate (default: by model size)
+  --rank N            LoRA rank (default: d_model / 4, at most 64)
+  --alpha X           LoRA alpha (default: the rank)
+  --buckets N         position buckets in the table (default 4)
+  --plot FILE.svg     per-chunk perplexity with and without the adapter along the text
+  --json              one JSON object instead of the table
+  --help              this help`;
+
+const OPTIONS = {
+  model: { type: "string" },
+  "text-file": { type: "string" },
+  "max-tokens": { type: "string" },
+  chunk: { type: "string" },
+  window: { type: "string" },
+  epochs: { type: "string" },
+  lr: { type: "string" },
+  rank: { type: "string" },
+  alpha: { type: "string" },
+  buckets: { type: "string" },
+  plot: { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean" },
+} as const;
+
+function table(r: EvaluationResult): string {
+  const rows = [
+    "| tokens | base PPL | Temp-Lora PPL | change |",
+    "| --- | ---: | ---: | ---: |",
+  ];
+  const line = (label: string, base: number, tl: number) =>
+    `| ${label} | ${base.toFixed(2)} | ${tl.toFixed(2)} | ${
+      ((tl - base) / base * 100).toFixed(1)
+    }% |`;
+  for (const b of r.buckets) rows.push(line(`${b.from}-${b.to}`, b.base.ppl, b.templora.ppl));
+  rows.push(line(`all ${r.tokens}`, r.base.ppl, r.templora.ppl));
+  rows.push(
+    line("all, chunk-weighted", r.base.ppl_chunk_weighted, r.templora.ppl_chunk_weighted),
+  );
+  return rows.join("\n");
+}
+
+/** The per-chunk plot. */
+export function perplexityPlot(r: EvaluationResult, chunk: number, title: string): string {
+  const at = (i: number) => (i + 1) * chunk;
+  return lineChartSvg([
+    {
+      label: "base model",
+      color: "#888888",
+      points: r.chunks.map((c) => [at(c.index), Math.exp(c.baseNll / c.tokens)]),
+    },
+    {
+      label: "with Temp-Lora",
+      color: "#d9480f",
+      points: r.chunks.map((c) => [at(c.index), Math.exp(c.tempLoraNll / c.tokens)]),
+    },
+  ], { title, xLabel: "position in the text (tokens)", yLabel: "perplexity of the chunk" });
+}
+
+async function main(): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: Deno.args,
+      options: OPTIONS,
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message.replaceAll("\n", " "));
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!v.model) throw new UsageError("--model is required");
+  if (!v["text-file"]) throw new UsageError("--text-file is required");
+  const maxTokens = numberFlag(v, "max-tokens", 4096, { integer: true, min: 2 });
+  const buckets = numberFlag(v, "buckets", 4, { integer: true, min: 1 });
+  const overrides = {
+    chunk: numberFlag(v, "chunk", undefined, { integer: true, min: 1 }),
+    window: numberFlag(v, "window", undefined, { integer: true, min: 2 }),
+    epochs: numberFlag(v, "epochs", undefined, { integer: true, min: 0 }),
+    rank: numberFlag(v, "rank", undefined, { integer: true, min: 1 }),
+    alpha: numberFlag(v, "alpha", undefined, { above: 0 }),
+  };
+  const lr = numberFlag(v, "lr", undefined, { min: 0 });
+  const text = await Deno.readTextFile(v["text-file"]);
+  const lm = await TextModel.load(v.model);
+  try {
+    let settings;
+    try {
+      const defined = Object.fromEntries(
+        Object.entries(overrides).filter(([, value]) => value !== undefined),
+      );
+      if (defined.rank !== undefined && overrides.alpha === undefined) defined.alpha = defined.rank;
+      settings = resolveTempLoraSettings(lm.config, {
+        ...defined,
+        optimizer: lr === undefined ? {} : { lr },
+      });
+    } catch (error) {
+      if (error instanceof InvalidSettingError) throw new UsageError(error.message);
+      throw error;
+    }
+    const progress = new ProgressLine();
+    const started = performance.now();
+    const result = await evaluatePerplexity(lm, text, {
+      maxTokens,
+      buckets,
+      onChunk: (c, total) => {
+        const s = (performance.now() - started) / 1000;
+        progress.show(
+          `chunk ${c.index + 1}/${total}: base ${Math.exp(c.baseNll / c.tokens).toFixed(2)}, ` +
+            `Temp-Lora ${Math.exp(c.tempLoraNll / c.tokens).toFixed(2)} (${s.toFixed(0)} s)`,
+        );
+      },
+    }, settings);
+    progress.clear();
+    if (v.plot) {
+      const name = v["text-file"].split("/").pop();
+      const svg = perplexityPlot(
+        result,
+        settings.chunk,
+        `${name}: perplexity per chunk of ${settings.chunk} tokens`,
+      );
+      await Deno.writeTextFile(v.plot, svg);
+    }
+    if (v.json) {
+      console.log(JSON.stringify({
+        tokens: result.tokens,
+        base: result.base,
+        templora: result.templora,
+        decrease_pct: result.decrease_pct,
+        buckets: result.buckets,
+        seconds: result.seconds,
+        settings: { ...settings, maxTokens, model: v.model, textFile: v["text-file"] },
+        chunks: result.chunks,
+      }));
+    } else {
+      console.log(table(result));
+      console.log(
+        `\nperplexity ${result.base.ppl.toFixed(2)} -> ${result.templora.ppl.toFixed(2)} ` +
+          `(${result.decrease_pct.toFixed(1)}% lower) over ${result.tokens} tokens in ` +
+          `${result.seconds.toFixed(0)} s` + (v.plot ? `; plot written to ${v.plot}` : ""),
+      );
+    }
+    return 0;
+  } finally {
+    lm.dispose();
+  }
+}
+
+if (import.meta.main) await runCommand(USAGE, main);
