@@ -173,35 +173,36 @@ export async function* writeWithTempLora(
           break outer;
         }
       }
-      if (session.length - chunkStart < delta || !trainer || tokens.length >= maxTokens) continue;
-
-      // A chunk is complete: train on it with its preceding context.
-      const exampleStart = Math.max(0, chunkStart - settings.trainContext);
-      const history = await readU32(gpu, session.history);
-      const example = [...history.subarray(exampleStart, session.length)];
-      const from = Math.max(1, chunkStart - exampleStart);
-      for (let epoch = 0; epoch < settings.epochs; epoch++) {
-        const t0 = performance.now();
-        const report = await trainer.step(rec, example, from, settings.optimizer, stepIndex++);
-        const ms = performance.now() - t0;
-        trainingMs += ms;
-        if (report.skipped) skippedSteps++;
-        if (epoch === settings.epochs - 1) chunkLosses.push(report.loss);
-        yield {
-          type: "train",
-          chunk: chunksTrained,
-          epoch,
-          exampleTokens: example.length,
-          seconds: ms / 1000,
-          ...report,
-        };
+      if (session.length - chunkStart < delta || tokens.length >= maxTokens) continue;
+      if (trainer) {
+        // A chunk is complete: train on it with its preceding context.
+        const exampleStart = Math.max(0, chunkStart - settings.trainContext);
+        const history = await readU32(gpu, session.history);
+        const example = [...history.subarray(exampleStart, session.length)];
+        const from = Math.max(1, chunkStart - exampleStart);
+        for (let epoch = 0; epoch < settings.epochs; epoch++) {
+          const t0 = performance.now();
+          const report = await trainer.step(rec, example, from, settings.optimizer, stepIndex++);
+          const ms = performance.now() - t0;
+          trainingMs += ms;
+          if (report.skipped) skippedSteps++;
+          if (epoch === settings.epochs - 1) chunkLosses.push(report.loss);
+          yield {
+            type: "train",
+            chunk: chunksTrained,
+            epoch,
+            exampleTokens: example.length,
+            seconds: ms / 1000,
+            ...report,
+          };
+        }
+        chunksTrained++;
+        if (settings.kvRefresh === 0 || chunksTrained % settings.kvRefresh === 0) {
+          session.recordRebuild(rec, keep);
+          yield { type: "cache", reason: "refresh", keptTokens: session.cache.length };
+        }
       }
-      chunksTrained++;
       chunkStart = session.length;
-      if (settings.kvRefresh === 0 || chunksTrained % settings.kvRefresh === 0) {
-        session.recordRebuild(rec, keep);
-        yield { type: "cache", reason: "refresh", keptTokens: session.cache.length };
-      }
     }
     if (finishReason !== "stop") {
       const rest = stops.push(decoder.flush());

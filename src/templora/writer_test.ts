@@ -40,7 +40,7 @@ gpuTest("Temp-Lora writer: trains on every finished chunk and streams events", a
 gpuTest("Temp-Lora writer: disabled, it writes what plain generation writes", async () => {
   const { gpu } = await testGpu();
   const lm = await TextModel.load(STORIES, { gpu });
-  const settings = resolveTempLoraSettings(lm.config, { window: 512, enabled: false });
+  const settings = resolveTempLoraSettings(lm.config, { window: 512, chunk: 32, enabled: false });
   const options = { maxTokens: 80, temperature: 0 };
   const { summary } = await run(writeWithTempLora(lm, "", options, settings));
   const plain = await lm.complete("", { ...options, window: 512 });
