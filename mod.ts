@@ -1,42 +1,65 @@
 /**
- * templora: long text with Temp-Lora on WebGPU. This module exports the runtime (device, tensors,
- * kernel registry, recorder, readback) and the WGSL ops the model is built from.
+ * templora: long text with Temp-Lora on WebGPU. While a model writes, a temporary LoRA adapter
+ * is trained on the text it has just produced, so the context lives in the adapter's weights;
+ * the adapter is discarded when the text is done.
  *
  * ```ts
- * import { acquireGpu, KernelRegistry, MatmulOp, Recorder, readF32, uploadTensor, createTensor } from "./mod.ts";
- * const gpu = await acquireGpu();
- * const registry = new KernelRegistry(gpu);
- * const rec = new Recorder(gpu);
- * const a = uploadTensor(gpu, new Float32Array([1, 2, 3, 4]), [2, 2]);
- * const c = createTensor(gpu, [2, 2]);
- * (await MatmulOp.create(registry)).record(rec, a, a, c);
- * rec.submit();
- * console.log(await readF32(gpu, c)); // [7, 10, 15, 22]
+ * import { resolveTempLoraSettings, TextModel, writeWithTempLora } from "jsr:@templora/templora";
+ *
+ * const lm = await TextModel.load("stories260K.bin");
+ * const settings = resolveTempLoraSettings(lm.config);
+ * for await (const event of writeWithTempLora(lm, "Once upon a time", { maxTokens: 512 }, settings)) {
+ *   if (event.type === "token") await Deno.stdout.write(new TextEncoder().encode(event.text));
+ * }
+ * lm.dispose();
  * ```
+ *
+ * The lower layers are exported too: the WebGPU runtime (device, tensors, kernel registry,
+ * recorder), every WGSL op with its TypeScript wrapper, the model file formats and tokenizers.
  * @module
  */
+// Temp-Lora
+export * from "./src/templora/adapter.ts";
+export * from "./src/templora/trainer.ts";
+export * from "./src/templora/settings.ts";
+export * from "./src/templora/writer.ts";
+// Models and generation
+export * from "./src/model/errors.ts";
+export * from "./src/model/text_model.ts";
+export * from "./src/model/generate.ts";
+export * from "./src/model/decode_session.ts";
+export * from "./src/model/llama.ts";
+export * from "./src/model/kv_cache.ts";
+export * from "./src/model/gpu_weights.ts";
+export * from "./src/model/stop.ts";
+// File formats and tokenizers
+export * from "./src/formats/errors.ts";
+export * from "./src/formats/config.ts";
+export * from "./src/formats/tensor_data.ts";
+export * from "./src/formats/tokenizer.ts";
+export * from "./src/formats/load.ts";
+// WebGPU runtime
 export * from "./src/gpu/errors.ts";
-export { acquireGpu, type AcquireGpuOptions, Gpu, type GpuCapabilities } from "./src/gpu/device.ts";
-export { GpuMemory } from "./src/gpu/memory.ts";
-export {
-  createTensor,
-  type DType,
-  DTYPE_BYTES,
-  elementCount,
-  type HostArray,
-  Tensor,
-  TENSOR_USAGE,
-  uploadTensor,
-  writeTensor,
-} from "./src/gpu/tensor.ts";
-export { Kernel, KernelRegistry, type KernelSpec } from "./src/gpu/kernel.ts";
+export * from "./src/gpu/device.ts";
+export * from "./src/gpu/memory.ts";
+export * from "./src/gpu/tensor.ts";
+export * from "./src/gpu/kernel.ts";
 export type { BindingDecl, ConstantValue, ParamField } from "./src/gpu/wgsl_parse.ts";
-export { type Params, Recorder } from "./src/gpu/recorder.ts";
-export { readBytes, readF32, readU32 } from "./src/gpu/readback.ts";
-export { CopyOp } from "./src/ops/copy.ts";
-export { DEFAULT_TILES, type MatmulForm, MatmulOp, type MatmulTiles } from "./src/ops/matmul.ts";
+export * from "./src/gpu/recorder.ts";
+export * from "./src/gpu/readback.ts";
+// Ops (one per shader file)
+export * from "./src/ops/copy.ts";
+export * from "./src/ops/matmul.ts";
+export * from "./src/ops/matvec.ts";
 export * from "./src/ops/attention.ts";
 export * from "./src/ops/embedding.ts";
 export * from "./src/ops/rmsnorm.ts";
 export * from "./src/ops/rope.ts";
 export * from "./src/ops/swiglu.ts";
+export * from "./src/ops/bias.ts";
+export * from "./src/ops/softmax.ts";
+export * from "./src/ops/cross_entropy.ts";
+export * from "./src/ops/sampling.ts";
+export * from "./src/ops/lora.ts";
+export * from "./src/ops/adamw.ts";
+export * from "./src/ops/grad_norm.ts";

@@ -11,6 +11,9 @@ import { DEFAULT_TILES, type MatmulForm, MatmulOp, type MatmulTiles } from "../s
 import { matmulRef } from "../src/reference/matmul.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import type { Rng } from "../src/reference/random.ts";
+import { f16ArrayToF32, f32ArrayToF16 } from "../src/formats/tensor_data.ts";
+import { KernelUsageError } from "../src/gpu/errors.ts";
+import assert from "node:assert/strict";
 
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
@@ -78,4 +81,35 @@ gpuTest("matmul.wgsl: other tile shapes give the same results", async () => {
     await checkForm(g, rng, { transB: true }, tiles, shapes);
     await checkForm(g, rng, { transA: true }, tiles, shapes);
   }
+});
+
+gpuTest("matmul.wgsl main_f16b: C = A·Bᵀ with B stored as float16", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("matmul f16 B");
+  for (const accumulate of [false, true]) {
+    const op = await MatmulOp.create(registry, { transB: true, accumulate });
+    for (const [m, k, n] of [...SHAPES, [3, 7, 5] as [number, number, number]]) {
+      const what = `matmul f16 B accumulate=${accumulate} m=${m} k=${k} n=${n}`;
+      const aData = rng.normals(m * k);
+      const bBits = f32ArrayToF16(rng.normals(k * n)); // odd k * n leaves half a word of padding
+      const a = uploadTensor(gpu, aData, [m, k]);
+      const b = uploadTensor(gpu, bBits, [n, k], "f16");
+      const alpha = 0.5 + rng.next();
+      let c0: Float32Array | undefined;
+      const c = accumulate
+        ? uploadTensor(gpu, c0 = rng.normals(m * n), [m, n])
+        : poisoned(gpu, [m, n]);
+      op.record(recorder, a, b, c, alpha);
+      recorder.submit();
+      const out = await readWritten(gpu, c, what);
+      const bRounded = f16ArrayToF32(bBits);
+      assertClose(out, matmulRef(aData, bRounded, m, k, n, { transB: true, alpha, c0 }), what);
+      for (const t of [a, b, c]) t.destroy();
+    }
+  }
+  const plain = await MatmulOp.create(registry, {});
+  const half = uploadTensor(gpu, new Uint16Array(4), [2, 2], "f16");
+  const x = uploadTensor(gpu, new Float32Array(4), [2, 2]);
+  assert.throws(() => plain.record(recorder, x, half, x), KernelUsageError);
+  for (const t of [half, x]) t.destroy();
 });

@@ -1,6 +1,8 @@
 // C = alpha * op(A) · op(B) (+ C when ACCUMULATE), all f32 row-major.
 //   op(A) is [M, K]: A is stored [M, K], or [K, M] when TRANS_A (as in dW = dYᵀ·X).
 //   op(B) is [K, N]: B is stored [K, N], or [N, K] when TRANS_B (weights stored [out, in]).
+// Entry point main_f16b reads B from b16 instead: [N, K] float16 (TRANS_B only), two halves per
+// u32 word in element order, unpacked with unpack2x16float (core WGSL, no f16 feature needed).
 //
 // A workgroup of WG_X x WG_Y threads computes a BM x BN block of C (BM = 8 WG_Y, BN = 8 WG_X),
 // walking K in steps of TK through two workgroup tiles kept k-major, so the inner loop reads four
@@ -26,6 +28,7 @@ struct Params { m: u32, n: u32, k: u32, alpha: f32 }
 @group(0) @binding(1) var<storage, read> a: array<f32>;        // [M, K], or [K, M] if TRANS_A
 @group(0) @binding(2) var<storage, read> b: array<f32>;        // [K, N], or [N, K] if TRANS_B
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;  // [M, N]
+@group(0) @binding(4) var<storage, read> b16: array<u32>;      // [N, K] f16 pairs (main_f16b)
 
 var<workgroup> tileA: array<vec4<f32>, TK * BM4>;  // [TK][BM / 4]: op(A)ᵀ block, 4 rows a vec4
 var<workgroup> tileB: array<vec4<f32>, TK * BN4>;  // [TK][BN / 4]: op(B) block, 4 columns a vec4
@@ -42,8 +45,14 @@ fn opB(row: u32, col: u32) -> f32 {  // op(B)[row, col], zero outside
   return b[row * params.n + col];
 }
 
-fn fillTiles(row0: u32, col0: u32, k0: u32, li: u32) {
-  // Consecutive threads walk the stored matrix's contiguous dimension.
+fn opB16(row: u32, col: u32) -> f32 {  // op(B)[row, col] from f16 B stored [N, K], zero outside
+  if (row >= params.k || col >= params.n) { return 0.0; }
+  let at = col * params.k + row;
+  return unpack2x16float(b16[at >> 1u])[at & 1u];
+}
+
+// Consecutive threads walk the stored matrix's contiguous dimension.
+fn fillTileA(row0: u32, k0: u32, li: u32) {
   for (var e = li; e < TK * BM4; e += THREADS) {
     var kk: u32; var m4: u32;
     if (TRANS_A) { kk = e / BM4; m4 = e % BM4; } else { kk = e % TK; m4 = e / TK; }
@@ -51,12 +60,25 @@ fn fillTiles(row0: u32, col0: u32, k0: u32, li: u32) {
     let col = k0 + kk;
     tileA[kk * BM4 + m4] = vec4<f32>(opA(r, col), opA(r + 1u, col), opA(r + 2u, col), opA(r + 3u, col));
   }
+}
+
+fn fillTileB(col0: u32, k0: u32, li: u32) {
   for (var e = li; e < TK * BN4; e += THREADS) {
     var kk: u32; var n4: u32;
     if (TRANS_B) { kk = e % TK; n4 = e / TK; } else { kk = e / BN4; n4 = e % BN4; }
     let row = k0 + kk;
     let col = col0 + 4u * n4;
     tileB[kk * BN4 + n4] = vec4<f32>(opB(row, col), opB(row, col + 1u), opB(row, col + 2u), opB(row, col + 3u));
+  }
+}
+
+fn fillTileB16(col0: u32, k0: u32, li: u32) {
+  for (var e = li; e < TK * BN4; e += THREADS) {
+    let kk = e % TK;
+    let n4 = e / TK;
+    let row = k0 + kk;
+    let col = col0 + 4u * n4;
+    tileB[kk * BN4 + n4] = vec4<f32>(opB16(row, col), opB16(row, col + 1u), opB16(row, col + 2u), opB16(row, col + 3u));
   }
 }
 
@@ -72,46 +94,38 @@ fn store(row: u32, col: u32, v: vec4<f32>) {
   }
 }
 
-@compute @workgroup_size(WG_X, WG_Y)
-fn main(
-  @builtin(workgroup_id) wg: vec3<u32>,
-  @builtin(local_invocation_id) lid: vec3<u32>,
-  @builtin(local_invocation_index) li: u32,
-) {
-  let row0 = wg.y * BM;
-  let col0 = wg.x * BN;
-  // c<i><j>: row i of the thread's block, columns 4j..4j+3.
-  var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
-  var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
-  var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0);
-  var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
-  var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0);
-  var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
-  var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0);
-  var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
+// c<i><j>: row i of the thread's 8 x 8 block, columns 4j..4j+3. Private variables, so both entry
+// points share the helpers below; after inlining they stay in registers like locals.
+var<private> c00: vec4<f32>; var<private> c01: vec4<f32>;
+var<private> c10: vec4<f32>; var<private> c11: vec4<f32>;
+var<private> c20: vec4<f32>; var<private> c21: vec4<f32>;
+var<private> c30: vec4<f32>; var<private> c31: vec4<f32>;
+var<private> c40: vec4<f32>; var<private> c41: vec4<f32>;
+var<private> c50: vec4<f32>; var<private> c51: vec4<f32>;
+var<private> c60: vec4<f32>; var<private> c61: vec4<f32>;
+var<private> c70: vec4<f32>; var<private> c71: vec4<f32>;
 
-  for (var k0 = 0u; k0 < params.k; k0 += TK) {
-    fillTiles(row0, col0, k0, li);
-    workgroupBarrier();
-    for (var kk = 0u; kk < TK; kk++) {
-      let b0 = tileB[kk * BN4 + 2u * lid.x];
-      let b1 = tileB[kk * BN4 + 2u * lid.x + 1u];
-      let a0 = tileA[kk * BM4 + 2u * lid.y];
-      let a1 = tileA[kk * BM4 + 2u * lid.y + 1u];
-      c00 = fma(vec4<f32>(a0.x), b0, c00); c01 = fma(vec4<f32>(a0.x), b1, c01);
-      c10 = fma(vec4<f32>(a0.y), b0, c10); c11 = fma(vec4<f32>(a0.y), b1, c11);
-      c20 = fma(vec4<f32>(a0.z), b0, c20); c21 = fma(vec4<f32>(a0.z), b1, c21);
-      c30 = fma(vec4<f32>(a0.w), b0, c30); c31 = fma(vec4<f32>(a0.w), b1, c31);
-      c40 = fma(vec4<f32>(a1.x), b0, c40); c41 = fma(vec4<f32>(a1.x), b1, c41);
-      c50 = fma(vec4<f32>(a1.y), b0, c50); c51 = fma(vec4<f32>(a1.y), b1, c51);
-      c60 = fma(vec4<f32>(a1.z), b0, c60); c61 = fma(vec4<f32>(a1.z), b1, c61);
-      c70 = fma(vec4<f32>(a1.w), b0, c70); c71 = fma(vec4<f32>(a1.w), b1, c71);
-    }
-    workgroupBarrier();
+// Adds the tiles' product into the thread's block.
+fn multiplyTiles(lid: vec3<u32>) {
+  for (var kk = 0u; kk < TK; kk++) {
+    let b0 = tileB[kk * BN4 + 2u * lid.x];
+    let b1 = tileB[kk * BN4 + 2u * lid.x + 1u];
+    let a0 = tileA[kk * BM4 + 2u * lid.y];
+    let a1 = tileA[kk * BM4 + 2u * lid.y + 1u];
+    c00 = fma(vec4<f32>(a0.x), b0, c00); c01 = fma(vec4<f32>(a0.x), b1, c01);
+    c10 = fma(vec4<f32>(a0.y), b0, c10); c11 = fma(vec4<f32>(a0.y), b1, c11);
+    c20 = fma(vec4<f32>(a0.z), b0, c20); c21 = fma(vec4<f32>(a0.z), b1, c21);
+    c30 = fma(vec4<f32>(a0.w), b0, c30); c31 = fma(vec4<f32>(a0.w), b1, c31);
+    c40 = fma(vec4<f32>(a1.x), b0, c40); c41 = fma(vec4<f32>(a1.x), b1, c41);
+    c50 = fma(vec4<f32>(a1.y), b0, c50); c51 = fma(vec4<f32>(a1.y), b1, c51);
+    c60 = fma(vec4<f32>(a1.z), b0, c60); c61 = fma(vec4<f32>(a1.z), b1, c61);
+    c70 = fma(vec4<f32>(a1.w), b0, c70); c71 = fma(vec4<f32>(a1.w), b1, c71);
   }
+}
 
-  let r = row0 + 8u * lid.y;
-  let col = col0 + 8u * lid.x;
+fn storeBlock(wg: vec3<u32>, lid: vec3<u32>) {
+  let r = wg.y * BM + 8u * lid.y;
+  let col = wg.x * BN + 8u * lid.x;
   store(r, col, c00); store(r, col + 4u, c01);
   store(r + 1u, col, c10); store(r + 1u, col + 4u, c11);
   store(r + 2u, col, c20); store(r + 2u, col + 4u, c21);
@@ -120,4 +134,37 @@ fn main(
   store(r + 5u, col, c50); store(r + 5u, col + 4u, c51);
   store(r + 6u, col, c60); store(r + 6u, col + 4u, c61);
   store(r + 7u, col, c70); store(r + 7u, col + 4u, c71);
+}
+
+@compute @workgroup_size(WG_X, WG_Y)
+fn main(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  for (var k0 = 0u; k0 < params.k; k0 += TK) {
+    fillTileA(wg.y * BM, k0, li);
+    fillTileB(wg.x * BN, k0, li);
+    workgroupBarrier();
+    multiplyTiles(lid);
+    workgroupBarrier();
+  }
+  storeBlock(wg, lid);
+}
+
+// The same with B read from b16 (float16 weights stored [N, K]); needs TRANS_B.
+@compute @workgroup_size(WG_X, WG_Y)
+fn main_f16b(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  for (var k0 = 0u; k0 < params.k; k0 += TK) {
+    fillTileA(wg.y * BM, k0, li);
+    fillTileB16(wg.x * BN, k0, li);
+    workgroupBarrier();
+    multiplyTiles(lid);
+    workgroupBarrier();
+  }
+  storeBlock(wg, lid);
 }

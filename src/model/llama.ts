@@ -16,24 +16,36 @@ import type { LoraAdapter, LoraTarget } from "../templora/adapter.ts";
 import { RmsNormOp } from "../ops/rmsnorm.ts";
 import { RopeOp } from "../ops/rope.ts";
 import { SwiGluOp } from "../ops/swiglu.ts";
-import { type GpuWeights, uploadWeights } from "./gpu_weights.ts";
+import { type GpuWeights, uploadWeights, type UploadWeightsOptions } from "./gpu_weights.ts";
 import { KvCache } from "./kv_cache.ts";
 
 /** Activation buffers for steps of up to `maxRows` tokens. */
 export class Activations {
-  readonly x: Tensor; // [maxRows, dim] residual stream
-  readonly h: Tensor; // [maxRows, dim] normalised input of a block
-  readonly q: Tensor; // [maxRows, nHeads, headDim]
-  readonly k: Tensor; // [maxRows, nKvHeads, headDim] before RoPE, then rotated into the cache
-  readonly v: Tensor; // [maxRows, nKvHeads, headDim] before it is copied into the cache
-  readonly last: Tensor; // [1, dim] the last row of x, for "last" logits
-  readonly attn: Tensor; // [maxRows, nHeads, headDim]
-  readonly gate: Tensor; // [maxRows, hidden]
-  readonly up: Tensor; // [maxRows, hidden]
-  readonly act: Tensor; // [maxRows, hidden]
-  readonly logits: Tensor; // [maxRows, vocab]
+  /** [maxRows, dim] residual stream */
+  readonly x: Tensor;
+  /** [maxRows, dim] normalised input of a block */
+  readonly h: Tensor;
+  /** [maxRows, nHeads, headDim] */
+  readonly q: Tensor;
+  /** [maxRows, nKvHeads, headDim] before RoPE, then rotated into the cache */
+  readonly k: Tensor;
+  /** [maxRows, nKvHeads, headDim] before it is copied into the cache */
+  readonly v: Tensor;
+  /** [1, dim] the last row of x, for "last" logits */
+  readonly last: Tensor;
+  /** [maxRows, nHeads, headDim] */
+  readonly attn: Tensor;
+  /** [maxRows, hidden] */
+  readonly gate: Tensor;
+  /** [maxRows, hidden] */
+  readonly up: Tensor;
+  /** [maxRows, hidden] */
+  readonly act: Tensor;
+  /** [maxRows, vocab] */
+  readonly logits: Tensor;
   #loraH: Tensor | undefined; // [maxRows, rank] an adapter's x·Aᵀ, made on first use
 
+  /** Allocates every buffer for steps of up to `maxRows` tokens. */
   constructor(readonly gpu: Gpu, config: ModelConfig, readonly maxRows: number) {
     const { dim, nHeads, headDim, hiddenDim, vocabSize } = config;
     const make = (shape: number[], label: string) => createTensor(gpu, shape, "f32", label);
@@ -71,6 +83,7 @@ export class Activations {
       .reduce((sum, t) => sum + t.byteLength, 0);
   }
 
+  /** Frees every buffer. */
   destroy(): void {
     for (const t of this.#all()) t.destroy();
   }
@@ -81,10 +94,15 @@ export type LogitRows = "last" | "all";
 
 /** One forward step: `tokens` ids read from `ids` at `offset`, appended to the cache. */
 export interface ForwardStep {
-  ids: Tensor; // [n] u32
+  /** [n] u32 token ids. */
+  ids: Tensor;
+  /** Index in `ids` of the step's first token. */
   offset: number;
+  /** Tokens in the step (at most the activations' rows). */
   tokens: number;
+  /** The cache the step's keys and values are appended to. */
   cache: KvCache;
+  /** Buffers for the step's intermediate values. */
   activations: Activations;
   /** "last": logits of the last token in logits row 0; "all": row t for token t. */
   logits: LogitRows;
@@ -93,13 +111,20 @@ export interface ForwardStep {
 }
 
 /** The kernels a Llama-family forward pass uses, compiled once per model shape. */
-interface ForwardOps {
+export interface ForwardOps {
+  /** Token embedding gather. */
   embedding: EmbeddingOp;
+  /** RMSNorm forward and backward. */
   rmsnorm: RmsNormOp;
+  /** Rotary embeddings with the model's base and pair convention. */
   rope: RopeOp;
+  /** Causal grouped-query attention for the model's head size. */
   attention: AttentionOp;
+  /** SwiGLU activation. */
   swiglu: SwiGluOp;
+  /** Bias rows (Qwen2) and token bans. */
   bias: BiasOp;
+  /** Row moves (KV cache writes, the last row of a step). */
   copy: CopyOp;
   /** y = x·Wᵀ for weights stored [out, in]. */
   linear: MatmulOp;
@@ -107,6 +132,7 @@ interface ForwardOps {
   linearAdd: MatmulOp;
   /** The one-token form of both, reading each weight once. */
   matvec: MatvecOp;
+  /** LoRA forward and backward. */
   lora: LoraOp;
 }
 
@@ -125,9 +151,10 @@ export class LlamaModel {
     registry: KernelRegistry,
     model: ModelWeights,
     file = "model",
+    options: UploadWeightsOptions = {},
   ): Promise<LlamaModel> {
     const config = model.config;
-    const weights = uploadWeights(gpu, model, file);
+    const weights = uploadWeights(gpu, model, file, options);
     try {
       const [
         embedding,
@@ -155,7 +182,7 @@ export class LlamaModel {
         CopyOp.create(registry),
         MatmulOp.create(registry, { transB: true }),
         MatmulOp.create(registry, { transB: true, accumulate: true }),
-        MatvecOp.create(registry, { f16: false }),
+        MatvecOp.create(registry, { f16: weights.f16Tensors.length > 0 }),
         LoraOp.create(registry),
       ]);
       const ops = {

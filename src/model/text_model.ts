@@ -11,9 +11,10 @@ import {
   type GenerationResult,
 } from "./generate.ts";
 import { LlamaModel } from "./llama.ts";
+import type { UploadWeightsOptions } from "./gpu_weights.ts";
 
 /** Options of {@link TextModel.load}. */
-export interface TextModelOptions extends LoadOptions {
+export interface TextModelOptions extends LoadOptions, UploadWeightsOptions {
   /** A device to use; by default one is acquired (and destroyed on dispose). */
   gpu?: Gpu;
 }
@@ -44,7 +45,9 @@ export class TextModel {
     const files = await loadModelFiles(path, options);
     const gpu = options.gpu ?? await acquireGpu();
     try {
-      const model = await LlamaModel.create(gpu, new KernelRegistry(gpu), files.weights, path);
+      const model = await LlamaModel.create(gpu, new KernelRegistry(gpu), files.weights, path, {
+        weightDtype: options.weightDtype,
+      });
       return new TextModel(gpu, model, files.tokenizer, path, !options.gpu);
     } catch (error) {
       if (!options.gpu) gpu.destroy();

@@ -1,5 +1,5 @@
 import source from "../../shaders/matmul.wgsl" with { type: "text" };
-import { ShapeError } from "../gpu/errors.ts";
+import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
@@ -30,15 +30,20 @@ export interface MatmulForm {
   accumulate?: boolean;
 }
 
-/** C = alpha * op(A) · op(B), optionally accumulated, for one fixed form and tile shape. */
+/**
+ * C = alpha * op(A) · op(B), optionally accumulated, for one fixed form and tile shape. In the
+ * TRANS_B form B may also be an f16 tensor (weights stored as float16 [out, in]).
+ */
 export class MatmulOp {
   private constructor(
     private readonly kernel: Kernel,
+    /** The f16-B entry point (TRANS_B forms only). */
+    private readonly kernelF16B: Kernel | undefined,
     readonly form: Required<MatmulForm>,
     readonly tiles: MatmulTiles,
   ) {}
 
-  /** Compiles the kernel for one form and tile shape. */
+  /** Compiles the kernel for one form and tile shape (and its f16-B twin for TRANS_B forms). */
   static async create(
     registry: KernelRegistry,
     form: MatmulForm = {},
@@ -49,25 +54,34 @@ export class MatmulOp {
       transB: form.transB ?? false,
       accumulate: form.accumulate ?? false,
     };
-    const kernel = await registry.get({
-      file: "matmul.wgsl",
-      source,
-      constants: {
-        TRANS_A: full.transA,
-        TRANS_B: full.transB,
-        ACCUMULATE: full.accumulate,
-        WG_X: tiles.wgX,
-        WG_Y: tiles.wgY,
-        TK: tiles.tk,
-      },
-    });
-    return new MatmulOp(kernel, full, tiles);
+    const constants = {
+      TRANS_A: full.transA,
+      TRANS_B: full.transB,
+      ACCUMULATE: full.accumulate,
+      WG_X: tiles.wgX,
+      WG_Y: tiles.wgY,
+      TK: tiles.tk,
+    };
+    const entries = full.transB ? ["main", "main_f16b"] : ["main"];
+    const [kernel, kernelF16B] = await Promise.all(
+      entries.map((entryPoint) =>
+        registry.get({ file: "matmul.wgsl", source, entryPoint, constants })
+      ),
+    );
+    return new MatmulOp(kernel, kernelF16B, full, tiles);
   }
 
-  /** Records C[M, N] (=|+=) alpha * op(A)[M, K] · op(B)[K, N]; shapes are checked. */
+  /**
+   * Records C[M, N] (=|+=) alpha * op(A)[M, K] · op(B)[K, N]; shapes are checked. A and C are f32;
+   * B is f32, or f16 in the TRANS_B form.
+   */
   record(rec: Recorder, a: Tensor, b: Tensor, c: Tensor, alpha = 1): void {
     const [ar, ac] = matrixShape(a, "A");
-    const [br, bc] = matrixShape(b, "B");
+    const bF16 = b.dtype === "f16";
+    if (bF16 && !this.kernelF16B) {
+      throw new KernelUsageError("matmul: an f16 B is only read in the TRANS_B form ([N, K])");
+    }
+    const [br, bc] = matrixShape(b, "B", bF16);
     const [m, k] = this.form.transA ? [ac, ar] : [ar, ac];
     const [kb, n] = this.form.transB ? [bc, br] : [br, bc];
     if (k !== kb) {
@@ -78,7 +92,8 @@ export class MatmulOp {
       throw new ShapeError(`matmul: C is [${cm}, ${cn}], need [${m}, ${n}]`);
     }
     const { wgX, wgY } = this.tiles;
-    rec.dispatch(this.kernel, { a, b, c }, { m, n, k, alpha }, [
+    const bindings: Record<string, Tensor> = bF16 ? { a, b16: b, c } : { a, b, c };
+    rec.dispatch(bF16 ? this.kernelF16B! : this.kernel, bindings, { m, n, k, alpha }, [
       Math.ceil(n / (8 * wgX)),
       Math.ceil(m / (8 * wgY)),
     ]);
@@ -86,8 +101,12 @@ export class MatmulOp {
 }
 
 /** A tensor seen as a matrix: leading dimensions fold into rows. */
-function matrixShape(t: Tensor, name: string): [number, number] {
-  if (t.dtype !== "f32") throw new ShapeError(`matmul: ${name} must be f32, got ${t.dtype}`);
+function matrixShape(t: Tensor, name: string, f16 = false): [number, number] {
+  if (t.dtype !== (f16 ? "f16" : "f32")) {
+    throw new ShapeError(
+      `matmul: ${name} must be f32${name === "B" ? " or f16" : ""}, got ${t.dtype}`,
+    );
+  }
   if (t.shape.length === 0) throw new ShapeError(`matmul: ${name} is a scalar`);
   const cols = t.shape[t.shape.length - 1];
   return [cols === 0 ? 0 : t.size / cols, cols];

@@ -1,0 +1,191 @@
+/**
+ * Generates text with a model on the GPU.
+ *
+ *   deno task generate --model PATH [--prompt TEXT] [--max-tokens N] [--temperature T] [--json]
+ *
+ * Streams the text to stdout as it is written and prints a one-line summary to stderr; with
+ * --json prints one JSON object instead. Exit codes: 0 done, 1 the model could not be loaded or
+ * run, 2 bad command line.
+ */
+import { parseArgs } from "node:util";
+import { TemploraError } from "../src/gpu/errors.ts";
+import { InvalidSettingError } from "../src/model/errors.ts";
+import type { GenerateOptions } from "../src/model/generate.ts";
+import { TextModel } from "../src/model/text_model.ts";
+
+const USAGE = `usage: deno task generate --model PATH [options]
+
+  --model PATH               llama2.c checkpoint (.bin, tokenizer beside it) or Hugging Face folder
+  --prompt TEXT              text to continue (default: "", start from BOS)
+  --max-tokens N             tokens to generate at most (default 256)
+  --temperature T            0 = greedy (default 0.8)
+  --top-p P                  nucleus sampling, 1 = off (default 0.95)
+  --top-k K                  0 = off (default 0)
+  --repetition-penalty R     1 = off (default 1; the Temp-Lora paper uses 1.12)
+  --seed S                   random seed, same seed same text (default 0)
+  --window N                 KV window in tokens (default: the model's trained length)
+  --ban-eos                  never end at the end-of-text token
+  --stop S                   stop before this text (repeatable)
+  --json                     print one JSON object {text, tokens, tokens_per_second, ...}
+  --help                     this help`;
+
+/** A command-line mistake: reported with the usage, exit code 2. */
+class UsageError extends Error {}
+
+interface Settings {
+  model: string;
+  prompt: string;
+  json: boolean;
+  options: GenerateOptions;
+}
+
+function number(
+  values: Record<string, unknown>,
+  flag: string,
+  fallback: number | undefined,
+  check: { integer?: boolean; min?: number; max?: number; above?: number } = {},
+): number | undefined {
+  const raw = values[flag];
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  const bad = typeof raw !== "string" || raw.trim() === "" || !Number.isFinite(value) ||
+    (check.integer && !Number.isInteger(value)) ||
+    (check.min !== undefined && value < check.min) ||
+    (check.max !== undefined && value > check.max) ||
+    (check.above !== undefined && !(value > check.above));
+  if (bad) {
+    const bounds = [
+      check.min !== undefined ? `>= ${check.min}` : "",
+      check.above !== undefined ? `> ${check.above}` : "",
+      check.max !== undefined ? `<= ${check.max}` : "",
+    ].filter(Boolean).join(" and ");
+    const kind = check.integer ? "an integer" : "a number";
+    throw new UsageError(`--${flag} must be ${kind} ${bounds}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+function parseSettings(args: string[]): Settings | "help" {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        model: { type: "string" },
+        prompt: { type: "string", default: "" },
+        "max-tokens": { type: "string" },
+        temperature: { type: "string" },
+        "top-p": { type: "string" },
+        "top-k": { type: "string" },
+        "repetition-penalty": { type: "string" },
+        seed: { type: "string" },
+        window: { type: "string" },
+        "ban-eos": { type: "boolean", default: false },
+        stop: { type: "string", multiple: true },
+        json: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
+  const v = parsed.values as Record<string, unknown>;
+  if (v.help) return "help";
+  if (typeof v.model !== "string" || v.model === "") throw new UsageError("--model is required");
+  const options: GenerateOptions = {
+    maxTokens: number(v, "max-tokens", 256, { integer: true, min: 0 })!,
+    temperature: number(v, "temperature", 0.8, { min: 0 }),
+    topP: number(v, "top-p", 0.95, { above: 0, max: 1 }),
+    topK: number(v, "top-k", 0, { integer: true, min: 0 }),
+    repetitionPenalty: number(v, "repetition-penalty", 1, { above: 0 }),
+    seed: number(v, "seed", 0, { integer: true, min: 0, max: 0xffffffff }),
+    window: number(v, "window", undefined, { integer: true, min: 2 }),
+    banEos: v["ban-eos"] as boolean,
+    stop: (v.stop as string[] | undefined) ?? [],
+  };
+  return { model: v.model, prompt: v.prompt as string, json: v.json as boolean, options };
+}
+
+async function run(settings: Settings): Promise<void> {
+  const lm = await TextModel.load(settings.model);
+  try {
+    const encoder = new TextEncoder();
+    const it = lm.generate(settings.prompt, settings.options);
+    let step = await it.next();
+    while (!step.done) {
+      if (!settings.json && step.value.text) {
+        await Deno.stdout.write(encoder.encode(step.value.text));
+      }
+      step = await it.next();
+    }
+    const result = step.value;
+    const o = settings.options;
+    if (settings.json) {
+      const out = {
+        text: result.text,
+        tokens: result.tokens,
+        tokens_per_second: result.tokensPerSecond,
+        prompt_tokens: result.promptTokens,
+        finish_reason: result.finishReason,
+        settings: {
+          model: settings.model,
+          prompt: settings.prompt,
+          max_tokens: o.maxTokens,
+          temperature: o.temperature,
+          top_p: o.topP,
+          top_k: o.topK,
+          repetition_penalty: o.repetitionPenalty,
+          seed: o.seed,
+          window: o.window ?? lm.config.maxSeqLen,
+          ban_eos: o.banEos,
+          stop: o.stop,
+        },
+      };
+      console.log(JSON.stringify(out));
+    } else {
+      await Deno.stdout.write(encoder.encode("\n"));
+      console.error(
+        `${result.tokens.length} tokens in ${result.seconds.toFixed(2)} s ` +
+          `(${
+            result.tokensPerSecond.toFixed(1)
+          } tokens/s), prompt ${result.promptTokens} tokens, ` +
+          `finish: ${result.finishReason}`,
+      );
+    }
+  } finally {
+    lm.dispose();
+  }
+}
+
+async function main(args: string[]): Promise<number> {
+  let settings: Settings | "help";
+  try {
+    settings = parseSettings(args);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`error: ${e.message}\n${USAGE}`);
+    return 2;
+  }
+  if (settings === "help") {
+    console.log(USAGE);
+    return 0;
+  }
+  try {
+    await run(settings);
+    return 0;
+  } catch (e) {
+    if (e instanceof InvalidSettingError) {
+      console.error(`error: ${e.message}\n${USAGE}`);
+      return 2;
+    }
+    if (e instanceof TemploraError) {
+      console.error(`error: ${e.message.split("\n")[0]}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
