@@ -147,6 +147,7 @@ async function main(): Promise<number> {
     );
     let summary: WriterSummary;
     let text = "";
+    if (!v.json) writeOut(prompt);
     for (;;) {
       const next = await run.next();
       if (next.done) {
@@ -173,7 +174,7 @@ async function main(): Promise<number> {
       );
     }
     progress.clear();
-    if (v.out) await Deno.writeTextFile(v.out, text);
+    if (v.out) await Deno.writeTextFile(v.out, prompt + text);
     const interrupted = summary.finishReason === "abort";
     const totals = {
       tokens: summary.tokens.length,
@@ -189,6 +190,7 @@ async function main(): Promise<number> {
     };
     if (v.json) {
       console.log(JSON.stringify({
+        prompt,
         text,
         settings: { ...settings, generation, model: v.model },
         chunks,

@@ -88,6 +88,7 @@ Deno.test("novel stops cleanly on Ctrl-C: text so far in --out, exit code 130", 
   await child.stderr.cancel();
   assert.equal(status.code, 130);
   const written = await Deno.readTextFile(file);
+  assert.ok(written.startsWith("Once upon a time"), "the story file starts with the prompt");
   assert.ok(written.length >= seen.trim().length - 1, "the text so far is written");
   assert.ok(written.startsWith(seen.slice(0, 200)));
   await Deno.remove(file);
