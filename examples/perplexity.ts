@@ -79,7 +79,12 @@ export function perplexityPlot(r: EvaluationResult, chunk: number, title: string
       color: "#d9480f",
       points: r.chunks.map((c) => [at(c.index), Math.exp(c.tempLoraNll / c.tokens)]),
     },
-  ], { title, xLabel: "position in the text (tokens)", yLabel: "perplexity of the chunk" });
+  ], {
+    title,
+    xLabel: "position in the text (tokens)",
+    yLabel: "perplexity of the chunk (log scale)",
+    yLog: true,
+  });
 }
 
 async function main(): Promise<number> {

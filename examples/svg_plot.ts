@@ -14,6 +14,8 @@ export interface ChartOptions {
   yLabel: string;
   width?: number;
   height?: number;
+  /** Logarithmic y axis (for values spanning orders of magnitude, like perplexity). */
+  yLog?: boolean;
 }
 
 const escape = (s: string) =>
@@ -32,6 +34,18 @@ export function ticks(lo: number, hi: number, count = 5): number[] {
   return out;
 }
 
+/** Tick values 1, 2, 5 x 10^k covering [lo, hi] (lo > 0), for a log axis. */
+export function logTicks(lo: number, hi: number): number[] {
+  const out: number[] = [];
+  for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) {
+    for (const m of [1, 2, 5]) {
+      const v = Number((m * 10 ** e).toPrecision(12));
+      if (v >= lo && v <= hi) out.push(v);
+    }
+  }
+  return out.length ? out : [lo];
+}
+
 /** An SVG document with one polyline per series, axes with ticks and labels, and a legend. */
 export function lineChartSvg(series: readonly Series[], options: ChartOptions): string {
   const width = options.width ?? 900;
@@ -41,12 +55,15 @@ export function lineChartSvg(series: readonly Series[], options: ChartOptions): 
   const xs = all.map((p) => p[0]);
   const ys = all.map((p) => p[1]);
   const xMin = Math.min(...xs), xMax = Math.max(...xs);
-  const yMin = Math.min(0, ...ys), yMax = Math.max(...ys) * 1.05;
+  const log = options.yLog ?? false;
+  const yMin = log ? Math.min(...ys) / 1.1 : Math.min(0, ...ys);
+  const yMax = Math.max(...ys) * (log ? 1.1 : 1.05);
+  const fy = (y: number) => (log ? Math.log(y) : y);
   const plotW = width - margin.left - margin.right;
   const plotH = height - margin.top - margin.bottom;
   const sx = (x: number) => margin.left + (xMax > xMin ? (x - xMin) / (xMax - xMin) : 0.5) * plotW;
   const sy = (y: number) =>
-    margin.top + plotH - (yMax > yMin ? (y - yMin) / (yMax - yMin) : 0.5) * plotH;
+    margin.top + plotH - (yMax > yMin ? (fy(y) - fy(yMin)) / (fy(yMax) - fy(yMin)) : 0.5) * plotH;
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
     `viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
@@ -62,7 +79,7 @@ export function lineChartSvg(series: readonly Series[], options: ChartOptions): 
       `<text x="${x}" y="${margin.top + plotH + 18}" text-anchor="middle">${t}</text>`,
     );
   }
-  for (const t of ticks(yMin, yMax)) {
+  for (const t of log ? logTicks(yMin, yMax) : ticks(yMin, yMax)) {
     const y = sy(t).toFixed(1);
     parts.push(
       `<line x1="${margin.left}" y1="${y}" x2="${margin.left + plotW}" y2="${y}" stroke="#eee"/>`,
