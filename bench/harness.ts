@@ -2,8 +2,12 @@
  * Shared plumbing for the GPU benchmarks: one device, and `gpuBench`, which registers a
  * `Deno.bench` whose iteration records `repeat` copies of some GPU work into one submission and
  * waits for it, so a host round trip (about 12 ms on llvmpipe) does not swamp the kernels. At the
- * end of the run a table gives each case's median time per repetition and its GFLOP/s or GB/s.
+ * end of the run a table gives each case's median time per repetition and its GFLOP/s or GB/s,
+ * from wall-clock time and from the process's CPU time: llvmpipe runs its threads inside this
+ * process, so on a shared, busy machine the CPU-time figures (work per CPU-second) stay
+ * comparable where wall-clock ones do not. On a real GPU only the wall-clock figures mean much.
  */
+import process from "node:process";
 import { acquireGpu, type Gpu } from "../src/gpu/device.ts";
 import { KernelRegistry } from "../src/gpu/kernel.ts";
 import { Recorder } from "../src/gpu/recorder.ts";
@@ -19,6 +23,8 @@ interface Row {
   bytes?: number;
   repeat: number;
   samples: number[];
+  /** Process CPU milliseconds per repetition (llvmpipe's threads run in this process). */
+  cpuSamples: number[];
 }
 
 const rows: Row[] = [];
@@ -40,7 +46,7 @@ export interface GpuBenchCase {
 
 /** Registers a GPU benchmark case; see the module comment. */
 export function gpuBench(c: GpuBenchCase): void {
-  const row: Row = { ...c, samples: [] };
+  const row: Row = { ...c, samples: [], cpuSamples: [] };
   rows.push(row);
   let warm = false;
   Deno.bench({
@@ -50,12 +56,17 @@ export function gpuBench(c: GpuBenchCase): void {
     warmup: 1,
     async fn(b) {
       b.start();
+      const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       for (let i = 0; i < c.repeat; i++) c.record(recorder);
       await recorder.flush();
       const ms = (performance.now() - t0) / c.repeat;
+      const cpu = process.cpuUsage(cpu0);
       b.end();
-      if (warm) row.samples.push(ms);
+      if (warm) {
+        row.samples.push(ms);
+        row.cpuSamples.push((cpu.user + cpu.system) / 1000 / c.repeat);
+      }
       warm = true;
     },
   });
@@ -71,14 +82,23 @@ function report(): void {
   if (!measured.length) return;
   const lines = [
     `\nadapter: ${gpu.capabilities.description} (fallback: ${gpu.capabilities.isFallbackAdapter})`,
-    "| group | case | median ms | GFLOP/s | GB/s |",
-    "| --- | --- | ---: | ---: | ---: |",
+    `load average at the end: ${
+      Deno.loadavg()[0].toFixed(2)
+    } on ${navigator.hardwareConcurrency} cores`,
+    "| group | case | median ms | GFLOP/s | GB/s | CPU ms | GFLOP/s per CPU-s | GB/s per CPU-s |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const r of measured) {
     const ms = median(r.samples);
-    const gflops = r.flops ? (r.flops / ms / 1e6).toFixed(2) : "";
-    const gbs = r.bytes ? (r.bytes / ms / 1e6).toFixed(2) : "";
-    lines.push(`| ${r.group} | ${r.name} | ${ms.toFixed(3)} | ${gflops} | ${gbs} |`);
+    const cpu = median(r.cpuSamples);
+    const rate = (amount: number | undefined, t: number) =>
+      amount ? (amount / t / 1e6).toFixed(2) : "";
+    lines.push(
+      `| ${r.group} | ${r.name} | ${ms.toFixed(3)} | ${rate(r.flops, ms)} | ${
+        rate(r.bytes, ms)
+      } | ` +
+        `${cpu.toFixed(1)} | ${rate(r.flops, cpu)} | ${rate(r.bytes, cpu)} |`,
+    );
   }
   console.log(lines.join("\n"));
 }
