@@ -27,6 +27,7 @@ export * from "./src/templora/writer.ts";
 export * from "./src/model/errors.ts";
 export * from "./src/model/text_model.ts";
 export * from "./src/model/generate.ts";
+export * from "./src/model/write_loop.ts";
 export * from "./src/model/decode_session.ts";
 export * from "./src/model/llama.ts";
 export * from "./src/model/kv_cache.ts";

@@ -2,9 +2,13 @@ import type { KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tokenizer } from "../formats/tokenizer.ts";
 import { checkSampling, DecodeSession, type SamplingSettings } from "./decode_session.ts";
-import { InvalidSettingError, PromptTooLongError } from "./errors.ts";
 import type { LlamaModel } from "./llama.ts";
-import { StopWatcher } from "./stop.ts";
+import {
+  checkMaxTokens,
+  type FinishReason,
+  promptIds as encodePrompt,
+  writeLoop,
+} from "./write_loop.ts";
 
 /** Options of {@link generate}; everything but `maxTokens` has a default. */
 export interface GenerateOptions {
@@ -42,9 +46,6 @@ export interface GeneratedToken {
   text: string;
 }
 
-/** Why generation ended. */
-export type FinishReason = "length" | "eos" | "stop" | "abort";
-
 /** The outcome of {@link generate}. */
 export interface GenerationResult {
   /** Generated text, prompt excluded, cut before a stop sequence. */
@@ -78,7 +79,8 @@ export function samplingSettings(options: GenerateOptions, eosId: number | null)
 
 /**
  * Writes up to `maxTokens` tokens after `prompt`, yielding each token with the text it released,
- * and returns the whole result. The prompt is encoded with BOS (when the tokenizer has one).
+ * and returns the whole result. The prompt is encoded with BOS (when the tokenizer has one). When
+ * the window is full the cache is rebuilt from its most recent half.
  */
 export async function* generate(
   model: LlamaModel,
@@ -88,78 +90,39 @@ export async function* generate(
   prompt: string | readonly number[],
   options: GenerateOptions,
 ): AsyncGenerator<GeneratedToken, GenerationResult> {
-  const { maxTokens } = options;
-  if (!Number.isInteger(maxTokens) || maxTokens < 0) {
-    throw new InvalidSettingError(`maxTokens must be an integer >= 0, got ${maxTokens}`);
-  }
+  checkMaxTokens(options.maxTokens);
   const sampling = samplingSettings(options, tokenizer.eosId);
-  const stepsPerSubmit = options.stepsPerSubmit ?? 8;
-  if (!Number.isInteger(stepsPerSubmit) || stepsPerSubmit < 1) {
-    throw new InvalidSettingError(`stepsPerSubmit must be an integer >= 1, got ${stepsPerSubmit}`);
-  }
-  const promptIds = typeof prompt === "string"
-    ? tokenizer.encode(prompt, { bos: true })
-    : [...prompt];
-  const limit = model.config.maxSeqLen;
-  if (promptIds.length > limit) throw new PromptTooLongError(promptIds.length, limit);
-  if (promptIds.length === 0) {
-    throw new InvalidSettingError("an empty prompt needs a tokenizer with a BOS token");
-  }
-
+  const ids = encodePrompt(tokenizer, prompt, model.config.maxSeqLen);
   const started = performance.now();
   const session = await DecodeSession.create(model, registry, {
     capacity: options.window,
-    maxTokens: promptIds.length + maxTokens,
+    maxTokens: ids.length + options.maxTokens,
   });
-  const tokens: number[] = [];
-  let text = "";
-  let finishReason: FinishReason = "length";
   try {
-    session.append(promptIds);
-    session.recordFill(recorder);
-    const decoder = tokenizer.streamDecoder(promptIds);
-    const stops = new StopWatcher(options.stop ?? []);
-    outer: while (tokens.length < maxTokens) {
-      if (options.signal?.aborted) {
-        finishReason = "abort";
-        break;
+    const loop = writeLoop<never>(session, recorder, tokenizer, ids, {
+      maxTokens: options.maxTokens,
+      sampling,
+      stepsPerSubmit: options.stepsPerSubmit ?? 8,
+      stop: options.stop ?? [],
+      signal: options.signal,
+      keep: session.capacity >> 1,
+      chunk: Infinity,
+    });
+    for (;;) {
+      const next = await loop.next();
+      if (next.done) {
+        const seconds = (performance.now() - started) / 1000;
+        return {
+          ...next.value,
+          promptTokens: ids.length,
+          seconds,
+          tokensPerSecond: next.value.tokens.length / seconds,
+        };
       }
-      if (session.cache.free === 0) session.recordRebuild(recorder, session.capacity >> 1);
-      const steps = Math.min(stepsPerSubmit, session.stepsAvailable, maxTokens - tokens.length);
-      const ids = await session.decode(recorder, steps, sampling);
-      for (const id of ids) {
-        if (id === tokenizer.eosId && !options.banEos) {
-          finishReason = "eos";
-          break outer;
-        }
-        tokens.push(id);
-        const piece = stops.push(decoder.push(id));
-        text += piece;
-        yield { id, text: piece };
-        if (stops.stopped) {
-          finishReason = "stop";
-          break outer;
-        }
-      }
-    }
-    if (finishReason !== "stop") {
-      const rest = stops.push(decoder.flush()) + (stops.stopped ? "" : stops.flush());
-      if (stops.stopped) finishReason = "stop";
-      if (rest) {
-        text += rest;
-        yield { id: null, text: rest };
-      }
+      const event = next.value;
+      if (event.type === "token") yield { id: event.id < 0 ? null : event.id, text: event.text };
     }
   } finally {
     session.destroy();
   }
-  const seconds = (performance.now() - started) / 1000;
-  return {
-    text,
-    tokens,
-    promptTokens: promptIds.length,
-    finishReason,
-    seconds,
-    tokensPerSecond: tokens.length / seconds,
-  };
 }

@@ -1,0 +1,163 @@
+import type { Recorder } from "../gpu/recorder.ts";
+import type { Tokenizer } from "../formats/tokenizer.ts";
+import type { DecodeSession, SamplingSettings } from "./decode_session.ts";
+import { InvalidSettingError, PromptTooLongError } from "./errors.ts";
+import { StopWatcher } from "./stop.ts";
+
+/** Why writing ended. */
+export type FinishReason = "length" | "eos" | "stop" | "abort";
+
+/** A token was written. */
+export interface TokenEvent {
+  /** Discriminates the event kinds. */
+  type: "token";
+  /** Position among the generated tokens (0-based). */
+  index: number;
+  /** The token id, or -1 for text released when writing ends (held-back characters). */
+  id: number;
+  /** Text the token made final ("" while a character or a possible stop is incomplete). */
+  text: string;
+}
+
+/** The KV cache was rebuilt (window slide, or refresh with a new adapter). */
+export interface CacheEvent {
+  /** Discriminates the event kinds. */
+  type: "cache";
+  /** "slide": the window was full; "refresh": rebuilt after an adapter update. */
+  reason: "slide" | "refresh";
+  /** Tokens in the rebuilt cache. */
+  keptTokens: number;
+}
+
+/** What the loop returns. */
+export interface LoopResult {
+  /** Generated text, cut before a stop sequence. */
+  text: string;
+  /** Generated ids (EOS excluded). */
+  tokens: number[];
+  /** Why writing ended. */
+  finishReason: FinishReason;
+}
+
+/** How the loop writes. */
+export interface LoopSettings {
+  /** Tokens to generate at most. */
+  maxTokens: number;
+  /** How tokens are picked. */
+  sampling: SamplingSettings;
+  /** Decode steps per submission. */
+  stepsPerSubmit: number;
+  /** Stop sequences (generation ends before the first one). */
+  stop: readonly string[];
+  /** Ends writing early (finish reason "abort"). */
+  signal?: AbortSignal;
+  /** Tokens kept when the full cache is rebuilt. */
+  keep: number;
+  /** Tokens per chunk: `onChunk` runs after each complete one (Infinity: never). */
+  chunk: number;
+}
+
+/** Settings of {@link writeLoop} with a chunk hook whose events are `E`. */
+export interface LoopSettingsWithHook<E> extends LoopSettings {
+  /**
+   * Called after each complete chunk with the history index where it began (not after the
+   * last tokens of the text); its events are passed on.
+   */
+  onChunk?: (chunkStart: number) => AsyncGenerator<E, void>;
+}
+
+/** Throws {@link InvalidSettingError} unless `maxTokens` is an integer >= 0. */
+export function checkMaxTokens(maxTokens: number): void {
+  if (!Number.isInteger(maxTokens) || maxTokens < 0) {
+    throw new InvalidSettingError(`maxTokens must be an integer >= 0, got ${maxTokens}`);
+  }
+}
+
+/** Token ids of a prompt (BOS first when encoding text), checked against the model's length. */
+export function promptIds(
+  tokenizer: Tokenizer,
+  prompt: string | readonly number[],
+  maxSeqLen: number,
+): number[] {
+  const ids = typeof prompt === "string" ? tokenizer.encode(prompt, { bos: true }) : [...prompt];
+  if (ids.length === 0) {
+    throw new InvalidSettingError("the prompt is empty (and the tokenizer adds no BOS token)");
+  }
+  if (ids.length > maxSeqLen) throw new PromptTooLongError(ids.length, maxSeqLen);
+  return ids;
+}
+
+/**
+ * The writing loop shared by plain generation and Temp-Lora: feeds the prompt through the
+ * session, decodes in batches (rebuilding the cache from the last `keep` tokens when it is full),
+ * streams each token's text through the tokenizer's stream decoder and the stop watcher, ends on
+ * EOS (unless banned), a stop sequence, `maxTokens` or the abort signal, and calls `onChunk`
+ * between chunks. The session stays the caller's to free.
+ */
+export async function* writeLoop<E>(
+  session: DecodeSession,
+  rec: Recorder,
+  tokenizer: Tokenizer,
+  prompt: readonly number[],
+  settings: LoopSettingsWithHook<E>,
+): AsyncGenerator<TokenEvent | CacheEvent | E, LoopResult> {
+  const { maxTokens, sampling, stepsPerSubmit, chunk } = settings;
+  checkMaxTokens(maxTokens);
+  if (!Number.isInteger(stepsPerSubmit) || stepsPerSubmit < 1) {
+    throw new InvalidSettingError(`stepsPerSubmit must be an integer >= 1, got ${stepsPerSubmit}`);
+  }
+  const eosEnds = sampling.banned.length === 0;
+  const tokens: number[] = [];
+  let text = "";
+  let finishReason: FinishReason = "length";
+  session.append(prompt);
+  session.recordFill(rec);
+  const decoder = tokenizer.streamDecoder(prompt);
+  const stops = new StopWatcher(settings.stop);
+  let chunkStart = session.length;
+  outer: while (tokens.length < maxTokens) {
+    if (settings.signal?.aborted) {
+      finishReason = "abort";
+      break;
+    }
+    if (session.cache.free === 0) {
+      session.recordRebuild(rec, settings.keep);
+      yield { type: "cache", reason: "slide", keptTokens: session.cache.length };
+    }
+    const inChunk = chunk - (session.length - chunkStart);
+    const steps = Math.min(
+      stepsPerSubmit,
+      session.stepsAvailable,
+      maxTokens - tokens.length,
+      inChunk,
+    );
+    const ids = await session.decode(rec, steps, sampling);
+    for (const id of ids) {
+      if (id === tokenizer.eosId && eosEnds) {
+        finishReason = "eos";
+        break outer;
+      }
+      tokens.push(id);
+      const piece = stops.push(decoder.push(id));
+      text += piece;
+      yield { type: "token", index: tokens.length - 1, id, text: piece };
+      if (stops.stopped) {
+        finishReason = "stop";
+        break outer;
+      }
+    }
+    if (session.length - chunkStart < chunk || tokens.length >= maxTokens) continue;
+    if (settings.onChunk) yield* settings.onChunk(chunkStart);
+    chunkStart = session.length;
+  }
+  if (finishReason !== "stop") {
+    const rest = stops.push(decoder.flush());
+    const tail = stops.stopped ? rest : rest + stops.flush();
+    if (stops.stopped) finishReason = "stop";
+    if (tail) {
+      text += tail;
+      yield { type: "token", index: tokens.length, id: -1, text: tail };
+    }
+  }
+  return { text, tokens, finishReason };
+}
