@@ -1,12 +1,31 @@
 /**
- * What the command-line examples share: numeric flag parsing with clear messages, exit codes
- * (0 done, 1 a run-time error, 2 a bad command line, 130 interrupted), and a progress line on
- * stderr that is drawn only when stderr is a terminal.
+ * What the command-line examples share: flag parsing with clear one-line messages, the Temp-Lora
+ * flags, exit codes (0 done, 1 a run-time error, 2 a bad command line, 130 interrupted), and a
+ * progress line on stderr that is drawn only when stderr is a terminal.
  */
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import type { ModelConfig } from "../src/formats/config.ts";
 import { TemploraError } from "../src/gpu/errors.ts";
+import { InvalidSettingError } from "../src/model/errors.ts";
+import { resolveTempLoraSettings, type TempLoraSettings } from "../src/templora/settings.ts";
 
 /** A command-line mistake: reported with the usage, exit code 2. */
 export class UsageError extends Error {}
+
+/**
+ * The flag values of a command line (no positional arguments, no unknown flags); a
+ * {@link UsageError} with parseArgs' message on one line when it does not parse.
+ */
+export function parseFlags<const T extends ParseArgsOptionsConfig>(
+  options: T,
+  args: string[] = Deno.args,
+) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    throw new UsageError((error as Error).message.replaceAll("\n", " "));
+  }
+}
 
 /** Bounds a numeric flag must respect. */
 export interface NumberCheck {
@@ -45,15 +64,68 @@ export function numberFlag(
     (check.max !== undefined && value > check.max) ||
     (check.above !== undefined && !(value > check.above));
   if (bad) {
-    const wants = [
-      check.integer ? "an integer" : "a number",
+    const bounds = [
       check.min !== undefined ? `>= ${check.min}` : "",
       check.above !== undefined ? `> ${check.above}` : "",
       check.max !== undefined ? `<= ${check.max}` : "",
-    ].filter(Boolean).join(" ");
-    throw new UsageError(`--${flag} must be ${wants}, got "${raw}"`);
+    ].filter(Boolean).join(" and ");
+    const kind = check.integer ? "an integer" : "a number";
+    throw new UsageError(
+      `--${flag} must be ${kind}${bounds ? ` ${bounds}` : ""}, got ${JSON.stringify(raw)}`,
+    );
   }
   return value;
+}
+
+/** The parseArgs options of the flags {@link tempLoraFlags} reads. */
+export const TEMPLORA_OPTIONS = {
+  chunk: { type: "string" },
+  epochs: { type: "string" },
+  lr: { type: "string" },
+  rank: { type: "string" },
+  alpha: { type: "string" },
+  window: { type: "string" },
+} as const;
+
+/** Temp-Lora overrides from the command line; undefined where the flag is absent. */
+export interface TempLoraFlags extends Partial<Omit<TempLoraSettings, "optimizer">> {
+  lr?: number;
+}
+
+/** The --chunk, --epochs, --rank, --alpha, --window and --lr flags, each checked on its own. */
+export function tempLoraFlags(values: Record<string, unknown>): TempLoraFlags {
+  return {
+    chunk: numberFlag(values, "chunk", undefined, { integer: true, min: 1 }),
+    epochs: numberFlag(values, "epochs", undefined, { integer: true, min: 0 }),
+    rank: numberFlag(values, "rank", undefined, { integer: true, min: 1 }),
+    alpha: numberFlag(values, "alpha", undefined, { above: 0 }),
+    window: numberFlag(values, "window", undefined, { integer: true, min: 2 }),
+    lr: numberFlag(values, "lr", undefined, { min: 0 }),
+  };
+}
+
+/**
+ * The model's Temp-Lora settings with the given overrides. --alpha follows --rank unless given
+ * too; settings that do not fit together or the model are a {@link UsageError}.
+ */
+export function tempLoraSettingsFromFlags(
+  flags: TempLoraFlags,
+  config: ModelConfig,
+): TempLoraSettings {
+  const { lr, ...overrides } = flags;
+  const defined = Object.fromEntries(
+    Object.entries(overrides).filter(([, value]) => value !== undefined),
+  );
+  if (defined.rank !== undefined && overrides.alpha === undefined) defined.alpha = defined.rank;
+  try {
+    return resolveTempLoraSettings(config, {
+      ...defined,
+      optimizer: lr === undefined ? {} : { lr },
+    });
+  } catch (error) {
+    if (error instanceof InvalidSettingError) throw new UsageError(error.message);
+    throw error;
+  }
 }
 
 /**

@@ -7,11 +7,11 @@
  * --json prints one JSON object instead. Exit codes: 0 done, 1 the model could not be loaded or
  * run, 2 bad command line.
  */
-import { parseArgs } from "node:util";
 import { TemploraError } from "../src/gpu/errors.ts";
 import { InvalidSettingError } from "../src/model/errors.ts";
 import type { GenerateOptions } from "../src/model/generate.ts";
 import { TextModel } from "../src/model/text_model.ts";
+import { numberFlag, parseFlags, UsageError } from "./cli.ts";
 
 const USAGE = `usage: deno task generate --model PATH [options]
 
@@ -29,9 +29,6 @@ const USAGE = `usage: deno task generate --model PATH [options]
   --json                     print one JSON object {text, tokens, tokens_per_second, ...}
   --help                     this help`;
 
-/** A command-line mistake: reported with the usage, exit code 2. */
-class UsageError extends Error {}
-
 interface Settings {
   model: string;
   prompt: string;
@@ -39,73 +36,36 @@ interface Settings {
   options: GenerateOptions;
 }
 
-function number(
-  values: Record<string, unknown>,
-  flag: string,
-  fallback: number | undefined,
-  check: { integer?: boolean; min?: number; max?: number; above?: number } = {},
-): number | undefined {
-  const raw = values[flag];
-  if (raw === undefined) return fallback;
-  const value = Number(raw);
-  const bad = typeof raw !== "string" || raw.trim() === "" || !Number.isFinite(value) ||
-    (check.integer && !Number.isInteger(value)) ||
-    (check.min !== undefined && value < check.min) ||
-    (check.max !== undefined && value > check.max) ||
-    (check.above !== undefined && !(value > check.above));
-  if (bad) {
-    const bounds = [
-      check.min !== undefined ? `>= ${check.min}` : "",
-      check.above !== undefined ? `> ${check.above}` : "",
-      check.max !== undefined ? `<= ${check.max}` : "",
-    ].filter(Boolean).join(" and ");
-    const kind = check.integer ? "an integer" : "a number";
-    throw new UsageError(`--${flag} must be ${kind} ${bounds}, got ${JSON.stringify(raw)}`);
-  }
-  return value;
-}
-
 function parseSettings(args: string[]): Settings | "help" {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        model: { type: "string" },
-        prompt: { type: "string", default: "" },
-        "max-tokens": { type: "string" },
-        temperature: { type: "string" },
-        "top-p": { type: "string" },
-        "top-k": { type: "string" },
-        "repetition-penalty": { type: "string" },
-        seed: { type: "string" },
-        window: { type: "string" },
-        "ban-eos": { type: "boolean", default: false },
-        stop: { type: "string", multiple: true },
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (e) {
-    throw new UsageError(e instanceof Error ? e.message : String(e));
-  }
-  const v = parsed.values as Record<string, unknown>;
+  const v = parseFlags({
+    model: { type: "string" },
+    prompt: { type: "string", default: "" },
+    "max-tokens": { type: "string" },
+    temperature: { type: "string" },
+    "top-p": { type: "string" },
+    "top-k": { type: "string" },
+    "repetition-penalty": { type: "string" },
+    seed: { type: "string" },
+    window: { type: "string" },
+    "ban-eos": { type: "boolean", default: false },
+    stop: { type: "string", multiple: true },
+    json: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  }, args);
   if (v.help) return "help";
   if (typeof v.model !== "string" || v.model === "") throw new UsageError("--model is required");
   const options: GenerateOptions = {
-    maxTokens: number(v, "max-tokens", 256, { integer: true, min: 0 })!,
-    temperature: number(v, "temperature", 0.8, { min: 0 }),
-    topP: number(v, "top-p", 0.95, { above: 0, max: 1 }),
-    topK: number(v, "top-k", 0, { integer: true, min: 0 }),
-    repetitionPenalty: number(v, "repetition-penalty", 1, { above: 0 }),
-    seed: number(v, "seed", 0, { integer: true, min: 0, max: 0xffffffff }),
-    window: number(v, "window", undefined, { integer: true, min: 2 }),
-    banEos: v["ban-eos"] as boolean,
-    stop: (v.stop as string[] | undefined) ?? [],
+    maxTokens: numberFlag(v, "max-tokens", 256, { integer: true, min: 0 }),
+    temperature: numberFlag(v, "temperature", 0.8, { min: 0 }),
+    topP: numberFlag(v, "top-p", 0.95, { above: 0, max: 1 }),
+    topK: numberFlag(v, "top-k", 0, { integer: true, min: 0 }),
+    repetitionPenalty: numberFlag(v, "repetition-penalty", 1, { above: 0 }),
+    seed: numberFlag(v, "seed", 0, { integer: true, min: 0, max: 0xffffffff }),
+    window: numberFlag(v, "window", undefined, { integer: true, min: 2 }),
+    banEos: v["ban-eos"],
+    stop: v.stop ?? [],
   };
-  return { model: v.model, prompt: v.prompt as string, json: v.json as boolean, options };
+  return { model: v.model, prompt: v.prompt, json: v.json, options };
 }
 
 async function run(settings: Settings): Promise<void> {

@@ -10,12 +10,20 @@
  * --out, GPU memory is freed, and the exit code is 130. Exit codes: 0 done, 1 run-time error,
  * 2 bad command line.
  */
-import { parseArgs } from "node:util";
-import { InvalidSettingError } from "../src/model/errors.ts";
 import { TextModel } from "../src/model/text_model.ts";
-import { resolveTempLoraSettings } from "../src/templora/settings.ts";
 import { type WriterSummary, writeWithTempLora } from "../src/templora/writer.ts";
-import { formatBytes, numberFlag, ProgressLine, runCommand, UsageError, writeOut } from "./cli.ts";
+import {
+  formatBytes,
+  numberFlag,
+  parseFlags,
+  ProgressLine,
+  runCommand,
+  TEMPLORA_OPTIONS,
+  tempLoraFlags,
+  tempLoraSettingsFromFlags,
+  UsageError,
+  writeOut,
+} from "./cli.ts";
 
 const USAGE = `usage: deno task novel --model PATH [--prompt TEXT | --prompt-file F] [options]
 
@@ -46,12 +54,7 @@ const OPTIONS = {
   prompt: { type: "string" },
   "prompt-file": { type: "string" },
   tokens: { type: "string" },
-  chunk: { type: "string" },
-  epochs: { type: "string" },
-  lr: { type: "string" },
-  rank: { type: "string" },
-  alpha: { type: "string" },
-  window: { type: "string" },
+  ...TEMPLORA_OPTIONS,
   "kv-refresh": { type: "string" },
   temperature: { type: "string" },
   "top-p": { type: "string" },
@@ -65,18 +68,7 @@ const OPTIONS = {
 } as const;
 
 async function main(): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: Deno.args,
-      options: OPTIONS,
-      strict: true,
-      allowPositionals: false,
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message.replaceAll("\n", " "));
-  }
-  const v = parsed.values;
+  const v = parseFlags(OPTIONS);
   if (v.help) {
     console.log(USAGE);
     return 0;
@@ -96,15 +88,10 @@ async function main(): Promise<number> {
     banEos: true,
   };
   const overrides = {
+    ...tempLoraFlags(v),
     enabled: !v["no-templora"],
-    chunk: numberFlag(v, "chunk", undefined, { integer: true, min: 1 }),
-    epochs: numberFlag(v, "epochs", undefined, { integer: true, min: 0 }),
-    rank: numberFlag(v, "rank", undefined, { integer: true, min: 1 }),
-    alpha: numberFlag(v, "alpha", undefined, { above: 0 }),
-    window: numberFlag(v, "window", undefined, { integer: true, min: 2 }),
     kvRefresh: numberFlag(v, "kv-refresh", undefined, { integer: true, min: 0 }),
   };
-  const lr = numberFlag(v, "lr", undefined, { min: 0 });
   const prompt = v["prompt-file"] !== undefined
     ? await Deno.readTextFile(v["prompt-file"])
     : v.prompt ?? "Once upon a time";
@@ -114,20 +101,7 @@ async function main(): Promise<number> {
   const onSigint = () => controller.abort();
   Deno.addSignalListener("SIGINT", onSigint);
   try {
-    let settings;
-    try {
-      const defined = Object.fromEntries(
-        Object.entries(overrides).filter(([, value]) => value !== undefined),
-      );
-      if (defined.rank !== undefined && overrides.alpha === undefined) defined.alpha = defined.rank;
-      settings = resolveTempLoraSettings(lm.config, {
-        ...defined,
-        optimizer: lr === undefined ? {} : { lr },
-      });
-    } catch (error) {
-      if (error instanceof InvalidSettingError) throw new UsageError(error.message);
-      throw error;
-    }
+    const settings = tempLoraSettingsFromFlags(overrides, lm.config);
     const progress = new ProgressLine();
     const sameTerminal = Deno.stdout.isTerminal() && progress.enabled;
     const status = (text: string) => {

@@ -7,12 +7,18 @@
  * Prints a table by position in the text (or one JSON object with --json). Exit codes: 0 done,
  * 1 run-time error, 2 bad command line, 130 interrupted.
  */
-import { parseArgs } from "node:util";
-import { InvalidSettingError } from "../src/model/errors.ts";
 import { TextModel } from "../src/model/text_model.ts";
 import { evaluatePerplexity, type EvaluationResult } from "../src/templora/evaluate.ts";
-import { resolveTempLoraSettings } from "../src/templora/settings.ts";
-import { numberFlag, ProgressLine, runCommand, UsageError } from "./cli.ts";
+import {
+  numberFlag,
+  parseFlags,
+  ProgressLine,
+  runCommand,
+  TEMPLORA_OPTIONS,
+  tempLoraFlags,
+  tempLoraSettingsFromFlags,
+  UsageError,
+} from "./cli.ts";
 import { lineChartSvg } from "./svg_plot.ts";
 
 const USAGE = `usage: deno task perplexity --model PATH --text-file F [options]
@@ -36,12 +42,7 @@ const OPTIONS = {
   model: { type: "string" },
   "text-file": { type: "string" },
   "max-tokens": { type: "string" },
-  chunk: { type: "string" },
-  window: { type: "string" },
-  epochs: { type: "string" },
-  lr: { type: "string" },
-  rank: { type: "string" },
-  alpha: { type: "string" },
+  ...TEMPLORA_OPTIONS,
   buckets: { type: "string" },
   plot: { type: "string" },
   json: { type: "boolean" },
@@ -88,18 +89,7 @@ export function perplexityPlot(r: EvaluationResult, chunk: number, title: string
 }
 
 async function main(): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: Deno.args,
-      options: OPTIONS,
-      strict: true,
-      allowPositionals: false,
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message.replaceAll("\n", " "));
-  }
-  const v = parsed.values;
+  const v = parseFlags(OPTIONS);
   if (v.help) {
     console.log(USAGE);
     return 0;
@@ -108,31 +98,11 @@ async function main(): Promise<number> {
   if (!v["text-file"]) throw new UsageError("--text-file is required");
   const maxTokens = numberFlag(v, "max-tokens", 4096, { integer: true, min: 2 });
   const buckets = numberFlag(v, "buckets", 4, { integer: true, min: 1 });
-  const overrides = {
-    chunk: numberFlag(v, "chunk", undefined, { integer: true, min: 1 }),
-    window: numberFlag(v, "window", undefined, { integer: true, min: 2 }),
-    epochs: numberFlag(v, "epochs", undefined, { integer: true, min: 0 }),
-    rank: numberFlag(v, "rank", undefined, { integer: true, min: 1 }),
-    alpha: numberFlag(v, "alpha", undefined, { above: 0 }),
-  };
-  const lr = numberFlag(v, "lr", undefined, { min: 0 });
+  const overrides = tempLoraFlags(v);
   const text = await Deno.readTextFile(v["text-file"]);
   const lm = await TextModel.load(v.model);
   try {
-    let settings;
-    try {
-      const defined = Object.fromEntries(
-        Object.entries(overrides).filter(([, value]) => value !== undefined),
-      );
-      if (defined.rank !== undefined && overrides.alpha === undefined) defined.alpha = defined.rank;
-      settings = resolveTempLoraSettings(lm.config, {
-        ...defined,
-        optimizer: lr === undefined ? {} : { lr },
-      });
-    } catch (error) {
-      if (error instanceof InvalidSettingError) throw new UsageError(error.message);
-      throw error;
-    }
+    const settings = tempLoraSettingsFromFlags(overrides, lm.config);
     const progress = new ProgressLine();
     const started = performance.now();
     const result = await evaluatePerplexity(lm, text, {

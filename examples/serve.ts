@@ -9,10 +9,9 @@
  * down: running requests are stopped, their sessions freed. Exit codes: 0 after Ctrl-C, 1 the
  * model could not be loaded, 2 bad command line.
  */
-import { parseArgs } from "node:util";
 import { TextModel } from "../src/model/text_model.ts";
 import { createApp } from "../src/server/app.ts";
-import { numberFlag, runCommand, UsageError } from "./cli.ts";
+import { numberFlag, parseFlags, runCommand, UsageError } from "./cli.ts";
 
 const USAGE = `usage: deno task serve --model PATH [options]
 
@@ -29,27 +28,16 @@ Endpoints: GET /health, GET /v1/models, POST /v1/completions (with an optional "
 object: enabled, chunk, epochs, lr, rank, alpha, window, train_context, kv_refresh).`;
 
 async function main(): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: Deno.args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        model: { type: "string" },
-        port: { type: "string" },
-        host: { type: "string" },
-        "max-sessions": { type: "string" },
-        "max-queue": { type: "string" },
-        "max-tokens": { type: "string" },
-        timeout: { type: "string" },
-        help: { type: "boolean" },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message.replaceAll("\n", " "));
-  }
-  const v = parsed.values;
+  const v = parseFlags({
+    model: { type: "string" },
+    port: { type: "string" },
+    host: { type: "string" },
+    "max-sessions": { type: "string" },
+    "max-queue": { type: "string" },
+    "max-tokens": { type: "string" },
+    timeout: { type: "string" },
+    help: { type: "boolean" },
+  });
   if (v.help) {
     console.log(USAGE);
     return 0;

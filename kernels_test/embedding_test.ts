@@ -3,27 +3,7 @@ import { EmbeddingOp } from "../src/ops/embedding.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { embeddingBackward, embeddingForward } from "../src/reference/embedding.ts";
 import type { Rng } from "../src/reference/random.ts";
-
-/** Central differences of a scalar function at every coordinate of x. */
-function numericGradient(f: (x: Float64Array) => number, x: Float64Array, h = 1e-5): Float64Array {
-  const grad = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const keep = x[i];
-    x[i] = keep + h;
-    const up = f(x);
-    x[i] = keep - h;
-    const down = f(x);
-    x[i] = keep;
-    grad[i] = (up - down) / (2 * h);
-  }
-  return grad;
-}
-
-function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-}
+import { dot, finiteDifferences } from "../src/reference/finite_difference.ts";
 
 /** Ids over [0, vocab), with a few past the end (clamped by the kernel). */
 function randomIds(rng: Rng, n: number, vocab: number): Uint32Array {
@@ -88,7 +68,7 @@ Deno.test("embedding backward twin matches finite differences of the forward twi
   const ids = randomIds(rng, offset + tokens, vocab);
   const w = rng.normals(tokens * dim);
   const loss = (t: Float64Array) => dot(w, embeddingForward(t, vocab, dim, ids, tokens, offset));
-  const numeric = numericGradient(loss, table);
+  const numeric = finiteDifferences(loss, table);
   assertClose(embeddingBackward(w, vocab, dim, ids, tokens, offset), numeric, "embedding fd", 1e-7);
 });
 

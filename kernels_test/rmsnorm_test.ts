@@ -2,32 +2,12 @@ import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from 
 import { RmsNormOp } from "../src/ops/rmsnorm.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { rmsnormBackward, rmsnormForward } from "../src/reference/rmsnorm.ts";
+import { dot, finiteDifferences } from "../src/reference/finite_difference.ts";
 
 const EPS = 1e-5;
 // [rows, dim]: the tiny model's widths, one row, odd row counts, dims that are not a multiple of
 // the workgroup, and the widest dim the kernels must support.
 const SHAPES = [[1, 64], [37, 172], [5, 8192], [70, 4], [2, 260]];
-
-/** Central differences of a scalar function at every coordinate of x. */
-function numericGradient(f: (x: Float64Array) => number, x: Float64Array, h = 1e-5): Float64Array {
-  const grad = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const keep = x[i];
-    x[i] = keep + h;
-    const up = f(x);
-    x[i] = keep - h;
-    const down = f(x);
-    x[i] = keep;
-    grad[i] = (up - down) / (2 * h);
-  }
-  return grad;
-}
-
-function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-}
 
 gpuTest("rmsnorm forward matches the float64 twin and saves rstd", async () => {
   const { gpu, registry, recorder } = await testGpu();
@@ -99,6 +79,6 @@ Deno.test("rmsnorm backward twin matches finite differences of the forward twin"
   const { dX, dWeight } = rmsnormBackward(x, weight, rstd, w, rows, dim);
   const lossOfX = (v: Float64Array) => dot(w, rmsnormForward(v, weight, rows, dim, EPS).out);
   const lossOfW = (v: Float64Array) => dot(w, rmsnormForward(x, v, rows, dim, EPS).out);
-  assertClose(dX, numericGradient(lossOfX, x), "rmsnorm fd dX", 1e-7);
-  assertClose(dWeight, numericGradient(lossOfW, weight), "rmsnorm fd dWeight", 1e-7);
+  assertClose(dX, finiteDifferences(lossOfX, x), "rmsnorm fd dX", 1e-7);
+  assertClose(dWeight, finiteDifferences(lossOfW, weight), "rmsnorm fd dWeight", 1e-7);
 });

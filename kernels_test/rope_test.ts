@@ -9,6 +9,7 @@ import {
   ropeFrequency,
   type RopePairs,
 } from "../src/reference/rope.ts";
+import { dot, finiteDifferences } from "../src/reference/finite_difference.ts";
 
 const PAIRS: RopePairs[] = ["interleaved", "half"];
 // [tokens, heads, headDim, pos0, base]: one token, odd token and head counts, head sizes that are
@@ -21,27 +22,6 @@ const CASES = [
   [3, 2, 6, 32765, 1e6],
   [17, 1, 96, 12345, 10000],
 ];
-
-/** Central differences of a scalar function at every coordinate of x. */
-function numericGradient(f: (x: Float64Array) => number, x: Float64Array, h = 1e-5): Float64Array {
-  const grad = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const keep = x[i];
-    x[i] = keep + h;
-    const up = f(x);
-    x[i] = keep - h;
-    const down = f(x);
-    x[i] = keep;
-    grad[i] = (up - down) / (2 * h);
-  }
-  return grad;
-}
-
-function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-}
 
 Deno.test("rope frequency table splits each frequency exactly enough", () => {
   for (const [headDim, base] of [[64, 10000], [128, 500000], [6, 1e6]]) {
@@ -137,7 +117,7 @@ Deno.test("rope backward twin matches finite differences of the forward twin", (
     const [tokens, pos0] = [3, 7];
     const x = Float64Array.from(rng.normals(tokens * 12));
     const w = rng.normals(tokens * 12);
-    const numeric = numericGradient((v) => dot(w, ropeForward(v, tokens, pos0, config)), x);
+    const numeric = finiteDifferences((v) => dot(w, ropeForward(v, tokens, pos0, config)), x);
     assertClose(ropeBackward(w, tokens, pos0, config), numeric, `rope fd ${pairs}`, 1e-7);
   }
 });

@@ -2,31 +2,11 @@ import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from 
 import { SwiGluOp } from "../src/ops/swiglu.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { swigluBackward, swigluForward } from "../src/reference/swiglu.ts";
+import { dot, finiteDifferences } from "../src/reference/finite_difference.ts";
 
 // [tokens, hidden]: one token, the tiny model's hidden size, a size past one grid stride.
 const SHAPES = [[1, 172], [37, 172], [1, 4], [6200, 172]];
 const EXTREMES = [-1000, -100, -30, -10, 0, 10, 30, 100, 1000];
-
-/** Central differences of a scalar function at every coordinate of x. */
-function numericGradient(f: (x: Float64Array) => number, x: Float64Array, h = 1e-5): Float64Array {
-  const grad = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const keep = x[i];
-    x[i] = keep + h;
-    const up = f(x);
-    x[i] = keep - h;
-    const down = f(x);
-    x[i] = keep;
-    grad[i] = (up - down) / (2 * h);
-  }
-  return grad;
-}
-
-function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-}
 
 /** Throws unless every element is within `tol` of the reference relative to itself. */
 function assertEachClose(out: Float32Array, ref: Float64Array, what: string, tol = 1e-5): void {
@@ -93,8 +73,8 @@ Deno.test("swiglu backward twin matches finite differences of the forward twin",
   const up = Float64Array.from(rng.normals(n));
   const w = rng.normals(n);
   const { dGate, dUp } = swigluBackward(w, gate, up);
-  const byGate = numericGradient((g) => dot(w, swigluForward(g, up)), gate);
-  const byUp = numericGradient((u) => dot(w, swigluForward(gate, u)), up);
+  const byGate = finiteDifferences((g) => dot(w, swigluForward(g, up)), gate);
+  const byUp = finiteDifferences((u) => dot(w, swigluForward(gate, u)), up);
   assertClose(dGate, byGate, "swiglu fd dGate", 1e-7);
   assertClose(dUp, byUp, "swiglu fd dUp", 1e-7);
 });

@@ -1,6 +1,9 @@
 /** Float64 twins of shaders/cross_entropy.wgsl. */
 import { logSumExp, softmaxRows } from "./softmax.ts";
 
+/** Kept here for callers that import it with the cross-entropy twins. */
+export { finiteDifferences } from "./finite_difference.ts";
+
 /** Per-token losses and their masked totals. */
 export interface CrossEntropyResult {
   /** [T]: mask * (logsumexp - logit of the target); 0 where the mask is 0. */
@@ -48,27 +51,4 @@ export function crossEntropyBackward(
     for (let v = 0; v < V; v++) grad[t * V + v] *= scale;
   }
   return grad;
-}
-
-/**
- * Central finite differences of a scalar function of `x` at every element, in float64:
- * (f(x + h e_i) - f(x - h e_i)) / 2h.
- */
-export function finiteDifferences(
-  f: (x: Float64Array) => number,
-  x: ArrayLike<number>,
-  h = 1e-5,
-): Float64Array {
-  const probe = Float64Array.from(x);
-  const out = new Float64Array(probe.length);
-  for (let i = 0; i < probe.length; i++) {
-    const keep = probe[i];
-    probe[i] = keep + h;
-    const up = f(probe);
-    probe[i] = keep - h;
-    const down = f(probe);
-    probe[i] = keep;
-    out[i] = (up - down) / (2 * h);
-  }
-  return out;
 }
