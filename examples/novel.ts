@@ -32,7 +32,7 @@ const USAGE = `usage: deno task novel --model PATH [--prompt TEXT | --prompt-fil
   --prompt-file F            read the beginning from a file instead
   --tokens N                 tokens to write (default 1024)
   --chunk N                  Δ, tokens between adapter updates (default: window / 4)
-  --epochs N                 optimizer steps per chunk (default 2)
+  --epochs N                 optimizer steps per chunk (default 3 below d_model 1024, else 2)
   --lr X                     learning rate (default: by model size, 1e-3 for small models)
   --rank N                   LoRA rank (default: d_model / 4, at most 64)
   --alpha X                  LoRA alpha (default: same as the rank)

@@ -36,7 +36,8 @@ Deno.test("novel --json writes a story with Temp-Lora and one parseable JSON obj
   assert.equal(result.settings.chunk, 32);
   assert.equal(result.settings.window, 128);
   assert.equal(result.chunks.length, 4);
-  for (const c of result.chunks) assert.equal(c.losses.length, 2);
+  for (const c of result.chunks) assert.equal(c.losses.length, result.settings.epochs);
+  assert.equal(result.settings.epochs, 3, "three steps a chunk by default for a small model");
   assert.ok(result.totals.peak_gpu_bytes > 0 && result.totals.tokens_per_second > 0);
 });
 

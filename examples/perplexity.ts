@@ -29,7 +29,7 @@ const USAGE = `usage: deno task perplexity --model PATH --text-file F [options]
   --chunk N           Δ, tokens per chunk (default: window / 4)
   --window N          W: a chunk is scored given up to W - Δ tokens before it (default: the
                       model's length, at most 1024)
-  --epochs N          optimizer steps per chunk (default 2)
+  --epochs N          optimizer steps per chunk (default 3 below d_model 1024, else 2)
   --lr X              learning rate (default: by model size)
   --rank N            LoRA rank (default: d_model / 4, at most 64)
   --alpha X           LoRA alpha (default: the rank)

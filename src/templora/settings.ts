@@ -33,8 +33,9 @@ export interface TempLoraSettings {
  * Defaults scaled to the model. The paper's settings (Δ 1024, context 3072, r 64, lr 5e-5) are
  * for 7B models with 4k windows; for a small model the window is its trained length (at most
  * 1024), Δ a quarter of it, the training context the rest of the window, r at most d_model / 4,
- * and a larger learning rate (tiny models need bigger steps to move in two updates a chunk; see
- * bench/SWEEP.md for the sweep behind these numbers).
+ * and for small models a larger learning rate and three steps a chunk instead of two (tiny
+ * models need more movement per chunk; lr 3e-3 or more steps at it overshoot; see bench/SWEEP.md
+ * for the sweep behind these numbers).
  */
 export function defaultTempLoraSettings(config: ModelConfig): TempLoraSettings {
   const window = Math.min(config.maxSeqLen, 1024);
@@ -44,7 +45,7 @@ export function defaultTempLoraSettings(config: ModelConfig): TempLoraSettings {
     enabled: true,
     chunk,
     trainContext: window - chunk,
-    epochs: 2,
+    epochs: small ? 3 : 2,
     window,
     kvRefresh: 7,
     rank: Math.max(4, Math.min(64, Math.floor(config.dim / 4))),
