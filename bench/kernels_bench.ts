@@ -1,6 +1,7 @@
 /**
  * Kernel throughput: matmul GFLOP/s at decode, prefill, training and backward shapes (against a
- * plain 16 x 16-tiled matmul measured in the same run), and copy GB/s as the bandwidth yardstick.
+ * plain 16 x 16-tiled matmul measured in the same run), copy GB/s as the bandwidth yardstick,
+ * and the optimizer's GB/s (AdamW and the gradient norm over a flat adapter).
  * Run with `deno task bench`; the table at the end is what bench/RESULTS.md records.
  */
 import naiveSource from "./naive_matmul.wgsl" with { type: "text" };
@@ -8,6 +9,8 @@ import { gpu, gpuBench, registry } from "./harness.ts";
 import { createTensor, type Tensor } from "../src/gpu/tensor.ts";
 import { type MatmulForm, MatmulOp } from "../src/ops/matmul.ts";
 import { CopyOp } from "../src/ops/copy.ts";
+import { AdamWOp } from "../src/ops/adamw.ts";
+import { GradNormOp } from "../src/ops/grad_norm.ts";
 
 function matrix(rows: number, cols: number): Tensor {
   return createTensor(gpu, [rows, cols], "f32", "bench matrix");
@@ -61,5 +64,30 @@ for (const [label, m, k, n, form] of MATMULS) {
     bytes: 2 * 4 * n,
     repeat: 4,
     record: (rec) => op.record(rec, src, dst),
+  });
+}
+
+{
+  // AdamW over a flat adapter of 4M parameters (SmolLM2-135M's shape at r = 64 has ~4.9M):
+  // it reads params, grads, m and v and writes params, m and v, 28 bytes per parameter.
+  const n = 4 * 1024 * 1024;
+  const adamw = await AdamWOp.create(registry);
+  const gradNorm = await GradNormOp.create(registry);
+  const [params, grads, m, v] = [0, 1, 2, 3].map(() => createTensor(gpu, [n]));
+  const stats = createTensor(gpu, [3]);
+  const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, weightDecay: 0, step: 1 };
+  gpuBench({
+    group: "optimizer",
+    name: "AdamW, 4M parameters",
+    bytes: 28 * n,
+    repeat: 4,
+    record: (rec) => adamw.record(rec, { params, grads, m, v, stats }, hyper),
+  });
+  gpuBench({
+    group: "optimizer",
+    name: "gradient norm + clip factor, 4M parameters",
+    bytes: 4 * n,
+    repeat: 4,
+    record: (rec) => gradNorm.record(rec, grads, stats, 1),
   });
 }
