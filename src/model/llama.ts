@@ -136,6 +136,15 @@ export interface ForwardOps {
   lora: LoraOp;
 }
 
+/** Awaits every promise of a record, compiling kernels concurrently. */
+async function compileAll<T extends Record<string, unknown>>(
+  pending: { [K in keyof T]: Promise<T[K]> },
+): Promise<T> {
+  const keys = Object.keys(pending) as (keyof T)[];
+  const values = await Promise.all(keys.map((k) => pending[k]));
+  return Object.fromEntries(keys.map((k, i) => [k, values[i]])) as T;
+}
+
 /** A Llama-family model on the GPU: weights, compiled kernels, and the forward pass. */
 export class LlamaModel {
   private constructor(
@@ -156,48 +165,23 @@ export class LlamaModel {
     const config = model.config;
     const weights = uploadWeights(gpu, model, file, options);
     try {
-      const [
-        embedding,
-        rmsnorm,
-        rope,
-        attention,
-        swiglu,
-        bias,
-        copy,
-        linear,
-        linearAdd,
-        matvec,
-        lora,
-      ] = await Promise.all([
-        EmbeddingOp.create(registry),
-        RmsNormOp.create(registry),
-        RopeOp.create(registry, {
+      const ops = await compileAll({
+        embedding: EmbeddingOp.create(registry),
+        rmsnorm: RmsNormOp.create(registry),
+        rope: RopeOp.create(registry, {
           headDim: config.headDim,
           base: config.ropeTheta,
           pairs: config.ropePairs,
         }),
-        AttentionOp.create(registry, config.headDim),
-        SwiGluOp.create(registry),
-        BiasOp.create(registry),
-        CopyOp.create(registry),
-        MatmulOp.create(registry, { transB: true }),
-        MatmulOp.create(registry, { transB: true, accumulate: true }),
-        MatvecOp.create(registry, { f16: weights.f16Tensors.length > 0 }),
-        LoraOp.create(registry),
-      ]);
-      const ops = {
-        embedding,
-        rmsnorm,
-        rope,
-        attention,
-        swiglu,
-        bias,
-        copy,
-        linear,
-        linearAdd,
-        matvec,
-        lora,
-      };
+        attention: AttentionOp.create(registry, config.headDim),
+        swiglu: SwiGluOp.create(registry),
+        bias: BiasOp.create(registry),
+        copy: CopyOp.create(registry),
+        linear: MatmulOp.create(registry, { transB: true }),
+        linearAdd: MatmulOp.create(registry, { transB: true, accumulate: true }),
+        matvec: MatvecOp.create(registry, { f16: weights.f16Tensors.length > 0 }),
+        lora: LoraOp.create(registry),
+      });
       return new LlamaModel(gpu, config, weights, ops);
     } catch (error) {
       weights.destroy();

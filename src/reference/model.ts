@@ -6,6 +6,7 @@
  * loops, no tricks.
  */
 import { attentionBackward, attentionForward } from "./attention.ts";
+import { crossEntropyBackward, crossEntropyForward } from "./cross_entropy.ts";
 import { embeddingForward } from "./embedding.ts";
 import { matmulRef } from "./matmul.ts";
 import { rmsnormBackward, rmsnormForward } from "./rmsnorm.ts";
@@ -253,22 +254,10 @@ export function referenceLossAndGradients(
   const shape = { tokens: t, past: 0, nHeads, nKvHeads, headDim };
   const { logits, saved } = referenceForward(config, weights, head, tokens, lora);
 
-  const count = mask.filter(Boolean).length;
-  let loss = 0;
-  const dLogits = new Float64Array(t * vocab);
-  for (let i = 0; i < t; i++) {
-    if (!mask[i]) continue;
-    const row = logits.subarray(i * vocab, (i + 1) * vocab);
-    const max = Math.max(...row);
-    let sum = 0;
-    for (const value of row) sum += Math.exp(value - max);
-    const lse = max + Math.log(sum);
-    loss += lse - row[targets[i]];
-    for (let j = 0; j < vocab; j++) {
-      dLogits[i * vocab + j] = (Math.exp(row[j] - lse) - (j === targets[i] ? 1 : 0)) / count;
-    }
-  }
-  loss /= count;
+  const weightsOfMask = mask.map((m) => (m ? 1 : 0));
+  const { sum, count } = crossEntropyForward(logits, targets, weightsOfMask, t, vocab);
+  const loss = sum / count;
+  const dLogits = crossEntropyBackward(logits, targets, weightsOfMask, t, vocab, 1 / count);
 
   const dA = new Map<string, Float64Array>();
   const dB = new Map<string, Float64Array>();
@@ -322,17 +311,13 @@ export function referenceLoss(
   lora?: ReferenceLora,
 ): number {
   const { logits } = referenceForward(config, weights, head, tokens, lora);
-  const vocab = config.vocabSize;
-  let loss = 0;
-  let count = 0;
-  for (let i = 0; i < tokens.length; i++) {
-    if (!mask[i]) continue;
-    const row = logits.subarray(i * vocab, (i + 1) * vocab);
-    const max = Math.max(...row);
-    let sum = 0;
-    for (const value of row) sum += Math.exp(value - max);
-    loss += max + Math.log(sum) - row[targets[i]];
-    count++;
-  }
-  return loss / count;
+  const weightsOfMask = mask.map((m) => (m ? 1 : 0));
+  const { sum, count } = crossEntropyForward(
+    logits,
+    targets,
+    weightsOfMask,
+    tokens.length,
+    config.vocabSize,
+  );
+  return sum / count;
 }

@@ -1,10 +1,13 @@
 import { readU32 } from "../gpu/readback.ts";
 import { DecodeSession } from "../model/decode_session.ts";
-import { type GenerateOptions, samplingSettings } from "../model/generate.ts";
+import {
+  type GenerateOptions,
+  type GenerationResult,
+  samplingSettings,
+} from "../model/generate.ts";
 import {
   type CacheEvent,
   checkMaxTokens,
-  type FinishReason,
   type LoopResult,
   promptIds,
   type TokenEvent,
@@ -32,20 +35,8 @@ export interface TrainEvent extends StepReport {
 /** Anything a Temp-Lora run reports while it writes. */
 export type WriterEvent = TokenEvent | TrainEvent | CacheEvent;
 
-/** Totals at the end of a run. */
-export interface WriterSummary {
-  /** Generated text, prompt excluded, cut before a stop sequence. */
-  text: string;
-  /** Generated ids (EOS excluded). */
-  tokens: number[];
-  /** Number of prompt tokens. */
-  promptTokens: number;
-  /** Why the run ended. */
-  finishReason: FinishReason;
-  /** Wall-clock seconds of the run, training included. */
-  seconds: number;
-  /** Generated tokens per second over `seconds`. */
-  tokensPerSecond: number;
+/** Totals at the end of a run: the generation result and what training cost. */
+export interface WriterSummary extends GenerationResult {
   /** Seconds spent in adapter training. */
   trainingSeconds: number;
   /** trainingSeconds / seconds. */
