@@ -123,6 +123,7 @@ export async function* generate(
       if (event.type === "token") yield { id: event.id < 0 ? null : event.id, text: event.text };
     }
   } finally {
+    recorder.submit(); // recorded work must not outlive the session's buffers
     session.destroy();
   }
 }

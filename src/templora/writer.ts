@@ -142,6 +142,9 @@ export async function* writeWithTempLora(
       onChunk: train,
     });
   } finally {
+    // Work recorded for this session but not yet submitted (a rebuild before an abort) must go
+    // out before its buffers are freed: the recorder is shared with other sessions.
+    rec.submit();
     trainer?.destroy();
     adapter?.destroy();
     session.destroy();
