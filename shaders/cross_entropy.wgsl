@@ -5,6 +5,7 @@
 //                for a 0/1 mask). A separate pass instead of float atomics, so it is deterministic.
 //   ce_backward: dLogits[t, v] = (softmax(logits[t])[v] - (v == y_t)) * mask[t] * gradScale.
 // A masked-in target outside [0, V) gives a NaN loss, so a bad target cannot go unnoticed.
+// Row statistics come from row_stats.wgsl, appended by the wrapper.
 override WG: u32 = 256;
 // Columns of one row that one backward workgroup covers.
 override COLS: u32 = 1024;
@@ -29,14 +30,6 @@ struct Params { V: u32, rows: u32, rowGroups: u32, gradScale: f32 }
 var<workgroup> red_a: array<f32, WG>;
 var<workgroup> red_b: array<f32, WG>;
 
-// Merges two (max, sum of exp(x - max)) pairs; a zero sum marks an empty pair.
-fn merge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
-  if (s1 == 0.0) { return vec2(m2, s2); }
-  if (s2 == 0.0) { return vec2(m1, s1); }
-  let m = max(m1, m2);
-  return vec2(m, s1 * exp(m1 - m) + s2 * exp(m2 - m));
-}
-
 @compute @workgroup_size(WG)
 fn ce_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let row = wid.y * params.rowGroups + wid.x;
@@ -45,31 +38,10 @@ fn ce_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
   let base = row * V;
   let t = lid.x;
 
-  var m = -3.0e38;
-  var s = 0.0;
-  for (var i = t; i < V; i += WG) {
-    let x = logits[base + i];
-    if (x > m) {
-      s = s * exp(m - x) + 1.0;
-      m = x;
-    } else {
-      s += exp(x - m);
-    }
-  }
-  red_a[t] = m;
-  red_b[t] = s;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    if (t < stride) {
-      let r = merge(red_a[t], red_b[t], red_a[t + stride], red_b[t + stride]);
-      red_a[t] = r.x;
-      red_b[t] = r.y;
-    }
-    workgroupBarrier();
-  }
+  let rowStats = row_stats(base, V, t);
   if (t == 0u) {
-    let rowMax = red_a[0];
-    let logSum = log(red_b[0]);
+    let rowMax = rowStats.x;
+    let logSum = log(rowStats.y);
     stats[row] = vec2(rowMax, logSum);
     let w = mask[row];
     let y = targets[row];

@@ -1,8 +1,13 @@
-import source from "../../shaders/softmax.wgsl" with { type: "text" };
+import ownSource from "../../shaders/softmax.wgsl" with { type: "text" };
+import rowStats from "../../shaders/row_stats.wgsl" with { type: "text" };
+
 import { ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+
+/** This op's shader with the shared row statistics appended. */
+const source = `${ownSource}\n${rowStats}`;
 
 const WG = 256;
 
