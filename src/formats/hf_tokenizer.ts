@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { InvalidTokenIdError, ModelFormatError, TokenizerMismatchError } from "./errors.ts";
 import { readJson } from "./hf.ts";
-import type { EncodeOptions, StreamDecoder, Tokenizer } from "./tokenizer.ts";
+import type { ChatTemplate, EncodeOptions, StreamDecoder, Tokenizer } from "./tokenizer.ts";
 
 type HfTokenizerImpl = import("@huggingface/tokenizers").Tokenizer;
 
@@ -25,6 +25,8 @@ export class HfTokenizer implements Tokenizer {
     readonly bosId: number | null,
     /** From tokenizer_config.json's eos_token, else config.json's eos_token_id. */
     readonly eosId: number | null,
+    /** From tokenizer_config.json's chat_template (or chat_template.jinja), when there is one. */
+    readonly chatTemplate?: ChatTemplate,
   ) {
     this.#impl = impl;
   }
@@ -62,11 +64,8 @@ export class HfTokenizer implements Tokenizer {
     if (maxId < 0) throw new ModelFormatError(file, "tokenizer.json has an empty vocabulary");
     const cfg = (tokenizerConfig ?? {}) as Record<string, unknown>;
     const special = (key: "bos" | "eos"): number | null => {
-      const token = cfg[`${key}_token`];
-      const text = typeof token === "string"
-        ? token
-        : (token as { content?: unknown } | null)?.content;
-      if (typeof text === "string") {
+      const text = specialTokenText(cfg[`${key}_token`]);
+      if (text !== undefined) {
         const id = impl.token_to_id(text);
         if (id === undefined) {
           throw new TokenizerMismatchError(file, `${key}_token ${text} is not in the vocabulary`);
@@ -77,7 +76,17 @@ export class HfTokenizer implements Tokenizer {
       const id = Array.isArray(fromModel) ? fromModel[0] : fromModel;
       return typeof id === "number" ? id : null;
     };
-    return new HfTokenizer(impl, maxId + 1, special("bos"), special("eos"));
+    const bosId = special("bos");
+    const eosId = special("eos");
+    const template = chatTemplateSource(cfg.chat_template, file);
+    let chatTemplate: ChatTemplate | undefined;
+    if (template !== undefined) {
+      const text = (key: "bos" | "eos", id: number | null) =>
+        specialTokenText(cfg[`${key}_token`]) ??
+          (id === null ? undefined : impl.id_to_token(id) ?? undefined);
+      chatTemplate = { template, bosToken: text("bos", bosId), eosToken: text("eos", eosId) };
+    }
+    return new HfTokenizer(impl, maxId + 1, bosId, eosId, chatTemplate);
   }
 
   encode(text: string, options: EncodeOptions): number[] {
@@ -134,8 +143,32 @@ export class HfTokenizer implements Tokenizer {
   }
 }
 
+/** A special token as tokenizer_config.json writes it: a string or an object with `content`. */
+function specialTokenText(token: unknown): string | undefined {
+  const text = typeof token === "string" ? token : (token as { content?: unknown } | null)?.content;
+  return typeof text === "string" ? text : undefined;
+}
+
 /**
- * Reads `dir`/tokenizer.json (and tokenizer_config.json when present). With `modelVocabSize`,
+ * tokenizer_config.json's `chat_template`: a Jinja string, or a list of `{name, template}` of
+ * which the one named "default" is used (undefined when there is none).
+ */
+function chatTemplateSource(value: unknown, file: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === "string") return value;
+  if (Array.isArray(value)) {
+    const named = value.find((e) => (e as { name?: unknown } | null)?.name === "default");
+    const template = (named as { template?: unknown } | undefined)?.template;
+    return typeof template === "string" ? template : undefined;
+  }
+  throw new ModelFormatError(
+    file,
+    "tokenizer_config.json's chat_template must be a string or a list of {name, template}",
+  );
+}
+
+/**
+ * Reads `dir`/tokenizer.json (and tokenizer_config.json and chat_template.jinja when present). With `modelVocabSize`,
  * every tokenizer id must fit in the model's embedding (TokenizerMismatchError otherwise).
  */
 export async function readHfTokenizer(dir: string, modelVocabSize?: number): Promise<HfTokenizer> {
@@ -146,6 +179,16 @@ export async function readHfTokenizer(dir: string, modelVocabSize?: number): Pro
     tokenizerConfig = await readJson(join(dir, "tokenizer_config.json"));
   } catch (e) {
     if (!(e instanceof ModelFormatError && /no such file/.test(e.message))) throw e;
+  }
+  const config = tokenizerConfig as Record<string, unknown> | null;
+  if (typeof config === "object" && config !== null && config.chat_template == null) {
+    // Newer folders keep the template in a file of its own.
+    try {
+      const template = await Deno.readTextFile(join(dir, "chat_template.jinja"));
+      tokenizerConfig = { ...config, chat_template: template };
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
   }
   let modelConfig: Record<string, unknown> = {};
   try {

@@ -6,6 +6,8 @@ export interface Tokenizer {
   readonly bosId: number | null;
   /** End-of-sequence id, or null when the tokenizer has none. */
   readonly eosId: number | null;
+  /** The chat template the tokenizer ships (Hugging Face tokenizer_config.json), if any. */
+  readonly chatTemplate?: ChatTemplate;
   /** Token ids of `text`, with BOS first / EOS last when asked (and the tokenizer has them). */
   encode(text: string, options: EncodeOptions): number[];
   /** Text of `ids`; BOS and EOS are dropped. Invalid UTF-8 becomes U+FFFD. */
@@ -15,6 +17,20 @@ export interface Tokenizer {
    * so the first new piece is spaced as it would be in the full text.
    */
   streamDecoder(context?: readonly number[]): StreamDecoder;
+}
+
+/**
+ * A Jinja chat template (Hugging Face's `chat_template`) with the special-token strings it is
+ * rendered with. The rendered text holds BOS itself when the template wants it, so it is encoded
+ * without adding another.
+ */
+export interface ChatTemplate {
+  /** The Jinja source. */
+  template: string;
+  /** Passed to the template as `bos_token`. */
+  bosToken?: string;
+  /** Passed to the template as `eos_token`. */
+  eosToken?: string;
 }
 
 /** Options of Tokenizer.encode. */

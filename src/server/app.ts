@@ -5,28 +5,37 @@
  *
  * Routes: `GET /health`, `GET /v1/models`, `GET /v1/models/:id`, `POST /v1/completions`
  * (OpenAI's legacy completions, with `stream` as server-sent events, plus a `templora` object),
- * and `POST /v1/chat/completions`, which answers 400: the supported tokenizers (llama2.c
- * tokenizer.bin, Hugging Face tokenizer.json through this project's loader) expose no chat
- * template.
+ * and `POST /v1/chat/completions` (the same fields with `messages` instead of `prompt`, streamed
+ * as `chat.completion.chunk`s). Chat needs the tokenizer's chat template (a Hugging Face
+ * folder's tokenizer_config.json `chat_template`, rendered with Jinja); without one, and for
+ * llama2.c tokenizers, it answers 400 `chat_template_missing`.
  *
  * Differences from OpenAI: `model` is not checked (any name is served by the one model and the
  * response names the served one); `n`, `best_of`, `echo`, `logprobs`, penalties, `logit_bias` and
  * `suffix` are accepted only at their neutral values; `top_k` and `repetition_penalty` are
  * extensions; without `seed` the server draws one. The per-request time limit starts when the
  * request gets a session (time in the queue does not count); reaching it ends the text with
- * finish_reason "length".
+ * finish_reason "length". Chat messages take the roles system, user and assistant with text
+ * content (no tools or images); without `max_completion_tokens` / `max_tokens` a reply may fill
+ * the context (capped by the server's `maxTokens`).
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { InvalidSettingError, PromptTooLongError } from "../model/errors.ts";
 import type { TextModel } from "../model/text_model.ts";
 import { resolveTempLoraSettings, type TempLoraSettings } from "../templora/settings.ts";
-import { type CompletionOutcome, runCompletion } from "./completion.ts";
+import { renderChat } from "./chat.ts";
+import { type CompletionOutcome, type OpenAiFinishReason, runCompletion } from "./completion.ts";
 import { ApiError } from "./errors.ts";
 import { SessionLimiter } from "./limiter.ts";
-import { type CompletionRequest, parseCompletionRequest, type TempLoraRequest } from "./request.ts";
+import {
+  parseChatRequest,
+  parseCompletionRequest,
+  type SamplingRequest,
+  type TempLoraRequest,
+} from "./request.ts";
 
 export { ApiError, type OpenAiErrorBody } from "./errors.ts";
-export type { TempLoraRequest } from "./request.ts";
+export type { ChatMessage, TempLoraRequest } from "./request.ts";
 
 /** Settings of {@link createApp}; every one has a default. */
 export interface ServerOptions {
@@ -143,34 +152,66 @@ export function createApp(lm: TextModel, options: ServerOptions = {}): Hono {
   });
 
   app.post("/v1/chat/completions", async (c) => {
-    await readJson(c.req.raw, maxBodyBytes);
-    throw new ApiError(
-      400,
-      `the model '${modelId}' has no chat template (its tokenizer defines none), so chat ` +
-        `completions are not available; use POST /v1/completions with a plain prompt`,
-      "invalid_request_error",
+    const body = await readJson(c.req.raw, maxBodyBytes);
+    const chatTemplate = lm.tokenizer.chatTemplate;
+    if (!chatTemplate) {
+      throw new ApiError(
+        400,
+        `the model '${modelId}' has no chat template (its tokenizer defines none), so chat ` +
+          `completions are not available; use POST /v1/completions with a plain prompt`,
+        "invalid_request_error",
+        "messages",
+        "chat_template_missing",
+      );
+    }
+    const request = parseChatRequest(body, { maxTokens });
+    const settings = resolveSettings(lm, { ...options.templora, ...request.templora }, request);
+    // The template writes BOS itself where it wants one.
+    const promptIds = lm.encode(renderChat(chatTemplate, request.messages), false);
+    checkPrompt(
+      promptIds,
       "messages",
-      "chat_template_missing",
+      "the chat template rendered an empty prompt for these messages",
     );
+    // Without a limit the reply may fill the context, as OpenAI's chat completions do.
+    const untilFull = Math.max(1, lm.config.maxSeqLen - promptIds.length);
+    const limited = { ...request, maxTokens: request.maxTokens ?? Math.min(maxTokens, untilFull) };
+    return await respond(c, limited, promptIds, settings, CHAT_SHAPE);
   });
 
   app.post("/v1/completions", async (c) => {
     const request = parseCompletionRequest(await readJson(c.req.raw, maxBodyBytes), { maxTokens });
     const settings = resolveSettings(lm, { ...options.templora, ...request.templora }, request);
     const promptIds = lm.encode(request.prompt);
+    checkPrompt(promptIds, "prompt", "the prompt is empty and this tokenizer has no BOS token");
+    return await respond(c, request, promptIds, settings, TEXT_SHAPE);
+  });
+
+  /** A 400 naming `param` when the prompt is empty or longer than the context. */
+  const checkPrompt = (promptIds: readonly number[], param: string, emptyMessage: string) => {
     if (promptIds.length === 0) {
-      throw new ApiError(
-        400,
-        "the prompt is empty and this tokenizer has no BOS token",
-        "invalid_request_error",
-        "prompt",
-        "invalid_value",
-      );
+      throw new ApiError(400, emptyMessage, "invalid_request_error", param, "invalid_value");
     }
     if (promptIds.length > lm.config.maxSeqLen) {
-      throw new PromptTooLongError(promptIds.length, lm.config.maxSeqLen);
+      const tooLong = new PromptTooLongError(promptIds.length, lm.config.maxSeqLen);
+      throw new ApiError(
+        400,
+        tooLong.message,
+        "invalid_request_error",
+        param,
+        "context_length_exceeded",
+      );
     }
+  };
 
+  /** Runs one completion of `promptIds` and answers it whole or streamed, in `shape`. */
+  const respond = async (
+    c: Context,
+    request: SamplingRequest,
+    promptIds: readonly number[],
+    settings: TempLoraSettings,
+    shape: ResponseShape,
+  ): Promise<Response> => {
     // Stops the run when the client goes away or the server shuts down. Plain listeners, removed
     // when the request is done (Deno aborts request.signal after a successful response too).
     const client = new AbortController();
@@ -192,7 +233,7 @@ export function createApp(lm: TextModel, options: ServerOptions = {}): Hono {
       unlisten();
       release();
     };
-    const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
+    const id = `${shape.idPrefix}${crypto.randomUUID().replaceAll("-", "")}`;
     const createdAt = Math.floor(Date.now() / 1000);
     const seed = request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0];
     const run = (onText: (text: string) => void) =>
@@ -202,13 +243,7 @@ export function createApp(lm: TextModel, options: ServerOptions = {}): Hono {
         stepsPerSubmit,
         seed,
       }, onText);
-    const choice = (text: string, finishReason: string | null) => ({
-      text,
-      index: 0,
-      logprobs: null,
-      finish_reason: finishReason,
-    });
-    const head = { id, object: "text_completion", created: createdAt, model: modelId };
+    const head = (object: string) => ({ id, object, created: createdAt, model: modelId });
     const usage = (o: CompletionOutcome) => ({
       prompt_tokens: o.promptTokens,
       completion_tokens: o.completionTokens,
@@ -221,8 +256,8 @@ export function createApp(lm: TextModel, options: ServerOptions = {}): Hono {
         const outcome = await run(() => {});
         if (!outcome) throw new DOMException("client gone", "AbortError");
         return c.json({
-          ...head,
-          choices: [choice(outcome.text, outcome.finishReason)],
+          ...head(shape.object),
+          choices: [shape.choice(outcome.text, outcome.finishReason)],
           usage: usage(outcome),
           templora: echo(outcome),
         });
@@ -231,6 +266,7 @@ export function createApp(lm: TextModel, options: ServerOptions = {}): Hono {
       }
     }
 
+    const chunk = head(shape.chunkObject);
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
         const send = (data: unknown) => {
@@ -243,10 +279,12 @@ export function createApp(lm: TextModel, options: ServerOptions = {}): Hono {
         };
         (async () => {
           try {
-            const outcome = await run((text) => send({ ...head, choices: [choice(text, null)] }));
+            const opening = shape.opening();
+            if (opening) send({ ...chunk, choices: [opening] });
+            const outcome = await run((text) => send({ ...chunk, choices: [shape.piece(text)] }));
             if (!outcome) return;
-            send({ ...head, choices: [choice("", outcome.finishReason)], templora: echo(outcome) });
-            if (request.includeUsage) send({ ...head, choices: [], usage: usage(outcome) });
+            send({ ...chunk, choices: [shape.end(outcome.finishReason)], templora: echo(outcome) });
+            if (request.includeUsage) send({ ...chunk, choices: [], usage: usage(outcome) });
             send("[DONE]");
           } catch (error) {
             send(toApiError(error).toJSON());
@@ -269,16 +307,62 @@ export function createApp(lm: TextModel, options: ServerOptions = {}): Hono {
       "Cache-Control": "no-cache",
       "Connection": "keep-alive",
     });
-  });
+  };
 
   return app;
 }
+
+/** How a response and its stream chunks look: legacy completions or chat completions. */
+interface ResponseShape {
+  idPrefix: string;
+  /** `object` of a whole response, and of a stream chunk. */
+  object: string;
+  chunkObject: string;
+  /** The choice of a whole response. */
+  choice(text: string, finishReason: OpenAiFinishReason): unknown;
+  /** The choice of the first chunk, or null when the stream starts with text. */
+  opening(): unknown;
+  /** The choice of a chunk carrying a piece of text. */
+  piece(text: string): unknown;
+  /** The choice of the last chunk, with the finish reason. */
+  end(finishReason: OpenAiFinishReason): unknown;
+}
+
+const TEXT_SHAPE: ResponseShape = {
+  idPrefix: "cmpl-",
+  object: "text_completion",
+  chunkObject: "text_completion",
+  choice: (text, finishReason) => ({ text, index: 0, logprobs: null, finish_reason: finishReason }),
+  opening: () => null,
+  piece: (text) => ({ text, index: 0, logprobs: null, finish_reason: null }),
+  end: (finishReason) => ({ text: "", index: 0, logprobs: null, finish_reason: finishReason }),
+};
+
+const CHAT_SHAPE: ResponseShape = {
+  idPrefix: "chatcmpl-",
+  object: "chat.completion",
+  chunkObject: "chat.completion.chunk",
+  choice: (content, finishReason) => ({
+    index: 0,
+    message: { role: "assistant", content, refusal: null },
+    logprobs: null,
+    finish_reason: finishReason,
+  }),
+  opening: () => ({
+    index: 0,
+    delta: { role: "assistant", content: "" },
+    logprobs: null,
+    finish_reason: null,
+  }),
+  piece: (content) => ({ index: 0, delta: { content }, logprobs: null, finish_reason: null }),
+  end: (finishReason) => ({ index: 0, delta: {}, logprobs: null, finish_reason: finishReason }),
+};
 
 /** The request's Temp-Lora settings resolved against the model's defaults (a 400 when invalid). */
 function resolveSettings(
   lm: TextModel,
   t: TempLoraRequest,
-  request: CompletionRequest,
+  request: { templora: TempLoraRequest },
 ): TempLoraSettings {
   const { lr, ...rest } = t;
   const overrides: Record<string, unknown> = {};

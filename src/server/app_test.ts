@@ -263,7 +263,9 @@ gpuTest("server: bad requests get OpenAI errors and the server stays up", async 
 
     const chat = await post("/v1/chat/completions", json({ messages: [] }));
     assert.equal(chat.status, 400);
-    assert.match((await chat.json()).error.message, /no chat template/);
+    const chatError = (await chat.json()).error;
+    assert.match(chatError.message, /no chat template/);
+    assert.equal(chatError.code, "chat_template_missing");
     await assert.rejects(
       client.chat.completions.create({
         model: "stories",

@@ -1,7 +1,7 @@
 import type { TextModel } from "../model/text_model.ts";
 import type { TempLoraSettings } from "../templora/settings.ts";
 import { writeWithTempLora } from "../templora/writer.ts";
-import type { CompletionRequest } from "./request.ts";
+import type { SamplingRequest } from "./request.ts";
 
 /** OpenAI's finish reasons this server reports. */
 export type OpenAiFinishReason = "stop" | "length";
@@ -39,7 +39,7 @@ export interface RunControl {
 export async function runCompletion(
   lm: TextModel,
   promptIds: readonly number[],
-  request: CompletionRequest,
+  request: SamplingRequest,
   settings: TempLoraSettings,
   control: RunControl,
   onText: (text: string) => void,

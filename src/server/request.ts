@@ -22,11 +22,10 @@ export interface TempLoraRequest {
   kvRefresh?: number;
 }
 
-/** A checked `POST /v1/completions` body. */
-export interface CompletionRequest {
+/** What both endpoints take besides the prompt: sampling, streaming and Temp-Lora fields. */
+export interface SamplingRequest {
   /** The `model` field as sent (not checked against the served model). */
   model: string | undefined;
-  prompt: string;
   maxTokens: number;
   temperature: number;
   topP: number;
@@ -41,27 +40,62 @@ export interface CompletionRequest {
   templora: TempLoraRequest;
 }
 
+/** A checked `POST /v1/completions` body. */
+export interface CompletionRequest extends SamplingRequest {
+  prompt: string;
+}
+
+/** One message of a chat; text parts of an array `content` are joined. */
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string;
+  /** OpenAI's optional participant name, passed on to the template. */
+  name?: string;
+}
+
+/** A checked `POST /v1/chat/completions` body. */
+export interface ChatRequest extends Omit<SamplingRequest, "maxTokens"> {
+  messages: ChatMessage[];
+  /** `max_completion_tokens` (or `max_tokens`); undefined: until the context is full. */
+  maxTokens: number | undefined;
+}
+
 /** Bounds the request is checked against. */
 export interface RequestLimits {
   /** Largest `max_tokens`. */
   maxTokens: number;
 }
 
-/** Fields OpenAI defines that this server takes only at their neutral value. */
-const NEUTRAL: Record<string, (v: unknown) => boolean> = {
+type Neutral = Record<string, (v: unknown) => boolean>;
+
+const emptyObject = (v: unknown) => isObject(v) && Object.keys(v).length === 0;
+
+/** Completion fields OpenAI defines that this server takes only at their neutral value. */
+const NEUTRAL: Neutral = {
   n: (v) => v === 1,
   best_of: (v) => v === 1,
   echo: (v) => v === false,
   logprobs: (v) => v === 0,
   presence_penalty: (v) => v === 0,
   frequency_penalty: (v) => v === 0,
-  logit_bias: (v) => typeof v === "object" && v !== null && Object.keys(v).length === 0,
+  logit_bias: emptyObject,
   suffix: (v) => v === "",
 };
 
-const KNOWN = new Set([
+/** The same for chat completions. */
+const CHAT_NEUTRAL: Neutral = {
+  n: (v) => v === 1,
+  logprobs: (v) => v === false,
+  top_logprobs: (v) => v === 0,
+  presence_penalty: (v) => v === 0,
+  frequency_penalty: (v) => v === 0,
+  logit_bias: emptyObject,
+  response_format: (v) => isObject(v) && v.type === "text" && Object.keys(v).length === 1,
+};
+
+/** Fields both endpoints know besides their prompt and neutral ones. */
+const SAMPLING_FIELDS = [
   "model",
-  "prompt",
   "max_tokens",
   "temperature",
   "top_p",
@@ -73,8 +107,16 @@ const KNOWN = new Set([
   "stream_options",
   "templora",
   "user",
-  ...Object.keys(NEUTRAL),
+];
+
+const KNOWN = new Set([...SAMPLING_FIELDS, "prompt", ...Object.keys(NEUTRAL)]);
+const CHAT_KNOWN = new Set([
+  ...SAMPLING_FIELDS,
+  "messages",
+  "max_completion_tokens",
+  ...Object.keys(CHAT_NEUTRAL),
 ]);
+const ROLES: readonly string[] = ["system", "user", "assistant"];
 
 const TEMPLORA_FIELDS: Record<string, keyof TempLoraRequest> = {
   enabled: "enabled",
@@ -188,13 +230,98 @@ function templora(v: unknown): TempLoraRequest {
   return out;
 }
 
+function messages(v: unknown): ChatMessage[] {
+  if (v === undefined || v === null) throw invalidField("messages", "'messages' is required");
+  if (!Array.isArray(v)) {
+    throw invalidField("messages", `'messages' must be an array of messages, got ${kind(v)}`);
+  }
+  if (v.length === 0) throw invalidField("messages", "'messages' must hold at least one message");
+  return v.map((m, i) => {
+    const param = `messages[${i}]`;
+    if (!isObject(m)) throw invalidField(param, `'${param}' must be an object, got ${kind(m)}`);
+    for (const [key, value] of Object.entries(m)) {
+      if (!["role", "content", "name"].includes(key) && value !== null) {
+        throw invalidField(
+          `${param}.${key}`,
+          `'${param}.${key}' is not supported (messages take role, content and name)`,
+        );
+      }
+    }
+    if (typeof m.role !== "string" || !ROLES.includes(m.role)) {
+      throw invalidField(
+        `${param}.role`,
+        `'${param}.role' must be one of ${ROLES.join(", ")}, got ${JSON.stringify(m.role)}`,
+      );
+    }
+    if (m.name !== undefined && m.name !== null && typeof m.name !== "string") {
+      throw invalidField(`${param}.name`, `'${param}.name' must be a string, got ${kind(m.name)}`);
+    }
+    const message: ChatMessage = {
+      role: m.role as ChatMessage["role"],
+      content: messageContent(`${param}.content`, m.content),
+    };
+    if (typeof m.name === "string") message.name = m.name;
+    return message;
+  });
+}
+
+/** A string, or an array of `{type: "text", text}` parts (joined). */
+function messageContent(param: string, v: unknown): string {
+  if (typeof v === "string") return v;
+  const isTextPart = (p: unknown) => isObject(p) && p.type === "text" && typeof p.text === "string";
+  if (Array.isArray(v) && v.every(isTextPart)) {
+    return v.map((p) => (p as { text: string }).text).join("");
+  }
+  throw invalidField(
+    param,
+    `'${param}' must be a string or an array of text parts, got ${kind(v)}`,
+  );
+}
+
 /** Checks a completion request body; throws a 400 {@link ApiError} naming the bad field. */
 export function parseCompletionRequest(body: unknown, limits: RequestLimits): CompletionRequest {
+  const checked = checkFields(body, KNOWN, NEUTRAL);
+  return {
+    ...samplingFields(checked, limits),
+    prompt: prompt(checked.prompt),
+  };
+}
+
+/**
+ * Checks a chat completion request body (`messages`, and `max_completion_tokens` beside
+ * `max_tokens`); throws a 400 {@link ApiError} naming the bad field.
+ */
+export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequest {
+  const checked = checkFields(body, CHAT_KNOWN, CHAT_NEUTRAL);
+  const given = (["max_completion_tokens", "max_tokens"] as const).filter((k) =>
+    checked[k] !== undefined && checked[k] !== null
+  );
+  const rule = { integer: true, min: 0, max: limits.maxTokens };
+  const values = given.map((k) => number(k, checked[k], rule));
+  if (values.length === 2 && values[0] !== values[1]) {
+    throw invalidField(
+      "max_completion_tokens",
+      `'max_completion_tokens' (${values[0]}) and 'max_tokens' (${values[1]}) disagree`,
+    );
+  }
+  return {
+    ...samplingFields(checked, limits),
+    messages: messages(checked.messages),
+    maxTokens: values[0],
+  };
+}
+
+/** The body as an object whose fields are all known and neutral where they must be. */
+function checkFields(
+  body: unknown,
+  known: Set<string>,
+  neutrals: Neutral,
+): Record<string, unknown> {
   if (!isObject(body)) {
     throw new ApiError(400, `the request body must be a JSON object, got ${kind(body)}`);
   }
   for (const key of Object.keys(body)) {
-    if (!KNOWN.has(key)) {
+    if (!known.has(key)) {
       throw new ApiError(
         400,
         `Unrecognized request argument supplied: ${key}`,
@@ -203,7 +330,7 @@ export function parseCompletionRequest(body: unknown, limits: RequestLimits): Co
         "unknown_parameter",
       );
     }
-    const neutral = NEUTRAL[key];
+    const neutral = neutrals[key];
     const value = body[key];
     if (neutral && value !== null && !neutral(value)) {
       throw invalidField(
@@ -212,6 +339,11 @@ export function parseCompletionRequest(body: unknown, limits: RequestLimits): Co
       );
     }
   }
+  return body;
+}
+
+/** The fields both endpoints share (`max_tokens` defaults to 16 as in OpenAI's completions). */
+function samplingFields(body: Record<string, unknown>, limits: RequestLimits): SamplingRequest {
   if (body.model !== undefined && typeof body.model !== "string") {
     throw invalidField("model", `'model' must be a string, got ${kind(body.model)}`);
   }
@@ -228,7 +360,6 @@ export function parseCompletionRequest(body: unknown, limits: RequestLimits): Co
   const includeUsage = streamOptions?.include_usage;
   return {
     model: body.model as string | undefined,
-    prompt: prompt(body.prompt),
     maxTokens: optionalNumber(body, "max_tokens", Math.min(16, limits.maxTokens), {
       integer: true,
       min: 0,
