@@ -62,5 +62,6 @@ export * from "./src/ops/softmax.ts";
 export * from "./src/ops/cross_entropy.ts";
 export * from "./src/ops/sampling.ts";
 export * from "./src/ops/lora.ts";
+export * from "./src/ops/lora_decode.ts";
 export * from "./src/ops/adamw.ts";
 export * from "./src/ops/grad_norm.ts";

@@ -12,6 +12,7 @@ import { EmbeddingOp } from "../ops/embedding.ts";
 import { MatmulOp } from "../ops/matmul.ts";
 import { MatvecOp } from "../ops/matvec.ts";
 import { LoraOp } from "../ops/lora.ts";
+import { LoraDecodeOp } from "../ops/lora_decode.ts";
 import type { LoraAdapter, LoraTarget } from "../templora/adapter.ts";
 import { RmsNormOp } from "../ops/rmsnorm.ts";
 import { RopeOp } from "../ops/rope.ts";
@@ -134,6 +135,8 @@ export interface ForwardOps {
   matvec: MatvecOp;
   /** LoRA forward and backward. */
   lora: LoraOp;
+  /** LoRA for one token in one dispatch (decode). */
+  loraDecode: LoraDecodeOp;
 }
 
 /** Awaits every promise of a record, compiling kernels concurrently. */
@@ -181,6 +184,7 @@ export class LlamaModel {
         linearAdd: MatmulOp.create(registry, { transB: true, accumulate: true }),
         matvec: MatvecOp.create(registry, { f16: weights.f16Tensors.length > 0 }),
         lora: LoraOp.create(registry),
+        loraDecode: LoraDecodeOp.create(registry),
       });
       return new LlamaModel(gpu, config, weights, ops);
     } catch (error) {
@@ -233,6 +237,10 @@ export class LlamaModel {
       const p = target && adapter?.get(layerIndex, target);
       if (!p || !loraH || !adapter) return;
       const rows = x.shape[0];
+      if (rows === 1 && adapter.settings.rank <= 64) {
+        this.ops.loraDecode.record(rec, x, p.a, p.b, y, adapter.scale);
+        return;
+      }
       this.ops.lora.recordForward(rec, {
         x: x.reshape([rows, x.size / rows]),
         a: p.a,

@@ -3,8 +3,9 @@ import { assertClose, gpuTest, seededRng, testGpu } from "../../kernels_test/hel
 import { readLlama2c } from "../formats/llama2c.ts";
 import { tensorToF32 } from "../formats/tensor_data.ts";
 import { readF32 } from "../gpu/readback.ts";
-import { uploadTensor } from "../gpu/tensor.ts";
-import { referenceForward } from "../reference/model.ts";
+import { uploadTensor, writeTensor } from "../gpu/tensor.ts";
+import { referenceForward, type ReferenceLora } from "../reference/model.ts";
+import { LORA_TARGETS, LoraAdapter } from "../templora/adapter.ts";
 import { LlamaModel } from "./llama.ts";
 
 const STORIES = "../shared/models/stories260K/stories260K.bin";
@@ -72,3 +73,57 @@ gpuTest("stories260K: GPU logits over 64 tokens match the float64 reference", as
   );
   for (const x of [ids, act, cache, model]) x.destroy();
 });
+
+gpuTest(
+  "stories260K with a random LoRA adapter: prefill and decode logits match the reference",
+  async () => {
+    const { gpu, registry, recorder } = await testGpu();
+    const rng = seededRng("llama lora logits");
+    const weights = await readLlama2c(STORIES);
+    const config = weights.config;
+    const model = await LlamaModel.create(gpu, registry, weights, STORIES);
+    const adapter = new LoraAdapter(gpu, config, {
+      rank: 8,
+      alpha: 16,
+      targets: LORA_TARGETS,
+      seed: 1,
+    });
+    const params = rng.normals(adapter.params.size, 0.2); // B non-zero too
+    writeTensor(gpu, adapter.params, params);
+    const lora: ReferenceLora = { rank: 8, scale: adapter.scale, a: new Map(), b: new Map() };
+    const slice = (t: { byteOffset: number; size: number }) =>
+      Float64Array.from(params.subarray(t.byteOffset / 4, t.byteOffset / 4 + t.size));
+    for (const p of adapter.projections) {
+      lora.a.set(p.name, slice(p.a));
+      lora.b.set(p.name, slice(p.b));
+    }
+    const t = 24;
+    const tokens = [1, ...Array.from({ length: t - 1 }, () => rng.int(config.vocabSize))];
+    const lookup = (name: string) => tensorToF32(weights.tensors.get(name)!);
+    const ref =
+      referenceForward(config, lookup, () => lookup("model.embed_tokens.weight"), tokens, lora)
+        .logits;
+    const v = config.vocabSize;
+    const ids = uploadTensor(gpu, Uint32Array.from(tokens), [t]);
+    const cache = model.createCache(t);
+    const act = model.createActivations(t);
+    const step = { ids, cache, activations: act, adapter };
+    model.recordForward(recorder, { ...step, offset: 0, tokens: 16, logits: "last" });
+    recorder.submit();
+    assertClose(
+      (await readF32(gpu, act.logits)).subarray(0, v),
+      ref.subarray(15 * v, 16 * v),
+      "prefill with the adapter (tiled LoRA)",
+    );
+    for (let i = 16; i < t; i++) {
+      model.recordForward(recorder, { ...step, offset: i, tokens: 1, logits: "last" });
+    }
+    recorder.submit();
+    assertClose(
+      (await readF32(gpu, act.logits)).subarray(0, v),
+      ref.subarray((t - 1) * v),
+      "decode with the adapter (one-token LoRA)",
+    );
+    for (const x of [ids, act, cache, adapter, model]) x.destroy();
+  },
+);
