@@ -13,7 +13,7 @@ import { readF32 } from "../src/gpu/readback.ts";
 import { uploadTensor, writeTensor } from "../src/gpu/tensor.ts";
 import { type AdamWHyper, type AdamWState, adamwStepRef } from "../src/reference/adamw.ts";
 import { gradNormRef } from "../src/reference/grad_norm.ts";
-import type { Rng } from "../src/reference/random.ts";
+import type { Rng } from "../src/core/random.ts";
 
 const HYPER = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-7, weightDecay: 0.1 };
 

@@ -21,7 +21,7 @@ import {
 } from "../src/reference/attention.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { ShapeError } from "../src/gpu/errors.ts";
-import type { Rng } from "../src/reference/random.ts";
+import type { Rng } from "../src/core/random.ts";
 
 /** [tokens, past, nHeads, nKvHeads, headDim] */
 type Case = [number, number, number, number, number];

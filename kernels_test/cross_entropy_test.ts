@@ -14,7 +14,7 @@ import {
   crossEntropyForward,
   finiteDifferences,
 } from "../src/reference/cross_entropy.ts";
-import type { Rng } from "../src/reference/random.ts";
+import type { Rng } from "../src/core/random.ts";
 
 /** Random targets and a 0/1 mask with at least one scored token; unscored targets are junk. */
 function tokens(rng: Rng, T: number, V: number): { targets: Uint32Array; mask: Float32Array } {

@@ -2,7 +2,7 @@ import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from 
 import { EmbeddingOp } from "../src/ops/embedding.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { embeddingBackward, embeddingForward } from "../src/reference/embedding.ts";
-import type { Rng } from "../src/reference/random.ts";
+import type { Rng } from "../src/core/random.ts";
 import { dot, finiteDifferences } from "../src/reference/finite_difference.ts";
 
 /** Ids over [0, vocab), with a few past the end (clamped by the kernel). */

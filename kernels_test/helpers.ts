@@ -7,7 +7,7 @@ import { KernelRegistry } from "../src/gpu/kernel.ts";
 import { Recorder } from "../src/gpu/recorder.ts";
 import { readF32, readU32 } from "../src/gpu/readback.ts";
 import { createTensor, type DType, type Tensor, writeTensor } from "../src/gpu/tensor.ts";
-import { Rng } from "../src/reference/random.ts";
+import { Rng } from "../src/core/random.ts";
 
 export interface TestGpu {
   gpu: Gpu;

@@ -7,7 +7,7 @@ import {
   type LoraDims,
   loraForwardRef,
 } from "../src/reference/lora.ts";
-import type { Rng } from "../src/reference/random.ts";
+import type { Rng } from "../src/core/random.ts";
 
 // Ranks and sizes that are not multiples of the 32x32x16 tiles, a single token, a full-size rank.
 const CASES: LoraDims[] = [

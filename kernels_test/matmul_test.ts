@@ -10,7 +10,7 @@ import {
 import { DEFAULT_TILES, type MatmulForm, MatmulOp, type MatmulTiles } from "../src/ops/matmul.ts";
 import { matmulRef } from "../src/reference/matmul.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
-import type { Rng } from "../src/reference/random.ts";
+import type { Rng } from "../src/core/random.ts";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/formats/tensor_data.ts";
 import { KernelUsageError } from "../src/gpu/errors.ts";
 import assert from "node:assert/strict";

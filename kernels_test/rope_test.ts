@@ -7,8 +7,8 @@ import {
   type RopeConfig,
   ropeForward,
   ropeFrequency,
-  type RopePairs,
 } from "../src/reference/rope.ts";
+import type { RopePairs } from "../src/core/rope.ts";
 import { dot, finiteDifferences } from "../src/reference/finite_difference.ts";
 
 const PAIRS: RopePairs[] = ["interleaved", "half"];

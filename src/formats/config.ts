@@ -1,4 +1,4 @@
-import type { RopePairs } from "../reference/rope.ts";
+import type { RopePairs } from "../core/rope.ts";
 import { InvalidConfigError } from "./errors.ts";
 
 export type { RopePairs };

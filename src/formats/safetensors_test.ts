@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Rng } from "../reference/random.ts";
+import { Rng } from "../core/random.ts";
 import {
   CorruptHeaderError,
   MissingTensorError,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Rng } from "../reference/random.ts";
+import { Rng } from "../core/random.ts";
 import {
   bf16ArrayToF32,
   bf16BitsToF32,

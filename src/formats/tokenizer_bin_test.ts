@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Rng } from "../reference/random.ts";
+import { Rng } from "../core/random.ts";
 import {
   CorruptHeaderError,
   InvalidTokenIdError,

@@ -1,11 +1,6 @@
-/** Base class of every error templora throws on purpose. */
-export class TemploraError extends Error {
-  /** Same as `Error`'s; the name is the subclass's. */
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = new.target.name;
-  }
-}
+import { TemploraError } from "../core/errors.ts";
+
+export { TemploraError };
 
 /** No WebGPU in this runtime, or no adapter could be had. */
 export class GpuUnavailableError extends TemploraError {}

@@ -22,7 +22,7 @@ import { GpuLimitError } from "../gpu/errors.ts";
 import { readF32 } from "../gpu/readback.ts";
 import { uploadTensor } from "../gpu/tensor.ts";
 import { MatvecOp } from "../ops/matvec.ts";
-import type { Rng } from "../reference/random.ts";
+import type { Rng } from "../core/random.ts";
 import { referenceForward } from "../reference/model.ts";
 import { generate } from "./generate.ts";
 import { type GpuWeightDtype, uploadWeights } from "./gpu_weights.ts";

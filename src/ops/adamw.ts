@@ -3,10 +3,23 @@ import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import type { AdamWHyper } from "../reference/adamw.ts";
 import { STATS } from "./grad_norm.ts";
 
-export type { AdamWHyper } from "../reference/adamw.ts";
+/** AdamW hyperparameters; `step` t counts from 1 and sets the bias corrections. */
+export interface AdamWHyper {
+  /** Learning rate. */
+  lr: number;
+  /** Decay of the first moment (0.9). */
+  beta1: number;
+  /** Decay of the second moment (0.999). */
+  beta2: number;
+  /** Added to sqrt(v-hat) in the denominator. */
+  eps: number;
+  /** Decoupled weight decay: p -= lr * weightDecay * p. */
+  weightDecay: number;
+  /** 1-based step count t; bias corrections are 1 - beta^t. */
+  step: number;
+}
 
 const WG = 256;
 const MAX_GROUPS = 1024;

@@ -3,7 +3,7 @@ import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { dropoutSeedMix, dropoutThreshold } from "../reference/lora.ts";
+import { dropoutSeedMix, dropoutThreshold } from "../core/lora.ts";
 
 /**
  * Tile shapes (outputs per workgroup BM x BN, depth BK). The large one measured about 2x the small

@@ -3,9 +3,9 @@ import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
-import type { RopePairs } from "../reference/rope.ts";
+import type { RopePairs } from "../core/rope.ts";
 
-export type { RopePairs } from "../reference/rope.ts";
+export type { RopePairs } from "../core/rope.ts";
 
 const FILE = "rope.wgsl";
 const MAX_GROUPS = 4096;

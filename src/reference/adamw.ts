@@ -1,20 +1,7 @@
 /** Float64 twin of the fused AdamW kernel (torch.optim.AdamW semantics). */
+import type { AdamWHyper } from "../ops/adamw.ts";
 
-/** AdamW hyperparameters; `step` t counts from 1 and sets the bias corrections. */
-export interface AdamWHyper {
-  /** Learning rate. */
-  lr: number;
-  /** Decay of the first moment (0.9). */
-  beta1: number;
-  /** Decay of the second moment (0.999). */
-  beta2: number;
-  /** Added to sqrt(v-hat) in the denominator. */
-  eps: number;
-  /** Decoupled weight decay: p -= lr * weightDecay * p. */
-  weightDecay: number;
-  /** 1-based step count t; bias corrections are 1 - beta^t. */
-  step: number;
-}
+export type { AdamWHyper };
 
 /** Optimizer state over the flat adapter buffer. */
 export interface AdamWState {

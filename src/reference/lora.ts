@@ -1,32 +1,12 @@
 /**
- * Float64 twins of the LoRA kernels, and the dropout hash they share with shaders/lora.wgsl.
+ * Float64 twins of the LoRA kernels, with the dropout of shaders/lora.wgsl (its hash is in src/core/lora.ts).
  *
  * Shapes (the PEFT convention): x [T, in], A = lora_A.weight [r, in], B = lora_B.weight [out, r],
  * h = dropout(x) A^T [T, r], and the adapter's contribution to the layer output is
  * scale * h B^T [T, out].
  */
+import { dropoutSeedMix, dropoutThreshold, hash32 } from "../core/lora.ts";
 import { matmulRef } from "./matmul.ts";
-
-/** lowbias32 (Chris Wellons): the integer hash of shaders/lora.wgsl, bit for bit. */
-export function hash32(value: number): number {
-  let x = value >>> 0;
-  x = (x ^ (x >>> 16)) >>> 0;
-  x = Math.imul(x, 0x7feb352d) >>> 0;
-  x = (x ^ (x >>> 15)) >>> 0;
-  x = Math.imul(x, 0x846ca68b) >>> 0;
-  return (x ^ (x >>> 16)) >>> 0;
-}
-
-/** The per-seed word the kernel XORs into every element index before hashing. */
-export function dropoutSeedMix(seed: number): number {
-  return hash32(seed >>> 0);
-}
-
-/** Hash values at or above this are kept: a fraction 1 - p of them. */
-export function dropoutThreshold(p: number): number {
-  if (!(p >= 0 && p < 1)) throw new RangeError(`dropout probability ${p} is not in [0, 1)`);
-  return Math.min(0xffffffff, Math.round(p * 2 ** 32));
-}
 
 /** The dropout multiplier of element `index`: 0 when dropped, 1 / (1 - p) when kept. */
 export function dropoutFactor(seed: number, index: number, p: number): number {

@@ -10,16 +10,20 @@ import { crossEntropyBackward, crossEntropyForward } from "./cross_entropy.ts";
 import { embeddingForward } from "./embedding.ts";
 import { matmulRef } from "./matmul.ts";
 import { rmsnormBackward, rmsnormForward } from "./rmsnorm.ts";
-import { ropeBackward, ropeForward, type RopePairs } from "./rope.ts";
+import type { RopePairs } from "../core/rope.ts";
+import {
+  LORA_TARGETS,
+  type LoraTarget,
+  projectionDims,
+  projectionName,
+  type ProjectionSizes,
+} from "../core/lora.ts";
+import { ropeBackward, ropeForward } from "./rope.ts";
 import { swigluBackward, swigluForward } from "./swiglu.ts";
 
 /** The sizes and settings the reference model needs. */
-export interface ReferenceConfig {
-  dim: number;
-  hiddenDim: number;
+export interface ReferenceConfig extends ProjectionSizes {
   nLayers: number;
-  nHeads: number;
-  nKvHeads: number;
   vocabSize: number;
   normEps: number;
   ropeTheta: number;
@@ -28,17 +32,7 @@ export interface ReferenceConfig {
   qkvBias?: boolean;
 }
 
-/** The seven projections LoRA can adapt. */
-export type LoraTarget = "q" | "k" | "v" | "o" | "gate" | "up" | "down";
-
-/** Every projection, in a fixed order. */
-export const LORA_TARGETS: readonly LoraTarget[] = ["q", "k", "v", "o", "gate", "up", "down"];
-
-/** Hugging Face name of a layer's projection weight. */
-export function projectionName(layer: number, target: LoraTarget): string {
-  const group = target === "gate" || target === "up" || target === "down" ? "mlp" : "self_attn";
-  return `model.layers.${layer}.${group}.${target}_proj`;
-}
+export { LORA_TARGETS, type LoraTarget, projectionName };
 
 /** Looks up a weight by its Hugging Face name ("model.layers.0.self_attn.q_proj.weight", ...). */
 export type WeightLookup = (name: string) => ArrayLike<number>;
@@ -50,25 +44,6 @@ export interface ReferenceLora {
   /** Keyed by `projectionName(layer, target)`. */
   a: Map<string, Float64Array>;
   b: Map<string, Float64Array>;
-}
-
-/** Input and output sizes of a projection. */
-export function projectionShape(config: ReferenceConfig, target: LoraTarget): [number, number] {
-  const headDim = config.dim / config.nHeads;
-  const kvDim = config.nKvHeads * headDim;
-  switch (target) {
-    case "q":
-    case "o":
-      return [config.dim, config.dim];
-    case "k":
-    case "v":
-      return [config.dim, kvDim];
-    case "gate":
-    case "up":
-      return [config.dim, config.hiddenDim];
-    case "down":
-      return [config.hiddenDim, config.dim];
-  }
 }
 
 interface Linear {
@@ -148,7 +123,7 @@ function linearOf(
   lora?: ReferenceLora,
 ): Linear {
   const name = projectionName(layer, target);
-  const [inDim, outDim] = projectionShape(config, target);
+  const [inDim, outDim] = projectionDims(config, target);
   const hasBias = config.qkvBias && (target === "q" || target === "k" || target === "v");
   return {
     weight: weights(`${name}.weight`),
@@ -173,7 +148,7 @@ export function referenceForward(
 ): ReferenceForward {
   const { dim, nHeads, nKvHeads, vocabSize, normEps: eps } = config;
   const t = tokens.length;
-  const headDim = dim / nHeads;
+  const headDim = config.headDim;
   const rope = { headDim, base: config.ropeTheta, pairs: config.ropePairs };
   const shape = { tokens: t, past: 0, nHeads, nKvHeads, headDim };
   let x = embeddingForward(weights("model.embed_tokens.weight"), vocabSize, dim, tokens, t);
@@ -249,7 +224,7 @@ export function referenceLossAndGradients(
 ): ReferenceGradients {
   const { dim, nHeads, nKvHeads, vocabSize: vocab } = config;
   const t = tokens.length;
-  const headDim = dim / nHeads;
+  const headDim = config.headDim;
   const rope = { headDim, base: config.ropeTheta, pairs: config.ropePairs };
   const shape = { tokens: t, past: 0, nHeads, nKvHeads, headDim };
   const { logits, saved } = referenceForward(config, weights, head, tokens, lora);

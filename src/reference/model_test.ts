@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
+import { projectionDims } from "../core/lora.ts";
 import {
   LORA_TARGETS,
   projectionName,
-  projectionShape,
   type ReferenceConfig,
   referenceForward,
   type ReferenceLora,
@@ -10,7 +10,7 @@ import {
   referenceLossAndGradients,
 } from "./model.ts";
 import { centralDifference } from "./finite_difference.ts";
-import { Rng } from "./random.ts";
+import { Rng } from "../core/random.ts";
 
 function randomModel(config: ReferenceConfig, rng: Rng) {
   const w = new Map<string, Float64Array>();
@@ -23,7 +23,7 @@ function randomModel(config: ReferenceConfig, rng: Rng) {
     put(`model.layers.${l}.input_layernorm.weight`, dim, 0.1, 1);
     put(`model.layers.${l}.post_attention_layernorm.weight`, dim, 0.1, 1);
     for (const target of LORA_TARGETS) {
-      const [inDim, outDim] = projectionShape(config, target);
+      const [inDim, outDim] = projectionDims(config, target);
       put(`${projectionName(l, target)}.weight`, inDim * outDim, 1 / Math.sqrt(inDim));
       if (config.qkvBias && "qkv".includes(target)) {
         put(`${projectionName(l, target)}.bias`, outDim, 0.1);
@@ -37,7 +37,7 @@ function randomLora(config: ReferenceConfig, rng: Rng, rank: number): ReferenceL
   const lora: ReferenceLora = { rank, scale: 2, a: new Map(), b: new Map() };
   for (let l = 0; l < config.nLayers; l++) {
     for (const target of LORA_TARGETS) {
-      const [inDim, outDim] = projectionShape(config, target);
+      const [inDim, outDim] = projectionDims(config, target);
       const name = projectionName(l, target);
       lora.a.set(name, Float64Array.from({ length: rank * inDim }, () => 0.3 * rng.normal()));
       lora.b.set(name, Float64Array.from({ length: outDim * rank }, () => 0.3 * rng.normal()));
@@ -53,6 +53,7 @@ const CONFIGS: ReferenceConfig[] = [
     nLayers: 2,
     nHeads: 4,
     nKvHeads: 2,
+    headDim: 4,
     vocabSize: 13,
     normEps: 1e-5,
     ropeTheta: 10000,
@@ -64,11 +65,25 @@ const CONFIGS: ReferenceConfig[] = [
     nLayers: 1,
     nHeads: 3,
     nKvHeads: 1,
+    headDim: 4,
     vocabSize: 9,
     normEps: 1e-6,
     ropeTheta: 1e6,
     ropePairs: "half",
     qkvBias: true,
+  },
+  // Heads wider than dim / nHeads (Qwen3's shape): q is [T, 2 * 8] for a width of 12.
+  {
+    dim: 12,
+    hiddenDim: 10,
+    nLayers: 1,
+    nHeads: 2,
+    nKvHeads: 1,
+    headDim: 8,
+    vocabSize: 11,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+    ropePairs: "half",
   },
 ];
 

@@ -3,8 +3,7 @@
  * token t at position pos0 + t, pair i rotated by the angle pos * base^(-2i / headDim).
  */
 
-/** "interleaved": llama2.c / Meta pairs (2i, 2i + 1); "half": Hugging Face pairs (i, i + hd/2). */
-export type RopePairs = "interleaved" | "half";
+import type { RopePairs } from "../core/rope.ts";
 
 /** Settings of one RoPE application. */
 export interface RopeConfig {

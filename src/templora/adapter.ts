@@ -2,10 +2,10 @@ import type { Gpu } from "../gpu/device.ts";
 import { createTensor, Tensor, writeTensor } from "../gpu/tensor.ts";
 import type { ModelConfig } from "../formats/config.ts";
 import { InvalidSettingError } from "../model/errors.ts";
-import { LORA_TARGETS, type LoraTarget, projectionName } from "../reference/model.ts";
-import { Rng } from "../reference/random.ts";
+import { LORA_TARGETS, type LoraTarget, projectionDims, projectionName } from "../core/lora.ts";
+import { Rng } from "../core/random.ts";
 
-export { LORA_TARGETS, type LoraTarget };
+export { LORA_TARGETS, type LoraTarget, projectionDims };
 
 /** The shape of a temporary adapter. */
 export interface AdapterSettings {
@@ -43,26 +43,6 @@ export interface AdaptedProjection {
 
 /** Views are placed at multiples of 64 floats, so every one can be bound on any adapter. */
 const ALIGN_FLOATS = 64;
-
-/** Input and output width of a projection. */
-export function projectionDims(config: ModelConfig, target: LoraTarget): [number, number] {
-  const q = config.nHeads * config.headDim;
-  const kv = config.nKvHeads * config.headDim;
-  switch (target) {
-    case "q":
-      return [config.dim, q];
-    case "k":
-    case "v":
-      return [config.dim, kv];
-    case "o":
-      return [q, config.dim];
-    case "gate":
-    case "up":
-      return [config.dim, config.hiddenDim];
-    case "down":
-      return [config.hiddenDim, config.dim];
-  }
-}
 
 /**
  * A LoRA adapter on chosen projections of every layer, with its gradients and AdamW moments.

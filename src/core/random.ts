@@ -1,7 +1,8 @@
-/** A small seeded generator (mulberry32) for reproducible test and benchmark inputs. */
+/** A small seeded generator (mulberry32): adapter initialisation, test and benchmark inputs. */
 export class Rng {
   #state: number;
 
+  /** A generator whose sequence depends only on `seed`. */
   constructor(readonly seed: number) {
     this.#state = seed >>> 0;
   }
