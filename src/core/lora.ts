@@ -70,3 +70,11 @@ export function dropoutThreshold(p: number): number {
   if (!(p >= 0 && p < 1)) throw new RangeError(`dropout probability ${p} is not in [0, 1)`);
   return Math.min(0xffffffff, Math.round(p * 2 ** 32));
 }
+
+/**
+ * The dropout seed of one projection in one training step: every projection of every layer
+ * draws its own mask from the step's seed.
+ */
+export function projectionDropoutSeed(stepSeed: number, layer: number, target: LoraTarget): number {
+  return (stepSeed + layer * 131 + LORA_TARGETS.indexOf(target) * 17) >>> 0;
+}

@@ -102,3 +102,23 @@ export function ggmlRowBytes(type: GgmlTypeInfo, elems: number): number {
   }
   return (elems / type.blockElems) * type.blockBytes;
 }
+
+/** The block-quantized types: kept packed on the GPU and dequantized inside the kernels. */
+export type GgmlQuantType = "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1" | "Q8_0" | "Q4_K" | "Q5_K" | "Q6_K";
+
+/** Every block-quantized type, in ggml id order. */
+export const GGML_QUANT_TYPES: readonly GgmlQuantType[] = [
+  "Q4_0",
+  "Q4_1",
+  "Q5_0",
+  "Q5_1",
+  "Q8_0",
+  "Q4_K",
+  "Q5_K",
+  "Q6_K",
+];
+
+/** Whether `name` is one of the block-quantized types. */
+export function isGgmlQuantType(name: string): name is GgmlQuantType {
+  return (GGML_QUANT_TYPES as readonly string[]).includes(name);
+}

@@ -5,9 +5,10 @@ import { BiasOp } from "../ops/bias.ts";
 import { SamplingOp } from "../ops/sampling.ts";
 import type { KernelRegistry } from "../gpu/kernel.ts";
 import { InvalidSettingError, PromptTooLongError } from "./errors.ts";
-import type { Activations, LlamaModel } from "./llama.ts";
+import type { LlamaModel } from "./llama.ts";
+import type { StepActivations } from "./activations.ts";
 import type { KvCache } from "./kv_cache.ts";
-import type { LoraAdapter } from "../templora/adapter.ts";
+import type { ModelAdapter } from "./adapter.ts";
 
 /** How tokens are picked. */
 export interface SamplingSettings {
@@ -64,14 +65,14 @@ export class DecodeSession {
   /** KV cache of the most recent tokens, `capacity` positions. */
   readonly cache: KvCache;
   /** Activation buffers of forward passes, for up to `prefillRows` tokens at once. */
-  readonly activations: Activations;
+  readonly activations: StepActivations;
   /** Tokens in history. */
   length = 0;
   /** history index of the cache's row 0. */
   cacheStart = 0;
   /** The adapter every forward pass applies (none: the base model). */
-  adapter: LoraAdapter | undefined;
-  #banned: Tensor | undefined;
+  adapter: ModelAdapter | undefined;
+  #banned: { ids: readonly number[]; tensor: Tensor } | undefined;
 
   private constructor(
     readonly model: LlamaModel,
@@ -170,10 +171,7 @@ export class DecodeSession {
     }
     const v = this.model.config.vocabSize;
     const logits = this.activations.logits.rows(0, 1).reshape([v]);
-    if (sampling.banned.length && !this.#banned) {
-      this.#banned = createTensor(this.model.gpu, [sampling.banned.length], "u32", "banned ids");
-      writeTensor(this.model.gpu, this.#banned, Uint32Array.from(sampling.banned));
-    }
+    const banned = this.#bannedIds(sampling.banned);
     const first = this.length;
     for (let i = 0; i < steps; i++) {
       const at = this.length;
@@ -184,7 +182,7 @@ export class DecodeSession {
           count: at - from,
         }, sampling.repetitionPenalty);
       }
-      if (this.#banned) this.bias.recordBan(rec, logits, this.#banned);
+      if (banned) this.bias.recordBan(rec, logits, banned);
       this.sampler.recordSample(rec, logits, { tokens: this.history, step: at, draws: 1 }, {
         temperature: sampling.temperature,
         topK: sampling.topK,
@@ -206,6 +204,20 @@ export class DecodeSession {
     return [...await readU32(this.model.gpu, createView(this.history, first, steps))];
   }
 
+  /** The banned ids on the GPU, uploaded again only when the list changes. */
+  #bannedIds(ids: readonly number[]): Tensor | undefined {
+    const same = this.#banned && this.#banned.ids.length === ids.length &&
+      this.#banned.ids.every((id, i) => id === ids[i]);
+    if (same) return this.#banned!.tensor;
+    this.#banned?.tensor.destroy();
+    this.#banned = undefined;
+    if (!ids.length) return undefined;
+    const tensor = createTensor(this.model.gpu, [ids.length], "u32", "banned ids");
+    writeTensor(this.model.gpu, tensor, Uint32Array.from(ids));
+    this.#banned = { ids: [...ids], tensor };
+    return tensor;
+  }
+
   /** Steps that fit before the cache must be rebuilt. */
   get stepsAvailable(): number {
     return Math.min(this.cache.free, this.maxTokens - this.length);
@@ -216,7 +228,7 @@ export class DecodeSession {
     this.history.destroy();
     this.cache.destroy();
     this.activations.destroy();
-    this.#banned?.destroy();
+    this.#banned?.tensor.destroy();
   }
 }
 

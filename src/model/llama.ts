@@ -2,7 +2,8 @@ import type { Gpu } from "../gpu/device.ts";
 import { KernelUsageError } from "../gpu/errors.ts";
 import type { KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import { type LoraTarget, projectionDropoutSeed } from "../core/lora.ts";
 import { kvDim, type ModelConfig, qDim } from "../formats/config.ts";
 import type { ModelWeights } from "../formats/tensor_data.ts";
 import { AttentionOp } from "../ops/attention.ts";
@@ -12,88 +13,28 @@ import { EmbeddingOp } from "../ops/embedding.ts";
 import { MatmulOp } from "../ops/matmul.ts";
 import { MatvecOp } from "../ops/matvec.ts";
 import { LoraOp } from "../ops/lora.ts";
-import { LoraDecodeOp } from "../ops/lora_decode.ts";
-import type { LoraAdapter, LoraTarget } from "../templora/adapter.ts";
+import { LORA_DECODE_MAX_RANK, LoraDecodeOp } from "../ops/lora_decode.ts";
 import { RmsNormOp } from "../ops/rmsnorm.ts";
 import { RopeOp } from "../ops/rope.ts";
 import { SwiGluOp } from "../ops/swiglu.ts";
 import { type GpuWeights, uploadWeights, type UploadWeightsOptions } from "./gpu_weights.ts";
 import { KvCache } from "./kv_cache.ts";
-
-/** Activation buffers for steps of up to `maxRows` tokens. */
-export class Activations {
-  /** [maxRows, dim] residual stream */
-  readonly x: Tensor;
-  /** [maxRows, dim] normalised input of a block */
-  readonly h: Tensor;
-  /** [maxRows, nHeads, headDim] */
-  readonly q: Tensor;
-  /** [maxRows, nKvHeads, headDim] before RoPE, then rotated into the cache */
-  readonly k: Tensor;
-  /** [maxRows, nKvHeads, headDim] before it is copied into the cache */
-  readonly v: Tensor;
-  /** [1, dim] the last row of x, for "last" logits */
-  readonly last: Tensor;
-  /** [maxRows, nHeads, headDim] */
-  readonly attn: Tensor;
-  /** [maxRows, hidden] */
-  readonly gate: Tensor;
-  /** [maxRows, hidden] */
-  readonly up: Tensor;
-  /** [maxRows, hidden] */
-  readonly act: Tensor;
-  /** [maxRows, vocab] */
-  readonly logits: Tensor;
-  #loraH: Tensor | undefined; // [maxRows, rank] an adapter's x·Aᵀ, made on first use
-
-  /** Allocates every buffer for steps of up to `maxRows` tokens. */
-  constructor(readonly gpu: Gpu, config: ModelConfig, readonly maxRows: number) {
-    const { dim, nHeads, headDim, hiddenDim, vocabSize } = config;
-    const make = (shape: number[], label: string) => createTensor(gpu, shape, "f32", label);
-    this.x = make([maxRows, dim], "x");
-    this.h = make([maxRows, dim], "h");
-    this.q = make([maxRows, nHeads, headDim], "q");
-    this.k = make([maxRows, config.nKvHeads, headDim], "k");
-    this.v = make([maxRows, config.nKvHeads, headDim], "v");
-    this.last = make([1, dim], "last row");
-    this.attn = make([maxRows, nHeads, headDim], "attn");
-    this.gate = make([maxRows, hiddenDim], "gate");
-    this.up = make([maxRows, hiddenDim], "up");
-    this.act = make([maxRows, hiddenDim], "act");
-    this.logits = make([maxRows, vocabSize], "logits");
-  }
-
-  /** Scratch for an adapter of rank `rank`: [maxRows, rank]. */
-  loraScratch(rank: number): Tensor {
-    if (this.#loraH?.shape[1] !== rank) {
-      this.#loraH?.destroy();
-      this.#loraH = createTensor(this.gpu, [this.maxRows, rank], "f32", "lora h");
-    }
-    return this.#loraH;
-  }
-
-  #all(): Tensor[] {
-    const { x, h, q, k, v, last, attn, gate, up, act, logits } = this;
-    const all = [x, h, q, k, v, last, attn, gate, up, act, logits];
-    return this.#loraH ? [...all, this.#loraH] : all;
-  }
-
-  /** Bytes held on the GPU. */
-  get bytes(): number {
-    return this.#all()
-      .reduce((sum, t) => sum + t.byteLength, 0);
-  }
-
-  /** Frees every buffer. */
-  destroy(): void {
-    for (const t of this.#all()) t.destroy();
-  }
-}
+import type { ModelAdapter } from "./adapter.ts";
+import {
+  type ForwardBuffers,
+  type LayerBuffers,
+  StepActivations,
+  TrainingActivations,
+} from "./activations.ts";
 
 /** Which rows of a step get logits. */
 export type LogitRows = "last" | "all";
 
-/** One forward step: `tokens` ids read from `ids` at `offset`, appended to the cache. */
+/**
+ * One forward step: `tokens` ids read from `ids` at `offset`, appended to the cache. The same
+ * step serves prefill and decode (with {@link StepActivations}) and the training forward (with
+ * {@link TrainingActivations}, which keep what the backward needs).
+ */
 export interface ForwardStep {
   /** [n] u32 token ids. */
   ids: Tensor;
@@ -104,11 +45,13 @@ export interface ForwardStep {
   /** The cache the step's keys and values are appended to. */
   cache: KvCache;
   /** Buffers for the step's intermediate values. */
-  activations: Activations;
+  activations: ForwardBuffers;
   /** "last": logits of the last token in logits row 0; "all": row t for token t. */
   logits: LogitRows;
   /** A LoRA adapter to apply on top of the base weights. */
-  adapter?: LoraAdapter;
+  adapter?: ModelAdapter;
+  /** LoRA dropout on the adapter's inputs (training): probability and the step's seed. */
+  dropout?: { p: number; seed: number };
 }
 
 /** The kernels a Llama-family forward pass uses, compiled once per model shape. */
@@ -133,6 +76,10 @@ export interface ForwardOps {
   linearAdd: MatmulOp;
   /** The one-token form of both, reading each weight once. */
   matvec: MatvecOp;
+  /** dX = dY·W for weights stored [out, in] (the backward through a frozen projection). */
+  inputGrad: MatmulOp;
+  /** dX += dY·W. */
+  inputGradAdd: MatmulOp;
   /** LoRA forward and backward. */
   lora: LoraOp;
   /** LoRA for one token in one dispatch (decode). */
@@ -183,6 +130,8 @@ export class LlamaModel {
         linear: MatmulOp.create(registry, { transB: true }),
         linearAdd: MatmulOp.create(registry, { transB: true, accumulate: true }),
         matvec: MatvecOp.create(registry, { f16: weights.f16Tensors.length > 0 }),
+        inputGrad: MatmulOp.create(registry, {}),
+        inputGradAdd: MatmulOp.create(registry, { accumulate: true }),
         lora: LoraOp.create(registry),
         loraDecode: LoraDecodeOp.create(registry),
       });
@@ -208,17 +157,23 @@ export class LlamaModel {
     return new KvCache(this.gpu, this.config, capacity);
   }
 
-  /** Activation buffers for steps of up to `maxRows` tokens. */
-  createActivations(maxRows: number): Activations {
-    return new Activations(this.gpu, this.config, maxRows);
+  /** Activation buffers for inference steps of up to `maxRows` tokens. */
+  createActivations(maxRows: number): StepActivations {
+    return new StepActivations(this.gpu, this.config, maxRows);
+  }
+
+  /** Activation buffers for training forwards of up to `maxRows` tokens with `adapter`. */
+  createTrainingActivations(maxRows: number, adapter: ModelAdapter): TrainingActivations {
+    return new TrainingActivations(this.gpu, this.config, maxRows, adapter);
   }
 
   /**
    * Records one forward step: embeds the tokens, runs every layer with the cache (writing this
-   * step's keys and values at rows cache.length..), and writes logits. Advances cache.length.
+   * step's rotated keys and values at rows cache.length..), and writes logits. Advances
+   * cache.length. The only layer loop: prefill, decode and the training forward all run it.
    */
   recordForward(rec: Recorder, step: ForwardStep): void {
-    const { ids, offset, tokens: t, cache, activations: act } = step;
+    const { ids, offset, tokens: t, cache, activations: act, adapter } = step;
     const c = this.config;
     const past = cache.length;
     if (!Number.isInteger(t) || t < 1 || t > act.maxRows) {
@@ -229,77 +184,106 @@ export class LlamaModel {
         `${t} tokens after ${past} overflow the KV cache of ${cache.capacity} positions`,
       );
     }
-    const { embedding, rmsnorm, rope, attention, swiglu, copy } = this.ops;
-    const adapter = step.adapter;
-    const loraH = adapter ? act.loraScratch(adapter.settings.rank).rows(0, t) : undefined;
-    let layerIndex = 0;
-    const adapt = (target: LoraTarget | undefined, x: Tensor, y: Tensor) => {
-      const p = target && adapter?.get(layerIndex, target);
-      if (!p || !loraH || !adapter) return;
-      const rows = x.shape[0];
-      if (rows === 1 && adapter.settings.rank <= 64) {
-        this.ops.loraDecode.record(rec, x, p.a, p.b, y, adapter.scale);
-        return;
-      }
-      this.ops.lora.recordForward(rec, {
-        x: x.reshape([rows, x.size / rows]),
-        a: p.a,
-        b: p.b,
-        h: loraH,
-        y: y.reshape([rows, y.size / rows]),
-        scale: adapter.scale,
-      });
-    };
-    const linear = (x: Tensor, weight: Tensor, y: Tensor, bias?: Tensor, target?: LoraTarget) => {
-      this.#linear(rec, x, weight, y, false, bias);
-      adapt(target, x, y);
-    };
-    const linearAdd = (x: Tensor, weight: Tensor, y: Tensor, target: LoraTarget) => {
-      this.#linear(rec, x, weight, y, true);
-      adapt(target, x, y);
-    };
+    if (adapter) act.prepareAdapter(adapter.rank);
+    const { embedding, rmsnorm, copy } = this.ops;
     const w = this.weights;
-    const x = act.x.rows(0, t);
-    const h = act.h.rows(0, t);
-    const q = act.q.rows(0, t);
-    const qFlat = q.reshape([t, qDim(c)]);
-    const k = act.k.rows(0, t);
-    const kFlat = k.reshape([t, kvDim(c)]);
-    const vFlat = act.v.rows(0, t).reshape([t, kvDim(c)]);
-    const attn = act.attn.rows(0, t);
-    const gate = act.gate.rows(0, t);
-    const up = act.up.rows(0, t);
-    const hidden = act.act.rows(0, t);
-
-    embedding.recordForward(rec, w.embed, ids, x, offset);
+    embedding.recordForward(rec, w.embed, ids, act.layer(0, t).xIn, offset);
     for (let l = 0; l < c.nLayers; l++) {
-      layerIndex = l;
-      const layer = w.layers[l];
-      rmsnorm.recordForward(rec, x, layer.attnNorm, h, c.normEps);
-      linear(h, layer.q, qFlat, layer.qBias, "q");
-      linear(h, layer.k, kFlat, layer.kBias, "k");
-      linear(h, layer.v, vFlat, layer.vBias, "v");
-      // Keys are rotated on their way into the cache; values are copied; both land at row past.
-      rope.recordForwardInPlace(rec, q, { pos0: past });
-      rope.recordForward(rec, k, cache.k[l], { pos0: past, dstRow: past });
-      copy.record(rec, vFlat, cache.v[l], { dstOffset: past * kvDim(c) });
-      attention.recordForward(rec, { q, k: cache.k[l], v: cache.v[l], out: attn, past });
-      linearAdd(attn.reshape([t, qDim(c)]), layer.o, x, "o");
-      rmsnorm.recordForward(rec, x, layer.ffnNorm, h, c.normEps);
-      linear(h, layer.gate, gate, undefined, "gate");
-      linear(h, layer.up, up, undefined, "up");
-      swiglu.recordForward(rec, gate, up, hidden);
-      linearAdd(hidden, layer.down, x, "down");
+      this.#recordLayer(rec, l, act.layer(l, t), cache, past, step);
     }
-    let rows = x;
+    let rows = act.layer(c.nLayers - 1, t).xOut;
     if (step.logits === "last") {
-      copy.record(rec, x, act.last, { srcOffset: (t - 1) * c.dim, count: c.dim });
-      rows = act.last;
+      copy.record(rec, rows, act.lastRow, { srcOffset: (t - 1) * c.dim, count: c.dim });
+      rows = act.lastRow;
     }
-    const normed = act.h.rows(0, rows.shape[0]);
-    rmsnorm.recordForward(rec, rows, w.norm, normed, c.normEps);
-    linear(normed, w.head, act.logits.rows(0, rows.shape[0]));
+    const n = rows.shape[0];
+    const final = act.final(n);
+    rmsnorm.recordForward(rec, rows, w.norm, final.normed, c.normEps, final.rstd);
+    this.recordLinear(rec, final.normed, w.head, act.logits.rows(0, n));
     cache.length = past + t;
+  }
+
+  /** One decoder layer: attention with the cache, then the MLP, each added to the residual. */
+  #recordLayer(
+    rec: Recorder,
+    l: number,
+    b: LayerBuffers,
+    cache: KvCache,
+    past: number,
+    step: ForwardStep,
+  ): void {
+    const c = this.config;
+    const { rmsnorm, rope, attention, swiglu, copy } = this.ops;
+    const layer = this.weights.layers[l];
+    const t = step.tokens;
+    const flat = (x: Tensor) => x.reshape([t, x.size / t]);
+    const project = (
+      target: LoraTarget,
+      x: Tensor,
+      weight: Tensor,
+      y: Tensor,
+      options: { accumulate?: boolean; bias?: Tensor } = {},
+    ) => {
+      this.recordLinear(rec, x, weight, y, options);
+      this.#recordAdapter(rec, l, target, x, y, b, step);
+    };
+
+    rmsnorm.recordForward(rec, b.xIn, layer.attnNorm, b.h1, c.normEps, b.rstd1);
+    project("q", b.h1, layer.q, flat(b.q), { bias: layer.qBias });
+    project("k", b.h1, layer.k, flat(b.k), { bias: layer.kBias });
+    project("v", b.h1, layer.v, flat(b.v), { bias: layer.vBias });
+    // Keys are rotated on their way into the cache; values are copied; both land at row past.
+    rope.recordForwardInPlace(rec, b.q, { pos0: past });
+    rope.recordForward(rec, b.k, cache.k[l], { pos0: past, dstRow: past });
+    copy.record(rec, flat(b.v), cache.v[l], { dstOffset: past * kvDim(c) });
+    attention.recordForward(rec, {
+      q: b.q,
+      k: cache.k[l],
+      v: cache.v[l],
+      out: b.attn,
+      past,
+      lse: b.lse,
+    });
+    if (b.x2 !== b.xIn) copy.record(rec, b.xIn, b.x2);
+    project("o", flat(b.attn), layer.o, b.x2, { accumulate: true });
+    rmsnorm.recordForward(rec, b.x2, layer.ffnNorm, b.h2, c.normEps, b.rstd2);
+    project("gate", b.h2, layer.gate, b.gate);
+    project("up", b.h2, layer.up, b.up);
+    swiglu.recordForward(rec, b.gate, b.up, b.act);
+    if (b.xOut !== b.x2) copy.record(rec, b.x2, b.xOut);
+    project("down", b.act, layer.down, b.xOut, { accumulate: true });
+  }
+
+  /** y += scale · dropout(x)·Aᵀ·Bᵀ for an adapted projection; one dispatch for one token. */
+  #recordAdapter(
+    rec: Recorder,
+    l: number,
+    target: LoraTarget,
+    x: Tensor,
+    y: Tensor,
+    b: LayerBuffers,
+    step: ForwardStep,
+  ): void {
+    const adapter = step.adapter;
+    const p = adapter?.get(l, target);
+    if (!adapter || !p) return;
+    const rows = x.shape[0];
+    const dropout = step.dropout && step.dropout.p > 0
+      ? { p: step.dropout.p, seed: projectionDropoutSeed(step.dropout.seed, l, target) }
+      : undefined;
+    if (rows === 1 && !dropout && adapter.rank <= LORA_DECODE_MAX_RANK) {
+      this.ops.loraDecode.record(rec, x, p.a, p.b, y, adapter.scale);
+      return;
+    }
+    this.ops.lora.recordForward(rec, {
+      x: x.reshape([rows, x.size / rows]),
+      a: p.a,
+      b: p.b,
+      h: b.loraH(target),
+      y: y.reshape([rows, y.size / rows]),
+      scale: adapter.scale,
+      dropout,
+    });
   }
 
   /**
@@ -307,7 +291,14 @@ export class LlamaModel {
    * (it streams each weight once), the tiled matmul for more. f16 weights (see gpu_weights.ts)
    * take matvec's f16 path when it was compiled, else matmul's f16-B kernel.
    */
-  #linear(rec: Recorder, x: Tensor, weight: Tensor, y: Tensor, accumulate: boolean, bias?: Tensor) {
+  recordLinear(
+    rec: Recorder,
+    x: Tensor,
+    weight: Tensor,
+    y: Tensor,
+    options: { accumulate?: boolean; bias?: Tensor } = {},
+  ): void {
+    const { accumulate = false, bias } = options;
     const [rows, inDim] = [x.shape[0], x.size / x.shape[0]];
     if (rows === 1 && inDim % 4 === 0 && (weight.dtype === "f32" || this.ops.matvec.f16)) {
       const outDim = weight.shape[0];
@@ -319,6 +310,20 @@ export class LlamaModel {
     }
     (accumulate ? this.ops.linearAdd : this.ops.linear).record(rec, x, weight, y);
     if (bias) this.ops.bias.record(rec, y, bias);
+  }
+
+  /**
+   * dX (=|+=) dY·W for dY [t, out] and W [out, in]: the gradient of a projection's input through
+   * its frozen weight (no weight gradient is ever computed).
+   */
+  recordInputGradient(
+    rec: Recorder,
+    dY: Tensor,
+    weight: Tensor,
+    dX: Tensor,
+    accumulate = false,
+  ): void {
+    (accumulate ? this.ops.inputGradAdd : this.ops.inputGrad).record(rec, dY, weight, dX);
   }
 
   /** Frees the weights. Caches and activations are freed by their owners. */

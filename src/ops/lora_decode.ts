@@ -7,6 +7,9 @@ import { Tensor } from "../gpu/tensor.ts";
 const WG = 64;
 const OUT_PER_WG = 512;
 
+/** Largest rank {@link LoraDecodeOp} handles: one invocation per rank row of a workgroup. */
+export const LORA_DECODE_MAX_RANK = WG;
+
 /**
  * LoRA for a single token in one dispatch: y += scale · (x·Aᵀ)·Bᵀ, with A and B read from views
  * of one flat parameter buffer (the adapter's). Decode uses it instead of the two tiled products
@@ -37,7 +40,11 @@ export class LoraDecodeOp {
         `lora decode: x has ${x.size} values for in ${inDim}, y ${y.size} for out ${outDim}`,
       );
     }
-    if (rank > WG) throw new KernelUsageError(`lora decode handles ranks up to ${WG}, got ${rank}`);
+    if (rank > LORA_DECODE_MAX_RANK) {
+      throw new KernelUsageError(
+        `lora decode handles ranks up to ${LORA_DECODE_MAX_RANK}, got ${rank}`,
+      );
+    }
     if (a.buffer !== b.buffer || a.byteOffset % 4 || b.byteOffset % 4) {
       throw new KernelUsageError("lora decode: A and B must be views of one f32 parameter buffer");
     }

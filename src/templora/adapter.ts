@@ -4,6 +4,7 @@ import type { ModelConfig } from "../formats/config.ts";
 import { InvalidSettingError } from "../model/errors.ts";
 import { LORA_TARGETS, type LoraTarget, projectionDims, projectionName } from "../core/lora.ts";
 import { Rng } from "../core/random.ts";
+import type { ModelAdapter } from "../model/adapter.ts";
 
 export { LORA_TARGETS, type LoraTarget, projectionDims };
 
@@ -51,7 +52,7 @@ const ALIGN_FLOATS = 64;
  * random (uniform in ±1/sqrt(in), as PEFT's default), B at zero, so a fresh adapter changes
  * nothing.
  */
-export class LoraAdapter {
+export class LoraAdapter implements ModelAdapter {
   /** Every A and B, f32 [n], each padded to a 64-float boundary. */
   readonly params: Tensor;
   /** Gradients, f32 [n], same layout as `params`. */
@@ -133,6 +134,11 @@ export class LoraAdapter {
     });
     for (const p of this.projections) this.#byKey.set(`${p.layer}:${p.target}`, p);
     this.reset(gpu);
+  }
+
+  /** LoRA rank r. */
+  get rank(): number {
+    return this.settings.rank;
   }
 
   /** The adapter of one layer's projection, if it has one. */

@@ -2,15 +2,16 @@ import type { KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { readF32 } from "../gpu/readback.ts";
 import { createTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
-import type { ModelConfig } from "../formats/config.ts";
 import type { LlamaModel } from "../model/llama.ts";
+import type { LayerBuffers, TrainingActivations } from "../model/activations.ts";
+import type { KvCache } from "../model/kv_cache.ts";
 import { InvalidSettingError } from "../model/errors.ts";
 import { AdamWOp } from "../ops/adamw.ts";
 import { CrossEntropyOp } from "../ops/cross_entropy.ts";
 import { GradNormOp, STATS } from "../ops/grad_norm.ts";
-import { MatmulOp } from "../ops/matmul.ts";
+import { type LoraTarget, projectionDropoutSeed } from "../core/lora.ts";
 import type { LoraDropout } from "../ops/lora.ts";
-import { LORA_TARGETS, type LoraAdapter, type LoraTarget } from "./adapter.ts";
+import type { LoraAdapter } from "./adapter.ts";
 
 /** Optimizer settings of adapter training (the paper's defaults in {@link DEFAULT_OPTIMIZER}). */
 export interface OptimizerSettings {
@@ -60,25 +61,6 @@ export interface StepReport {
   lr?: number;
 }
 
-/** Activations one layer's backward needs, kept by the training forward. */
-interface LayerStore {
-  xIn: Tensor; // [T, dim] residual stream entering the layer
-  h1: Tensor; // [T, dim] input norm output
-  rstd1: Tensor; // [T]
-  q: Tensor; // [T, nHeads, headDim] after RoPE
-  k: Tensor; // [T, nKvHeads, headDim] after RoPE
-  v: Tensor; // [T, nKvHeads, headDim]
-  attn: Tensor; // [T, nHeads, headDim]
-  lse: Tensor; // [T, nHeads]
-  x2: Tensor; // [T, dim] residual after attention
-  h2: Tensor; // [T, dim] post-attention norm output
-  rstd2: Tensor; // [T]
-  gate: Tensor; // [T, hidden]
-  up: Tensor; // [T, hidden]
-  act: Tensor; // [T, hidden]
-  loraH: Map<LoraTarget, Tensor>; // [T, rank] each: dropout(x)·Aᵀ
-}
-
 /**
  * Trains a LoRA adapter on a token sequence with the base model frozen, entirely on the GPU: a
  * forward pass that keeps what the backward needs, masked cross-entropy, the backward through
@@ -89,15 +71,14 @@ interface LayerStore {
 export class Trainer {
   /** Longest sequence (in tokens) the trainer's buffers hold. */
   readonly maxTokens: number;
-  #layers: LayerStore[] = [];
+  /** What the model's training forward keeps for the backward. */
+  readonly activations: TrainingActivations;
+  /** Rotated keys and values of every layer, positions 0..T (the forward's cache). */
+  readonly cache: KvCache;
   #owned: Tensor[] = [];
   #ids: Tensor; // [T] u32
   #targets: Tensor; // [T] u32
   #mask: Tensor; // [T] f32
-  #xFinal: Tensor; // [T, dim]
-  #hf: Tensor; // [T, dim]
-  #rstdF: Tensor; // [T]
-  #logits: Tensor; // [T, vocab]
   #loss: Tensor; // [T]
   #ceStats: Tensor; // [T, 2]
   #totals: Tensor; // [2]
@@ -119,14 +100,7 @@ export class Trainer {
     readonly model: LlamaModel,
     readonly adapter: LoraAdapter,
     maxTokens: number,
-    private readonly ops: {
-      ce: CrossEntropyOp;
-      gradNorm: GradNormOp;
-      adamw: AdamWOp;
-      /** dX = dY·W for W stored [out, in]. */
-      back: MatmulOp;
-      backAdd: MatmulOp;
-    },
+    private readonly ops: { ce: CrossEntropyOp; gradNorm: GradNormOp; adamw: AdamWOp },
   ) {
     this.maxTokens = maxTokens;
     const c = model.config;
@@ -138,37 +112,11 @@ export class Trainer {
     };
     const T = maxTokens;
     const hd = c.headDim;
-    const rank = adapter.settings.rank;
-    for (let l = 0; l < c.nLayers; l++) {
-      const loraH = new Map<LoraTarget, Tensor>();
-      for (const target of LORA_TARGETS) {
-        if (adapter.get(l, target)) loraH.set(target, make([T, rank], `lora h ${l}.${target}`));
-      }
-      this.#layers.push({
-        xIn: make([T, c.dim], "xIn"),
-        h1: make([T, c.dim], "h1"),
-        rstd1: make([T], "rstd1"),
-        q: make([T, c.nHeads, hd], "q"),
-        k: make([T, c.nKvHeads, hd], "k"),
-        v: make([T, c.nKvHeads, hd], "v"),
-        attn: make([T, c.nHeads, hd], "attn"),
-        lse: make([T, c.nHeads], "lse"),
-        x2: make([T, c.dim], "x2"),
-        h2: make([T, c.dim], "h2"),
-        rstd2: make([T], "rstd2"),
-        gate: make([T, c.hiddenDim], "gate"),
-        up: make([T, c.hiddenDim], "up"),
-        act: make([T, c.hiddenDim], "act"),
-        loraH,
-      });
-    }
+    this.activations = model.createTrainingActivations(T, adapter);
+    this.cache = model.createCache(T);
     this.#ids = make([T], "train ids", "u32");
     this.#targets = make([T], "train targets", "u32");
     this.#mask = make([T], "train mask");
-    this.#xFinal = make([T, c.dim], "xFinal");
-    this.#hf = make([T, c.dim], "hf");
-    this.#rstdF = make([T], "rstdF");
-    this.#logits = make([T, c.vocabSize], "train logits");
     this.#loss = make([T], "token loss");
     this.#ceStats = make([T, 2], "ce stats");
     this.#totals = make([2], "loss totals");
@@ -183,7 +131,7 @@ export class Trainer {
     this.#dAct = make([T, c.hiddenDim], "dAct");
     this.#dGate = make([T, c.hiddenDim], "dGate");
     this.#dUp = make([T, c.hiddenDim], "dUp");
-    this.#dLoraH = make([T, rank], "dLoraH");
+    this.#dLoraH = make([T, adapter.rank], "dLoraH");
   }
 
   /** A trainer for sequences of up to `maxTokens` tokens. */
@@ -198,19 +146,18 @@ export class Trainer {
         `training sequences of ${maxTokens} tokens; the model takes 2..${model.config.maxSeqLen}`,
       );
     }
-    const [ce, gradNorm, adamw, back, backAdd] = await Promise.all([
+    const [ce, gradNorm, adamw] = await Promise.all([
       CrossEntropyOp.create(registry),
       GradNormOp.create(registry),
       AdamWOp.create(registry),
-      MatmulOp.create(registry, {}),
-      MatmulOp.create(registry, { accumulate: true }),
     ]);
-    return new Trainer(model, adapter, maxTokens, { ce, gradNorm, adamw, back, backAdd });
+    return new Trainer(model, adapter, maxTokens, { ce, gradNorm, adamw });
   }
 
   /** Bytes the trainer's buffers hold on the GPU. */
   get bytes(): number {
-    return this.#owned.reduce((sum, t) => sum + t.byteLength, 0);
+    const own = this.#owned.reduce((sum, t) => sum + t.byteLength, 0);
+    return own + this.activations.bytes + this.cache.bytes;
   }
 
   /**
@@ -255,7 +202,7 @@ export class Trainer {
     const rows = (x: Tensor) => x.rows(0, t);
     ce.recordTotals(rec, rows(this.#loss), rows(this.#mask), this.#totals);
     ce.recordBackward(rec, {
-      logits: rows(this.#logits),
+      logits: rows(this.activations.logits),
       targets: rows(this.#targets),
       mask: rows(this.#mask),
       stats: rows(this.#ceStats),
@@ -310,10 +257,10 @@ export class Trainer {
 
   #dropout(p: number, seed: number, layer: number, target: LoraTarget): LoraDropout | undefined {
     if (!(p > 0)) return undefined;
-    return { p, seed: (seed + layer * 131 + LORA_TARGETS.indexOf(target) * 17) >>> 0 };
+    return { p, seed: projectionDropoutSeed(seed, layer, target) };
   }
 
-  /** Forward over T tokens from position 0, keeping activations; per-token losses at the end. */
+  /** The model's forward over T tokens from position 0, keeping activations; then token losses. */
   #recordForward(
     rec: Recorder,
     t: number,
@@ -321,76 +268,20 @@ export class Trainer {
     p: number,
     seed = 0,
   ) {
-    const c: ModelConfig = this.model.config;
-    const w = this.model.weights;
-    const k = this.model.kernels;
-    const adapter = mode === "base" ? undefined : this.adapter;
-    const dropP = mode === "train" ? p : 0;
     const rows = (x: Tensor) => x.rows(0, t);
-    const flat = (x: Tensor) => x.rows(0, t).reshape([t, x.size / x.shape[0]]);
-    const project = (
-      layer: number,
-      target: LoraTarget,
-      x: Tensor,
-      weight: Tensor,
-      y: Tensor,
-      store: LayerStore,
-      options: { accumulate?: boolean; bias?: Tensor } = {},
-    ) => {
-      (options.accumulate ? k.linearAdd : k.linear).record(rec, x, weight, y);
-      if (options.bias) k.bias.record(rec, y, options.bias);
-      const proj = adapter?.get(layer, target);
-      if (!proj || !adapter) return;
-      k.lora.recordForward(rec, {
-        x,
-        a: proj.a,
-        b: proj.b,
-        h: rows(store.loraH.get(target)!),
-        y,
-        scale: adapter.scale,
-        dropout: this.#dropout(dropP, seed, layer, target),
-      });
-    };
-
-    k.embedding.recordForward(rec, w.embed, rows(this.#ids), rows(this.#layers[0].xIn));
-    for (let l = 0; l < c.nLayers; l++) {
-      const s = this.#layers[l];
-      const L = w.layers[l];
-      k.rmsnorm.recordForward(rec, rows(s.xIn), L.attnNorm, rows(s.h1), c.normEps, rows(s.rstd1));
-      project(l, "q", rows(s.h1), L.q, flat(s.q), s, { bias: L.qBias });
-      project(l, "k", rows(s.h1), L.k, flat(s.k), s, { bias: L.kBias });
-      project(l, "v", rows(s.h1), L.v, flat(s.v), s, { bias: L.vBias });
-      k.rope.recordForwardInPlace(rec, rows(s.q), { pos0: 0 });
-      k.rope.recordForwardInPlace(rec, rows(s.k), { pos0: 0 });
-      k.attention.recordForward(rec, {
-        q: rows(s.q),
-        k: rows(s.k),
-        v: rows(s.v),
-        out: rows(s.attn),
-        past: 0,
-        lse: rows(s.lse),
-      });
-      k.copy.record(rec, rows(s.xIn), rows(s.x2));
-      project(l, "o", flat(s.attn), L.o, rows(s.x2), s, { accumulate: true });
-      k.rmsnorm.recordForward(rec, rows(s.x2), L.ffnNorm, rows(s.h2), c.normEps, rows(s.rstd2));
-      project(l, "gate", rows(s.h2), L.gate, rows(s.gate), s);
-      project(l, "up", rows(s.h2), L.up, rows(s.up), s);
-      k.swiglu.recordForward(rec, rows(s.gate), rows(s.up), rows(s.act));
-      const next = l + 1 < c.nLayers ? this.#layers[l + 1].xIn : this.#xFinal;
-      k.copy.record(rec, rows(s.x2), rows(next));
-      project(l, "down", rows(s.act), L.down, rows(next), s, { accumulate: true });
-    }
-    k.rmsnorm.recordForward(
-      rec,
-      rows(this.#xFinal),
-      w.norm,
-      rows(this.#hf),
-      c.normEps,
-      rows(this.#rstdF),
-    );
-    k.linear.record(rec, rows(this.#hf), w.head, rows(this.#logits));
+    this.cache.length = 0;
+    this.model.recordForward(rec, {
+      ids: this.#ids,
+      offset: 0,
+      tokens: t,
+      cache: this.cache,
+      activations: this.activations,
+      logits: "all",
+      adapter: mode === "base" ? undefined : this.adapter,
+      dropout: mode === "train" ? { p, seed } : undefined,
+    });
     this.ops.ce.recordForward(rec, {
-      logits: rows(this.#logits),
+      logits: rows(this.activations.logits),
       targets: rows(this.#targets),
       mask: rows(this.#mask),
       loss: rows(this.#loss),
@@ -400,13 +291,14 @@ export class Trainer {
 
   /** Backward from dLogits to every adapter matrix; base weights get no gradient. */
   #recordBackward(rec: Recorder, t: number, p: number, seed: number) {
-    const c = this.model.config;
-    const w = this.model.weights;
-    const k = this.model.kernels;
-    const { back, backAdd } = this.ops;
+    const model = this.model;
+    const c = model.config;
+    const w = model.weights;
+    const k = model.kernels;
+    const act = this.activations;
     const adapter = this.adapter;
     const rows = (x: Tensor) => x.rows(0, t);
-    const flat = (x: Tensor) => x.rows(0, t).reshape([t, x.size / x.shape[0]]);
+    const flat = (x: Tensor) => x.reshape([t, x.size / t]);
     /** dX (=|+=) dY·W, then the adapter's gradients and its share of dX. */
     const through = (
       layer: number,
@@ -415,17 +307,17 @@ export class Trainer {
       weight: Tensor,
       x: Tensor,
       dX: Tensor,
-      store: LayerStore,
+      saved: LayerBuffers,
       accumulate: boolean,
     ) => {
-      (accumulate ? backAdd : back).record(rec, dY, weight, dX);
+      model.recordInputGradient(rec, dY, weight, dX, accumulate);
       const proj = adapter.get(layer, target);
       if (!proj) return;
       k.lora.recordBackward(rec, {
         x,
         a: proj.a,
         b: proj.b,
-        h: rows(store.loraH.get(target)!),
+        h: saved.loraH(target),
         dY,
         dH: rows(this.#dLoraH),
         dA: proj.dA,
@@ -438,33 +330,34 @@ export class Trainer {
 
     const dx = rows(this.#dx);
     const dH = rows(this.#dH);
-    back.record(rec, rows(this.#dLogits), w.head, dH);
-    k.rmsnorm.recordBackwardInput(rec, rows(this.#xFinal), w.norm, rows(this.#rstdF), dH, dx);
+    const final = act.final(t);
+    model.recordInputGradient(rec, rows(this.#dLogits), w.head, dH);
+    k.rmsnorm.recordBackwardInput(rec, rows(act.xFinal), w.norm, final.rstd, dH, dx);
     for (let l = c.nLayers - 1; l >= 0; l--) {
-      const s = this.#layers[l];
+      const s = act.layer(l, t);
       const L = w.layers[l];
-      through(l, "down", dx, L.down, rows(s.act), rows(this.#dAct), s, false);
+      through(l, "down", dx, L.down, s.act, rows(this.#dAct), s, false);
       k.swiglu.recordBackward(
         rec,
         rows(this.#dAct),
-        rows(s.gate),
-        rows(s.up),
+        s.gate,
+        s.up,
         rows(this.#dGate),
         rows(this.#dUp),
       );
-      through(l, "gate", rows(this.#dGate), L.gate, rows(s.h2), dH, s, false);
-      through(l, "up", rows(this.#dUp), L.up, rows(s.h2), dH, s, true);
-      k.rmsnorm.recordBackwardInput(rec, rows(s.x2), L.ffnNorm, rows(s.rstd2), dH, dx, {
+      through(l, "gate", rows(this.#dGate), L.gate, s.h2, dH, s, false);
+      through(l, "up", rows(this.#dUp), L.up, s.h2, dH, s, true);
+      k.rmsnorm.recordBackwardInput(rec, s.x2, L.ffnNorm, s.rstd2!, dH, dx, {
         accumulate: true,
       });
-      through(l, "o", dx, L.o, flat(s.attn), flat(this.#dAttn), s, false);
+      through(l, "o", dx, L.o, flat(s.attn), flat(rows(this.#dAttn)), s, false);
       k.attention.recordBackward(rec, {
         dOut: rows(this.#dAttn),
-        q: rows(s.q),
-        k: rows(s.k),
-        v: rows(s.v),
-        out: rows(s.attn),
-        lse: rows(s.lse),
+        q: s.q,
+        k: rows(this.cache.k[l]),
+        v: rows(this.cache.v[l]),
+        out: s.attn,
+        lse: s.lse!,
         delta: rows(this.#delta),
         dQ: rows(this.#dQ),
         dK: rows(this.#dK),
@@ -473,10 +366,10 @@ export class Trainer {
       });
       k.rope.recordBackwardInPlace(rec, rows(this.#dQ), { pos0: 0 });
       k.rope.recordBackwardInPlace(rec, rows(this.#dK), { pos0: 0 });
-      through(l, "q", flat(this.#dQ), L.q, rows(s.h1), dH, s, false);
-      through(l, "k", flat(this.#dK), L.k, rows(s.h1), dH, s, true);
-      through(l, "v", flat(this.#dV), L.v, rows(s.h1), dH, s, true);
-      k.rmsnorm.recordBackwardInput(rec, rows(s.xIn), L.attnNorm, rows(s.rstd1), dH, dx, {
+      through(l, "q", flat(rows(this.#dQ)), L.q, s.h1, dH, s, false);
+      through(l, "k", flat(rows(this.#dK)), L.k, s.h1, dH, s, true);
+      through(l, "v", flat(rows(this.#dV)), L.v, s.h1, dH, s, true);
+      k.rmsnorm.recordBackwardInput(rec, s.xIn, L.attnNorm, s.rstd1!, dH, dx, {
         accumulate: true,
       });
     }
@@ -487,5 +380,7 @@ export class Trainer {
     this.ops.gradNorm.destroy();
     for (const t of this.#owned) t.destroy();
     this.#owned = [];
+    this.activations.destroy();
+    this.cache.destroy();
   }
 }
