@@ -4,7 +4,7 @@ import type { KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { type LoraTarget, projectionDropoutSeed } from "../core/lora.ts";
-import { kvDim, type ModelConfig, qDim } from "../formats/config.ts";
+import { kvDim, type ModelConfig } from "../formats/config.ts";
 import type { ModelWeights } from "../formats/tensor_data.ts";
 import { AttentionOp } from "../ops/attention.ts";
 import { BiasOp } from "../ops/bias.ts";
