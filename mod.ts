@@ -7,61 +7,78 @@
  * import { resolveTempLoraSettings, TextModel, writeWithTempLora } from "jsr:@templora/templora";
  *
  * const lm = await TextModel.load("stories260K.bin");
- * const settings = resolveTempLoraSettings(lm.config);
+ * const settings = resolveTempLoraSettings(lm.config, { window: 256 });
  * for await (const event of writeWithTempLora(lm, "Once upon a time", { maxTokens: 512 }, settings)) {
  *   if (event.type === "token") await Deno.stdout.write(new TextEncoder().encode(event.text));
+ *   if (event.type === "train") console.error(`chunk ${event.chunk}: loss ${event.loss.toFixed(3)}`);
  * }
  * lm.dispose();
  * ```
  *
- * The lower layers are exported too: the WebGPU runtime (device, tensors, kernel registry,
- * recorder), every WGSL op with its TypeScript wrapper, the model file formats and tokenizers.
+ * Measuring what the adapter buys on a long text (the PG19 protocol, test-then-train):
+ *
+ * ```ts
+ * import { evaluatePerplexity, resolveTempLoraSettings, TextModel } from "jsr:@templora/templora";
+ *
+ * const lm = await TextModel.load("stories260K.bin");
+ * const book = await Deno.readTextFile("book.txt");
+ * const settings = resolveTempLoraSettings(lm.config);
+ * const result = await evaluatePerplexity(lm, book, { maxTokens: 4096 }, settings);
+ * console.log(result.base.ppl, result.templora.ppl, `${result.decrease_pct.toFixed(1)}%`);
+ * lm.dispose();
+ * ```
+ *
+ * The OpenAI-compatible HTTP server is `createApp` in `@templora/templora/server`; the WebGPU
+ * runtime underneath (device, tensors, kernels and their ops, the model's forward, the trainer,
+ * file formats) is `@templora/templora/gpu`.
  * @module
  */
-// Temp-Lora
-export * from "./src/templora/adapter.ts";
-export * from "./src/templora/trainer.ts";
-export * from "./src/templora/settings.ts";
-export * from "./src/templora/writer.ts";
-// Models and generation
-export * from "./src/model/errors.ts";
-export * from "./src/model/text_model.ts";
-export * from "./src/model/generate.ts";
-export * from "./src/model/write_loop.ts";
-export * from "./src/model/decode_session.ts";
-export * from "./src/model/llama.ts";
-export * from "./src/model/kv_cache.ts";
-export * from "./src/model/gpu_weights.ts";
-export * from "./src/model/stop.ts";
-// File formats and tokenizers
-export * from "./src/formats/errors.ts";
-export * from "./src/formats/config.ts";
-export * from "./src/formats/tensor_data.ts";
-export * from "./src/formats/tokenizer.ts";
-export * from "./src/formats/load.ts";
-// WebGPU runtime
+
+// Loading a model
+export { TextModel, type TextModelOptions } from "./src/model/text_model.ts";
+export type { LoadOptions } from "./src/formats/load.ts";
+export type { GpuWeightDtype } from "./src/model/gpu_weights.ts";
+export type { ModelConfig } from "./src/formats/config.ts";
+export type {
+  ChatTemplate,
+  EncodeOptions,
+  StreamDecoder,
+  Tokenizer,
+} from "./src/formats/tokenizer.ts";
+export { acquireGpu, type AcquireGpuOptions, type Gpu } from "./src/gpu/device.ts";
+
+// Generating
+export type { GeneratedToken, GenerateOptions, GenerationResult } from "./src/model/generate.ts";
+export type { CacheEvent, FinishReason, TokenEvent } from "./src/model/decode_loop.ts";
+
+// Writing with Temp-Lora, and its settings
+export {
+  type TrainEvent,
+  type WriterEvent,
+  type WriterSummary,
+  writeWithTempLora,
+} from "./src/templora/writer.ts";
+export {
+  defaultTempLoraSettings,
+  resolveTempLoraSettings,
+  type TempLoraOverrides,
+  type TempLoraSettings,
+} from "./src/templora/settings.ts";
+export { DEFAULT_OPTIMIZER, type OptimizerSettings } from "./src/templora/trainer.ts";
+export { LORA_TARGETS, type LoraTarget } from "./src/core/lora.ts";
+
+// Evaluating
+export {
+  type ChunkScore,
+  evaluatePerplexity,
+  type EvaluationOptions,
+  type EvaluationProgress,
+  type EvaluationResult,
+  type Perplexity,
+  perplexityOf,
+} from "./src/templora/evaluate.ts";
+
+// Errors: every error templora throws on purpose extends TemploraError.
 export * from "./src/gpu/errors.ts";
-export * from "./src/gpu/device.ts";
-export * from "./src/gpu/memory.ts";
-export * from "./src/gpu/tensor.ts";
-export * from "./src/gpu/kernel.ts";
-export type { BindingDecl, ConstantValue, ParamField } from "./src/gpu/wgsl_parse.ts";
-export * from "./src/gpu/recorder.ts";
-export * from "./src/gpu/readback.ts";
-// Ops (one per shader file)
-export * from "./src/ops/copy.ts";
-export * from "./src/ops/matmul.ts";
-export * from "./src/ops/matvec.ts";
-export * from "./src/ops/attention.ts";
-export * from "./src/ops/embedding.ts";
-export * from "./src/ops/rmsnorm.ts";
-export * from "./src/ops/rope.ts";
-export * from "./src/ops/swiglu.ts";
-export * from "./src/ops/bias.ts";
-export * from "./src/ops/softmax.ts";
-export * from "./src/ops/cross_entropy.ts";
-export * from "./src/ops/sampling.ts";
-export * from "./src/ops/lora.ts";
-export * from "./src/ops/lora_decode.ts";
-export * from "./src/ops/adamw.ts";
-export * from "./src/ops/grad_norm.ts";
+export * from "./src/model/errors.ts";
+export * from "./src/formats/errors.ts";

@@ -8,12 +8,12 @@ import {
   CorruptHeaderError,
   InvalidConfigError,
   MissingTensorError,
-  ModelFileNotFoundError,
   TensorShapeMismatchError,
   UnsupportedArchitectureError,
   UnsupportedFeatureError,
 } from "./errors.ts";
-import { readSafetensorsFolder, writeSafetensors } from "./safetensors.ts";
+import { writeSafetensors } from "./safetensors.ts";
+import { readSafetensorsFolder } from "./safetensors_folder.ts";
 import {
   convertTensor,
   type ModelWeights,
@@ -21,6 +21,7 @@ import {
   tensorToF32,
   type WeightDtype,
 } from "./tensor_data.ts";
+import { readJsonFile } from "./files.ts";
 
 /** Architectures (config.json "architectures") this reader accepts. */
 export const SUPPORTED_ARCHITECTURES = [
@@ -120,29 +121,7 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
 /** Reads and parses `dir`/config.json. */
 export async function readHfConfig(dir: string): Promise<ModelConfig> {
   const file = join(dir, "config.json");
-  return parseHfConfig(await readJson(file), file);
-}
-
-/** Reads a JSON file; a missing file is ModelFileNotFoundError, bad JSON CorruptHeaderError. */
-export async function readJson(file: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(file);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new ModelFileNotFoundError(file, "no such file", { cause: e });
-    }
-    throw new ModelFileNotFoundError(file, `cannot read: ${e instanceof Error ? e.message : e}`, {
-      cause: e,
-    });
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new CorruptHeaderError(file, `not valid JSON: ${e instanceof Error ? e.message : e}`, {
-      cause: e,
-    });
-  }
+  return parseHfConfig(await readJsonFile(file, "config"), file);
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { InvalidTokenIdError, ModelFormatError, TokenizerMismatchError } from "./errors.ts";
-import { readJson } from "./hf.ts";
+import { readJsonFile } from "./files.ts";
 import type { ChatTemplate, EncodeOptions, StreamDecoder, Tokenizer } from "./tokenizer.ts";
 
 type HfTokenizerImpl = import("@huggingface/tokenizers").Tokenizer;
@@ -173,10 +173,10 @@ function chatTemplateSource(value: unknown, file: string): string | undefined {
  */
 export async function readHfTokenizer(dir: string, modelVocabSize?: number): Promise<HfTokenizer> {
   const file = join(dir, "tokenizer.json");
-  const tokenizerJson = await readJson(file);
+  const tokenizerJson = await readJsonFile(file);
   let tokenizerConfig: unknown = {};
   try {
-    tokenizerConfig = await readJson(join(dir, "tokenizer_config.json"));
+    tokenizerConfig = await readJsonFile(join(dir, "tokenizer_config.json"));
   } catch (e) {
     if (!(e instanceof ModelFormatError && /no such file/.test(e.message))) throw e;
   }
@@ -192,7 +192,7 @@ export async function readHfTokenizer(dir: string, modelVocabSize?: number): Pro
   }
   let modelConfig: Record<string, unknown> = {};
   try {
-    modelConfig = (await readJson(join(dir, "config.json"))) as Record<string, unknown>;
+    modelConfig = (await readJsonFile(join(dir, "config.json"))) as Record<string, unknown>;
   } catch {
     // Only used for bos/eos ids when tokenizer_config.json lacks them.
   }

@@ -7,13 +7,13 @@ import { type ModelConfig, validateConfig } from "./config.ts";
 import {
   CorruptHeaderError,
   InvalidConfigError,
-  ModelFileNotFoundError,
   ModelFormatError,
   TrailingBytesError,
   TruncatedFileError,
   UnsupportedFeatureError,
 } from "./errors.ts";
 import type { ModelWeights, TensorData } from "./tensor_data.ts";
+import { readFileBytes } from "./files.ts";
 
 const HEADER_BYTES = 7 * 4;
 /** Magic of llama2.c's newer "version 1/2" exports ("ak42"), which this reader does not take. */
@@ -215,17 +215,7 @@ export function parseLlama2c(bytes: Uint8Array, file: string): ModelWeights {
 
 /** Reads a llama2.c checkpoint from disk (see parseLlama2c). */
 export async function readLlama2c(path: string): Promise<ModelWeights> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new ModelFileNotFoundError(path, "no such file", { cause: e });
-    }
-    throw new ModelFormatError(path, `cannot read llama2.c checkpoint: ${errorText(e)}`, {
-      cause: e,
-    });
-  }
+  const bytes = await readFileBytes(path, "llama2.c checkpoint");
   return parseLlama2c(bytes, path);
 }
 
@@ -282,8 +272,4 @@ function writeRopeTable(out: Float32Array, c: ModelConfig, real: boolean): void 
       out[pos * half + i] = real ? Math.cos(angle) : Math.sin(angle);
     }
   }
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }

@@ -7,7 +7,7 @@ import { readHfTokenizer } from "./hf_tokenizer.ts";
 import { readLlama2c } from "./llama2c.ts";
 import type { ModelWeights } from "./tensor_data.ts";
 import type { Tokenizer } from "./tokenizer.ts";
-import { readTokenizerBin } from "./tokenizer_bin.ts";
+import { readTokenizerBin } from "./llama2c_tokenizer.ts";
 
 /** Options of loadModelFiles. */
 export interface LoadOptions {

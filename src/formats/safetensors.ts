@@ -4,11 +4,9 @@
  * offsets relative to its start. Single files and sharded folders
  * (model.safetensors.index.json with a weight_map) are read; F32, F16 and BF16 tensors are served.
  */
-import { join } from "node:path";
 import {
   CorruptHeaderError,
   MissingTensorError,
-  ModelFileNotFoundError,
   ModelFormatError,
   TruncatedFileError,
   UnsupportedDtypeError,
@@ -20,6 +18,7 @@ import {
   tensorToF32,
   type WeightDtype,
 } from "./tensor_data.ts";
+import { readFileBytes } from "./files.ts";
 
 /** Headers above this are taken for corruption (real ones are a few MB at most). */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -221,133 +220,7 @@ function checkLayout(
 
 /** Reads one .safetensors file. */
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
-  return parseSafetensors(await readBytes(path), path);
-}
-
-async function readBytes(path: string): Promise<Uint8Array> {
-  try {
-    return await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new ModelFileNotFoundError(path, "no such file", { cause: e });
-    }
-    throw new ModelFormatError(path, `cannot read: ${e instanceof Error ? e.message : e}`, {
-      cause: e,
-    });
-  }
-}
-
-/** Tensors of one model spread over one or more safetensors files. */
-export class SafetensorsSet {
-  /** Built by readSafetensorsFolder. */
-  constructor(
-    /** Where the tensors were looked for (folder or file), for messages. */
-    readonly source: string,
-    /** Tensor name -> the file holding it. */
-    readonly index: ReadonlyMap<string, SafetensorsFile>,
-  ) {}
-
-  /** Every tensor name of the set. */
-  names(): string[] {
-    return [...this.index.keys()];
-  }
-
-  /** Whether some file of the set holds that tensor. */
-  has(name: string): boolean {
-    return this.index.has(name);
-  }
-
-  /** Header facts of a tensor without reading it. */
-  entry(name: string): TensorEntry & { file: string } {
-    const f = this.index.get(name);
-    if (!f) throw new MissingTensorError(this.source, name);
-    return { ...f.entries.get(name)!, file: f.file };
-  }
-
-  /** The tensor with its stored dtype (see SafetensorsFile.raw). */
-  raw(name: string): TensorData {
-    const f = this.index.get(name);
-    if (!f) throw new MissingTensorError(this.source, name);
-    return f.raw(name);
-  }
-
-  /** The tensor as float32. */
-  f32(name: string): Float32Array {
-    return tensorToF32(this.raw(name));
-  }
-}
-
-/**
- * Reads a folder's weights: the shards of model.safetensors.index.json when it exists, else
- * model.safetensors, else the folder's only .safetensors file.
- */
-export async function readSafetensorsFolder(dir: string): Promise<SafetensorsSet> {
-  const indexPath = join(dir, "model.safetensors.index.json");
-  if (await exists(indexPath)) return await readSharded(dir, indexPath);
-  const single = join(dir, "model.safetensors");
-  let path = single;
-  if (!(await exists(single))) {
-    const found: string[] = [];
-    for await (const e of Deno.readDir(dir)) {
-      if (e.isFile && e.name.endsWith(".safetensors")) found.push(e.name);
-    }
-    if (found.length !== 1) {
-      throw new ModelFileNotFoundError(
-        dir,
-        found.length === 0
-          ? "no model.safetensors, model.safetensors.index.json or other .safetensors file"
-          : `several .safetensors files (${found.sort().join(", ")}) but no ` +
-            "model.safetensors.index.json to say which tensors are in which",
-      );
-    }
-    path = join(dir, found[0]);
-  }
-  const f = await readSafetensors(path);
-  return new SafetensorsSet(path, new Map(f.names().map((n) => [n, f])));
-}
-
-async function readSharded(dir: string, indexPath: string): Promise<SafetensorsSet> {
-  let index: unknown;
-  try {
-    index = JSON.parse(await Deno.readTextFile(indexPath));
-  } catch (e) {
-    throw new CorruptHeaderError(
-      indexPath,
-      `not valid JSON: ${e instanceof Error ? e.message : e}`,
-      { cause: e },
-    );
-  }
-  const weightMap = (index as { weight_map?: unknown })?.weight_map;
-  if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
-    throw new CorruptHeaderError(indexPath, "has no weight_map object");
-  }
-  const shards = new Map<string, SafetensorsFile>();
-  const result = new Map<string, SafetensorsFile>();
-  for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
-    if (typeof shard !== "string" || shard.includes("/") || shard.includes("\\")) {
-      throw new CorruptHeaderError(indexPath, `weight_map[${name}] = ${JSON.stringify(shard)}`);
-    }
-    let f = shards.get(shard);
-    if (!f) {
-      f = await readSafetensors(join(dir, shard));
-      shards.set(shard, f);
-    }
-    if (!f.has(name)) {
-      throw new MissingTensorError(f.file, name, `the index says it is in ${shard}`);
-    }
-    result.set(name, f);
-  }
-  return new SafetensorsSet(indexPath, result);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
+  return parseSafetensors(await readFileBytes(path, "safetensors"), path);
 }
 
 /**

@@ -8,12 +8,8 @@ import {
   TruncatedFileError,
   UnsupportedDtypeError,
 } from "./errors.ts";
-import {
-  parseSafetensors,
-  readSafetensors,
-  readSafetensorsFolder,
-  writeSafetensors,
-} from "./safetensors.ts";
+import { parseSafetensors, readSafetensors, writeSafetensors } from "./safetensors.ts";
+import { readSafetensorsFolder } from "./safetensors_folder.ts";
 import { f32ArrayToBf16, f32ArrayToF16, type TensorData } from "./tensor_data.ts";
 
 function seed(): Rng {

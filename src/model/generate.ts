@@ -5,10 +5,10 @@ import { checkSampling, DecodeSession, type SamplingSettings } from "./decode_se
 import type { LlamaModel } from "./llama.ts";
 import {
   checkMaxTokens,
+  decodeLoop,
   type FinishReason,
   promptIds as encodePrompt,
-  writeLoop,
-} from "./write_loop.ts";
+} from "./decode_loop.ts";
 
 /** Options of {@link generate}; everything but `maxTokens` has a default. */
 export interface GenerateOptions {
@@ -99,7 +99,7 @@ export async function* generate(
     maxTokens: ids.length + options.maxTokens,
   });
   try {
-    const loop = writeLoop<never>(session, recorder, tokenizer, ids, {
+    const loop = decodeLoop<never>(session, recorder, tokenizer, ids, {
       maxTokens: options.maxTokens,
       sampling,
       stepsPerSubmit: options.stepsPerSubmit ?? 8,

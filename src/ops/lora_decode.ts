@@ -7,8 +7,8 @@ import { Tensor } from "../gpu/tensor.ts";
 const WG = 64;
 const OUT_PER_WG = 512;
 
-/** Largest rank {@link LoraDecodeOp} handles: one invocation per rank row of a workgroup. */
-export const LORA_DECODE_MAX_RANK = WG;
+/** Largest rank the one-dispatch LoRA decode handles: one invocation per rank row of a workgroup. */
+export const LORA_DECODE_MAX_RANK: number = WG;
 
 /**
  * LoRA for a single token in one dispatch: y += scale · (x·Aᵀ)·Bᵀ, with A and B read from views

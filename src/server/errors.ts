@@ -1,3 +1,5 @@
+import { InvalidSettingError, PromptTooLongError } from "../model/errors.ts";
+
 /** An error answered in OpenAI's shape: `{error: {message, type, param, code}}` with a status. */
 export class ApiError extends Error {
   /** An error with its HTTP status and OpenAI's `type`, `param` (the field) and `code`. */
@@ -30,4 +32,36 @@ export interface OpenAiErrorBody {
 /** A 400 about one request field. */
 export function invalidField(param: string, message: string): ApiError {
   return new ApiError(400, message, "invalid_request_error", param, "invalid_value");
+}
+
+/**
+ * The API error to answer for anything a route throws: library errors a request caused become
+ * 400s naming what was wrong; anything else is reported to `onServerError` and answered 500.
+ */
+export function apiErrorOf(error: unknown, onServerError: (error: unknown) => void): ApiError {
+  if (error instanceof ApiError) return error;
+  if (error instanceof PromptTooLongError) {
+    return new ApiError(
+      400,
+      error.message,
+      "invalid_request_error",
+      "prompt",
+      "context_length_exceeded",
+    );
+  }
+  if (error instanceof DOMException && error.name === "AbortError") {
+    return new ApiError(
+      400,
+      "the client closed the request",
+      "invalid_request_error",
+      null,
+      "client_closed",
+    );
+  }
+  if (error instanceof InvalidSettingError) {
+    return new ApiError(400, error.message, "invalid_request_error", null, "invalid_value");
+  }
+  onServerError(error);
+  const message = error instanceof Error ? error.message : String(error);
+  return new ApiError(500, `internal error: ${message}`, "server_error", null, "internal_error");
 }

@@ -47,7 +47,9 @@ export interface CompletionRequest extends SamplingRequest {
 
 /** One message of a chat; text parts of an array `content` are joined. */
 export interface ChatMessage {
+  /** Who speaks. */
   role: "system" | "user" | "assistant";
+  /** The message's text. */
   content: string;
   /** OpenAI's optional participant name, passed on to the template. */
   name?: string;

@@ -28,14 +28,19 @@ export interface Perplexity {
 
 /** Result of {@link evaluatePerplexity}. */
 export interface EvaluationResult {
+  /** Tokens of the text walked. */
   tokens: number;
+  /** Perplexity of the plain model. */
   base: Perplexity;
+  /** Perplexity with the adapter trained on everything before each chunk. */
   templora: Perplexity;
   /** (base.ppl - templora.ppl) / base.ppl * 100. */
   decrease_pct: number;
   /** The same, over equal ranges of the text (by chunk position). */
   buckets: { from: number; to: number; tokens: number; base: Perplexity; templora: Perplexity }[];
+  /** Each chunk's scores. */
   chunks: ChunkScore[];
+  /** Wall-clock seconds of the whole evaluation. */
   seconds: number;
 }
 
@@ -58,6 +63,16 @@ export function perplexityOf(
 /** Progress callback of {@link evaluatePerplexity}. */
 export type EvaluationProgress = (done: ChunkScore, total: number) => void;
 
+/** What {@link evaluatePerplexity} walks and reports. */
+export interface EvaluationOptions {
+  /** Tokens of the text to use, from its start (BOS first). */
+  maxTokens: number;
+  /** Equal ranges of the text to report separately (default 4). */
+  buckets?: number;
+  /** Called after each chunk is scored and trained on. */
+  onChunk?: EvaluationProgress;
+}
+
 /**
  * The PG19 protocol (test-then-train): tokenize the text once (BOS first), take its first
  * `maxTokens` tokens, and walk them in chunks of Δ. Chunk k is scored given the up to W - Δ
@@ -69,7 +84,7 @@ export type EvaluationProgress = (done: ChunkScore, total: number) => void;
 export async function evaluatePerplexity(
   lm: TextModel,
   text: string,
-  options: { maxTokens: number; buckets?: number; onChunk?: EvaluationProgress },
+  options: EvaluationOptions,
   settings: TempLoraSettings,
 ): Promise<EvaluationResult> {
   const started = performance.now();

@@ -56,14 +56,26 @@ export function defaultTempLoraSettings(config: ModelConfig): TempLoraSettings {
   };
 }
 
-/** Defaults overridden by `overrides`, checked against the model. */
+/** Settings to change from the model's defaults; undefined fields keep the default. */
+export type TempLoraOverrides = Partial<Omit<TempLoraSettings, "optimizer">> & {
+  optimizer?: Partial<OptimizerSettings>;
+};
+
+/**
+ * The model's defaults ({@link defaultTempLoraSettings}) overridden by `overrides`, checked
+ * against the model; {@link InvalidSettingError} names the setting and its allowed range. The
+ * training context follows the window and Δ unless given, and alpha follows the rank unless
+ * given (so the update's scale alpha / r stays 1).
+ */
 export function resolveTempLoraSettings(
   config: ModelConfig,
-  overrides: Partial<Omit<TempLoraSettings, "optimizer">> & {
-    optimizer?: Partial<OptimizerSettings>;
-  } = {},
+  overrides: TempLoraOverrides = {},
 ): TempLoraSettings {
   const base = defaultTempLoraSettings(config);
+  overrides = definedOnly(overrides);
+  if (overrides.rank !== undefined && overrides.alpha === undefined) {
+    overrides.alpha = overrides.rank;
+  }
   const window = overrides.window ?? base.window;
   const chunk = overrides.chunk ?? Math.min(base.chunk, Math.max(1, Math.floor(window / 4)));
   const s: TempLoraSettings = {
@@ -72,7 +84,7 @@ export function resolveTempLoraSettings(
     ...overrides,
     window,
     chunk,
-    optimizer: { ...base.optimizer, ...overrides.optimizer },
+    optimizer: { ...base.optimizer, ...definedOnly(overrides.optimizer ?? {}) },
   };
   const fail = (message: string) => {
     throw new InvalidSettingError(message);
@@ -99,4 +111,9 @@ export function resolveTempLoraSettings(
   if (!(o.dropout >= 0 && o.dropout < 1)) fail(`dropout must be in [0, 1), got ${o.dropout}`);
   if (!(o.maxGradNorm > 0)) fail(`maxGradNorm must be > 0, got ${o.maxGradNorm}`);
   return s;
+}
+
+/** The fields of `record` that are not undefined. */
+function definedOnly<T extends object>(record: T): T {
+  return Object.fromEntries(Object.entries(record).filter(([, v]) => v !== undefined)) as T;
 }

@@ -8,11 +8,11 @@ import {
 import {
   type CacheEvent,
   checkMaxTokens,
+  decodeLoop,
   type LoopResult,
   promptIds,
   type TokenEvent,
-  writeLoop,
-} from "../model/write_loop.ts";
+} from "../model/decode_loop.ts";
 import type { TextModel } from "../model/text_model.ts";
 import { LoraAdapter } from "./adapter.ts";
 import type { TempLoraSettings } from "./settings.ts";
@@ -131,7 +131,7 @@ export async function* writeWithTempLora(
       );
       session.adapter = adapter;
     }
-    result = yield* writeLoop(session, rec, tokenizer, ids, {
+    result = yield* decodeLoop(session, rec, tokenizer, ids, {
       maxTokens: options.maxTokens,
       sampling,
       stepsPerSubmit: options.stepsPerSubmit ?? 8,

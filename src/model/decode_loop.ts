@@ -57,7 +57,7 @@ export interface LoopSettings {
   chunk: number;
 }
 
-/** Settings of {@link writeLoop} with a chunk hook whose events are `E`. */
+/** Settings of {@link decodeLoop} with a chunk hook whose events are `E`. */
 export interface LoopSettingsWithHook<E> extends LoopSettings {
   /**
    * Called after each complete chunk with the history index where it began (not after the
@@ -80,11 +80,19 @@ export function promptIds(
   maxSeqLen: number,
 ): number[] {
   const ids = typeof prompt === "string" ? tokenizer.encode(prompt, { bos: true }) : [...prompt];
+  checkPrompt(ids, maxSeqLen);
+  return ids;
+}
+
+/**
+ * Checks a prompt's token ids: {@link InvalidSettingError} when there are none (an empty text
+ * and a tokenizer that adds no BOS token), {@link PromptTooLongError} past the model's length.
+ */
+export function checkPrompt(ids: readonly number[], maxSeqLen: number): void {
   if (ids.length === 0) {
     throw new InvalidSettingError("the prompt is empty (and the tokenizer adds no BOS token)");
   }
   if (ids.length > maxSeqLen) throw new PromptTooLongError(ids.length, maxSeqLen);
-  return ids;
 }
 
 /**
@@ -94,7 +102,7 @@ export function promptIds(
  * EOS (unless banned), a stop sequence, `maxTokens` or the abort signal, and calls `onChunk`
  * between chunks. The session stays the caller's to free.
  */
-export async function* writeLoop<E>(
+export async function* decodeLoop<E>(
   session: DecodeSession,
   rec: Recorder,
   tokenizer: Tokenizer,

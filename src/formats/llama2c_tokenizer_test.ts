@@ -7,9 +7,10 @@ import {
   TokenizerMismatchError,
   TruncatedFileError,
 } from "./errors.ts";
-import { type Llama2cTokenizer, parseTokenizerBin, readTokenizerBin } from "./tokenizer_bin.ts";
+import { type Llama2cTokenizer, parseTokenizerBin, readTokenizerBin } from "./llama2c_tokenizer.ts";
+import { STORIES260K_TOKENIZER } from "../../kernels_test/test_data.ts";
 
-const TOK_PATH = "../shared/models/stories260K/tok512.bin";
+const TOK_PATH = STORIES260K_TOKENIZER;
 const tokBytes = await Deno.readFile(TOK_PATH);
 const tok = parseTokenizerBin(tokBytes, TOK_PATH, 512);
 const utf8 = new TextEncoder();

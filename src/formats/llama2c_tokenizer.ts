@@ -5,12 +5,11 @@
 import {
   CorruptHeaderError,
   InvalidTokenIdError,
-  ModelFileNotFoundError,
-  ModelFormatError,
   TokenizerMismatchError,
   TruncatedFileError,
 } from "./errors.ts";
 import type { EncodeOptions, StreamDecoder, Tokenizer } from "./tokenizer.ts";
+import { readFileBytes } from "./files.ts";
 
 /** run.c's fixed ids. */
 const BOS_ID = 1;
@@ -355,20 +354,6 @@ export async function readTokenizerBin(
   path: string,
   vocabSize?: number,
 ): Promise<Llama2cTokenizer> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new ModelFileNotFoundError(path, "no such file", { cause: e });
-    }
-    throw new ModelFormatError(
-      path,
-      `cannot read tokenizer: ${e instanceof Error ? e.message : e}`,
-      {
-        cause: e,
-      },
-    );
-  }
+  const bytes = await readFileBytes(path, "tokenizer");
   return parseTokenizerBin(bytes, path, vocabSize);
 }
