@@ -1,0 +1,114 @@
+import assert from "node:assert/strict";
+import {
+  assertClose,
+  gpuTest,
+  poisoned,
+  readWritten,
+  relativeError,
+  seededRng,
+  testGpu,
+} from "./helpers.ts";
+import { QuantMatvecOp } from "../src/ops/quant_matvec.ts";
+import { quantMatrix, uploadQuantMatrix } from "../src/ops/quant_weight.ts";
+import { createTensor, uploadTensor } from "../src/gpu/tensor.ts";
+import { KernelUsageError, ShapeError } from "../src/gpu/errors.ts";
+import { GGML_QUANT_TYPES, GGML_TYPES, type GgmlQuantType } from "../src/core/quant.ts";
+import {
+  dequantizeMatrix,
+  quantizeRandom,
+  type RandomBlockOptions,
+} from "../src/reference/quant.ts";
+import { matvecRef } from "../src/reference/matvec.ts";
+import type { Rng } from "../src/core/random.ts";
+
+/** [N, K in blocks]: one row, rows not a multiple of ROWS, one block, many blocks. */
+const SHAPES: [number, number][] = [[1, 1], [7, 3], [37, 9], [130, 6]];
+
+async function checkCase(
+  op: QuantMatvecOp,
+  rng: Rng,
+  type: GgmlQuantType,
+  n: number,
+  k: number,
+  withBias: boolean,
+  accumulate: boolean,
+  blocks: RandomBlockOptions = {},
+): Promise<void> {
+  const { gpu, recorder } = await testGpu();
+  const what = `quant matvec ${type} [${n}, ${k}] bias=${withBias} acc=${accumulate} ` +
+    JSON.stringify(blocks);
+  const bytes = quantizeRandom(type, rng, n, k, blocks);
+  const w = uploadQuantMatrix(gpu, bytes, type, n, k);
+  const xValues = rng.normals(k);
+  const biasValues = rng.normals(n);
+  const yStart = rng.normals(n);
+  const x = uploadTensor(gpu, xValues, [k]);
+  const bias = withBias ? uploadTensor(gpu, biasValues, [n]) : undefined;
+  const y = accumulate ? uploadTensor(gpu, yStart, [n]) : poisoned(gpu, [n]);
+  op.record(recorder, w, x, y, { bias, accumulate });
+  recorder.submit();
+  const wRef = dequantizeMatrix(type, bytes, n, k);
+  const ref = matvecRef(wRef, xValues, n, k, bias && biasValues, accumulate ? yStart : undefined);
+  const out = await readWritten(gpu, y, what);
+  assertClose(out, ref, what);
+  worst.set(type, Math.max(worst.get(type) ?? 0, relativeError(out, ref)));
+  for (const t of [w.data, x, y, bias]) t?.destroy();
+}
+
+/** Largest relative error seen per type, printed after the main test. */
+const worst = new Map<string, number>();
+
+gpuTest(
+  "quant_matvec.wgsl matches the float64 twin for every type (bias, accumulate)",
+  async () => {
+    const { registry } = await testGpu();
+    const rng = seededRng("quant matvec");
+    const op = await QuantMatvecOp.create(registry);
+    for (const type of GGML_QUANT_TYPES) {
+      const qk = GGML_TYPES[type].blockElems;
+      for (const [n, blocks] of SHAPES) {
+        await checkCase(op, rng, type, n, blocks * qk, false, false);
+        await checkCase(op, rng, type, n, blocks * qk, true, true);
+      }
+      await checkCase(op, rng, type, 37, 3 * qk, true, false, { fill: "ramp" });
+      await checkCase(op, rng, type, 37, 3 * qk, false, true, { edgeFraction: 0.3 });
+    }
+    const summary = [...worst].map(([t, e]) => `${t} ${e.toExponential(1)}`).join(", ");
+    console.log(`  worst relative errors: ${summary}`);
+  },
+);
+
+gpuTest(
+  "quant_matvec.wgsl: other workgroup shapes, and a grid past 65,535 workgroups",
+  async () => {
+    const { registry } = await testGpu();
+    const rng = seededRng("quant matvec tiles");
+    for (const tiles of [{ wg: 64, rows: 4 }, { wg: 16, rows: 3 }]) {
+      const op = await QuantMatvecOp.create(registry, { types: ["Q4_0", "Q6_K"], tiles });
+      await checkCase(op, rng, "Q4_0", 45, 32 * 50, true, false);
+      await checkCase(op, rng, "Q6_K", 13, 256 * 3, false, true);
+    }
+    const one = await QuantMatvecOp.create(registry, {
+      types: ["Q8_0"],
+      tiles: { wg: 8, rows: 1 },
+    });
+    await checkCase(one, rng, "Q8_0", 66_000, 32, false, false);
+  },
+);
+
+gpuTest("quant matvec rejects mismatched shapes and types it was not compiled for", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const op = await QuantMatvecOp.create(registry, { types: ["Q8_0"] });
+  const data = createTensor(gpu, [Math.ceil((3 * 2 * 34) / 4)], "u32");
+  const w = quantMatrix(data, "Q8_0", 3, 64);
+  const x = createTensor(gpu, [64]);
+  const y = createTensor(gpu, [3]);
+  assert.throws(() => op.record(recorder, w, createTensor(gpu, [32]), y), ShapeError);
+  assert.throws(() => op.record(recorder, w, x, createTensor(gpu, [4])), ShapeError);
+  assert.throws(() => quantMatrix(data, "Q8_0", 3, 48), ShapeError);
+  assert.throws(() => quantMatrix(data, "Q8_0", 4, 64), ShapeError);
+  assert.throws(() => quantMatrix(data, "Q4_K", 1, 512), ShapeError);
+  const q4 = quantMatrix(data, "Q4_0", 3, 64);
+  assert.throws(() => op.record(recorder, q4, x, y), KernelUsageError);
+  for (const t of [data, x, y]) t.destroy();
+});

@@ -1,0 +1,127 @@
+import ownSource from "../../shaders/quant_matvec.wgsl" with { type: "text" };
+import type { GgmlQuantType } from "../core/quant.ts";
+import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import type { Gpu } from "../gpu/device.ts";
+import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
+import type { Recorder } from "../gpu/recorder.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import {
+  qtypeConstant,
+  type QuantMatrix,
+  resolveTypes,
+  withBlockDecoding,
+} from "./quant_weight.ts";
+
+const source = withBlockDecoding(ownSource);
+
+/** Threads per workgroup (a power of two) and rows per workgroup (at most the threads). */
+export interface QuantMatvecTiles {
+  wg: number;
+  rows: number;
+}
+
+/**
+ * On llvmpipe a workgroup runs on one CPU thread as 8-wide SIMD and barriers cost coroutine
+ * switches, so one SIMD group with several rows is fastest there (as for the f32 matvec); on GPUs
+ * a wider group keeps loads coalesced.
+ */
+function defaultTiles(gpu: Gpu): QuantMatvecTiles {
+  return gpu.capabilities.isFallbackAdapter ? { wg: 8, rows: 8 } : { wg: 64, rows: 4 };
+}
+
+/** Options of {@link QuantMatvecOp.create}. */
+export interface QuantMatvecCreateOptions {
+  /** Block types to compile for (default: every quantized type). */
+  types?: readonly GgmlQuantType[];
+  /** Workgroup shape (default: by adapter). */
+  tiles?: QuantMatvecTiles;
+}
+
+/** Options of {@link QuantMatvecOp.record}. */
+export interface QuantMatvecOptions {
+  /** [N] added to every output row. */
+  bias?: Tensor;
+  /** Add into y instead of overwriting it. */
+  accumulate?: boolean;
+}
+
+/**
+ * Matrix-vector product for decode over quantized weights (shaders/quant_matvec.wgsl),
+ * y[N] = W[N, K] x[K] (+ bias) (+ y), with W kept in its GGUF blocks and dequantized in
+ * registers. Memory-bandwidth bound: each weight byte is read once.
+ */
+export class QuantMatvecOp {
+  private constructor(
+    private readonly kernels: Map<string, Kernel>,
+    /** Workgroup shape the kernels were compiled with. */
+    readonly tiles: QuantMatvecTiles,
+  ) {}
+
+  /** Compiles, for each type, the kernels with and without bias and accumulation. */
+  static async create(
+    registry: KernelRegistry,
+    options: QuantMatvecCreateOptions = {},
+  ): Promise<QuantMatvecOp> {
+    const tiles = options.tiles ?? defaultTiles(registry.gpu);
+    const { wg, rows } = tiles;
+    if (!Number.isInteger(Math.log2(wg)) || rows < 1 || rows > wg) {
+      throw new KernelUsageError(`quant matvec: bad tiles ${JSON.stringify(tiles)}`);
+    }
+    const kernels = new Map<string, Kernel>();
+    const jobs = [];
+    for (const type of resolveTypes(options.types)) {
+      for (const entryPoint of ["main", "main_bias"]) {
+        for (const accumulate of [false, true]) {
+          jobs.push(
+            registry.get({
+              file: "quant_matvec.wgsl",
+              source,
+              entryPoint,
+              constants: { QTYPE: qtypeConstant(type), WG: wg, ROWS: rows, ACCUMULATE: accumulate },
+            }).then((k) => kernels.set(`${type}:${entryPoint}:${accumulate}`, k)),
+          );
+        }
+      }
+    }
+    await Promise.all(jobs);
+    return new QuantMatvecOp(kernels, tiles);
+  }
+
+  /** Records y = W x (+ bias) (+ y). W quantized [N, K], x [K] f32, y [N] f32, bias [N] f32. */
+  record(
+    rec: Recorder,
+    w: QuantMatrix,
+    x: Tensor,
+    y: Tensor,
+    options: QuantMatvecOptions = {},
+  ): void {
+    const { rows: n, cols: k } = w;
+    if (x.size !== k) {
+      throw new ShapeError(`quant matvec: x has ${x.size} elements, W [${n}, ${k}]`);
+    }
+    if (y.size !== n) {
+      throw new ShapeError(`quant matvec: y has ${y.size} elements, W [${n}, ${k}]`);
+    }
+    if (options.bias && options.bias.size !== n) {
+      throw new ShapeError(`quant matvec: bias has ${options.bias.size} elements, W [${n}, ${k}]`);
+    }
+    for (const [name, t] of [["x", x], ["y", y], ["bias", options.bias]] as const) {
+      if (t && t.dtype !== "f32") throw new ShapeError(`quant matvec: ${name} must be f32`);
+    }
+    const entry = options.bias ? "main_bias" : "main";
+    const kernel = this.kernels.get(`${w.type}:${entry}:${options.accumulate ?? false}`);
+    if (!kernel) {
+      throw new KernelUsageError(`quant matvec: not compiled for ${w.type} (see create's types)`);
+    }
+    const blocks = Math.ceil(n / this.tiles.rows);
+    const maxX = rec.gpu.limits.maxComputeWorkgroupsPerDimension;
+    const groupsX = Math.min(blocks, maxX);
+    const groupsY = Math.ceil(blocks / groupsX);
+    const bindings: Record<string, Tensor> = { qweight: w.data, x, y };
+    if (options.bias) bindings.bias = options.bias;
+    rec.dispatch(kernel, bindings, { rows: n, k, rowBytes: w.rowBytes, groupsX }, [
+      groupsX,
+      groupsY,
+    ]);
+  }
+}
