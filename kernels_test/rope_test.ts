@@ -1,3 +1,4 @@
+import assert from "node:assert/strict";
 import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
 import { ropeFrequencyTable, RopeOp } from "../src/ops/rope.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
@@ -73,6 +74,52 @@ gpuTest("rope forward and backward match the float64 twin, at large positions to
     }
   }
 });
+
+gpuTest(
+  "rope with per-pair frequency divisors (Llama 3 scaling) matches the float64 twin",
+  async () => {
+    const { gpu, registry, recorder } = await testGpu();
+    const rng = seededRng("rope divisors");
+    for (const pairs of PAIRS) {
+      for (
+        const [tokens, heads, headDim, pos0, base] of [[9, 2, 16, 8000, 500000], [1, 3, 64, 3, 1e4]]
+      ) {
+        // Divisors from 1 to 32, as Llama 3's rope_freqs, drawn fresh each run.
+        const divisors = Array.from({ length: headDim / 2 }, () => 1 + 31 * rng.next());
+        const config: RopeConfig = { heads, headDim, base, pairs, divisors };
+        const what = `rope ${pairs} divisors [${tokens}, ${heads}, ${headDim}] pos0=${pos0}`;
+        const op = await RopeOp.create(registry, {
+          headDim,
+          base,
+          pairs,
+          frequencyDivisors: divisors,
+        });
+        const xData = rng.normals(tokens * heads * headDim);
+        const x = uploadTensor(gpu, xData, [tokens, heads, headDim]);
+        const out = poisoned(gpu, [tokens, heads, headDim]);
+        op.recordForward(recorder, x, out, { pos0 });
+        recorder.submit();
+        assertClose(
+          await readWritten(gpu, out, what),
+          ropeForward(xData, tokens, pos0, config),
+          what,
+        );
+        // Without the divisors the result differs: the table really carries them.
+        const plain = ropeForward(xData, tokens, pos0, { heads, headDim, base, pairs });
+        const ref = ropeForward(xData, tokens, pos0, config);
+        if (pos0 > 0 && plain.every((v, i) => Math.abs(v - ref[i]) < 1e-3)) {
+          throw new Error(`${what}: divisors changed nothing`);
+        }
+        x.destroy();
+        out.destroy();
+        op.destroy();
+      }
+    }
+    await assertRejectsSync(() =>
+      RopeOp.create(registry, { headDim: 8, frequencyDivisors: [1, 2, 0, 4] })
+    );
+  },
+);
 
 gpuTest("rope writes K into a KV cache at a row offset and reads from a row offset", async () => {
   const { gpu, registry, recorder } = await testGpu();

@@ -1,9 +1,10 @@
 import source from "../../shaders/rope.wgsl" with { type: "text" };
-import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import { KernelUsageError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { RopePairs } from "../core/rope.ts";
+import { expectArgument, expectShape, expectWindow, strideGrid } from "./shapes.ts";
 
 export type { RopePairs } from "../core/rope.ts";
 
@@ -20,6 +21,11 @@ export interface RopeOptions {
   base?: number;
   /** Pair convention (default "interleaved", llama2.c; Hugging Face checkpoints use "half"). */
   pairs?: RopePairs;
+  /**
+   * Per-pair divisors of the frequency (headDim / 2 positive values; default none): Llama 3's
+   * rope_freqs / rope scaling, and linear position scaling (every divisor the factor).
+   */
+  frequencyDivisors?: ArrayLike<number>;
   /** Invocations per workgroup (default 64). */
   workgroupSize?: number;
 }
@@ -58,10 +64,14 @@ function top8Bits(value: number): number {
  * (hi, mid, lo, 0) with hi + mid + lo equal to it to about 2^-40 relative and hi, mid short
  * enough that q * hi and q * mid are exact in f32 for q < 2^16 (see shaders/rope.wgsl).
  */
-export function ropeFrequencyTable(headDim: number, base: number): Float32Array {
+export function ropeFrequencyTable(
+  headDim: number,
+  base: number,
+  divisors?: ArrayLike<number>,
+): Float32Array {
   const table = new Float32Array(headDim * 2);
   for (let i = 0; i < headDim / 2; i++) {
-    const turns = Math.pow(base, (-2 * i) / headDim) / (2 * Math.PI);
+    const turns = Math.pow(base, (-2 * i) / headDim) / (2 * Math.PI) / (divisors?.[i] ?? 1);
     const hi = top8Bits(turns);
     const mid = top8Bits(turns - hi);
     table.set([hi, mid, Math.fround(turns - hi - mid), 0], 4 * i);
@@ -86,17 +96,28 @@ export class RopeOp {
   static async create(registry: KernelRegistry, options: RopeOptions): Promise<RopeOp> {
     const { headDim, base = 10000, pairs = "interleaved" } = options;
     const WG = options.workgroupSize ?? 64;
-    if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0) {
-      throw new ShapeError(`rope headDim must be a positive even number, got ${headDim}`);
-    }
-    if (!(base > 1)) throw new KernelUsageError(`rope base must be > 1, got ${base}`);
+    const even = Number.isInteger(headDim) && headDim >= 2 && headDim % 2 === 0;
+    expectArgument("rope", "headDim", even, "a positive even number", headDim);
+    expectArgument("rope", "base", base > 1, "> 1", base);
     const constants = { WG, INTERLEAVED: pairs === "interleaved" };
     const entries = ["forward", "backward", "forward_in_place", "backward_in_place"];
     const kernels: Record<string, Kernel> = {};
     await Promise.all(entries.map(async (entryPoint) => {
       kernels[entryPoint] = await registry.get({ file: FILE, source, entryPoint, constants });
     }));
-    const table = ropeFrequencyTable(headDim, base);
+    const divisors = options.frequencyDivisors;
+    if (divisors) {
+      const fine = divisors.length === headDim / 2 &&
+        Array.from(divisors).every((d) => d > 0 && Number.isFinite(d));
+      expectArgument(
+        "rope",
+        "frequencyDivisors",
+        fine,
+        `${headDim / 2} positive numbers`,
+        divisors,
+      );
+    }
+    const table = ropeFrequencyTable(headDim, base, divisors);
     const freqs = uploadTensor(registry.gpu, table, [headDim / 2, 4], "f32", "rope frequencies");
     return new RopeOp(kernels, freqs, headDim, WG);
   }
@@ -133,21 +154,19 @@ export class RopeOp {
     dst: Tensor,
     placement: RopePlacement,
   ): void {
-    const what = `rope ${entry}`;
-    const heads = this.#heads(`${what} source`, src);
-    if (this.#heads(`${what} destination`, dst) !== heads) {
-      throw new ShapeError(`${what}: source [${src.shape}] and destination [${dst.shape}] differ`);
-    }
+    const op = `rope ${entry}`;
+    const heads = this.#heads(op, "source", src);
+    expectShape(op, "destination", dst, "f32", ["rows", heads, this.headDim]);
     const { pos0, srcRow = 0, dstRow = 0 } = placement;
     const tokens = placement.tokens ?? src.shape[0] - srcRow;
-    checkRange(`${what} source`, srcRow, tokens, src.shape[0]);
-    checkRange(`${what} destination`, dstRow, tokens, dst.shape[0]);
-    checkPosition(what, pos0, tokens);
+    expectWindow(op, "source rows", srcRow, tokens, src.shape[0], "rows");
+    expectWindow(op, "destination rows", dstRow, tokens, dst.shape[0], "rows");
+    checkPositions(op, pos0, tokens);
     if (
       src.buffer === dst.buffer && src.byteOffset < dst.byteOffset + dst.byteLength &&
       dst.byteOffset < src.byteOffset + src.byteLength
     ) {
-      throw new KernelUsageError(`${what}: source and destination overlap; use the in-place form`);
+      throw new KernelUsageError(`${op}: source and destination overlap; use the in-place form`);
     }
     this.#dispatch(rec, entry, { freqs: this.freqs, src, dst }, tokens, heads, {
       pos0,
@@ -157,12 +176,12 @@ export class RopeOp {
   }
 
   #recordInPlace(rec: Recorder, entry: string, data: Tensor, placement: RopeInPlacePlacement) {
-    const what = `rope ${entry}`;
-    const heads = this.#heads(what, data);
+    const op = `rope ${entry}`;
+    const heads = this.#heads(op, "data", data);
     const { pos0, row = 0 } = placement;
     const tokens = placement.tokens ?? data.shape[0] - row;
-    checkRange(what, row, tokens, data.shape[0]);
-    checkPosition(what, pos0, tokens);
+    expectWindow(op, "rows", row, tokens, data.shape[0], "rows");
+    checkPositions(op, pos0, tokens);
     this.#dispatch(rec, entry, { freqs: this.freqs, data }, tokens, heads, {
       pos0,
       srcRow: row,
@@ -180,38 +199,23 @@ export class RopeOp {
   ): void {
     const half = this.headDim / 2;
     const pairs = tokens * heads * half;
-    const groups = Math.max(1, Math.min(MAX_GROUPS, Math.ceil(pairs / this.wg)));
-    rec.dispatch(
-      this.kernels[entry],
-      bindings,
-      { pairs, heads, half, ...rows, stride: groups * this.wg },
-      [groups],
-    );
+    const { groups, stride } = strideGrid(pairs, this.wg, MAX_GROUPS);
+    rec.dispatch(this.kernels[entry], bindings, { pairs, heads, half, ...rows, stride }, [groups]);
   }
 
-  #heads(what: string, t: Tensor): number {
-    if (t.dtype !== "f32" || t.shape.length !== 3 || t.shape[2] !== this.headDim) {
-      throw new ShapeError(
-        `${what} must be f32 [rows, heads, ${this.headDim}], got ${t.dtype} [${t.shape}]`,
-      );
-    }
-    return t.shape[1];
+  /** The heads of a [rows, heads, headDim] f32 tensor. */
+  #heads(op: string, name: string, t: Tensor): number {
+    return expectShape(op, name, t, "f32", ["rows", "heads", this.headDim])[1];
   }
 }
 
-function checkRange(what: string, start: number, count: number, rows: number): void {
-  if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0) {
-    throw new KernelUsageError(`${what}: bad row range start ${start}, count ${count}`);
-  }
-  if (start + count > rows) {
-    throw new ShapeError(`${what}: rows [${start}, ${start + count}) run past its ${rows} rows`);
-  }
-}
-
-function checkPosition(what: string, pos0: number, tokens: number): void {
-  if (!Number.isInteger(pos0) || pos0 < 0 || pos0 + tokens > MAX_POSITION) {
-    throw new KernelUsageError(
-      `${what}: positions ${pos0}..${pos0 + tokens - 1} must be integers in [0, 2^24)`,
-    );
-  }
+/** Positions pos0 .. pos0 + tokens - 1 must be integers in [0, 2^24). */
+function checkPositions(op: string, pos0: number, tokens: number): void {
+  expectArgument(
+    op,
+    `positions ${pos0}..${pos0 + tokens - 1}`,
+    Number.isInteger(pos0) && pos0 >= 0 && pos0 + tokens <= MAX_POSITION,
+    "integers in [0, 2^24)",
+    `pos0 = ${pos0}`,
+  );
 }

@@ -15,11 +15,18 @@ export interface RopeConfig {
   base: number;
   /** Which elements form a rotated pair. */
   pairs: RopePairs;
+  /** Per-pair frequency divisors (Llama 3 scaling); absent means 1. */
+  divisors?: ArrayLike<number>;
 }
 
-/** Frequency of pair i in radians per position. */
-export function ropeFrequency(i: number, headDim: number, base: number): number {
-  return Math.pow(base, (-2 * i) / headDim);
+/** Frequency of pair i in radians per position, divided by its divisor when there is one. */
+export function ropeFrequency(
+  i: number,
+  headDim: number,
+  base: number,
+  divisors?: ArrayLike<number>,
+): number {
+  return Math.pow(base, (-2 * i) / headDim) / (divisors?.[i] ?? 1);
 }
 
 /** Element offsets (within one head's row) of pair i. */
@@ -34,11 +41,11 @@ function rotateAll(
   config: RopeConfig,
   direction: 1 | -1,
 ): Float64Array {
-  const { heads, headDim, base, pairs } = config;
+  const { heads, headDim, base, pairs, divisors } = config;
   const out = new Float64Array(tokens * heads * headDim);
   for (let t = 0; t < tokens; t++) {
     for (let i = 0; i < headDim / 2; i++) {
-      const angle = (pos0 + t) * ropeFrequency(i, headDim, base);
+      const angle = (pos0 + t) * ropeFrequency(i, headDim, base, divisors);
       const c = Math.cos(angle);
       const s = Math.sin(angle) * direction;
       const [e0, e1] = ropePair(i, headDim, pairs);
