@@ -20,8 +20,9 @@ import {
 import { readLlama2c } from "./llama2c.ts";
 import { writeSafetensors } from "./safetensors.ts";
 import { convertTensor, type TensorData, tensorToF32 } from "./tensor_data.ts";
+import { STORIES260K } from "../../kernels_test/test_data.ts";
 
-const MODEL_PATH = "../shared/models/stories260K/stories260K.bin";
+const MODEL_PATH = STORIES260K;
 
 function seed(): Rng {
   const s = (Math.random() * 2 ** 31) >>> 0;

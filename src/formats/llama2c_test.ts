@@ -9,8 +9,9 @@ import {
 } from "./errors.ts";
 import { llama2cFileBytes, parseLlama2c, readLlama2c, writeLlama2c } from "./llama2c.ts";
 import type { ModelWeights, TensorData } from "./tensor_data.ts";
+import { STORIES260K } from "../../kernels_test/test_data.ts";
 
-const MODEL_PATH = "../shared/models/stories260K/stories260K.bin";
+const MODEL_PATH = STORIES260K;
 
 function seed(): Rng {
   const s = (Math.random() * 2 ** 31) >>> 0;

@@ -3,10 +3,10 @@ import { join } from "node:path";
 import { ModelFileNotFoundError, TokenizerMismatchError } from "./errors.ts";
 import { writeHfFolder } from "./hf.ts";
 import { loadModelFiles } from "./load.ts";
+import { STORIES260K, STORIES260K_TOKENIZER } from "../../kernels_test/test_data.ts";
 
-const DIR = "../shared/models/stories260K";
-const MODEL = `${DIR}/stories260K.bin`;
-const TOK = `${DIR}/tok512.bin`;
+const MODEL = STORIES260K;
+const TOK = STORIES260K_TOKENIZER;
 
 Deno.test("loadModelFiles: llama2.c .bin finds tok512.bin beside it", async () => {
   const m = await loadModelFiles(MODEL);

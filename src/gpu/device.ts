@@ -11,14 +11,23 @@ export interface GpuCapabilities {
   architecture: string;
   /** True for software adapters such as Mesa's llvmpipe. */
   isFallbackAdapter: boolean;
+  /**
+   * The graphics API under WebGPU: "primary" for Vulkan, Metal or Direct3D 12, "gl" for the
+   * OpenGL fallback (hundreds of times slower), "unknown" where it cannot be told (outside Deno,
+   * without permission to read and set environment variables, or when DENO_WEBGPU_BACKEND names
+   * several kinds).
+   */
+  backend: GpuBackend;
   /** `shader-f16` was requested and a shader using `f16` actually compiled. */
   shaderF16: boolean;
-  /** Subgroup size range the adapter reports (0 when unknown). */
   /** Smallest subgroup size (0 when unknown). */
   subgroupMinSize: number;
   /** Largest subgroup size (0 when unknown). */
   subgroupMaxSize: number;
 }
+
+/** The kind of graphics API a WebGPU adapter runs on; see {@link GpuCapabilities.backend}. */
+export type GpuBackend = "primary" | "gl" | "unknown";
 
 /** Options for {@link acquireGpu}. */
 export interface AcquireGpuOptions {
@@ -26,6 +35,16 @@ export interface AcquireGpuOptions {
   powerPreference?: GPUPowerPreference;
   /** Request `shader-f16` when the adapter has it (default true). */
   f16?: boolean;
+  /**
+   * Refuse an OpenGL fallback adapter and software adapters (Mesa's llvmpipe) with a
+   * {@link GpuUnavailableError} instead of running on them (default false).
+   */
+  requireGpu?: boolean;
+  /**
+   * Receives the one-line warning given when only an OpenGL fallback adapter is found. By
+   * default it is printed on stderr, once per process; false drops it.
+   */
+  onWarning?: ((message: string) => void) | false;
 }
 
 /** A WebGPU device with the limits templora asked for, its capabilities and its memory accounting. */
@@ -80,6 +99,122 @@ export class Gpu {
 const HOW_TO_GET_ONE = "templora needs WebGPU. Use Deno 2.x; on a machine without a GPU, install " +
   "Mesa's software Vulkan driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`).";
 
+const INSTALL_VULKAN = "install the GPU's Vulkan driver, or on a machine without a GPU Mesa's " +
+  "software one (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`)";
+
+/** The backends Deno's WebGPU is asked for first (wgpu's names, as DENO_WEBGPU_BACKEND takes). */
+const PRIMARY_BACKENDS = "vulkan,metal,dx12";
+
+/** The kind DENO_WEBGPU_BACKEND selects, as wgpu reads its comma-separated list. */
+export function backendOfSetting(setting: string): GpuBackend {
+  const names = setting.toLowerCase().split(",").map((n) => n.trim()).filter(Boolean);
+  const primary = names.filter((n) =>
+    ["vulkan", "vk", "metal", "mtl", "dx12", "d3d12"].includes(n)
+  );
+  const gl = names.filter((n) => ["gl", "gles", "opengl"].includes(n));
+  if (primary.length > 0 && gl.length === 0) return "primary";
+  if (gl.length > 0 && primary.length === 0) return "gl";
+  return "unknown";
+}
+
+/** Runs in a worker: is there an adapter on the backends DENO_WEBGPU_BACKEND names? */
+const PROBE_WORKER = `
+const adapter = await navigator.gpu?.requestAdapter().catch(() => null);
+self.postMessage(Boolean(adapter));
+self.close();`;
+
+/** Whether a worker (its own WebGPU instance) finds an adapter; null when it cannot tell. */
+async function workerFindsAdapter(): Promise<boolean | null> {
+  let url: string | undefined;
+  let worker: Worker | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    url = URL.createObjectURL(new Blob([PROBE_WORKER], { type: "application/javascript" }));
+    const w = worker = new Worker(url, { type: "module" });
+    return await new Promise<boolean | null>((resolve) => {
+      w.onmessage = (event) => resolve(event.data === true);
+      w.onerror = (event) => {
+        event.preventDefault();
+        resolve(null);
+      };
+      timer = setTimeout(() => resolve(null), 20_000);
+    });
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+    worker?.terminate();
+    if (url) URL.revokeObjectURL(url);
+  }
+}
+
+function envGranted(): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "env" }).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Prepares the environment Deno's WebGPU instance is created from and says which backend the
+ * next adapter request will use. Deno reads DENO_WEBGPU_BACKEND once, when its instance is
+ * made, so a worker (which gets an instance of its own) asks first whether Vulkan, Metal or
+ * Direct3D 12 has an adapter: if so the main instance is limited to those, else it is left to
+ * fall back to OpenGL. XDG_RUNTIME_DIR, when unset, points at a private empty folder while the
+ * instance is made: the Wayland support of Mesa's Vulkan driver looks for a display there and
+ * otherwise prints "error: XDG_RUNTIME_DIR is invalid or not set" twice on stderr. `restore`
+ * puts both variables back and removes the folder.
+ */
+async function prepareInstance(): Promise<{ backend: GpuBackend; restore: () => void }> {
+  const none = { backend: "unknown" as const, restore: () => {} };
+  if (typeof Deno === "undefined" || !envGranted()) return none;
+  const undo: (() => void)[] = [];
+  const restore = () => undo.reverse().forEach((f) => f());
+  if (!Deno.env.get("XDG_RUNTIME_DIR")) {
+    try {
+      const dir = Deno.makeTempDirSync({ prefix: "templora-runtime-" });
+      Deno.env.set("XDG_RUNTIME_DIR", dir);
+      undo.push(() => {
+        Deno.env.delete("XDG_RUNTIME_DIR");
+        try {
+          Deno.removeSync(dir, { recursive: true });
+        } catch { /* already gone */ }
+      });
+    } catch { /* no write permission: the notice stays */ }
+  }
+  const chosen = Deno.env.get("DENO_WEBGPU_BACKEND");
+  if (chosen) return { backend: backendOfSetting(chosen), restore };
+  Deno.env.set("DENO_WEBGPU_BACKEND", PRIMARY_BACKENDS);
+  undo.push(() => Deno.env.delete("DENO_WEBGPU_BACKEND"));
+  const primary = await workerFindsAdapter();
+  if (primary === true) return { backend: "primary", restore };
+  // No Vulkan, Metal or Direct3D 12 adapter (or no way to tell): let every backend answer.
+  Deno.env.delete("DENO_WEBGPU_BACKEND");
+  return { backend: primary === false ? "gl" : "unknown", restore };
+}
+
+let instanceBackend: GpuBackend | undefined;
+
+/**
+ * {@link prepareInstance} for the first request of this module; later requests find the instance
+ * made and get the same answer.
+ */
+async function prepareInstanceOnce(): Promise<{ backend: GpuBackend; restore: () => void }> {
+  if (instanceBackend) return { backend: instanceBackend, restore: () => {} };
+  const prepared = await prepareInstance();
+  instanceBackend = prepared.backend;
+  return prepared;
+}
+
+let warned = false;
+
+function warnOnce(message: string): void {
+  if (warned) return;
+  warned = true;
+  console.error(`templora: warning: ${message}`);
+}
+
 /** Limits templora raises to whatever the adapter allows. */
 const RAISED_LIMITS = [
   "maxStorageBufferBindingSize",
@@ -111,18 +246,23 @@ async function probeF16(device: GPUDevice): Promise<boolean> {
 
 /**
  * Finds a WebGPU adapter and opens a device with the limits raised to the adapter's maxima.
- * Throws {@link GpuUnavailableError}, saying how to get one, when there is none.
+ * In Deno an adapter on Vulkan, Metal or Direct3D 12 is preferred; when only the OpenGL fallback
+ * has one, it is used with a warning (see {@link AcquireGpuOptions.onWarning}), or refused with
+ * `requireGpu`. Throws {@link GpuUnavailableError}, saying how to get one, when there is none.
  */
 export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) throw new GpuUnavailableError(`navigator.gpu is not available. ${HOW_TO_GET_ONE}`);
   let adapter: GPUAdapter | null;
+  const instance = await prepareInstanceOnce();
   try {
     adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference });
   } catch (cause) {
     throw new GpuUnavailableError(`requesting a WebGPU adapter failed. ${HOW_TO_GET_ONE}`, {
       cause,
     });
+  } finally {
+    instance.restore();
   }
   if (!adapter) throw new GpuUnavailableError(`no WebGPU adapter was found. ${HOW_TO_GET_ONE}`);
 
@@ -136,6 +276,25 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
   const isFallbackAdapter = Boolean(
     info.isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
   );
+  const { backend } = instance;
+  if (backend === "gl") {
+    const found = `only an OpenGL adapter was found ("${description}")`;
+    if (options.requireGpu) {
+      throw new GpuUnavailableError(
+        `${found}, not a GPU through Vulkan, Metal or Direct3D 12; install the GPU's driver ` +
+          "for one of those",
+      );
+    }
+    const warning = `${found}: WebGPU through OpenGL runs hundreds of times slower than ` +
+      `through Vulkan; ${INSTALL_VULKAN}`;
+    if (options.onWarning) options.onWarning(warning);
+    else if (options.onWarning !== false) warnOnce(warning);
+  } else if (options.requireGpu && isFallbackAdapter) {
+    throw new GpuUnavailableError(
+      `only a software adapter was found ("${description}", which runs on the CPU), not a GPU; ` +
+        "install the GPU's Vulkan, Metal or Direct3D 12 driver",
+    );
+  }
 
   const requiredLimits: Record<string, number> = {};
   const adapterLimits = adapter.limits as unknown as Record<string, number>;
@@ -161,6 +320,7 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
     vendor: info.vendor,
     architecture: info.architecture,
     isFallbackAdapter,
+    backend,
     shaderF16,
     subgroupMinSize: info.subgroupMinSize ?? 0,
     subgroupMaxSize: info.subgroupMaxSize ?? 0,

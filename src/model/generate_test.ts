@@ -2,8 +2,9 @@ import assert from "node:assert/strict";
 import { gpuTest, testGpu } from "../../kernels_test/helpers.ts";
 import { TextModel } from "./text_model.ts";
 import { InvalidSettingError, PromptTooLongError } from "./errors.ts";
+import { STORIES260K } from "../../kernels_test/test_data.ts";
 
-const STORIES = "../shared/models/stories260K/stories260K.bin";
+const STORIES = STORIES260K;
 const GREEDY_START =
   "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.";
 

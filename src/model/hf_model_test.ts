@@ -16,7 +16,7 @@ import {
   tensorToF32,
   type WeightDtype,
 } from "../formats/tensor_data.ts";
-import { readTokenizerBin } from "../formats/tokenizer_bin.ts";
+import { readTokenizerBin } from "../formats/llama2c_tokenizer.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { GpuLimitError } from "../gpu/errors.ts";
 import { readF32 } from "../gpu/readback.ts";
@@ -28,9 +28,10 @@ import { generate } from "./generate.ts";
 import { type GpuWeightDtype, uploadWeights } from "./gpu_weights.ts";
 import { LlamaModel } from "./llama.ts";
 import { TextModel } from "./text_model.ts";
+import { STORIES260K, STORIES260K_TOKENIZER } from "../../kernels_test/test_data.ts";
 
-const STORIES = "../shared/models/stories260K/stories260K.bin";
-const STORIES_TOKENIZER = "../shared/models/stories260K/tok512.bin";
+const STORIES = STORIES260K;
+const STORIES_TOKENIZER = STORIES260K_TOKENIZER;
 const FIRST_SENTENCE = "Once upon a time, there was a little girl named Lily.";
 
 /** Logits of every position for `tokens` fed as one prefill from position 0. */

@@ -7,8 +7,9 @@ import { uploadTensor, writeTensor } from "../gpu/tensor.ts";
 import { referenceForward, type ReferenceLora } from "../reference/model.ts";
 import { LORA_TARGETS, LoraAdapter } from "../templora/adapter.ts";
 import { LlamaModel } from "./llama.ts";
+import { STORIES260K } from "../../kernels_test/test_data.ts";
 
-const STORIES = "../shared/models/stories260K/stories260K.bin";
+const STORIES = STORIES260K;
 
 gpuTest("stories260K: GPU logits over 64 tokens match the float64 reference", async () => {
   const { gpu, registry, recorder } = await testGpu();

@@ -3,8 +3,9 @@ import OpenAI from "openai";
 import { gpuTest, testGpu } from "../../kernels_test/helpers.ts";
 import { TextModel } from "../model/text_model.ts";
 import { createApp, type ServerOptions } from "./app.ts";
+import { STORIES260K } from "../../kernels_test/test_data.ts";
 
-const STORIES = "../shared/models/stories260K/stories260K.bin";
+const STORIES = STORIES260K;
 
 let model: Promise<TextModel> | undefined;
 function loadModel(): Promise<TextModel> {

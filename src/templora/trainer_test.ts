@@ -8,8 +8,9 @@ import { LlamaModel } from "../model/llama.ts";
 import { type ReferenceLora, referenceLossAndGradients } from "../reference/model.ts";
 import { LORA_TARGETS, LoraAdapter } from "./adapter.ts";
 import { DEFAULT_OPTIMIZER, Trainer } from "./trainer.ts";
+import { STORIES260K } from "../../kernels_test/test_data.ts";
 
-const STORIES = "../shared/models/stories260K/stories260K.bin";
+const STORIES = STORIES260K;
 
 async function setup(rank = 4, maxTokens = 48) {
   const { gpu, registry, recorder } = await testGpu();

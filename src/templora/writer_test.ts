@@ -3,8 +3,9 @@ import { gpuTest, testGpu } from "../../kernels_test/helpers.ts";
 import { TextModel } from "../model/text_model.ts";
 import { resolveTempLoraSettings } from "./settings.ts";
 import { type WriterEvent, type WriterSummary, writeWithTempLora } from "./writer.ts";
+import { STORIES260K } from "../../kernels_test/test_data.ts";
 
-const STORIES = "../shared/models/stories260K/stories260K.bin";
+const STORIES = STORIES260K;
 
 async function run(it: AsyncGenerator<WriterEvent, WriterSummary>) {
   const events: WriterEvent[] = [];
