@@ -115,8 +115,9 @@ gpuTest(
         op.destroy();
       }
     }
-    await assertRejectsSync(() =>
-      RopeOp.create(registry, { headDim: 8, frequencyDivisors: [1, 2, 0, 4] })
+    await assert.rejects(
+      RopeOp.create(registry, { headDim: 8, frequencyDivisors: [1, 2, 0, 4] }),
+      /frequencyDivisors/,
     );
   },
 );
