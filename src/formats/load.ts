@@ -71,24 +71,42 @@ async function loadTokenizer(path: string, vocabSize: number): Promise<Tokenizer
   throw new ModelFileNotFoundError(path, "folder has neither tokenizer.json nor tokenizer.bin");
 }
 
-/** tokenizer.bin beside the checkpoint, else the single tok*.bin there. */
+/**
+ * tokenizer.bin beside the checkpoint, else the single tok*.bin there (symbolic links count as
+ * the files they point to); when the checkpoint is a link and nothing is beside it, the same
+ * search beside the file it points to.
+ */
 async function findTokenizerBin(modelPath: string): Promise<string> {
+  const found = await tokenizerBeside(modelPath);
+  if (typeof found === "string") return found;
+  const real = await Deno.realPath(modelPath).catch(() => modelPath);
+  if (found.length === 0 && dirname(real) !== dirname(modelPath)) {
+    const besideTarget = await tokenizerBeside(real);
+    if (typeof besideTarget === "string") return besideTarget;
+  }
+  const dir = dirname(modelPath);
+  const how = "name it with the tokenizerPath option (--tokenizer on the command line)";
+  throw new ModelFileNotFoundError(
+    modelPath,
+    found.length === 0
+      ? `no tokenizer.bin or tok*.bin beside it in ${dir}; ${how}`
+      : `several tokenizers beside it (${found.sort().join(", ")}); ${how}`,
+  );
+}
+
+/** The tokenizer file beside `modelPath`, or the candidates when there is not exactly one. */
+async function tokenizerBeside(modelPath: string): Promise<string | string[]> {
   const dir = dirname(modelPath);
   const standard = join(dir, "tokenizer.bin");
   if ((await statOrNull(standard))?.isFile) return standard;
   const candidates: string[] = [];
   for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && /^tok.*\.bin$/.test(e.name) && e.name !== basename(modelPath)) {
+    if (!/^tok.*\.bin$/.test(e.name) || e.name === basename(modelPath)) continue;
+    if (e.isFile || (e.isSymlink && (await statOrNull(join(dir, e.name)))?.isFile)) {
       candidates.push(e.name);
     }
   }
-  if (candidates.length === 1) return join(dir, candidates[0]);
-  throw new ModelFileNotFoundError(
-    modelPath,
-    candidates.length === 0
-      ? `no tokenizer.bin or tok*.bin beside it in ${dir}; pass tokenizerPath`
-      : `several tokenizers beside it (${candidates.sort().join(", ")}); pass tokenizerPath`,
-  );
+  return candidates.length === 1 ? join(dir, candidates[0]) : candidates;
 }
 
 async function statOrNull(path: string): Promise<Deno.FileInfo | null> {

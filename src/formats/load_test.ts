@@ -39,7 +39,8 @@ Deno.test("loadModelFiles: converted HF folder with its tokenizer.bin; errors", 
     await Deno.mkdir(lonely);
     await Deno.copyFile(MODEL, join(lonely, "model.bin"));
     await assert.rejects(loadModelFiles(join(lonely, "model.bin")), (e: unknown) => {
-      return e instanceof ModelFileNotFoundError && /tokenizerPath/.test(e.message);
+      return e instanceof ModelFileNotFoundError &&
+        /tokenizerPath option \(--tokenizer/.test(e.message);
     });
     // Two candidates are ambiguous; tokenizer.bin wins over tok*.bin.
     await Deno.copyFile(TOK, join(lonely, "tok512.bin"));
@@ -59,6 +60,36 @@ Deno.test("loadModelFiles: converted HF folder with its tokenizer.bin; errors", 
     );
     await assert.rejects(loadModelFiles(join(tmp, "nothing")), ModelFileNotFoundError);
     await assert.rejects(loadModelFiles(lonely), /no config\.json/);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("loadModelFiles: symbolic links to the checkpoint and tokenizer are followed", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "templora_links_" });
+  try {
+    // Both files linked into a folder of their own.
+    const linked = join(tmp, "linked");
+    await Deno.mkdir(linked);
+    await Deno.symlink(MODEL, join(linked, "stories.bin"));
+    await Deno.symlink(TOK, join(linked, "tok512.bin"));
+    const both = await loadModelFiles(join(linked, "stories.bin"));
+    assert.equal(both.tokenizer.vocabSize, 512);
+    // A tokenizer.bin that is a link.
+    const standard = join(tmp, "standard");
+    await Deno.mkdir(standard);
+    await Deno.copyFile(MODEL, join(standard, "model.bin"));
+    await Deno.symlink(TOK, join(standard, "tokenizer.bin"));
+    assert.equal((await loadModelFiles(join(standard, "model.bin"))).tokenizer.vocabSize, 512);
+    // A link to the checkpoint alone: its tokenizer is found beside the file it points to.
+    const alone = join(tmp, "alone");
+    await Deno.mkdir(alone);
+    await Deno.symlink(MODEL, join(alone, "model.bin"));
+    assert.equal((await loadModelFiles(join(alone, "model.bin"))).tokenizer.vocabSize, 512);
+    // A dangling link is no candidate.
+    await Deno.remove(join(standard, "tokenizer.bin"));
+    await Deno.symlink(join(tmp, "missing.bin"), join(standard, "tok512.bin"));
+    await assert.rejects(loadModelFiles(join(standard, "model.bin")), /no tokenizer\.bin or tok/);
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
