@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import {
+  assertClose,
+  gpuTest,
+  poisoned,
+  readWritten,
+  relativeError,
+  seededRng,
+  type TestGpu,
+  testGpu,
+} from "./helpers.ts";
+import { QuantMatmulOp } from "../src/ops/quant_matmul.ts";
+import { quantMatrix, uploadQuantMatrix } from "../src/ops/quant_weight.ts";
+import { createTensor, uploadTensor } from "../src/gpu/tensor.ts";
+import { KernelUsageError, ShapeError } from "../src/gpu/errors.ts";
+import { GGML_QUANT_TYPES, GGML_TYPES, type GgmlQuantType } from "../src/core/quant.ts";
+import {
+  dequantizeMatrix,
+  quantizeRandom,
+  type RandomBlockOptions,
+} from "../src/reference/quant.ts";
+import { matmulRef } from "../src/reference/matmul.ts";
+import type { Rng } from "../src/core/random.ts";
+
+/** [T, out, in in blocks]: one token, tile edges, out not a multiple of anything. */
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [1, 64, 2],
+  [37, 29, 3],
+  [130, 67, 2],
+  [5, 300, 1],
+  [129, 9, 1],
+];
+
+type Form = "forward" | "input grad";
+
+async function checkCase(
+  { gpu, recorder }: TestGpu,
+  op: QuantMatmulOp,
+  rng: Rng,
+  form: Form,
+  type: GgmlQuantType,
+  [t, out, inBlocks]: [number, number, number],
+  accumulate: boolean,
+  blocks: RandomBlockOptions = {},
+): Promise<void> {
+  const cols = inBlocks * GGML_TYPES[type].blockElems;
+  const what = `quant matmul ${form} ${type} T=${t} W [${out}, ${cols}] acc=${accumulate} ` +
+    JSON.stringify(blocks);
+  const bytes = quantizeRandom(type, rng, out, cols, blocks);
+  const w = uploadQuantMatrix(gpu, bytes, type, out, cols);
+  const wRef = dequantizeMatrix(type, bytes, out, cols);
+  const [k, n] = form === "forward" ? [cols, out] : [out, cols];
+  const aValues = rng.normals(t * k);
+  const a = uploadTensor(gpu, aValues, [t, k]);
+  let c0: Float32Array | undefined;
+  const c = accumulate ? uploadTensor(gpu, c0 = rng.normals(t * n), [t, n]) : poisoned(gpu, [t, n]);
+  if (form === "forward") op.recordForward(recorder, a, w, c, { accumulate });
+  else op.recordInputGrad(recorder, a, w, c, { accumulate });
+  recorder.submit();
+  const ref = matmulRef(aValues, wRef, t, k, n, { transB: form === "forward", c0 });
+  const result = await readWritten(gpu, c, what);
+  assertClose(result, ref, what);
+  const key = `${form} ${type}`;
+  worst.set(key, Math.max(worst.get(key) ?? 0, relativeError(result, ref)));
+  for (const x of [w.data, a, c]) x.destroy();
+}
+
+/** Largest relative error seen per form and type. */
+const worst = new Map<string, number>();
+
+function report(form: Form): void {
+  const rows = [...worst].filter(([key]) => key.startsWith(form));
+  console.log(
+    `  worst relative errors: ${rows.map(([k, e]) => `${k} ${e.toExponential(1)}`).join(", ")}`,
+  );
+}
+
+for (const form of ["forward", "input grad"] as const) {
+  const formula = form === "forward" ? "Y = X·Wᵀ" : "dX = dY·W";
+  gpuTest(`quant_matmul.wgsl ${formula} matches the float64 twin for every type`, async () => {
+    const g = await testGpu();
+    const rng = seededRng(`quant matmul ${form}`);
+    const op = await QuantMatmulOp.create(g.registry);
+    for (const type of GGML_QUANT_TYPES) {
+      for (const shape of SHAPES) await checkCase(g, op, rng, form, type, shape, false);
+      await checkCase(g, op, rng, form, type, [37, 29, 3], true);
+      await checkCase(g, op, rng, form, type, [9, 40, 2], false, { fill: "ramp" });
+      await checkCase(g, op, rng, form, type, [9, 40, 2], true, { edgeFraction: 0.3 });
+    }
+    report(form);
+  });
+}
+
+gpuTest("quant_matmul.wgsl: other tile shapes give the same results", async () => {
+  const g = await testGpu();
+  const rng = seededRng("quant matmul tiles");
+  for (const tiles of [{ wgX: 4, wgY: 8, tk: 8 }, { wgX: 8, wgY: 4, tk: 12 }]) {
+    const op = await QuantMatmulOp.create(g.registry, { types: ["Q5_0", "Q4_K"], tiles });
+    for (const form of ["forward", "input grad"] as const) {
+      await checkCase(g, op, rng, form, "Q5_0", [37, 29, 3], false);
+      await checkCase(g, op, rng, form, "Q4_K", [70, 33, 1], true);
+    }
+  }
+});
+
+gpuTest("quant matmul rejects mismatched shapes and types it was not compiled for", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const op = await QuantMatmulOp.create(registry, { types: ["Q8_0"] });
+  const data = createTensor(gpu, [Math.ceil((3 * 2 * 34) / 4)], "u32");
+  const w = quantMatrix(data, "Q8_0", 3, 64);
+  const x = createTensor(gpu, [5, 64]);
+  const y = createTensor(gpu, [5, 3]);
+  op.recordForward(recorder, x, w, y);
+  op.recordInputGrad(recorder, y, w, x);
+  recorder.submit();
+  assert.throws(() => op.recordForward(recorder, y, w, y), ShapeError);
+  assert.throws(() => op.recordForward(recorder, x, w, createTensor(gpu, [4, 3])), ShapeError);
+  assert.throws(() => op.recordInputGrad(recorder, x, w, x), ShapeError);
+  assert.throws(
+    () => op.recordForward(recorder, x, quantMatrix(data, "Q4_0", 3, 64), y),
+    KernelUsageError,
+  );
+  await assert.rejects(() => QuantMatmulOp.create(registry, { tiles: { wgX: 4, wgY: 4, tk: 6 } }));
+  for (const t of [data, x, y]) t.destroy();
+});

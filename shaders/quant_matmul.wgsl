@@ -1,0 +1,171 @@
+// Tiled matmuls against a quantized weight W [out, in] kept in its GGUF blocks
+// (quant_blocks.wgsl, appended by the wrapper; QTYPE picks the type), for prefill and training:
+//   forward:        C[M, N] = A[M, K] · Wᵀ   with A = X [T, in], W [N = out, K = in]
+//   backward_input: C[M, N] = A[M, K] · W    with A = dY [T, out], W [K = out, N = in]
+// (+ C when ACCUMULATE). Through a frozen base layer only this input gradient is needed, so a
+// LoRA adapter trains over quantized weights without an f32 copy of them.
+//
+// A workgroup of WG_X x WG_Y threads computes a BM x BN block of C (BM = 8 WG_Y, BN = 8 WG_X),
+// walking K in steps of TK (a multiple of 4) through two workgroup tiles kept k-major, each
+// thread accumulating an 8 x 8 block in sixteen named vec4s (indexed private arrays spill on
+// llvmpipe). W tiles are dequantized once per workgroup while being loaded: four values of a row
+// at a time (one q_values4); the forward form transposes 4 x 4 patches in registers so each
+// thread writes whole vec4s of the tile.
+override ACCUMULATE: bool = false;
+override WG_X: u32 = 16; // threads along N
+override WG_Y: u32 = 16; // threads along M
+override TK: u32 = 16;   // depth of one workgroup tile along K, a multiple of 4
+
+const BM: u32 = 8u * WG_Y;
+const BN: u32 = 8u * WG_X;
+const BM4: u32 = BM / 4u;
+const BN4: u32 = BN / 4u;
+const TK4: u32 = TK / 4u;
+const THREADS: u32 = WG_X * WG_Y;
+
+// rowBytes: bytes of one row of W's blocks.
+struct Params { m: u32, n: u32, k: u32, rowBytes: u32 }
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;          // [M, K]: X [T, in] or dY [T, out]
+@group(0) @binding(2) var<storage, read> qweight: array<u32>;    // W [out, in] blocks, [ceil(out rowBytes / 4)]
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;    // [M, N]: Y [T, out] or dX [T, in]
+
+var<workgroup> tileA: array<vec4<f32>, TK * BM4>;  // [TK][BM / 4]: Aᵀ block, 4 rows a vec4
+var<workgroup> tileB: array<vec4<f32>, TK * BN4>;  // [TK][BN / 4]: op(W) block, 4 columns a vec4
+
+fn loadA(row: u32, col: u32) -> f32 {  // A[row, col], zero outside
+  if (row >= params.m || col >= params.k) { return 0.0; }
+  return a[row * params.k + col];
+}
+
+// W[row, col .. col + 3] (col % 4 == 0) for W with `rows` rows and `cols` values a row; zero
+// outside. cols is a multiple of the block size, so four values never straddle the edge.
+fn loadW4(row: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
+  if (row >= rows || col >= cols) { return vec4<f32>(0.0); }
+  return q_values4(q_block_at(row, col, params.rowBytes), col % QK);
+}
+
+// Consecutive threads walk A's rows (its contiguous dimension).
+fn fillTileA(row0: u32, k0: u32, li: u32) {
+  for (var e = li; e < TK * BM4; e += THREADS) {
+    let kk = e % TK;
+    let m4 = e / TK;
+    let r = row0 + 4u * m4;
+    let col = k0 + kk;
+    tileA[kk * BM4 + m4] = vec4<f32>(loadA(r, col), loadA(r + 1u, col), loadA(r + 2u, col), loadA(r + 3u, col));
+  }
+}
+
+// forward: tileB[kk][n4] = W[n .. n + 3, k0 + kk]. A thread dequantizes a 4 x 4 patch (four rows
+// of W, four values each) and writes it transposed; consecutive threads walk along a row.
+fn fillTileWt(col0: u32, k0: u32, li: u32) {
+  for (var e = li; e < TK4 * BN4; e += THREADS) {
+    let k4 = e % TK4;
+    let n4 = e / TK4;
+    let n = col0 + 4u * n4;
+    let k = k0 + 4u * k4;
+    let w0 = loadW4(n, k, params.n, params.k);
+    let w1 = loadW4(n + 1u, k, params.n, params.k);
+    let w2 = loadW4(n + 2u, k, params.n, params.k);
+    let w3 = loadW4(n + 3u, k, params.n, params.k);
+    let at = 4u * k4 * BN4 + n4;
+    tileB[at] = vec4<f32>(w0.x, w1.x, w2.x, w3.x);
+    tileB[at + BN4] = vec4<f32>(w0.y, w1.y, w2.y, w3.y);
+    tileB[at + 2u * BN4] = vec4<f32>(w0.z, w1.z, w2.z, w3.z);
+    tileB[at + 3u * BN4] = vec4<f32>(w0.w, w1.w, w2.w, w3.w);
+  }
+}
+
+// backward_input: tileB[kk][n4] = W[k0 + kk, n .. n + 3], straight from a row.
+fn fillTileW(col0: u32, k0: u32, li: u32) {
+  for (var e = li; e < TK * BN4; e += THREADS) {
+    let kk = e / BN4;
+    let n4 = e % BN4;
+    tileB[kk * BN4 + n4] = loadW4(k0 + kk, col0 + 4u * n4, params.k, params.n);
+  }
+}
+
+fn store(row: u32, col: u32, v: vec4<f32>) {
+  if (row >= params.m) { return; }
+  for (var j = 0u; j < 4u; j++) {
+    if (col + j < params.n) {
+      let at = row * params.n + col + j;
+      var value = v[j];
+      if (ACCUMULATE) { value += c[at]; }
+      c[at] = value;
+    }
+  }
+}
+
+// c<i><j>: row i of the thread's 8 x 8 block, columns 4j .. 4j + 3.
+var<private> c00: vec4<f32>; var<private> c01: vec4<f32>;
+var<private> c10: vec4<f32>; var<private> c11: vec4<f32>;
+var<private> c20: vec4<f32>; var<private> c21: vec4<f32>;
+var<private> c30: vec4<f32>; var<private> c31: vec4<f32>;
+var<private> c40: vec4<f32>; var<private> c41: vec4<f32>;
+var<private> c50: vec4<f32>; var<private> c51: vec4<f32>;
+var<private> c60: vec4<f32>; var<private> c61: vec4<f32>;
+var<private> c70: vec4<f32>; var<private> c71: vec4<f32>;
+
+fn multiplyTiles(lid: vec3<u32>) {
+  for (var kk = 0u; kk < TK; kk++) {
+    let b0 = tileB[kk * BN4 + 2u * lid.x];
+    let b1 = tileB[kk * BN4 + 2u * lid.x + 1u];
+    let a0 = tileA[kk * BM4 + 2u * lid.y];
+    let a1 = tileA[kk * BM4 + 2u * lid.y + 1u];
+    c00 = fma(vec4<f32>(a0.x), b0, c00); c01 = fma(vec4<f32>(a0.x), b1, c01);
+    c10 = fma(vec4<f32>(a0.y), b0, c10); c11 = fma(vec4<f32>(a0.y), b1, c11);
+    c20 = fma(vec4<f32>(a0.z), b0, c20); c21 = fma(vec4<f32>(a0.z), b1, c21);
+    c30 = fma(vec4<f32>(a0.w), b0, c30); c31 = fma(vec4<f32>(a0.w), b1, c31);
+    c40 = fma(vec4<f32>(a1.x), b0, c40); c41 = fma(vec4<f32>(a1.x), b1, c41);
+    c50 = fma(vec4<f32>(a1.y), b0, c50); c51 = fma(vec4<f32>(a1.y), b1, c51);
+    c60 = fma(vec4<f32>(a1.z), b0, c60); c61 = fma(vec4<f32>(a1.z), b1, c61);
+    c70 = fma(vec4<f32>(a1.w), b0, c70); c71 = fma(vec4<f32>(a1.w), b1, c71);
+  }
+}
+
+fn storeBlock(wg: vec3<u32>, lid: vec3<u32>) {
+  let r = wg.y * BM + 8u * lid.y;
+  let col = wg.x * BN + 8u * lid.x;
+  store(r, col, c00); store(r, col + 4u, c01);
+  store(r + 1u, col, c10); store(r + 1u, col + 4u, c11);
+  store(r + 2u, col, c20); store(r + 2u, col + 4u, c21);
+  store(r + 3u, col, c30); store(r + 3u, col + 4u, c31);
+  store(r + 4u, col, c40); store(r + 4u, col + 4u, c41);
+  store(r + 5u, col, c50); store(r + 5u, col + 4u, c51);
+  store(r + 6u, col, c60); store(r + 6u, col + 4u, c61);
+  store(r + 7u, col, c70); store(r + 7u, col + 4u, c71);
+}
+
+@compute @workgroup_size(WG_X, WG_Y)
+fn forward(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  for (var k0 = 0u; k0 < params.k; k0 += TK) {
+    fillTileA(wg.y * BM, k0, li);
+    fillTileWt(wg.x * BN, k0, li);
+    workgroupBarrier();
+    multiplyTiles(lid);
+    workgroupBarrier();
+  }
+  storeBlock(wg, lid);
+}
+
+@compute @workgroup_size(WG_X, WG_Y)
+fn backward_input(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  for (var k0 = 0u; k0 < params.k; k0 += TK) {
+    fillTileA(wg.y * BM, k0, li);
+    fillTileW(wg.x * BN, k0, li);
+    workgroupBarrier();
+    multiplyTiles(lid);
+    workgroupBarrier();
+  }
+  storeBlock(wg, lid);
+}
