@@ -30,6 +30,12 @@ export interface ReferenceConfig extends ProjectionSizes {
   ropePairs: RopePairs;
   /** Whether q, k and v projections have biases (Qwen2). */
   qkvBias?: boolean;
+  /** RMSNorm over headDim on each query and key head before RoPE (Qwen3's q_norm/k_norm). */
+  qkNorm?: boolean;
+  /** Per-pair RoPE frequency divisors (Llama 3). */
+  ropeFreqFactors?: ArrayLike<number>;
+  /** Which layers apply RoPE (SmolLM3); absent: all. */
+  ropeLayers?: readonly boolean[];
 }
 
 export { LORA_TARGETS, type LoraTarget, projectionName };
@@ -91,7 +97,15 @@ function linearBackward(
   return { dX, dA, dB };
 }
 
+/** A head-wise RMSNorm's input and reciprocal RMS, when the model has q/k norms. */
+interface HeadNormSaved {
+  input: Float64Array;
+  rstd: Float64Array;
+}
+
 interface LayerSaved {
+  qNorm?: HeadNormSaved;
+  kNorm?: HeadNormSaved;
   x: Float64Array;
   h: Float64Array;
   rstd: Float64Array;
@@ -149,7 +163,7 @@ export function referenceForward(
   const { dim, nHeads, nKvHeads, vocabSize, normEps: eps } = config;
   const t = tokens.length;
   const headDim = config.headDim;
-  const rope = { headDim, base: config.ropeTheta, pairs: config.ropePairs };
+  const rope = ropeOf(config);
   const shape = { tokens: t, past: 0, nHeads, nKvHeads, headDim };
   let x = embeddingForward(weights("model.embed_tokens.weight"), vocabSize, dim, tokens, t);
   const layers: LayerSaved[] = [];
@@ -157,11 +171,26 @@ export function referenceForward(
     const prefix = `model.layers.${l}`;
     const lin = (target: LoraTarget) => linearOf(config, weights, l, target, lora);
     const norm1 = rmsnormForward(x, weights(`${prefix}.input_layernorm.weight`), t, dim, eps);
-    const q = linearForward(norm1.out, t, lin("q"), lora);
-    const k = linearForward(norm1.out, t, lin("k"), lora);
+    const qProj = linearForward(norm1.out, t, lin("q"), lora);
+    const kProj = linearForward(norm1.out, t, lin("k"), lora);
     const v = linearForward(norm1.out, t, lin("v"), lora);
-    const qr = ropeForward(q, t, 0, { ...rope, heads: nHeads });
-    const kr = ropeForward(k, t, 0, { ...rope, heads: nKvHeads });
+    const headNorm = (input: Float64Array, heads: number, which: "q" | "k") =>
+      config.qkNorm
+        ? rmsnormForward(
+          input,
+          weights(`${prefix}.self_attn.${which}_norm.weight`),
+          t * heads,
+          headDim,
+          eps,
+        )
+        : undefined;
+    const qNorm = headNorm(qProj, nHeads, "q");
+    const kNorm = headNorm(kProj, nKvHeads, "k");
+    const q = qNorm?.out ?? qProj;
+    const k = kNorm?.out ?? kProj;
+    const rotates = config.ropeLayers?.[l] ?? true;
+    const qr = rotates ? ropeForward(q, t, 0, { ...rope, heads: nHeads }) : q;
+    const kr = rotates ? ropeForward(k, t, 0, { ...rope, heads: nKvHeads }) : k;
     const attn = attentionForward(qr, kr, v, shape).out;
     const o = linearForward(attn, t, lin("o"), lora);
     const x2 = x.map((value, i) => value + o[i]);
@@ -177,6 +206,8 @@ export function referenceForward(
     const act = swigluForward(gate, up);
     const down = linearForward(act, t, lin("down"), lora);
     layers.push({
+      qNorm: qNorm && { input: qProj, rstd: qNorm.rstd },
+      kNorm: kNorm && { input: kProj, rstd: kNorm.rstd },
       x,
       h: norm1.out,
       rstd: norm1.rstd,
@@ -225,7 +256,7 @@ export function referenceLossAndGradients(
   const { dim, nHeads, nKvHeads, vocabSize: vocab } = config;
   const t = tokens.length;
   const headDim = config.headDim;
-  const rope = { headDim, base: config.ropeTheta, pairs: config.ropePairs };
+  const rope = ropeOf(config);
   const shape = { tokens: t, past: 0, nHeads, nKvHeads, headDim };
   const { logits, saved } = referenceForward(config, weights, head, tokens, lora);
 
@@ -262,8 +293,29 @@ export function referenceLossAndGradients(
     const dx2 = dx.map((value, i) => value + dX2n[i]);
     const dAttn = through("o", dx2, s.attn);
     const grads = attentionBackward(dAttn, s.qr, s.kr, s.v, shape);
-    const dq = ropeBackward(grads.dQ, t, 0, { ...rope, heads: nHeads });
-    const dk = ropeBackward(grads.dK, t, 0, { ...rope, heads: nKvHeads });
+    const rotates = config.ropeLayers?.[l] ?? true;
+    const dqNormed = rotates ? ropeBackward(grads.dQ, t, 0, { ...rope, heads: nHeads }) : grads.dQ;
+    const dkNormed = rotates
+      ? ropeBackward(grads.dK, t, 0, { ...rope, heads: nKvHeads })
+      : grads.dK;
+    const headNormBack = (
+      d: Float64Array,
+      n: HeadNormSaved | undefined,
+      heads: number,
+      w: string,
+    ) =>
+      n
+        ? rmsnormBackward(
+          n.input,
+          weights(`${prefix}.self_attn.${w}_norm.weight`),
+          n.rstd,
+          d,
+          t * heads,
+          headDim,
+        ).dX
+        : d;
+    const dq = headNormBack(dqNormed, s.qNorm, nHeads, "q");
+    const dk = headNormBack(dkNormed, s.kNorm, nKvHeads, "k");
     const dH = through("q", dq, s.h);
     const dHk = through("k", dk, s.h);
     const dHv = through("v", grads.dV, s.h);
@@ -295,4 +347,14 @@ export function referenceLoss(
     config.vocabSize,
   );
   return sum / count;
+}
+
+/** The RoPE settings of a model (heads are added per use). */
+function ropeOf(config: ReferenceConfig) {
+  return {
+    headDim: config.headDim,
+    base: config.ropeTheta,
+    pairs: config.ropePairs,
+    divisors: config.ropeFreqFactors,
+  };
 }

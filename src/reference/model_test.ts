@@ -22,6 +22,10 @@ function randomModel(config: ReferenceConfig, rng: Rng) {
   for (let l = 0; l < config.nLayers; l++) {
     put(`model.layers.${l}.input_layernorm.weight`, dim, 0.1, 1);
     put(`model.layers.${l}.post_attention_layernorm.weight`, dim, 0.1, 1);
+    if (config.qkNorm) {
+      put(`model.layers.${l}.self_attn.q_norm.weight`, config.headDim, 0.3, 1);
+      put(`model.layers.${l}.self_attn.k_norm.weight`, config.headDim, 0.3, 1);
+    }
     for (const target of LORA_TARGETS) {
       const [inDim, outDim] = projectionDims(config, target);
       put(`${projectionName(l, target)}.weight`, inDim * outDim, 1 / Math.sqrt(inDim));
@@ -84,6 +88,22 @@ const CONFIGS: ReferenceConfig[] = [
     normEps: 1e-5,
     ropeTheta: 10000,
     ropePairs: "half",
+  },
+  // Qwen3's per-head q/k norms, Llama 3's frequency divisors, and a layer without RoPE (SmolLM3).
+  {
+    dim: 12,
+    hiddenDim: 10,
+    nLayers: 2,
+    nHeads: 2,
+    nKvHeads: 1,
+    headDim: 8,
+    vocabSize: 11,
+    normEps: 1e-6,
+    ropeTheta: 500000,
+    ropePairs: "interleaved",
+    qkNorm: true,
+    ropeFreqFactors: [1, 3.5, 12, 32],
+    ropeLayers: [true, false],
   },
 ];
 
