@@ -1,9 +1,12 @@
 import type { Gpu } from "./device.ts";
-import { KernelUsageError, ShaderCompileError } from "./errors.ts";
+import { KernelUsageError, ShaderCompileError, type ShaderDiagnostic } from "./errors.ts";
 import {
   type BindingDecl,
   bindingsUsedBy,
   type ConstantValue,
+  describeLine,
+  type ExpandedSource,
+  expandIncludes,
   type ParamField,
   parseParamStruct,
   specialise,
@@ -15,6 +18,11 @@ export interface KernelSpec {
   file: string;
   /** WGSL source, usually a text import of shaders/<file>. */
   source: string;
+  /**
+   * Shader files its `//!include "name"` lines may name, by name (the ops' shared snippets). The
+   * cache key does not see them: one file name stands for one source and one set of includes.
+   */
+  includes?: Readonly<Record<string, string>>;
   /** Entry point name (default "main"). */
   entryPoint?: string;
   /** Values for the shader's `override` declarations (tile sizes, workgroup sizes, flags). */
@@ -76,7 +84,7 @@ export class KernelRegistry {
     }`;
     let kernel = this.#cache.get(key);
     if (!kernel) {
-      kernel = this.#compile(spec.file, spec.source, entryPoint, constants, key);
+      kernel = this.#compile(spec, entryPoint, constants, key);
       this.#cache.set(key, kernel);
       kernel.catch(() => this.#cache.delete(key));
     }
@@ -84,13 +92,14 @@ export class KernelRegistry {
   }
 
   async #compile(
-    file: string,
-    source: string,
+    spec: KernelSpec,
     entryPoint: string,
     constants: Record<string, ConstantValue>,
     label: string,
   ): Promise<Kernel> {
-    const code = specialise(source, constants, file);
+    const { file } = spec;
+    const expanded = expandIncludes(file, spec.source, spec.includes);
+    const code = specialise(expanded.code, constants, file);
     const bindings = bindingsUsedBy(code, entryPoint, file);
     const uniforms = bindings.filter((b) => b.kind === "uniform");
     if (uniforms.length > 1) throw new KernelUsageError(`${label}: at most one uniform binding`);
@@ -116,11 +125,47 @@ export class KernelRegistry {
     const error = await device.popErrorScope();
     if (error) {
       const info = await module.getCompilationInfo();
-      const details = info.messages
-        .map((m) => `  ${file}:${m.lineNum}:${m.linePos} ${m.type}: ${m.message}`)
-        .join("\n");
-      throw new ShaderCompileError(`${label} failed to compile: ${error.message}\n${details}`);
+      const diagnostics = info.messages.map((m) => diagnosticOf(m, expanded, code));
+      throw new ShaderCompileError(
+        `${label} failed to compile: ${
+          diagnostics.length ? diagnostics.map(formatDiagnostic).join("\n") : error.message
+        }`,
+        diagnostics,
+      );
     }
     return new Kernel(this.#nextId++, pipeline, layout, bindings, params, label);
   }
+}
+
+/** A compiler message, placed in the file and line it is about. */
+function diagnosticOf(
+  message: GPUCompilationMessage,
+  expanded: ExpandedSource,
+  code: string,
+): ShaderDiagnostic {
+  const origin = expanded.origins[message.lineNum - 1];
+  const sourceLine = code.split("\n")[message.lineNum - 1] ?? "";
+  return {
+    file: origin?.file ?? "?",
+    line: origin?.line ?? message.lineNum,
+    column: message.linePos,
+    type: message.type,
+    message: firstLine(message.message),
+    where: origin ? describeLine(origin, message.linePos) : `?:${message.lineNum}`,
+    sourceLine,
+    length: message.length,
+  };
+}
+
+/**
+ * The compiler's own words without its rendering of the code (naga draws the offending line with
+ * line numbers of the expanded text, which would point at the wrong file): the first non-blank line.
+ */
+function firstLine(text: string): string {
+  return text.split("\n").map((l) => l.trim()).find((l) => l.length > 0) ?? "";
+}
+
+function formatDiagnostic(d: ShaderDiagnostic): string {
+  const caret = " ".repeat(Math.max(0, d.column - 1)) + "^".repeat(Math.max(1, d.length ?? 1));
+  return `\n  ${d.where} ${d.type}: ${d.message}\n    ${d.sourceLine}\n    ${caret}`;
 }

@@ -1,14 +1,95 @@
 /**
- * Just enough WGSL reading for the kernel registry: specialisation of `override` constants,
- * the bindings an entry point uses, and the layout of its uniform parameter struct. It understands
- * the subset our shaders are written in (see shaders/README.md), not WGSL at large.
+ * Just enough WGSL reading for the kernel registry: `//!include` directives, specialisation of
+ * `override` constants, the bindings an entry point uses, and the layout of its uniform parameter
+ * struct. It understands the subset our shaders are written in (see shaders/README.md), not WGSL
+ * at large.
  */
-import { KernelUsageError } from "./errors.ts";
+import { KernelUsageError, ShaderCompileError } from "./errors.ts";
+
+/** Where a line of an expanded shader came from. */
+export interface SourceLine {
+  /** The shader file the line is in. */
+  file: string;
+  /** Its 1-based line number there. */
+  line: number;
+  /** The include directive that pulled the file in; absent in the top-level file. */
+  includedFrom?: SourceLine;
+}
+
+/** A shader with its includes spliced in, and the origin of every line of the result. */
+export interface ExpandedSource {
+  /** The WGSL text. */
+  code: string;
+  /** origins[i] is where line i + 1 of `code` came from. */
+  origins: SourceLine[];
+}
+
+/** `//!include "name"` on a line of its own: a WGSL comment, so a shader stays valid-looking. */
+const INCLUDE = /^\s*\/\/!include\b(.*)$/;
+const INCLUDE_ARGUMENT = /^\s+"([^"]+)"\s*$/;
+
+/** "reduce.wgsl:12 (included from softmax.wgsl:5)": how messages show a line's origin. */
+export function describeLine(origin: SourceLine, column?: number): string {
+  let text = `${origin.file}:${origin.line}${column === undefined ? "" : `:${column}`}`;
+  for (let from = origin.includedFrom; from; from = from.includedFrom) {
+    text += ` (included from ${from.file}:${from.line})`;
+  }
+  return text;
+}
+
+/**
+ * Replaces every `//!include "name"` line by the text of `includes[name]`, recursively. Each file is
+ * spliced in once, where it is first named; later directives naming it (or the top-level file) add
+ * nothing, so diamonds and cycles are harmless. The directive lines stay, as comments, so every
+ * line of the result maps to one line of one file. An unknown name or a malformed directive throws
+ * {@link ShaderCompileError} pointing at the directive.
+ */
+export function expandIncludes(
+  file: string,
+  source: string,
+  includes: Readonly<Record<string, string>> = {},
+): ExpandedSource {
+  const lines: string[] = [];
+  const origins: SourceLine[] = [];
+  const included = new Set<string>([file]);
+  const splice = (name: string, text: string, includedFrom: SourceLine | undefined) => {
+    text.split("\n").forEach((content, i) => {
+      const origin: SourceLine = { file: name, line: i + 1, includedFrom };
+      lines.push(content);
+      origins.push(origin);
+      const directive = content.match(INCLUDE);
+      if (!directive) return;
+      const argument = directive[1].match(INCLUDE_ARGUMENT);
+      if (!argument) {
+        throw new ShaderCompileError(
+          `${
+            describeLine(origin)
+          }: an include directive is //!include "file.wgsl", got ${content.trim()}`,
+        );
+      }
+      const target = argument[1];
+      if (included.has(target)) return;
+      if (!Object.hasOwn(includes, target)) {
+        const known = Object.keys(includes).join(", ") || "none";
+        throw new ShaderCompileError(
+          `${describeLine(origin)}: no shader "${target}" to include (given: ${known})`,
+        );
+      }
+      included.add(target);
+      splice(target, includes[target], origin);
+    });
+  };
+  splice(file, source, undefined);
+  return { code: lines.join("\n"), origins };
+}
 
 /** A scalar value a specialisation constant can take. */
 export type ConstantValue = number | boolean;
 
-/** Replaces `override NAME: T = default;` declarations by `const NAME: T = value;`. */
+/**
+ * Replaces `override NAME: T = default;` declarations by `const NAME: T = value;`, keeping the
+ * line count (a declaration over several lines leaves its line breaks), so lines keep their origin.
+ */
 export function specialise(
   source: string,
   constants: Record<string, ConstantValue>,
@@ -17,13 +98,14 @@ export function specialise(
   const seen = new Set<string>();
   const out = source.replace(
     /override\s+(\w+)\s*:\s*(\w+)\s*(?:=\s*([^;]+))?;/g,
-    (_m, name: string, type: string, fallback: string | undefined) => {
+    (declaration, name: string, type: string, fallback: string | undefined) => {
       seen.add(name);
       const value = name in constants ? constants[name] : fallback?.trim();
       if (value === undefined) {
         throw new KernelUsageError(`${file}: constant ${name} has no default and was not given`);
       }
-      return `const ${name}: ${type} = ${formatConstant(value, type)};`;
+      const lineBreaks = declaration.replace(/[^\n]/g, "");
+      return `const ${name}: ${type} = ${formatConstant(value, type)};${lineBreaks}`;
     },
   );
   for (const name of Object.keys(constants)) {
