@@ -76,8 +76,9 @@ function checkHeader(h: Llama2cHeader, file: string): void {
     if (v <= 0 || v > limit) {
       throw new CorruptHeaderError(
         file,
-        `llama2.c header field ${key} = ${raw} is not plausible (expected 1..${limit}` +
-          `${key === "vocab_size" ? " in absolute value" : ""}); header = ${JSON.stringify(h)}`,
+        `not a llama2.c checkpoint: its header field ${key} = ${raw} is not plausible ` +
+          `(expected 1..${limit}${key === "vocab_size" ? " in absolute value" : ""}); ` +
+          "templora reads llama2.c .bin checkpoints, GGUF files and Hugging Face model folders",
       );
     }
   }

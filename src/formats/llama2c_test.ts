@@ -192,4 +192,15 @@ Deno.test("llama2c: absurd headers are CorruptHeaderError", () => {
   }
   const ak42 = fileWithHeader([0x616b3432, 1, 0, 0, 0, 0, 0], 10);
   assert.throws(() => parseLlama2c(ak42, "v1.bin"), UnsupportedFeatureError);
+  // A text file is not a checkpoint, and the message says what is read instead.
+  const text = new TextEncoder().encode("# templora\n\nLong text with Temp-Lora on WebGPU.\n");
+  assert.throws(
+    () => parseLlama2c(text, "README.md"),
+    (e: unknown) =>
+      e instanceof CorruptHeaderError &&
+      /^README\.md: not a llama2\.c checkpoint: its header field dim = \d+ is not plausible/
+        .test(e.message) &&
+      /reads llama2\.c \.bin checkpoints, GGUF files and Hugging Face model folders$/
+        .test(e.message),
+  );
 });

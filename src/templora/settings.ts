@@ -89,14 +89,22 @@ export function resolveTempLoraSettings(
   const fail = (message: string) => {
     throw new InvalidSettingError(message);
   };
-  const int = (name: string, value: number, min: number, max = Infinity) => {
+  const int = (name: string, value: number, min: number, max = Infinity, why = "") => {
     if (!Number.isInteger(value) || value < min || value > max) {
-      fail(`${name} must be an integer in ${min}..${max}, got ${value}`);
+      const range = max === Infinity ? `>= ${min}` : `in ${min}..${max}`;
+      fail(`${name} must be an integer ${range}${why ? ` (${why})` : ""}, got ${value}`);
     }
   };
-  int("window", s.window, 2, config.maxSeqLen);
-  int("chunk", s.chunk, 1, Math.floor(s.window / 2));
-  int("trainContext", s.trainContext, 0, config.maxSeqLen - s.chunk);
+  const length = config.maxSeqLen;
+  int("window", s.window, 2, length, `${length} is the model's trained length`);
+  int("chunk", s.chunk, 1, Math.floor(s.window / 2), `at most half the window of ${s.window}`);
+  int(
+    "trainContext",
+    s.trainContext,
+    0,
+    length - s.chunk,
+    `with the chunk of ${s.chunk} it must fit the model's length of ${length}`,
+  );
   int("epochs", s.epochs, 0);
   int("kvRefresh", s.kvRefresh, 0);
   int("rank", s.rank, 1, 4096);

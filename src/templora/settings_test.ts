@@ -1,0 +1,33 @@
+import assert from "node:assert/strict";
+import { SMALL_LLAMA } from "../../kernels_test/model_fixtures.ts";
+import { InvalidSettingError } from "../model/errors.ts";
+import { resolveTempLoraSettings } from "./settings.ts";
+
+Deno.test("Temp-Lora settings: an out-of-range setting is named with its range and why", () => {
+  const length = SMALL_LLAMA.maxSeqLen;
+  const cases: [Parameters<typeof resolveTempLoraSettings>[1], string][] = [
+    [
+      { window: 600 },
+      `window must be an integer in 2..${length} (${length} is the model's trained length), ` +
+      "got 600",
+    ],
+    [
+      { window: 64, chunk: 40 },
+      "chunk must be an integer in 1..32 (at most half the window of 64)",
+    ],
+    [{ epochs: -1 }, "epochs must be an integer >= 0, got -1"],
+    [{ kvRefresh: 1.5 }, "kvRefresh must be an integer >= 0, got 1.5"],
+    [
+      { window: 64, chunk: 16, trainContext: length },
+      `trainContext must be an integer in 0..${length - 16} (with the chunk of 16 it must fit ` +
+      `the model's length of ${length}), got ${length}`,
+    ],
+  ];
+  for (const [overrides, message] of cases) {
+    assert.throws(
+      () => resolveTempLoraSettings(SMALL_LLAMA, overrides),
+      (e: unknown) => e instanceof InvalidSettingError && e.message.startsWith(message),
+      JSON.stringify(overrides),
+    );
+  }
+});
