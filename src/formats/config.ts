@@ -33,6 +33,18 @@ export interface ModelConfig {
   tiedEmbeddings: boolean;
   /** q_proj, k_proj and v_proj carry biases (Qwen2). */
   qkvBias: boolean;
+  /**
+   * RMSNorm over headDim on every query and key head, after the projections and before RoPE
+   * (Qwen3: self_attn.q_norm.weight and k_norm.weight, [headDim] each). Absent means false.
+   */
+  qkNorm?: boolean;
+  /**
+   * Per-pair RoPE frequency divisors (GGUF `rope_freqs.weight` of Llama 3 files): the inverse
+   * frequency of pair i is divided by ropeFreqFactors[i]. headDim / 2 values; absent means 1.
+   */
+  ropeFreqFactors?: Float32Array;
+  /** Which layers apply RoPE (SmolLM3's `no_rope_layers`, 1 = uses RoPE); absent: every layer. */
+  ropeLayers?: readonly boolean[];
 }
 
 /** Width of one K or V row: nKvHeads * headDim. */
@@ -89,6 +101,24 @@ export function validateConfig(config: ModelConfig, file: string): void {
   if (typeof config.architecture !== "string" || config.architecture === "") {
     fail("architecture must be a non-empty string");
   }
+  if (config.qkNorm !== undefined && typeof config.qkNorm !== "boolean") {
+    fail("qkNorm must be a boolean when present");
+  }
+  if (
+    config.ropeLayers !== undefined &&
+    (!Array.isArray(config.ropeLayers) || config.ropeLayers.length !== config.nLayers ||
+      config.ropeLayers.some((r) => typeof r !== "boolean"))
+  ) {
+    fail(`ropeLayers must list a boolean for each of the ${config.nLayers} layers`);
+  }
+  const factors = config.ropeFreqFactors;
+  if (factors !== undefined) {
+    if (!(factors instanceof Float32Array) || factors.length !== config.headDim / 2) {
+      fail(`ropeFreqFactors must be a Float32Array of headDim / 2 = ${config.headDim / 2} values`);
+    }
+    const bad = factors.findIndex((f) => !(f > 0 && Number.isFinite(f)));
+    if (bad >= 0) fail(`ropeFreqFactors[${bad}] = ${factors[bad]} is not a positive number`);
+  }
 }
 
 /** headDim = dim / nHeads when the format does not state it; throws when it does not divide. */
@@ -101,7 +131,8 @@ export function deriveHeadDim(dim: number, nHeads: number, file: string): number
 
 /**
  * Every tensor a model with this config has, Hugging Face Llama names -> shape ([out, in] for
- * projections). Biases only with qkvBias; lm_head.weight only when embeddings are not tied.
+ * projections). Biases only with qkvBias, q_norm/k_norm only with qkNorm; lm_head.weight only when
+ * embeddings are not tied.
  */
 export function tensorShapes(config: ModelConfig): Map<string, number[]> {
   const { dim: d, hiddenDim: f, vocabSize: v } = config;
@@ -118,6 +149,10 @@ export function tensorShapes(config: ModelConfig): Map<string, number[]> {
       shapes.set(p + "self_attn.q_proj.bias", [q]);
       shapes.set(p + "self_attn.k_proj.bias", [kv]);
       shapes.set(p + "self_attn.v_proj.bias", [kv]);
+    }
+    if (config.qkNorm) {
+      shapes.set(p + "self_attn.q_norm.weight", [config.headDim]);
+      shapes.set(p + "self_attn.k_norm.weight", [config.headDim]);
     }
     shapes.set(p + "self_attn.o_proj.weight", [d, q]);
     shapes.set(p + "post_attention_layernorm.weight", [d]);

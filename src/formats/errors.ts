@@ -92,3 +92,43 @@ export class TokenizerMismatchError extends ModelFormatError {}
 
 /** A token id outside the tokenizer's vocabulary was passed to decode. */
 export class InvalidTokenIdError extends TemploraError {}
+
+/** The file does not start with its format's magic bytes (another format, or not a model). */
+export class BadMagicError extends ModelFormatError {
+  /** `found` are the file's first bytes, `expected` the magic as text. */
+  constructor(file: string, readonly found: Uint8Array, readonly expected: string) {
+    super(
+      file,
+      `not a ${expected} file: it starts with bytes ${
+        [...found].map((b) => b.toString(16).padStart(2, "0")).join(" ")
+      } (${JSON.stringify(String.fromCharCode(...found))}), not ${JSON.stringify(expected)}`,
+    );
+  }
+}
+
+/** A format version this reader does not take. */
+export class UnsupportedVersionError extends ModelFormatError {
+  /** `problem` says which versions are read. */
+  constructor(file: string, readonly version: number, problem: string) {
+    super(file, problem);
+  }
+}
+
+/** A metadata key (GGUF) the model or tokenizer needs is absent. */
+export class MissingMetadataError extends ModelFormatError {
+  /** `detail` says why the key is needed. */
+  constructor(file: string, readonly key: string, detail = "") {
+    super(file, `missing metadata key ${key}${detail ? ` (${detail})` : ""}`);
+  }
+}
+
+/**
+ * Block-quantized weights (GGUF Q8_0, Q4_K, ...) where a float model is being built: the file
+ * parses, but the runtime asked for F32/F16/BF16 tensors.
+ */
+export class QuantizedWeightsError extends UnsupportedDtypeError {
+  /** `tensors` lists the quantized tensors with their types (e.g. "blk.0.attn_q.weight Q8_0"). */
+  constructor(file: string, readonly tensors: readonly string[], detail: string) {
+    super(file, detail);
+  }
+}

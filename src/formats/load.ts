@@ -1,7 +1,15 @@
-/** One entry point for "a model path": llama2.c .bin files and Hugging Face folders. */
+/** One entry point for "a model path": llama2.c .bin files, GGUF files and Hugging Face folders. */
 import { basename, dirname, join } from "node:path";
 import type { ModelConfig } from "./config.ts";
 import { ModelFileNotFoundError } from "./errors.ts";
+import { isGgufFile } from "./gguf.ts";
+import {
+  type GgufModel,
+  ggufModelWeights,
+  quantizedWeightsError,
+  readGgufModel,
+} from "./gguf_model.ts";
+import { ggufTokenizer } from "./gguf_tokenizer.ts";
 import { readHfModel } from "./hf.ts";
 import { readHfTokenizer } from "./hf_tokenizer.ts";
 import { readLlama2c } from "./llama2c.ts";
@@ -17,12 +25,17 @@ export interface LoadOptions {
 
 /** What loadModelFiles returns. */
 export interface LoadedModel {
-  /** "llama2c" for a .bin checkpoint, "hf" for a Hugging Face folder. */
-  format: "llama2c" | "hf";
+  /** "llama2c" for a .bin checkpoint, "gguf" for a GGUF file, "hf" for a Hugging Face folder. */
+  format: "llama2c" | "gguf" | "hf";
   /** The model's hyperparameters (the same object as weights.config). */
   config: ModelConfig;
-  /** Tensors under Hugging Face Llama names. */
+  /**
+   * Tensors under Hugging Face Llama names. For a GGUF file with block-quantized tensors, reading
+   * this throws QuantizedWeightsError (the float model cannot take them; see `gguf`).
+   */
   weights: ModelWeights;
+  /** For a GGUF file: its tensors with their ggml types, quantized ones readable packed. */
+  gguf?: GgufModel;
   /** The tokenizer, checked against config.vocabSize. */
   tokenizer: Tokenizer;
 }
@@ -31,6 +44,8 @@ export interface LoadedModel {
  * Loads a model and its tokenizer from `path`:
  * - a llama2.c checkpoint (a file): the tokenizer is `tokenizerPath`, else tokenizer.bin beside
  *   it, else the only tok*.bin beside it;
+ * - a GGUF file (`.gguf`, or any file starting with the GGUF magic): the tokenizer is the one in
+ *   its metadata unless `tokenizerPath` is given; F32/F16/BF16 tensors are read now;
  * - a folder with config.json (Hugging Face): safetensors weights, and tokenizer.json from the
  *   folder (or `tokenizerPath`), falling back to a tokenizer.bin there (written by writeHfFolder).
  * The tokenizer is checked against the model's vocabulary (TokenizerMismatchError).
@@ -53,10 +68,35 @@ export async function loadModelFiles(
     const tokenizer = await loadTokenizer(options.tokenizerPath ?? path, weights.config.vocabSize);
     return { format: "hf", config: weights.config, weights, tokenizer };
   }
+  if (path.toLowerCase().endsWith(".gguf") || (await isGgufFile(path))) {
+    return await loadGguf(path, options);
+  }
   const weights = await readLlama2c(path);
   const tokPath = options.tokenizerPath ?? (await findTokenizerBin(path));
   const tokenizer = await loadTokenizer(tokPath, weights.config.vocabSize);
   return { format: "llama2c", config: weights.config, weights, tokenizer };
+}
+
+/** A GGUF model with its own tokenizer (or `tokenizerPath`'s). */
+async function loadGguf(path: string, options: LoadOptions): Promise<LoadedModel> {
+  const gguf = await readGgufModel(path);
+  const { config } = gguf;
+  const tokenizer = options.tokenizerPath === undefined
+    ? await ggufTokenizer(gguf.gguf, config.vocabSize)
+    : await loadTokenizer(options.tokenizerPath, config.vocabSize);
+  if (gguf.quantized.length === 0) {
+    const weights = await ggufModelWeights(gguf);
+    return { format: "gguf", config, weights, tokenizer, gguf };
+  }
+  return {
+    format: "gguf",
+    config,
+    get weights(): ModelWeights {
+      throw quantizedWeightsError(gguf);
+    },
+    tokenizer,
+    gguf,
+  };
 }
 
 /** A tokenizer file (tokenizer.bin format) or a folder (tokenizer.json, else tokenizer.bin). */
