@@ -33,7 +33,7 @@ export interface CacheEvent {
 export interface LoopResult {
   /** Generated text, cut before a stop sequence. */
   text: string;
-  /** Generated ids (EOS excluded). */
+  /** Generated ids (EOS excluded, unless written as the separator). */
   tokens: number[];
   /** Why writing ended. */
   finishReason: FinishReason;
@@ -55,6 +55,11 @@ export interface LoopSettings {
   keep: number;
   /** Tokens per chunk: `onChunk` runs after each complete one (Infinity: never). */
   chunk: number;
+  /**
+   * When set, the end of a text does not end writing: EOS, or a BOS the model writes to begin
+   * another text, is written as this separator and writing goes on.
+   */
+  separator?: string;
 }
 
 /** Settings of {@link decodeLoop} with a chunk hook whose events are `E`. */
@@ -99,8 +104,8 @@ export function checkPrompt(ids: readonly number[], maxSeqLen: number): void {
  * The writing loop shared by plain generation and Temp-Lora: feeds the prompt through the
  * session, decodes in batches (rebuilding the cache from the last `keep` tokens when it is full),
  * streams each token's text through the tokenizer's stream decoder and the stop watcher, ends on
- * EOS (unless banned), a stop sequence, `maxTokens` or the abort signal, and calls `onChunk`
- * between chunks. The session stays the caller's to free.
+ * EOS (unless banned or written as the separator), a stop sequence, `maxTokens` or the abort
+ * signal, and calls `onChunk` between chunks. The session stays the caller's to free.
  */
 export async function* decodeLoop<E>(
   session: DecodeSession,
@@ -114,7 +119,9 @@ export async function* decodeLoop<E>(
   if (!Number.isInteger(stepsPerSubmit) || stepsPerSubmit < 1) {
     throw new InvalidSettingError(`stepsPerSubmit must be an integer >= 1, got ${stepsPerSubmit}`);
   }
-  const eosEnds = sampling.banned.length === 0;
+  const { separator } = settings;
+  const eosEnds = sampling.banned.length === 0 && separator === undefined;
+  const endsText = (id: number) => id === tokenizer.eosId || id === tokenizer.bosId;
   const tokens: number[] = [];
   let text = "";
   let finishReason: FinishReason = "length";
@@ -146,7 +153,10 @@ export async function* decodeLoop<E>(
         break outer;
       }
       tokens.push(id);
-      const piece = stops.push(decoder.push(id));
+      const released = decoder.push(id);
+      const piece = stops.push(
+        separator !== undefined && endsText(id) ? released + separator : released,
+      );
       text += piece;
       yield { type: "token", index: tokens.length - 1, id, text: piece };
       if (stops.stopped) {

@@ -30,6 +30,11 @@ export interface GenerateOptions {
   stop?: readonly string[];
   /** Never sample EOS (default false: EOS ends the text). */
   banEos?: boolean;
+  /**
+   * Written where the model ends one text and begins another (EOS, or a BOS it writes), which
+   * then does not end generation (default: undefined, EOS ends the text).
+   */
+  separator?: string;
   /** KV window in tokens (default: the model's trained length). */
   window?: number;
   /** Decode steps recorded per submission (default 8). */
@@ -104,6 +109,7 @@ export async function* generate(
       sampling,
       stepsPerSubmit: options.stepsPerSubmit ?? 8,
       stop: options.stop ?? [],
+      separator: options.separator,
       signal: options.signal,
       keep: session.capacity >> 1,
       chunk: Infinity,

@@ -63,3 +63,21 @@ gpuTest("generation rejects a prompt longer than the model and bad settings", as
   await assert.rejects(lm.complete("", { maxTokens: 1, window: 1 }), InvalidSettingError);
   lm.dispose();
 });
+
+gpuTest("stories260K: where the model begins another story, the separator is written", async () => {
+  const { gpu } = await testGpu();
+  const lm = await TextModel.load(STORIES, { gpu });
+  // Greedy from BOS, the first story ends after 345 tokens and the model writes BOS (id 1).
+  const greedy = { maxTokens: 360, temperature: 0 };
+  const plain = await lm.complete("", greedy);
+  assert.equal(plain.tokens[345], lm.tokenizer.bosId);
+  assert.match(plain.text, /good friend\."Once upon a time/, "no separator: stories run on");
+  const separated = await lm.complete("", { ...greedy, separator: "\n\n* * *\n\n" });
+  assert.equal(separated.finishReason, "length");
+  assert.deepEqual(separated.tokens, plain.tokens, "the separator is text only");
+  assert.equal(
+    separated.text,
+    plain.text.replace('friend."Once', 'friend."\n\n* * *\n\nOnce'),
+  );
+  lm.dispose();
+});

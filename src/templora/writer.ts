@@ -136,6 +136,7 @@ export async function* writeWithTempLora(
       sampling,
       stepsPerSubmit: options.stepsPerSubmit ?? 8,
       stop: options.stop ?? [],
+      separator: options.separator,
       signal: options.signal,
       keep,
       chunk: delta,
