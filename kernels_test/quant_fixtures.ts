@@ -17,6 +17,15 @@ export interface FixtureTensor {
   bytes: Uint8Array;
 }
 
+/** Quantized tensors of the GGUF fixtures: one of each type they hold. */
+export const FIXTURE_TENSORS: [string, string][] = [
+  ["stories260K-q8_0.gguf", "blk.0.attn_q.weight"],
+  ["stories260K-q4_0.gguf", "blk.1.ffn_gate.weight"],
+  ["tiny-llama-spm-q4_k_m.gguf", "blk.0.ffn_up.weight"],
+  ["tiny-llama-spm-q5_k_m.gguf", "blk.0.attn_output.weight"],
+  ["tiny-llama-spm-q4_k_m.gguf", "blk.1.ffn_down.weight"],
+];
+
 /** Whether the fixtures are present (tests that need them skip otherwise). */
 export function haveFixtures(): boolean {
   try {

@@ -9,6 +9,7 @@ import {
   type TestGpu,
   testGpu,
 } from "./helpers.ts";
+import { FIXTURE_TENSORS, haveFixtures, readFixture } from "./quant_fixtures.ts";
 import { QuantMatmulOp } from "../src/ops/quant_matmul.ts";
 import { quantMatrix, uploadQuantMatrix } from "../src/ops/quant_weight.ts";
 import { createTensor, uploadTensor } from "../src/gpu/tensor.ts";
@@ -123,4 +124,35 @@ gpuTest("quant matmul rejects mismatched shapes and types it was not compiled fo
   );
   await assert.rejects(() => QuantMatmulOp.create(registry, { tiles: { wgX: 4, wgY: 4, tk: 6 } }));
   for (const t of [data, x, y]) t.destroy();
+});
+
+gpuTest("quant_matmul.wgsl both forms on the fixtures' real quantized tensors", async () => {
+  if (!haveFixtures()) return console.log("  skipped: no GGUF fixtures in ../shared");
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("quant matmul fixtures");
+  const op = await QuantMatmulOp.create(registry, {
+    types: ["Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"],
+  });
+  const t = 7;
+  for (const [file, name] of FIXTURE_TENSORS) {
+    const tensor = readFixture(file).get(name)!;
+    const type = tensor.type as GgmlQuantType;
+    const [cols, out] = tensor.dims;
+    const w = uploadQuantMatrix(gpu, tensor.bytes, type, out, cols);
+    const wRef = dequantizeMatrix(type, tensor.bytes, out, cols);
+    for (const form of ["forward", "input grad"] as const) {
+      const what = `${file} ${name} (${type} [${out}, ${cols}]) ${form}`;
+      const [k, n] = form === "forward" ? [cols, out] : [out, cols];
+      const aValues = rng.normals(t * k);
+      const a = uploadTensor(gpu, aValues, [t, k]);
+      const c = poisoned(gpu, [t, n]);
+      if (form === "forward") op.recordForward(recorder, a, w, c);
+      else op.recordInputGrad(recorder, a, w, c);
+      recorder.submit();
+      const ref = matmulRef(aValues, wRef, t, k, n, { transB: form === "forward" });
+      assertClose(await readWritten(gpu, c, what), ref, what);
+      for (const x of [a, c]) x.destroy();
+    }
+    w.data.destroy();
+  }
 });

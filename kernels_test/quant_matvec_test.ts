@@ -8,6 +8,7 @@ import {
   seededRng,
   testGpu,
 } from "./helpers.ts";
+import { FIXTURE_TENSORS, haveFixtures, readFixture } from "./quant_fixtures.ts";
 import { QuantMatvecOp } from "../src/ops/quant_matvec.ts";
 import { quantMatrix, uploadQuantMatrix } from "../src/ops/quant_weight.ts";
 import { createTensor, uploadTensor } from "../src/gpu/tensor.ts";
@@ -112,3 +113,28 @@ gpuTest("quant matvec rejects mismatched shapes and types it was not compiled fo
   assert.throws(() => op.record(recorder, q4, x, y), KernelUsageError);
   for (const t of [data, x, y]) t.destroy();
 });
+
+gpuTest(
+  "quant_matvec.wgsl on the fixtures' real Q8_0, Q4_0, Q4_K, Q5_K and Q6_K tensors",
+  async () => {
+    if (!haveFixtures()) return console.log("  skipped: no GGUF fixtures in ../shared");
+    const { gpu, registry, recorder } = await testGpu();
+    const rng = seededRng("quant matvec fixtures");
+    const op = await QuantMatvecOp.create(registry);
+    for (const [file, name] of FIXTURE_TENSORS) {
+      const t = readFixture(file).get(name)!;
+      const type = t.type as GgmlQuantType;
+      const [k, n] = t.dims;
+      const what = `${file} ${name} (${type} [${n}, ${k}])`;
+      const w = uploadQuantMatrix(gpu, t.bytes, type, n, k);
+      const xValues = rng.normals(k);
+      const x = uploadTensor(gpu, xValues, [k]);
+      const y = poisoned(gpu, [n]);
+      op.record(recorder, w, x, y);
+      recorder.submit();
+      const ref = matvecRef(dequantizeMatrix(type, t.bytes, n, k), xValues, n, k);
+      assertClose(await readWritten(gpu, y, what), ref, what);
+      for (const t of [w.data, x, y]) t.destroy();
+    }
+  },
+);
