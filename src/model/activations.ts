@@ -17,6 +17,14 @@ export interface LayerBuffers {
   h1: Tensor;
   /** [t] its reciprocal RMS, kept for the backward (training only). */
   rstd1?: Tensor;
+  /** [t, nHeads * headDim] the query projection, when q is its head-wise RMSNorm (Qwen3). */
+  qProj?: Tensor;
+  /** [t * nHeads] that norm's reciprocal RMS (training only). */
+  qRstd?: Tensor;
+  /** [t, nKvHeads * headDim] the key projection, when k is its head-wise RMSNorm. */
+  kProj?: Tensor;
+  /** [t * nKvHeads] that norm's reciprocal RMS (training only). */
+  kRstd?: Tensor;
   /** [t, nHeads, headDim] queries, rotated in place. */
   q: Tensor;
   /** [t, nKvHeads, headDim] keys before RoPE; rotated on their way into the cache. */
@@ -109,6 +117,10 @@ export class StepActivations implements ForwardBuffers {
   readonly act: Tensor;
   /** [maxRows, vocab] */
   readonly logits: Tensor;
+  /** [maxRows, nHeads * headDim] the query projection before its head norm (qkNorm models). */
+  readonly qProj?: Tensor;
+  /** [maxRows, nKvHeads * headDim] the key projection before its head norm (qkNorm models). */
+  readonly kProj?: Tensor;
   #pool: TensorPool;
   #loraH: Tensor | undefined; // [maxRows, rank] an adapter's x·Aᵀ, made on first use
 
@@ -127,6 +139,10 @@ export class StepActivations implements ForwardBuffers {
     this.up = pool.make([maxRows, hiddenDim], "up");
     this.act = pool.make([maxRows, hiddenDim], "act");
     this.logits = pool.make([maxRows, vocabSize], "logits");
+    if (config.qkNorm) {
+      this.qProj = pool.make([maxRows, nHeads * headDim], "q projection");
+      this.kProj = pool.make([maxRows, nKvHeads * headDim], "k projection");
+    }
   }
 
   /** The same views for every layer: x is updated in place. */
@@ -136,6 +152,8 @@ export class StepActivations implements ForwardBuffers {
     return {
       xIn: x,
       h1: h,
+      qProj: this.qProj?.rows(0, t),
+      kProj: this.kProj?.rows(0, t),
       q: this.q.rows(0, t),
       k: this.k.rows(0, t),
       v: this.v.rows(0, t),
@@ -181,6 +199,8 @@ interface SavedLayer {
   h1: Tensor; // [T, dim] input norm output
   rstd1: Tensor; // [T]
   q: Tensor; // [T, nHeads, headDim] after RoPE
+  // qkNorm models: projections [T, heads * headDim] before the head norms, rstd [T, heads].
+  headNorms?: { qProj: Tensor; qRstd: Tensor; kProj: Tensor; kRstd: Tensor };
   attn: Tensor; // [T, nHeads, headDim]
   lse: Tensor; // [T, nHeads]
   x2: Tensor; // [T, dim] residual after attention
@@ -238,6 +258,14 @@ export class TrainingActivations implements ForwardBuffers {
         h1: pool.make([T, dim], `h1 ${l}`),
         rstd1: pool.make([T], `rstd1 ${l}`),
         q: pool.make([T, nHeads, hd], `q ${l}`),
+        headNorms: config.qkNorm
+          ? {
+            qProj: pool.make([T, nHeads * hd], `q projection ${l}`),
+            qRstd: pool.make([T, nHeads], `q rstd ${l}`),
+            kProj: pool.make([T, nKvHeads * hd], `k projection ${l}`),
+            kRstd: pool.make([T, nKvHeads], `k rstd ${l}`),
+          }
+          : undefined,
         attn: pool.make([T, nHeads, hd], `attn ${l}`),
         lse: pool.make([T, nHeads], `lse ${l}`),
         x2: pool.make([T, dim], `x2 ${l}`),
@@ -271,11 +299,16 @@ export class TrainingActivations implements ForwardBuffers {
   layer(layer: number, t: number): LayerBuffers {
     const s = this.#saved[layer];
     const rows = (x: Tensor) => x.rows(0, t);
+    const perHead = (x: Tensor) => x.reshape([x.size]);
     const next = layer + 1 < this.#saved.length ? this.#saved[layer + 1].xIn : this.xFinal;
     return {
       xIn: rows(s.xIn),
       h1: rows(s.h1),
       rstd1: rows(s.rstd1),
+      qProj: s.headNorms && rows(s.headNorms.qProj),
+      qRstd: s.headNorms && perHead(rows(s.headNorms.qRstd)),
+      kProj: s.headNorms && rows(s.headNorms.kProj),
+      kRstd: s.headNorms && perHead(rows(s.headNorms.kRstd)),
       q: rows(s.q),
       k: rows(this.#k),
       v: rows(this.#v),

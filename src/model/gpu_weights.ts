@@ -44,6 +44,10 @@ export interface GpuLayer {
   kBias?: Tensor;
   /** Value bias (Qwen2), [kvDim]. */
   vBias?: Tensor;
+  /** RMSNorm weight over each query head (Qwen3), [headDim]. */
+  qNorm?: Tensor;
+  /** RMSNorm weight over each key head (Qwen3), [headDim]. */
+  kNorm?: Tensor;
   /** Post-attention RMSNorm weight, [dim]. */
   ffnNorm: Tensor;
   /** SwiGLU gate projection, [hidden, dim]. */
@@ -128,6 +132,8 @@ export function uploadWeights(
         qBias: c.qkvBias ? upload(`${attn}.q_proj.bias`, [qDim(c)]) : undefined,
         kBias: c.qkvBias ? upload(`${attn}.k_proj.bias`, [kvDim(c)]) : undefined,
         vBias: c.qkvBias ? upload(`${attn}.v_proj.bias`, [kvDim(c)]) : undefined,
+        qNorm: c.qkNorm ? upload(`${attn}.q_norm.weight`, [c.headDim]) : undefined,
+        kNorm: c.qkNorm ? upload(`${attn}.k_norm.weight`, [c.headDim]) : undefined,
         ffnNorm: upload(`${p}.post_attention_layernorm.weight`, [c.dim]),
         gate: matrix(`${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]),
         up: matrix(`${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]),

@@ -122,6 +122,7 @@ export class LlamaModel {
           headDim: config.headDim,
           base: config.ropeTheta,
           pairs: config.ropePairs,
+          frequencyDivisors: config.ropeFreqFactors,
         }),
         attention: AttentionOp.create(registry, config.headDim),
         swiglu: SwiGluOp.create(registry),
@@ -229,12 +230,22 @@ export class LlamaModel {
     };
 
     rmsnorm.recordForward(rec, b.xIn, layer.attnNorm, b.h1, c.normEps, b.rstd1);
-    project("q", b.h1, layer.q, flat(b.q), { bias: layer.qBias });
-    project("k", b.h1, layer.k, flat(b.k), { bias: layer.kBias });
+    project("q", b.h1, layer.q, b.qProj ?? flat(b.q), { bias: layer.qBias });
+    project("k", b.h1, layer.k, b.kProj ?? flat(b.k), { bias: layer.kBias });
     project("v", b.h1, layer.v, flat(b.v), { bias: layer.vBias });
+    if (layer.qNorm && layer.kNorm && b.qProj && b.kProj) {
+      // Qwen3: RMSNorm over each head of q and k, before RoPE.
+      const heads = (x: Tensor) => x.reshape([x.size / c.headDim, c.headDim]);
+      rmsnorm.recordForward(rec, heads(b.qProj), layer.qNorm, heads(b.q), c.normEps, b.qRstd);
+      rmsnorm.recordForward(rec, heads(b.kProj), layer.kNorm, heads(b.k), c.normEps, b.kRstd);
+    }
     // Keys are rotated on their way into the cache; values are copied; both land at row past.
-    rope.recordForwardInPlace(rec, b.q, { pos0: past });
-    rope.recordForward(rec, b.k, cache.k[l], { pos0: past, dstRow: past });
+    if (this.rotates(l)) {
+      rope.recordForwardInPlace(rec, b.q, { pos0: past });
+      rope.recordForward(rec, b.k, cache.k[l], { pos0: past, dstRow: past });
+    } else {
+      copy.record(rec, flat(b.k), cache.k[l], { dstOffset: past * kvDim(c) });
+    }
     copy.record(rec, flat(b.v), cache.v[l], { dstOffset: past * kvDim(c) });
     attention.recordForward(rec, {
       q: b.q,
@@ -252,6 +263,11 @@ export class LlamaModel {
     swiglu.recordForward(rec, b.gate, b.up, b.act);
     if (b.xOut !== b.x2) copy.record(rec, b.x2, b.xOut);
     project("down", b.act, layer.down, b.xOut, { accumulate: true });
+  }
+
+  /** Whether layer `layer` applies RoPE (all do, except those a SmolLM3 config exempts). */
+  rotates(layer: number): boolean {
+    return this.config.ropeLayers?.[layer] ?? true;
   }
 
   /** y += scale · dropout(x)·Aᵀ·Bᵀ for an adapted projection; one dispatch for one token. */

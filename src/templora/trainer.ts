@@ -95,6 +95,8 @@ export class Trainer {
   #dGate: Tensor; // [T, hidden]
   #dUp: Tensor; // [T, hidden]
   #dLoraH: Tensor; // [T, rank]
+  #dQProj: Tensor | undefined; // [T, nHeads * headDim] qkNorm models: through the q head norm
+  #dKProj: Tensor | undefined; // [T, nKvHeads * headDim]
 
   private constructor(
     readonly model: LlamaModel,
@@ -132,6 +134,8 @@ export class Trainer {
     this.#dGate = make([T, c.hiddenDim], "dGate");
     this.#dUp = make([T, c.hiddenDim], "dUp");
     this.#dLoraH = make([T, adapter.rank], "dLoraH");
+    this.#dQProj = c.qkNorm ? make([T, c.nHeads * hd], "dQ projection") : undefined;
+    this.#dKProj = c.qkNorm ? make([T, c.nKvHeads * hd], "dK projection") : undefined;
   }
 
   /** A trainer for sequences of up to `maxTokens` tokens. */
@@ -364,10 +368,37 @@ export class Trainer {
         dV: rows(this.#dV),
         past: 0,
       });
-      k.rope.recordBackwardInPlace(rec, rows(this.#dQ), { pos0: 0 });
-      k.rope.recordBackwardInPlace(rec, rows(this.#dK), { pos0: 0 });
-      through(l, "q", flat(rows(this.#dQ)), L.q, s.h1, dH, s, false);
-      through(l, "k", flat(rows(this.#dK)), L.k, s.h1, dH, s, true);
+      if (model.rotates(l)) {
+        k.rope.recordBackwardInPlace(rec, rows(this.#dQ), { pos0: 0 });
+        k.rope.recordBackwardInPlace(rec, rows(this.#dK), { pos0: 0 });
+      }
+      let dQ = flat(rows(this.#dQ));
+      let dK = flat(rows(this.#dK));
+      if (L.qNorm && L.kNorm && s.qProj && s.kProj && this.#dQProj && this.#dKProj) {
+        const heads = (x: Tensor) => x.reshape([x.size / c.headDim, c.headDim]);
+        const dQProj = rows(this.#dQProj);
+        const dKProj = rows(this.#dKProj);
+        k.rmsnorm.recordBackwardInput(
+          rec,
+          heads(s.qProj),
+          L.qNorm,
+          s.qRstd!,
+          heads(dQ),
+          heads(dQProj),
+        );
+        k.rmsnorm.recordBackwardInput(
+          rec,
+          heads(s.kProj),
+          L.kNorm,
+          s.kRstd!,
+          heads(dK),
+          heads(dKProj),
+        );
+        dQ = dQProj;
+        dK = dKProj;
+      }
+      through(l, "q", dQ, L.q, s.h1, dH, s, false);
+      through(l, "k", dK, L.k, s.h1, dH, s, true);
       through(l, "v", flat(rows(this.#dV)), L.v, s.h1, dH, s, true);
       k.rmsnorm.recordBackwardInput(rec, s.xIn, L.attnNorm, s.rstd1!, dH, dx, {
         accumulate: true,
