@@ -1,5 +1,6 @@
 /**
- * Hugging Face model folders: config.json (Llama, Mistral, Qwen2) and safetensors weights, plus
+ * Hugging Face model folders: config.json (Llama 2/3, Mistral, Qwen2/2.5, Qwen3, SmolLM2/3) and
+ * safetensors weights, plus
  * a converter that writes any ModelWeights (e.g. a llama2.c checkpoint) as such a folder.
  */
 import { join } from "node:path";
@@ -22,12 +23,15 @@ import {
   type WeightDtype,
 } from "./tensor_data.ts";
 import { readJsonFile } from "./files.ts";
+import { llama3FrequencyDivisors } from "../core/rope.ts";
 
 /** Architectures (config.json "architectures") this reader accepts. */
 export const SUPPORTED_ARCHITECTURES = [
   "LlamaForCausalLM",
   "MistralForCausalLM",
   "Qwen2ForCausalLM",
+  "Qwen3ForCausalLM",
+  "SmolLM3ForCausalLM",
 ] as const;
 
 const DEFAULT_ROPE_THETA = 10000;
@@ -73,21 +77,16 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
 
   const hiddenAct = c.hidden_act ?? c.hidden_activation ?? "silu";
   if (hiddenAct !== "silu") unsupported(`hidden_act ${JSON.stringify(hiddenAct)}: only "silu"`);
-  if (c.rope_scaling !== undefined && c.rope_scaling !== null) {
-    unsupported(`rope_scaling ${JSON.stringify(c.rope_scaling)} is not supported yet (only null)`);
+  // Newer transformers releases move RoPE settings (theta and scaling) into rope_parameters.
+  const ropeKey = c.rope_parameters != null ? "rope_parameters" : "rope_scaling";
+  const rope = (c[ropeKey] ?? {}) as Record<string, unknown>;
+  if (typeof rope !== "object" || Array.isArray(rope)) {
+    throw new InvalidConfigError(file, `${ropeKey} must be an object or null`);
   }
-  let ropeTheta = c.rope_theta ?? DEFAULT_ROPE_THETA;
-  // Newer transformers releases move RoPE settings into rope_parameters.
-  if (c.rope_parameters !== undefined && c.rope_parameters !== null) {
-    const rp = c.rope_parameters as Record<string, unknown>;
-    if ((rp.rope_type ?? "default") !== "default") {
-      unsupported(`rope_parameters ${JSON.stringify(rp)}: only rope_type "default"`);
-    }
-    ropeTheta = rp.rope_theta ?? ropeTheta;
-  }
+  const ropeTheta = rope.rope_theta ?? c.rope_theta ?? DEFAULT_ROPE_THETA;
   if (c.attention_bias === true) unsupported("attention_bias: true (biases on q/k/v/o)");
   if (c.mlp_bias === true) unsupported("mlp_bias: true");
-  if (arch === "Qwen2ForCausalLM" && c.use_sliding_window === true) {
+  if (arch.startsWith("Qwen") && c.use_sliding_window === true) {
     unsupported("use_sliding_window: true");
   }
 
@@ -114,8 +113,71 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
     tiedEmbeddings: (c.tie_word_embeddings ?? false) as boolean,
     qkvBias: arch === "Qwen2ForCausalLM",
   };
+  if (arch === "Qwen3ForCausalLM") config.qkNorm = true;
+  const divisors = ropeDivisors(rope, ropeKey, config, file);
+  if (divisors) config.ropeFreqFactors = divisors;
+  if (arch === "SmolLM3ForCausalLM" && c.no_rope_layers != null) {
+    const flags = c.no_rope_layers;
+    if (!Array.isArray(flags) || flags.length !== config.nLayers) {
+      throw new InvalidConfigError(
+        file,
+        `no_rope_layers must list 0 or 1 for each of the ${config.nLayers} layers`,
+      );
+    }
+    // SmolLM3's naming: no_rope_layers[i] == 1 means layer i *uses* RoPE.
+    config.ropeLayers = flags.map((f) => f === 1 || f === true);
+  }
   validateConfig(config, file);
   return config;
+}
+
+/**
+ * The RoPE frequency divisors a config's scaling asks for: none for rope_type "default" or no
+ * scaling, Llama 3's per-pair blend for "llama3", the factor on every pair for "linear".
+ * Anything else (yarn, dynamic NTK, longrope, ...) is refused naming the key and its type.
+ */
+function ropeDivisors(
+  rope: Record<string, unknown>,
+  key: string,
+  config: ModelConfig,
+  file: string,
+): Float32Array | undefined {
+  const type = rope.rope_type ?? rope.type ?? "default";
+  const num = (name: string, fallback?: number): number => {
+    const v = rope[name] ?? fallback;
+    if (typeof v !== "number" || !(v > 0)) {
+      throw new InvalidConfigError(
+        file,
+        `${key}.${name} must be a positive number, got ${JSON.stringify(v)}`,
+      );
+    }
+    return v;
+  };
+  switch (type) {
+    case "default":
+      return undefined;
+    case "linear":
+      return new Float32Array(config.headDim / 2).fill(num("factor"));
+    case "llama3": {
+      const scaling = {
+        factor: num("factor"),
+        lowFreqFactor: num("low_freq_factor"),
+        highFreqFactor: num("high_freq_factor"),
+        originalMaxPositions: num("original_max_position_embeddings"),
+      };
+      if (!(scaling.highFreqFactor > scaling.lowFreqFactor)) {
+        throw new InvalidConfigError(file, `${key}: high_freq_factor must exceed low_freq_factor`);
+      }
+      return llama3FrequencyDivisors(config.headDim, config.ropeTheta, scaling);
+    }
+    default:
+      throw new UnsupportedFeatureError(
+        file,
+        `${key} with rope_type ${
+          JSON.stringify(type)
+        } is not supported (supported: "default", "linear", "llama3")`,
+      );
+  }
 }
 
 /** Reads and parses `dir`/config.json. */

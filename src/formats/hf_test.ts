@@ -108,6 +108,49 @@ Deno.test("hf config: Llama, defaults, Qwen2 biases, Mistral window, explicit he
   assert.equal(v5.ropeTheta, 1e6);
 });
 
+Deno.test("hf config: Llama 3 and linear RoPE scaling, Qwen3 head norms, SmolLM3 layers", () => {
+  // Llama 3.2's scaling on a 16-wide head at theta 500000: the divisors llama.cpp's converter
+  // writes as rope_freqs for the same settings (../shared/models/gguf/README.md).
+  const scaled = parseHfConfig({
+    ...LLAMA_JSON,
+    hidden_size: 64,
+    num_attention_heads: 4,
+    rope_scaling: {
+      rope_type: "llama3",
+      factor: 32,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 8192,
+    },
+  }, "c");
+  const expected = [1, 1, 1, 1, 3.2923, 32, 32, 32];
+  assert.equal(scaled.ropeFreqFactors?.length, 8);
+  scaled.ropeFreqFactors!.forEach((d, i) =>
+    assert.ok(Math.abs(d - expected[i]) < 1e-4, `${i}: ${d}`)
+  );
+  // The newer layout: theta and scaling in rope_parameters.
+  const v5 = parseHfConfig({
+    ...LLAMA_JSON,
+    rope_theta: undefined,
+    rope_parameters: { rope_type: "linear", factor: 4, rope_theta: 1e6 },
+  }, "c");
+  assert.equal(v5.ropeTheta, 1e6);
+  assert.deepEqual([...v5.ropeFreqFactors!], [4, 4, 4, 4]);
+  const qwen3 = parseHfConfig(
+    { ...LLAMA_JSON, architectures: ["Qwen3ForCausalLM"], head_dim: 16 },
+    "c",
+  );
+  assert.equal(qwen3.qkNorm, true);
+  assert.equal(qwen3.qkvBias, false);
+  assert.equal(qwen3.headDim, 16);
+  assert.deepEqual(tensorShapes(qwen3).get("model.layers.1.self_attn.k_norm.weight"), [16]);
+  const smol3 = parseHfConfig(
+    { ...LLAMA_JSON, architectures: ["SmolLM3ForCausalLM"], no_rope_layers: [1, 0] },
+    "c",
+  );
+  assert.deepEqual(smol3.ropeLayers, [true, false]);
+});
+
 Deno.test("hf config: unsupported and invalid configs name the file and the problem", () => {
   const F = "/m/config.json";
   const bad = (json: Record<string, unknown>, type: new (...a: any[]) => Error, re: RegExp) =>
@@ -120,13 +163,23 @@ Deno.test("hf config: unsupported and invalid configs name the file and the prob
   bad(
     { ...LLAMA_JSON, architectures: ["GPT2LMHeadModel"] },
     UnsupportedArchitectureError,
-    /GPT2LMHeadModel.*LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM/,
+    /GPT2LMHeadModel.*LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3/,
   );
   bad({ ...LLAMA_JSON, architectures: undefined }, UnsupportedArchitectureError, /architectures/);
   bad(
-    { ...LLAMA_JSON, rope_scaling: { type: "linear", factor: 2 } },
+    { ...LLAMA_JSON, rope_scaling: { rope_type: "dynamic", factor: 2 } },
     UnsupportedFeatureError,
-    /rope_scaling.*linear/,
+    /rope_scaling with rope_type "dynamic" is not supported/,
+  );
+  bad(
+    { ...LLAMA_JSON, rope_scaling: { rope_type: "llama3", factor: 8 } },
+    InvalidConfigError,
+    /rope_scaling.low_freq_factor/,
+  );
+  bad(
+    { ...LLAMA_JSON, architectures: ["SmolLM3ForCausalLM"], no_rope_layers: [1] },
+    InvalidConfigError,
+    /no_rope_layers/,
   );
   bad(
     { ...LLAMA_JSON, rope_parameters: { rope_type: "yarn", factor: 4 } },
