@@ -5,10 +5,14 @@
 //                for a 0/1 mask). A separate pass instead of float atomics, so it is deterministic.
 //   ce_backward: dLogits[t, v] = (softmax(logits[t])[v] - (v == y_t)) * mask[t] * gradScale.
 // A masked-in target outside [0, V) gives a NaN loss, so a bad target cannot go unnoticed.
-// Row statistics come from row_stats.wgsl, appended by the wrapper.
 override WG: u32 = 256;
 // Columns of one row that one backward workgroup covers.
 override COLS: u32 = 1024;
+
+//!include "row_stats.wgsl"
+//!include "reduce.wgsl"
+// ce_reduce sums two rows at once: the losses and the mask.
+const REDUCE_ROWS: u32 = 2u;
 
 // V: row length; rows: T; rowGroups: workgroups in the grid dimension that walks the rows (rows
 // beyond the per-dimension limit spill into the next dimension);
@@ -26,9 +30,6 @@ struct Params { V: u32, rows: u32, rowGroups: u32, gradScale: f32 }
 @group(0) @binding(7) var<storage, read_write> dLogits: array<f32>;      // [T, V]
 @group(0) @binding(8) var<storage, read> statsIn: array<vec2<f32>>;      // [T, 2] from ce_forward
 @group(0) @binding(9) var<storage, read> lossIn: array<f32>;             // [T] from ce_forward
-
-var<workgroup> red_a: array<f32, WG>;
-var<workgroup> red_b: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn ce_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -67,19 +68,12 @@ fn ce_reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
     sum += lossIn[i];
     count += mask[i];
   }
-  red_a[t] = sum;
-  red_b[t] = count;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    if (t < stride) {
-      red_a[t] += red_a[t + stride];
-      red_b[t] += red_b[t + stride];
-    }
-    workgroupBarrier();
-  }
+  reduce_lanes[t] = sum;
+  reduce_lanes[WG + t] = count;
+  reduce_rows(t, 2u, REDUCE_SUM);
   if (t == 0u) {
-    totals[0] = red_a[0];
-    totals[1] = red_b[0];
+    totals[0] = reduce_lanes[0];
+    totals[1] = reduce_lanes[WG];
   }
 }
 

@@ -2,10 +2,15 @@
 // W is row-major [out, in], the layout of llama checkpoint weights, in f32 or packed f16.
 // Each workgroup owns ROWS consecutive rows; its WG threads stride over K in vec4 steps (K must be
 // a multiple of 4), keep one vec4 accumulator per row (so every x load serves ROWS rows), then
-// reduce the per-thread sums in workgroup memory. WG must be a power of two.
+// reduce the per-thread sums of all ROWS rows at once with reduce.wgsl's tree. WG must be a power
+// of two.
 override WG: u32 = 64;
 override ROWS: u32 = 4;
 override ACCUMULATE: bool = false;
+
+//!include "reduce.wgsl"
+// reduce_lanes is [ROWS, WG]: the per-thread sums of each row.
+const REDUCE_ROWS: u32 = ROWS;
 
 // groupsX: workgroups along x; large N spreads row blocks over a 2-D grid.
 struct Params { rows: u32, k4: u32, groupsX: u32 }
@@ -16,8 +21,6 @@ struct Params { rows: u32, k4: u32, groupsX: u32 }
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;         // [K/4]
 @group(0) @binding(4) var<storage, read> bias: array<f32>;            // [N]
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;         // [N]
-
-var<workgroup> partial: array<f32, ROWS * WG>;  // [ROWS, WG] per-thread sums
 
 fn first_row(wg: vec3<u32>) -> u32 {
   return (wg.y * params.groupsX + wg.x) * ROWS;
@@ -37,7 +40,7 @@ fn partials_f32(row0: u32, lid: u32) {
     }
   }
   for (var r = 0u; r < ROWS; r++) {
-    partial[r * WG + lid] = acc[r].x + acc[r].y + acc[r].z + acc[r].w;
+    reduce_lanes[r * WG + lid] = acc[r].x + acc[r].y + acc[r].z + acc[r].w;
   }
 }
 
@@ -52,20 +55,7 @@ fn partials_f16(row0: u32, lid: u32) {
     }
   }
   for (var r = 0u; r < ROWS; r++) {
-    partial[r * WG + lid] = acc[r].x + acc[r].y + acc[r].z + acc[r].w;
-  }
-}
-
-// Tree-sums each row's WG partials into partial[r * WG].
-fn reduce_partials(lid: u32) {
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) {
-      for (var r = 0u; r < ROWS; r++) {
-        partial[r * WG + lid] += partial[r * WG + lid + s];
-      }
-    }
-    workgroupBarrier();
+    reduce_lanes[r * WG + lid] = acc[r].x + acc[r].y + acc[r].z + acc[r].w;
   }
 }
 
@@ -81,9 +71,9 @@ fn store(row: u32, value: f32) {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row0 = first_row(wg);
   partials_f32(row0, lid);
-  reduce_partials(lid);
+  reduce_rows(lid, ROWS, REDUCE_SUM);
   if (lid < ROWS && row0 + lid < params.rows) {
-    store(row0 + lid, partial[lid * WG]);
+    store(row0 + lid, reduce_lanes[lid * WG]);
   }
 }
 
@@ -91,9 +81,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 fn main_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row0 = first_row(wg);
   partials_f32(row0, lid);
-  reduce_partials(lid);
+  reduce_rows(lid, ROWS, REDUCE_SUM);
   if (lid < ROWS && row0 + lid < params.rows) {
-    store(row0 + lid, partial[lid * WG] + bias[row0 + lid]);
+    store(row0 + lid, reduce_lanes[lid * WG] + bias[row0 + lid]);
   }
 }
 
@@ -101,9 +91,9 @@ fn main_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 fn main_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row0 = first_row(wg);
   partials_f16(row0, lid);
-  reduce_partials(lid);
+  reduce_rows(lid, ROWS, REDUCE_SUM);
   if (lid < ROWS && row0 + lid < params.rows) {
-    store(row0 + lid, partial[lid * WG]);
+    store(row0 + lid, reduce_lanes[lid * WG]);
   }
 }
 
@@ -111,8 +101,8 @@ fn main_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 fn main_f16_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row0 = first_row(wg);
   partials_f16(row0, lid);
-  reduce_partials(lid);
+  reduce_rows(lid, ROWS, REDUCE_SUM);
   if (lid < ROWS && row0 + lid < params.rows) {
-    store(row0 + lid, partial[lid * WG] + bias[row0 + lid]);
+    store(row0 + lid, reduce_lanes[lid * WG] + bias[row0 + lid]);
   }
 }

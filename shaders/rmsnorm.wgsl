@@ -1,6 +1,7 @@
 // RMSNorm over rows: out = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps), and its backward.
-// One workgroup per row (grid-strided over rows), reducing with a shared-memory tree; the
-// backward of weight gets one invocation per vec4 column summing over rows, so no atomics.
+// One workgroup per row (rows beyond the per-dimension limit spill into y), reducing with the
+// shared tree of reduce.wgsl; the backward of weight gets one invocation per vec4 column summing
+// over rows, so no atomics.
 // `dim` must be a multiple of 4 (rows are read as vec4s); dim4 = dim / 4.
 
 // Invocations per workgroup; a power of two (the tree reduction halves it).
@@ -8,7 +9,11 @@ override WG: u32 = 64;
 // Backward entry points add into dX / dWeight instead of overwriting them.
 override ACCUMULATE: bool = false;
 
-struct Params { rows: u32, dim4: u32, eps: f32 }
+//!include "reduce.wgsl"
+const REDUCE_ROWS: u32 = 1u;
+
+// groupsX: workgroups along x of the row grid (row = wid.y * groupsX + wid.x).
+struct Params { rows: u32, dim4: u32, eps: f32, groupsX: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;                // [rows, dim]
@@ -19,23 +24,6 @@ struct Params { rows: u32, dim4: u32, eps: f32 }
 @group(0) @binding(6) var<storage, read> dOut: array<vec4<f32>>;             // [rows, dim]
 @group(0) @binding(7) var<storage, read_write> dX: array<vec4<f32>>;         // [rows, dim]
 @group(0) @binding(8) var<storage, read_write> dWeight: array<vec4<f32>>;    // [dim]
-
-var<workgroup> partial: array<f32, WG>;
-
-// Sum of `value` over the workgroup; every invocation gets the total.
-fn workgroup_sum(lid: u32, value: f32) -> f32 {
-  partial[lid] = value;
-  workgroupBarrier();
-  for (var width = WG / 2u; width > 0u; width >>= 1u) {
-    if (lid < width) {
-      partial[lid] += partial[lid + width];
-    }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  workgroupBarrier();
-  return total;
-}
 
 fn row_rstd(row: u32, lid: u32) -> f32 {
   let base = row * params.dim4;
@@ -56,54 +44,42 @@ fn normalize_row(row: u32, lid: u32, r: f32) {
 }
 
 @compute @workgroup_size(WG)
-fn forward(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) groups: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  for (var row = wid.x; row < params.rows; row += groups.x) {
-    normalize_row(row, lid, row_rstd(row, lid));
-  }
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * params.groupsX + wid.x;
+  if (row >= params.rows) { return; }  // uniform across the workgroup
+  normalize_row(row, lid, row_rstd(row, lid));
 }
 
 // The forward for training: also saves rstd [rows] for the backward.
 @compute @workgroup_size(WG)
-fn forward_save(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) groups: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  for (var row = wid.x; row < params.rows; row += groups.x) {
-    let r = row_rstd(row, lid);
-    normalize_row(row, lid, r);
-    if (lid == 0u) {
-      rstdOut[row] = r;
-    }
+fn forward_save(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * params.groupsX + wid.x;
+  if (row >= params.rows) { return; }  // uniform across the workgroup
+  let r = row_rstd(row, lid);
+  normalize_row(row, lid, r);
+  if (lid == 0u) {
+    rstdOut[row] = r;
   }
 }
 
 // dX = r * weight * dOut - x * r^3 / dim * sum(dOut * weight * x), per row.
 @compute @workgroup_size(WG)
-fn backward_input(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) groups: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  for (var row = wid.x; row < params.rows; row += groups.x) {
-    let base = row * params.dim4;
-    let r = rstd[row];
-    var projection = 0.0;
-    for (var c = lid; c < params.dim4; c += WG) {
-      projection += dot(dOut[base + c] * weight[c], x[base + c]);
-    }
-    let s = workgroup_sum(lid, projection) * r * r * r / f32(params.dim4 * 4u);
-    for (var c = lid; c < params.dim4; c += WG) {
-      let g = dOut[base + c] * weight[c] * r - x[base + c] * s;
-      if (ACCUMULATE) {
-        dX[base + c] += g;
-      } else {
-        dX[base + c] = g;
-      }
+fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * params.groupsX + wid.x;
+  if (row >= params.rows) { return; }  // uniform across the workgroup
+  let base = row * params.dim4;
+  let r = rstd[row];
+  var projection = 0.0;
+  for (var c = lid; c < params.dim4; c += WG) {
+    projection += dot(dOut[base + c] * weight[c], x[base + c]);
+  }
+  let s = workgroup_sum(lid, projection) * r * r * r / f32(params.dim4 * 4u);
+  for (var c = lid; c < params.dim4; c += WG) {
+    let g = dOut[base + c] * weight[c] * r - x[base + c] * s;
+    if (ACCUMULATE) {
+      dX[base + c] += g;
+    } else {
+      dX[base + c] = g;
     }
   }
 }

@@ -1,6 +1,10 @@
-// Shared by softmax.wgsl and cross_entropy.wgsl: their wrappers append this file to the shader.
-// It needs a `logits` storage binding and a `WG` constant, and must be called by every thread of
-// the workgroup (it has barriers).
+// Row statistics for a softmax, shared by softmax.wgsl and cross_entropy.wgsl through
+// `//!include "row_stats.wgsl"`. The including shader declares a `logits` storage binding and the
+// `WG` constant (invocations per workgroup, a power of two); row_stats must be called by every
+// invocation of the workgroup, from uniform control flow (it has barriers).
+//
+// Its tree merges (max, sum) pairs rather than taking the max and then the sum with reduce.wgsl:
+// one pass of barriers instead of two, and each sum is rescaled only when its max changes.
 var<workgroup> row_max: array<f32, WG>;
 var<workgroup> row_sum: array<f32, WG>;
 

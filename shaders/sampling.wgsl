@@ -44,7 +44,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> randoms: array<f32>;       // [count]
 
 // Reductions go in two levels (groups of GROUP threads, then the group results), which needs
-// far fewer barriers than a binary tree; WG must be a multiple of GROUP.
+// far fewer barriers than the binary tree of reduce.wgsl: the threshold search runs about 22 of
+// them per draw, over u32 keys and BUCKETS sums at once; WG must be a multiple of GROUP.
 const GROUP: u32 = 16u;
 const GROUPS: u32 = WG / GROUP;
 // The threshold search splits its key range into 2^BUCKET_BITS buckets per pass.
@@ -84,8 +85,8 @@ fn from_key(k: u32) -> f32 {
   return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
 }
 
-// Workgroup sum of one value per thread, returned uniformly to every thread.
-fn sum_f32(v: f32, t: u32) -> f32 {
+// The first level of a sum: red_f[t] = v, and part_f[g] = the sum over group g's GROUP threads.
+fn group_sums(v: f32, t: u32) {
   red_f[t] = v;
   workgroupBarrier();
   if (t < GROUPS) {
@@ -94,6 +95,11 @@ fn sum_f32(v: f32, t: u32) -> f32 {
     part_f[t] = s;
   }
   workgroupBarrier();
+}
+
+// Workgroup sum of one value per thread, returned uniformly to every thread.
+fn sum_f32(v: f32, t: u32) -> f32 {
+  group_sums(v, t);
   if (t == 0u) {
     var s = 0.0;
     for (var g = 0u; g < GROUPS; g++) { s += part_f[g]; }
@@ -275,14 +281,7 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     if (order_key(x) >= threshold) { own += weight(x, rowMax); }
   }
   // Exclusive prefix of the chunk sums, summed in a fixed order so it never decreases with t.
-  red_f[t] = own;
-  workgroupBarrier();
-  if (t < GROUPS) {
-    var s = 0.0;
-    for (var j = 0u; j < GROUP; j++) { s += red_f[t * GROUP + j]; }
-    part_f[t] = s;
-  }
-  workgroupBarrier();
+  group_sums(own, t);
   let g = t / GROUP;
   var groupsBefore = 0.0;
   for (var h = 0u; h < g; h++) { groupsBefore += part_f[h]; }

@@ -1,7 +1,9 @@
 // Row-wise softmax over logits [T, V], one workgroup per row: the row's max and sum of
-// exp(x - max) from row_stats (row_stats.wgsl, appended by the wrapper), then the row is read once
-// more to write the probabilities.
+// exp(x - max) from row_stats (row_stats.wgsl), then the row is read once more to write the
+// probabilities.
 override WG: u32 = 256;
+
+//!include "row_stats.wgsl"
 
 // V: row length; rows: T; groupsX: workgroups along x (rows beyond 65535 spill into y).
 struct Params { V: u32, rows: u32, groupsX: u32 }

@@ -1,9 +1,11 @@
 import source from "../../shaders/adamw.wgsl" with { type: "text" };
-import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { STATS } from "./grad_norm.ts";
+import { expectArgument, expectSize, strideGrid } from "./shapes.ts";
+
+const OP = "adamw";
 
 /** AdamW hyperparameters; `step` t counts from 1 and sets the bias corrections. */
 export interface AdamWHyper {
@@ -54,23 +56,17 @@ export class AdamWOp {
   record(rec: Recorder, buffers: AdamWBuffers, hyper: AdamWHyper): void {
     const { params, grads, m, v, stats } = buffers;
     const n = params.size;
-    for (const [name, t] of Object.entries(buffers)) {
-      if (t.dtype !== "f32") throw new KernelUsageError(`adamw: ${name} must be f32`);
-      if (name !== "stats" && t.size !== n) {
-        throw new ShapeError(`adamw: ${name} has ${t.size} elements, params ${n}`);
-      }
+    for (const [name, t] of [["params", params], ["grads", grads], ["m", m], ["v", v]] as const) {
+      expectSize(OP, name, t, "f32", n);
     }
-    if (stats.size !== STATS.size) {
-      throw new ShapeError(`adamw: stats must have ${STATS.size} elements, got ${stats.size}`);
-    }
-    if (!(Number.isInteger(hyper.step) && hyper.step >= 1)) {
-      throw new KernelUsageError(`adamw: step ${hyper.step} must be an integer >= 1`);
-    }
+    expectSize(OP, "stats", stats, "f32", STATS.size);
+    const step = hyper.step;
+    expectArgument(OP, "step", Number.isInteger(step) && step >= 1, "an integer >= 1", step);
     if (n === 0) return;
-    const groups = Math.min(MAX_GROUPS, Math.ceil(n / WG));
+    const { groups, stride } = strideGrid(n, WG, MAX_GROUPS);
     rec.dispatch(this.kernel, { param: params, grad: grads, moment1: m, moment2: v, stats }, {
       n,
-      stride: groups * WG,
+      stride,
       lr: hyper.lr,
       beta1: hyper.beta1,
       beta2: hyper.beta2,

@@ -1,9 +1,11 @@
 import source from "../../shaders/attention.wgsl" with { type: "text" };
-import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import { ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { describeTensor, expectArgument, expectPositive, expectShape } from "./shapes.ts";
 
+const OP = "attention";
 const FILE = "attention.wgsl";
 const WG = 64;
 /** Largest head dim the kernels take (the rows kernel needs headDim / 4 <= WG). */
@@ -137,9 +139,8 @@ export class AttentionOp {
     headDim: number,
     options: AttentionOptions = {},
   ): Promise<AttentionOp> {
-    if (!Number.isInteger(headDim) || headDim < 1 || headDim > MAX_HEAD_DIM) {
-      throw new KernelUsageError(`attention: headDim ${headDim} must be in 1..${MAX_HEAD_DIM}`);
-    }
+    const fits = Number.isInteger(headDim) && headDim >= 1 && headDim <= MAX_HEAD_DIM;
+    expectArgument(OP, "headDim", fits, `an integer in 1..${MAX_HEAD_DIM}`, headDim);
     const hd4 = Math.ceil(headDim / 4);
     const budget = Math.min(STORAGE_BUDGET, registry.gpu.limits.maxComputeWorkgroupStorageSize);
     const tiles = { ...defaultTiles(hd4, budget), ...options };
@@ -172,8 +173,8 @@ export class AttentionOp {
   /** Records out = softmax(scale · q kᵀ, causal) v, and lse when given. */
   recordForward(rec: Recorder, args: AttentionForwardArgs): void {
     const { q, k, v, out, lse, past } = args;
-    const sizes = this.#checkQuery(q, "q");
-    this.#checkSame(out, q, "out");
+    const sizes = this.#checkQuery(q, past);
+    expectShape(OP, "out", out, "f32", q.shape);
     this.#checkCache(k, sizes, past, "k");
     this.#checkCache(v, sizes, past, "v");
     if (lse) this.#checkRows(lse, sizes, "lse");
@@ -195,9 +196,9 @@ export class AttentionOp {
   /** Records dQ, dK, dV (two dispatches; `delta` passes between them). */
   recordBackward(rec: Recorder, args: AttentionBackwardArgs): void {
     const { dOut, q, k, v, out, lse, delta, dQ, dK, dV, past } = args;
-    const sizes = this.#checkQuery(q, "q");
+    const sizes = this.#checkQuery(q, past);
     for (const [t, name] of [[dOut, "dOut"], [out, "out"], [dQ, "dQ"]] as const) {
-      this.#checkSame(t, q, name);
+      expectShape(OP, name, t, "f32", q.shape);
     }
     this.#checkCache(k, sizes, past, "k");
     this.#checkCache(v, sizes, past, "v");
@@ -205,12 +206,7 @@ export class AttentionOp {
     this.#checkRows(delta, sizes, "delta");
     const keys = past + sizes.tokens;
     for (const [t, name] of [[dK, "dK"], [dV, "dV"]] as const) {
-      this.#checkCache(t, sizes, past, name);
-      if (t.shape[0] !== keys) {
-        throw new ShapeError(
-          `attention: ${name} is [${t.shape}], need [${keys}, ${t.shape[1]}, ..]`,
-        );
-      }
+      expectShape(OP, name, t, "f32", [keys, sizes.nKvHeads, this.headDim]);
     }
     const params = this.#params(sizes, past, args.scale);
     const { backwardDq: tq, backwardDkdv: tk } = this.tiles;
@@ -229,11 +225,8 @@ export class AttentionOp {
   }
 
   #params(sizes: Sizes, past: number, scale: number | undefined) {
-    if (!Number.isInteger(past) || past < 0) {
-      throw new KernelUsageError(`attention: past = ${past} is not a non-negative integer`);
-    }
     const s = scale ?? 1 / Math.sqrt(this.headDim);
-    if (!Number.isFinite(s)) throw new KernelUsageError(`attention: scale ${s} is not finite`);
+    expectArgument(OP, "scale", Number.isFinite(s), "finite", s);
     return {
       tokens: sizes.tokens,
       past,
@@ -245,54 +238,39 @@ export class AttentionOp {
     };
   }
 
-  #checkF32(t: Tensor, name: string): void {
-    if (t.dtype !== "f32") throw new ShapeError(`attention: ${name} is ${t.dtype}, need f32`);
+  /** q [tokens >= 1, nHeads, headDim], and `past` a cache row count. */
+  #checkQuery(q: Tensor, past: number): Sizes {
+    expectArgument(OP, "past", Number.isInteger(past) && past >= 0, "a non-negative integer", past);
+    const [tokens, nHeads] = expectShape(OP, "q", q, "f32", ["tokens", "nHeads", this.headDim]);
+    expectPositive(OP, "q", q, "tokens", tokens);
+    return { tokens, nHeads, nKvHeads: 0 };
   }
 
-  #checkQuery(q: Tensor, name: string): Sizes {
-    this.#checkF32(q, name);
-    if (q.shape.length !== 3 || q.shape[2] !== this.headDim || q.shape[0] < 1) {
-      throw new ShapeError(
-        `attention: ${name} is [${q.shape}], need [tokens >= 1, nHeads, ${this.headDim}]`,
-      );
-    }
-    return { tokens: q.shape[0], nHeads: q.shape[1], nKvHeads: 0 };
-  }
-
-  #checkSame(t: Tensor, q: Tensor, name: string): void {
-    this.#checkF32(t, name);
-    if (t.shape.length !== 3 || t.shape.some((d, i) => d !== q.shape[i])) {
-      throw new ShapeError(`attention: ${name} is [${t.shape}], need [${q.shape}] like q`);
-    }
-  }
-
-  /** Checks a [rows, nKvHeads, headDim] tensor and records nKvHeads in `sizes`. */
+  /**
+   * Checks a cache [rows >= past + tokens, nKvHeads, headDim] with nKvHeads dividing nHeads and
+   * the same for every cache tensor of the call; records nKvHeads in `sizes`.
+   */
   #checkCache(t: Tensor, sizes: Sizes, past: number, name: string): void {
-    this.#checkF32(t, name);
-    const [rows, nKv, hd] = t.shape;
-    if (t.shape.length !== 3 || hd !== this.headDim || nKv < 1 || sizes.nHeads % nKv !== 0) {
+    const kvHeads = sizes.nKvHeads || "nKvHeads";
+    const [rows, nKv] = expectShape(OP, name, t, "f32", ["rows", kvHeads, this.headDim]);
+    if (nKv < 1 || sizes.nHeads % nKv !== 0) {
       throw new ShapeError(
-        `attention: ${name} is [${t.shape}], need [rows, nKvHeads, ${this.headDim}] with ` +
-          `nKvHeads dividing nHeads = ${sizes.nHeads}`,
+        `${OP}: ${name} ${
+          describeTensor(t)
+        }: nKvHeads = ${nKv} must divide nHeads = ${sizes.nHeads}`,
       );
-    }
-    if (sizes.nKvHeads && nKv !== sizes.nKvHeads) {
-      throw new ShapeError(`attention: ${name} has ${nKv} kv heads, others ${sizes.nKvHeads}`);
     }
     sizes.nKvHeads = nKv;
     if (rows < past + sizes.tokens) {
       throw new ShapeError(
-        `attention: ${name} has ${rows} rows; past ${past} + ${sizes.tokens} tokens need more`,
+        `${OP}: ${name} ${describeTensor(t)} has ${rows} rows; past ${past} + ${sizes.tokens} ` +
+          `tokens need more`,
       );
     }
   }
 
+  /** lse or delta [tokens, nHeads]. */
   #checkRows(t: Tensor, sizes: Sizes, name: string): void {
-    this.#checkF32(t, name);
-    if (t.shape.length !== 2 || t.shape[0] !== sizes.tokens || t.shape[1] !== sizes.nHeads) {
-      throw new ShapeError(
-        `attention: ${name} is [${t.shape}], need [${sizes.tokens}, ${sizes.nHeads}]`,
-      );
-    }
+    expectShape(OP, name, t, "f32", [sizes.tokens, sizes.nHeads]);
   }
 }

@@ -1,8 +1,8 @@
 import source from "../../shaders/bias.wgsl" with { type: "text" };
-import { ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { expectDtype, expectRows, expectSize, strideGrid } from "./shapes.ts";
 
 const WG = 256;
 const MAX_GROUPS = 4096;
@@ -20,7 +20,8 @@ export class BiasOp {
 
   /** Records logits[id] = lowest f32 for every id in `banned` (u32 [n]); logits [vocab]. */
   recordBan(rec: Recorder, logits: Tensor, banned: Tensor): void {
-    if (banned.dtype !== "u32") throw new ShapeError(`banned ids must be u32, not ${banned.dtype}`);
+    expectDtype("ban", "banned", banned, "u32");
+    expectDtype("ban", "logits", logits, "f32");
     rec.dispatch(
       this.banKernel,
       { banned, logits },
@@ -31,11 +32,9 @@ export class BiasOp {
 
   /** Records y[r, :] += bias for every row r. y [rows, cols], bias [cols]. */
   record(rec: Recorder, y: Tensor, bias: Tensor): void {
-    const cols = y.shape[y.shape.length - 1];
-    if (bias.size !== cols) {
-      throw new ShapeError(`bias of ${bias.size} values for rows of ${cols} [${y.shape}]`);
-    }
-    const groups = Math.max(1, Math.min(MAX_GROUPS, Math.ceil(y.size / WG)));
-    rec.dispatch(this.kernel, { bias, y }, { n: y.size, cols, stride: groups * WG }, [groups]);
+    const [, cols] = expectRows("bias", "y", y, "f32");
+    expectSize("bias", "bias", bias, "f32", cols);
+    const { groups, stride } = strideGrid(y.size, WG, MAX_GROUPS);
+    rec.dispatch(this.kernel, { bias, y }, { n: y.size, cols, stride }, [groups]);
   }
 }

@@ -1,8 +1,10 @@
 import source from "../../shaders/copy.wgsl" with { type: "text" };
-import { KernelUsageError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { expectArgument, expectDtype, expectWindow, strideGrid } from "./shapes.ts";
+
+const OP = "copy";
 
 const WG = 256;
 const MAX_GROUPS = 4096;
@@ -31,28 +33,25 @@ export class CopyOp {
     const { srcOffset = 0, dstOffset = 0 } = range;
     const count = range.count ?? src.size - srcOffset;
     for (
-      const [name, value] of [["srcOffset", srcOffset], ["dstOffset", dstOffset], ["count", count]]
+      const [name, value] of [["srcOffset", srcOffset], ["dstOffset", dstOffset], [
+        "count",
+        count,
+      ]] as const
     ) {
-      if (!Number.isInteger(value) || (value as number) < 0 || (value as number) % 4 !== 0) {
-        throw new KernelUsageError(`copy: ${name} ${value} must be a non-negative multiple of 4`);
-      }
+      const ok = Number.isInteger(value) && value >= 0 && value % 4 === 0;
+      expectArgument(OP, name, ok, "a non-negative multiple of 4", value);
     }
-    if (src.dtype !== "f32" || dst.dtype !== "f32") {
-      throw new KernelUsageError(`copy moves f32 tensors, got ${src.dtype} -> ${dst.dtype}`);
-    }
-    if (srcOffset + count > src.size || dstOffset + count > dst.size) {
-      throw new KernelUsageError(
-        `copy of ${count} elements from ${srcOffset} of [${src.shape}] to ${dstOffset} of ` +
-          `[${dst.shape}] runs past a tensor`,
-      );
-    }
+    expectDtype(OP, "src", src, "f32");
+    expectDtype(OP, "dst", dst, "f32");
+    expectWindow(OP, "source window", srcOffset, count, src.size, "elements");
+    expectWindow(OP, "destination window", dstOffset, count, dst.size, "elements");
     const n4 = count / 4;
-    const groups = Math.max(1, Math.min(MAX_GROUPS, Math.ceil(n4 / WG)));
+    const { groups, stride } = strideGrid(n4, WG, MAX_GROUPS);
     rec.dispatch(this.kernel, { src, dst }, {
       n4,
       srcOffset: srcOffset / 4,
       dstOffset: dstOffset / 4,
-      stride: groups * WG,
+      stride,
     }, [groups]);
   }
 }

@@ -1,15 +1,18 @@
-import ownSource from "../../shaders/cross_entropy.wgsl" with { type: "text" };
-import rowStats from "../../shaders/row_stats.wgsl" with { type: "text" };
-
-import { ShapeError } from "../gpu/errors.ts";
+import source from "../../shaders/cross_entropy.wgsl" with { type: "text" };
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { rowGrid, rowsAndWidth } from "./softmax.ts";
+import {
+  expectArgument,
+  expectPositive,
+  expectRows,
+  expectShape,
+  expectSize,
+  splitGrid,
+} from "./shapes.ts";
+import { SHADER_SNIPPETS } from "./snippets.ts";
 
-/** This op's shader with the shared row statistics appended. */
-const source = `${ownSource}\n${rowStats}`;
-
+const OP = "cross-entropy";
 const WG = 256;
 /** Columns of a row one backward workgroup writes. */
 const COLS = 1024;
@@ -57,7 +60,13 @@ export class CrossEntropyOp {
   /** Compiles the three kernels (cached by the registry). */
   static async create(registry: KernelRegistry): Promise<CrossEntropyOp> {
     const get = (entryPoint: string) =>
-      registry.get({ file: FILE, source, entryPoint, constants: { WG, COLS } });
+      registry.get({
+        file: FILE,
+        source,
+        includes: SHADER_SNIPPETS,
+        entryPoint,
+        constants: { WG, COLS },
+      });
     const [forward, reduce, backward] = await Promise.all([
       get("ce_forward"),
       get("ce_reduce"),
@@ -70,11 +79,11 @@ export class CrossEntropyOp {
   recordForward(rec: Recorder, args: CrossEntropyForwardArgs): void {
     const { logits, targets, mask, loss, stats } = args;
     const [T, V] = checkRows(logits, targets, mask);
-    checkShape(loss, [T], "f32", "cross-entropy loss");
-    checkShape(stats, [T, 2], "f32", "cross-entropy stats");
+    expectSize(OP, "loss", loss, "f32", T);
+    expectShape(OP, "stats", stats, "f32", [T, 2]);
     if (T === 0) return;
-    if (V === 0) throw new ShapeError("cross-entropy over an empty vocabulary");
-    const grid = rowGrid(rec, T);
+    expectPositive(OP, "logits", logits, "V", V);
+    const grid = splitGrid(rec, T);
     rec.dispatch(
       this.forward,
       { logits, targets, mask, loss, stats },
@@ -86,9 +95,9 @@ export class CrossEntropyOp {
   /** Records totals = [sum(loss), sum(mask)] (the scored-token count for a 0/1 mask). */
   recordTotals(rec: Recorder, loss: Tensor, mask: Tensor, totals: Tensor): void {
     const T = loss.size;
-    checkShape(loss, [T], "f32", "cross-entropy loss");
-    checkShape(mask, [T], "f32", "cross-entropy mask");
-    checkShape(totals, [2], "f32", "cross-entropy totals");
+    expectSize(OP, "loss", loss, "f32", T);
+    expectSize(OP, "mask", mask, "f32", T);
+    expectSize(OP, "totals", totals, "f32", 2);
     rec.dispatch(
       this.reduce,
       { lossIn: loss, mask, totals },
@@ -101,13 +110,11 @@ export class CrossEntropyOp {
   recordBackward(rec: Recorder, args: CrossEntropyBackwardArgs, gradScale: number): void {
     const { logits, targets, mask, stats, dLogits } = args;
     const [T, V] = checkRows(logits, targets, mask);
-    checkShape(stats, [T, 2], "f32", "cross-entropy stats");
-    checkShape(dLogits, logits.shape, "f32", "cross-entropy dLogits");
-    if (!Number.isFinite(gradScale)) {
-      throw new ShapeError(`cross-entropy gradScale must be finite, got ${gradScale}`);
-    }
+    expectShape(OP, "stats", stats, "f32", [T, 2]);
+    expectShape(OP, "dLogits", dLogits, "f32", logits.shape);
+    expectArgument(OP, "gradScale", Number.isFinite(gradScale), "finite", gradScale);
     if (T === 0 || V === 0) return;
-    const [rowGroups, rowLayers] = rowGrid(rec, T);
+    const [rowGroups, rowLayers] = splitGrid(rec, T);
     rec.dispatch(
       this.backward,
       { logits, targets, mask, statsIn: stats, dLogits },
@@ -118,15 +125,8 @@ export class CrossEntropyOp {
 }
 
 function checkRows(logits: Tensor, targets: Tensor, mask: Tensor): [number, number] {
-  const [T, V] = rowsAndWidth(logits, "cross-entropy logits");
-  checkShape(targets, [T], "u32", "cross-entropy targets");
-  checkShape(mask, [T], "f32", "cross-entropy mask");
+  const [T, V] = expectRows(OP, "logits", logits, "f32");
+  expectSize(OP, "targets", targets, "u32", T);
+  expectSize(OP, "mask", mask, "f32", T);
   return [T, V];
-}
-
-function checkShape(t: Tensor, shape: readonly number[], dtype: string, what: string): void {
-  const size = shape.reduce((a, b) => a * b, 1);
-  if (t.dtype !== dtype || t.size !== size || (shape.length === 2 && t.shape.length !== 2)) {
-    throw new ShapeError(`${what} must be ${dtype} [${shape}], got ${t.dtype} [${t.shape}]`);
-  }
 }

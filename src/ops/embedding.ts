@@ -1,8 +1,15 @@
 import source from "../../shaders/embedding.wgsl" with { type: "text" };
-import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import {
+  expectDtype,
+  expectMultiple,
+  expectPositive,
+  expectShape,
+  expectWindow,
+  strideGrid,
+} from "./shapes.ts";
 
 const FILE = "embedding.wgsl";
 const MAX_GROUPS = 4096;
@@ -59,12 +66,11 @@ export class EmbeddingOp {
    */
   recordForward(rec: Recorder, table: Tensor, ids: Tensor, out: Tensor, offset = 0): void {
     const { vocab, dim, tokens } = checkShapes("embedding forward", table, ids, out, offset);
-    const n4 = tokens * (dim / 4);
-    const groups = Math.max(1, Math.min(MAX_GROUPS, Math.ceil(n4 / this.wg)));
+    const { groups, stride } = strideGrid(tokens * (dim / 4), this.wg, MAX_GROUPS);
     rec.dispatch(
       this.forward,
       { table, ids, out },
-      { tokens, dim4: dim / 4, vocab, offset, stride: groups * this.wg },
+      { tokens, dim4: dim / 4, vocab, offset, stride },
       [groups],
     );
   }
@@ -81,7 +87,10 @@ export class EmbeddingOp {
     options: EmbeddingBackwardOptions = {},
   ): void {
     const offset = options.offset ?? 0;
-    const { vocab, dim, tokens } = checkShapes("embedding backward", dTable, ids, dOut, offset);
+    const { vocab, dim, tokens } = checkShapes("embedding backward", dTable, ids, dOut, offset, [
+      "dTable",
+      "dOut",
+    ]);
     const dim4 = dim / 4;
     rec.dispatch(
       options.accumulate ? this.backwardAccumulate : this.backward,
@@ -92,35 +101,24 @@ export class EmbeddingOp {
   }
 }
 
+/**
+ * Checks the table [vocab >= 1, dim] and the rows [tokens, dim] (f32, dim a multiple of 4; `names`
+ * says what the call calls them) and the ids window ids[offset .. offset + tokens).
+ */
 function checkShapes(
-  what: string,
+  op: string,
   table: Tensor,
   ids: Tensor,
   rows: Tensor,
   offset: number,
+  [tableName, rowsName]: readonly [string, string] = ["table", "out"],
 ): { vocab: number; dim: number; tokens: number } {
-  if (table.shape.length !== 2 || table.dtype !== "f32") {
-    throw new ShapeError(
-      `${what}: table must be f32 [vocab, dim], got ${table.dtype} [${table.shape}]`,
-    );
-  }
-  const [vocab, dim] = table.shape;
-  if (vocab < 1 || dim % 4 !== 0 || dim === 0) {
-    throw new ShapeError(
-      `${what}: table [${table.shape}] needs vocab >= 1 and dim a multiple of 4`,
-    );
-  }
-  if (rows.dtype !== "f32" || rows.shape.length !== 2 || rows.shape[1] !== dim) {
-    throw new ShapeError(
-      `${what}: rows must be f32 [tokens, ${dim}], got ${rows.dtype} [${rows.shape}]`,
-    );
-  }
-  if (ids.dtype !== "u32") throw new ShapeError(`${what}: ids must be u32, got ${ids.dtype}`);
-  const tokens = rows.shape[0];
-  if (!Number.isInteger(offset) || offset < 0 || offset + tokens > ids.size) {
-    throw new KernelUsageError(
-      `${what}: ids[${offset} .. ${offset + tokens}) runs past the ${ids.size} ids given`,
-    );
-  }
+  const [vocab, dim] = expectShape(op, tableName, table, "f32", ["vocab", "dim"]);
+  expectPositive(op, tableName, table, "vocab", vocab);
+  expectPositive(op, tableName, table, "dim", dim);
+  expectMultiple(op, tableName, table, "dim", dim, 4);
+  const [tokens] = expectShape(op, rowsName, rows, "f32", ["tokens", dim]);
+  expectDtype(op, "ids", ids, "u32");
+  expectWindow(op, "ids", offset, tokens, ids.size, "ids");
   return { vocab, dim, tokens };
 }

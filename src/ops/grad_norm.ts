@@ -1,8 +1,10 @@
 import source from "../../shaders/grad_norm.wgsl" with { type: "text" };
-import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import { expectArgument, expectDtype, expectPositive, expectSize, strideGrid } from "./shapes.ts";
+
+const OP = "grad norm";
 
 const WG = 256;
 /** Workgroups of the first pass; the second pass merges their results in one workgroup. */
@@ -49,17 +51,13 @@ export class GradNormOp {
    * `maxNorm` is the clipping threshold; Infinity turns clipping off (clipScale stays 1).
    */
   record(rec: Recorder, grads: Tensor, stats: Tensor, maxNorm: number): void {
-    if (grads.dtype !== "f32" || stats.dtype !== "f32") {
-      throw new KernelUsageError("grad norm: grads and stats must be f32");
-    }
-    if (grads.size === 0) throw new ShapeError("grad norm: empty gradient buffer");
-    if (stats.size !== STATS.size) {
-      throw new ShapeError(`grad norm: stats must have ${STATS.size} elements, got ${stats.size}`);
-    }
-    if (!(maxNorm > 0)) throw new KernelUsageError(`grad norm: maxNorm ${maxNorm} must be > 0`);
+    expectDtype(OP, "grads", grads, "f32");
+    expectPositive(OP, "grads", grads, "size", grads.size);
+    expectSize(OP, "stats", stats, "f32", STATS.size);
+    expectArgument(OP, "maxNorm", maxNorm > 0, "> 0", maxNorm);
     const n = grads.size;
-    const groups = Math.min(MAX_GROUPS, Math.ceil(n / WG));
-    const params = { n, stride: groups * WG, groups, maxNorm: Math.min(maxNorm, 3e38) };
+    const { groups, stride } = strideGrid(n, WG, MAX_GROUPS);
+    const params = { n, stride, groups, maxNorm: Math.min(maxNorm, 3e38) };
     rec.dispatch(this.partialsKernel, { grads, partial: this.scratch }, params, [groups]);
     rec.dispatch(this.finishKernel, { partial: this.scratch, stats }, params, [1]);
   }

@@ -1,9 +1,12 @@
 import source from "../../shaders/lora.wgsl" with { type: "text" };
-import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import { ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { dropoutSeedMix, dropoutThreshold } from "../core/lora.ts";
+import { describeTensor, expectArgument, expectShape, expectU32 } from "./shapes.ts";
+
+const OP = "lora";
 
 /**
  * Tile shapes (outputs per workgroup BM x BN, depth BK). The large one measured about 2x the small
@@ -138,8 +141,8 @@ export class LoraOp {
     const { x, a, b, h, y, scale } = args;
     const dims = loraDims(x, a, b);
     const { tokens: t, inFeatures: inF, rank: r, outFeatures: outF } = dims;
-    expectShape("h", h, [t, r]);
-    expectShape("y", y, [t, outF]);
+    expectShape(OP, "h", h, "f32", [t, r]);
+    expectShape(OP, "y", y, "f32", [t, outF]);
     const drop = dropoutParams(args.dropout);
     this.#matmul(rec, { a: x, b: a, c: h }, [t, inF, r], 1, {
       transA: false,
@@ -160,12 +163,12 @@ export class LoraOp {
     const { x, a, b, h, dY, dH, dA, dB, dX, scale } = args;
     const dims = loraDims(x, a, b);
     const { tokens: t, inFeatures: inF, rank: r, outFeatures: outF } = dims;
-    expectShape("h", h, [t, r]);
-    expectShape("dY", dY, [t, outF]);
-    expectShape("dH", dH, [t, r]);
-    expectShape("dA", dA, [r, inF]);
-    expectShape("dB", dB, [outF, r]);
-    if (dX) expectShape("dX", dX, [t, inF]);
+    expectShape(OP, "h", h, "f32", [t, r]);
+    expectShape(OP, "dY", dY, "f32", [t, outF]);
+    expectShape(OP, "dH", dH, "f32", [t, r]);
+    expectShape(OP, "dA", dA, "f32", [r, inF]);
+    expectShape(OP, "dB", dB, "f32", [outF, r]);
+    if (dX) expectShape(OP, "dX", dX, "f32", [t, inF]);
     const drop = dropoutParams(args.dropout);
     const plain = { accumulate: false, drop: DROP_NONE };
     this.#matmul(rec, { a: dY, b: h, c: dB }, [outF, t, r], scale, {
@@ -226,11 +229,9 @@ interface DropoutParams {
 
 function dropoutParams(dropout: LoraDropout | undefined): DropoutParams {
   const p = dropout?.p ?? 0;
-  if (!(p >= 0 && p < 1)) throw new KernelUsageError(`lora: dropout p = ${p} is not in [0, 1)`);
+  expectArgument(OP, "dropout p", p >= 0 && p < 1, "in [0, 1)", p);
   const seed = dropout?.seed ?? 0;
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
-    throw new KernelUsageError(`lora: dropout seed ${seed} is not a u32`);
-  }
+  expectU32(OP, "dropout seed", seed);
   return {
     active: p > 0,
     seedMix: dropoutSeedMix(seed),
@@ -239,25 +240,15 @@ function dropoutParams(dropout: LoraDropout | undefined): DropoutParams {
   };
 }
 
+/** x [tokens, in], A [rank, in], B [out, rank], all f32. */
 function loraDims(x: Tensor, a: Tensor, b: Tensor) {
-  for (const [name, t] of [["x", x], ["a", a], ["b", b]] as const) {
-    if (t.shape.length !== 2) throw new ShapeError(`lora: ${name} must be 2-D, got [${t.shape}]`);
-    if (t.dtype !== "f32") throw new KernelUsageError(`lora: ${name} must be f32, got ${t.dtype}`);
-  }
-  const [tokens, inFeatures] = x.shape;
-  const [rank, aIn] = a.shape;
-  const [outFeatures, bRank] = b.shape;
-  if (aIn !== inFeatures) throw new ShapeError(`lora: A [${a.shape}] does not fit x [${x.shape}]`);
-  if (bRank !== rank) throw new ShapeError(`lora: B [${b.shape}] does not fit A [${a.shape}]`);
+  const [tokens, inFeatures] = expectShape(OP, "x", x, "f32", ["tokens", "in"]);
+  const [rank] = expectShape(OP, "A", a, "f32", ["rank", inFeatures]);
+  const [outFeatures] = expectShape(OP, "B", b, "f32", ["out", rank]);
   if (tokens * inFeatures >= 2 ** 32) {
-    throw new ShapeError(`lora: x [${x.shape}] has too many elements for u32 dropout indices`);
+    throw new ShapeError(
+      `lora: x ${describeTensor(x)} has too many elements for u32 dropout indices`,
+    );
   }
   return { tokens, inFeatures, rank, outFeatures };
-}
-
-function expectShape(name: string, t: Tensor, shape: number[]): void {
-  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-    throw new ShapeError(`lora: ${name} must be [${shape}], got [${t.shape}]`);
-  }
-  if (t.dtype !== "f32") throw new KernelUsageError(`lora: ${name} must be f32, got ${t.dtype}`);
 }

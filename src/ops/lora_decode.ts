@@ -1,8 +1,11 @@
 import source from "../../shaders/lora_decode.wgsl" with { type: "text" };
 import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
-import type { Recorder } from "../gpu/recorder.ts";
+import { PORTABLE_OFFSET_ALIGNMENT, type Recorder } from "../gpu/recorder.ts";
+import { describeTensor, expectShape, expectSize } from "./shapes.ts";
 import { Tensor } from "../gpu/tensor.ts";
+
+const OP = "lora decode";
 
 const WG = 64;
 const OUT_PER_WG = 512;
@@ -30,26 +33,21 @@ export class LoraDecodeOp {
    * of the same buffer (the adapter's flat parameters), x and y one token each.
    */
   record(rec: Recorder, x: Tensor, a: Tensor, b: Tensor, y: Tensor, scale: number): void {
-    const [rank, inDim] = a.shape;
-    const [outDim, rankB] = b.shape;
-    if (a.shape.length !== 2 || b.shape.length !== 2 || rankB !== rank) {
-      throw new ShapeError(`lora decode: A [${a.shape}] and B [${b.shape}] do not fit`);
-    }
-    if (x.size !== inDim || y.size !== outDim) {
-      throw new ShapeError(
-        `lora decode: x has ${x.size} values for in ${inDim}, y ${y.size} for out ${outDim}`,
-      );
-    }
+    const [rank, inDim] = expectShape(OP, "A", a, "f32", ["rank", "in"]);
+    const [outDim] = expectShape(OP, "B", b, "f32", ["out", rank]);
+    expectSize(OP, "x", x, "f32", inDim);
+    expectSize(OP, "y", y, "f32", outDim);
     if (rank > LORA_DECODE_MAX_RANK) {
-      throw new KernelUsageError(
-        `lora decode handles ranks up to ${LORA_DECODE_MAX_RANK}, got ${rank}`,
+      throw new ShapeError(
+        `${OP}: A ${describeTensor(a)}: rank = ${rank} must be at most ${LORA_DECODE_MAX_RANK}`,
       );
     }
     if (a.buffer !== b.buffer || a.byteOffset % 4 || b.byteOffset % 4) {
-      throw new KernelUsageError("lora decode: A and B must be views of one f32 parameter buffer");
+      throw new KernelUsageError(`${OP}: A and B must be views of one f32 parameter buffer`);
     }
-    // Bind the span holding both, starting at a portable (256-byte) offset.
-    const start = Math.floor(Math.min(a.byteOffset, b.byteOffset) / 256) * 256;
+    // Bind the span holding both, starting at a portable offset.
+    const align = PORTABLE_OFFSET_ALIGNMENT;
+    const start = Math.floor(Math.min(a.byteOffset, b.byteOffset) / align) * align;
     const end = Math.max(a.byteOffset + a.byteLength, b.byteOffset + b.byteLength);
     const adapter = new Tensor(a.buffer, [(end - start) / 4], "f32", start);
     rec.dispatch(this.kernel, { adapter, x, y }, {

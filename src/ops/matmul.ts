@@ -3,6 +3,9 @@ import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { describeTensor, expectRows } from "./shapes.ts";
+
+const OP = "matmul";
 
 /**
  * Workgroup shape of the matmul kernel (specialisation constants). Each thread computes an 8 x 8
@@ -76,20 +79,25 @@ export class MatmulOp {
    * B is f32, or f16 in the TRANS_B form.
    */
   record(rec: Recorder, a: Tensor, b: Tensor, c: Tensor, alpha = 1): void {
-    const [ar, ac] = matrixShape(a, "A");
+    const [ar, ac] = expectRows(OP, "A", a, "f32");
+    const [br, bc] = expectRows(OP, "B", b, ["f32", "f16"]);
     const bF16 = b.dtype === "f16";
     if (bF16 && !this.kernelF16B) {
       throw new KernelUsageError("matmul: an f16 B is only read in the TRANS_B form ([N, K])");
     }
-    const [br, bc] = matrixShape(b, "B", bF16);
     const [m, k] = this.form.transA ? [ac, ar] : [ar, ac];
     const [kb, n] = this.form.transB ? [bc, br] : [br, bc];
     if (k !== kb) {
-      throw new ShapeError(`matmul: op(A) is [${m}, ${k}] but op(B) is [${kb}, ${n}]`);
+      throw new ShapeError(
+        `matmul: op(A) is [${m}, ${k}] but op(B) is [${kb}, ${n}] (A ${describeTensor(a)}, ` +
+          `B ${describeTensor(b)})`,
+      );
     }
-    const [cm, cn] = matrixShape(c, "C");
+    const [cm, cn] = expectRows(OP, "C", c, "f32");
     if (cm !== m || cn !== n) {
-      throw new ShapeError(`matmul: C is [${cm}, ${cn}], need [${m}, ${n}]`);
+      throw new ShapeError(
+        `matmul: C must be f32 [${m}, ${n}] or fold to it, got ${describeTensor(c)}`,
+      );
     }
     const { wgX, wgY } = this.tiles;
     const bindings: Record<string, Tensor> = bF16 ? { a, b16: b, c } : { a, b, c };
@@ -98,16 +106,4 @@ export class MatmulOp {
       Math.ceil(m / (8 * wgY)),
     ]);
   }
-}
-
-/** A tensor seen as a matrix: leading dimensions fold into rows. */
-function matrixShape(t: Tensor, name: string, f16 = false): [number, number] {
-  if (t.dtype !== (f16 ? "f16" : "f32")) {
-    throw new ShapeError(
-      `matmul: ${name} must be f32${name === "B" ? " or f16" : ""}, got ${t.dtype}`,
-    );
-  }
-  if (t.shape.length === 0) throw new ShapeError(`matmul: ${name} is a scalar`);
-  const cols = t.shape[t.shape.length - 1];
-  return [cols === 0 ? 0 : t.size / cols, cols];
 }

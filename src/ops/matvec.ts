@@ -1,9 +1,13 @@
 import source from "../../shaders/matvec.wgsl" with { type: "text" };
-import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import { KernelUsageError } from "../gpu/errors.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { expectMultiple, expectPositive, expectShape, expectSize, splitGrid } from "./shapes.ts";
+import { SHADER_SNIPPETS } from "./snippets.ts";
+
+const OP = "matvec";
 
 /**
  * Threads per workgroup (a power of two) and rows per workgroup. On llvmpipe a workgroup runs on
@@ -58,6 +62,7 @@ export class MatvecOp {
           const kernel = await registry.get({
             file: "matvec.wgsl",
             source,
+            includes: SHADER_SNIPPETS,
             entryPoint,
             constants: { WG, ROWS, ACCUMULATE: accumulate },
           });
@@ -70,36 +75,23 @@ export class MatvecOp {
 
   /** Records y = W x (+ bias) (+ y). W [N, K] f32 or f16, x [K] f32, y [N] f32, bias [N] f32. */
   record(rec: Recorder, w: Tensor, x: Tensor, y: Tensor, options: MatvecOptions = {}): void {
-    if (w.shape.length !== 2) throw new ShapeError(`matvec: W must be [N, K], got [${w.shape}]`);
-    const [n, k] = w.shape;
-    if (n === 0 || k === 0) throw new ShapeError(`matvec: empty W [${w.shape}]`);
-    if (k % 4 !== 0) {
-      throw new ShapeError(`matvec: K = ${k} must be a multiple of 4 (vec4 loads); pad W and x`);
-    }
-    if (x.size !== k) throw new ShapeError(`matvec: x has ${x.size} elements, W [${w.shape}]`);
-    if (y.size !== n) throw new ShapeError(`matvec: y has ${y.size} elements, W [${w.shape}]`);
-    if (options.bias && options.bias.size !== n) {
-      throw new ShapeError(`matvec: bias has ${options.bias.size} elements, W [${w.shape}]`);
-    }
-    for (const [name, t] of [["x", x], ["y", y], ["bias", options.bias]] as const) {
-      if (t && t.dtype !== "f32") throw new KernelUsageError(`matvec: ${name} must be f32`);
-    }
+    const [n, k] = expectShape(OP, "W", w, ["f32", "f16"], ["N", "K"]);
+    expectPositive(OP, "W", w, "N", n);
+    expectPositive(OP, "W", w, "K", k);
+    expectMultiple(OP, "W", w, "K", k, 4); // vec4 loads: pad W and x
+    expectSize(OP, "x", x, "f32", k);
+    expectSize(OP, "y", y, "f32", n);
+    if (options.bias) expectSize(OP, "bias", options.bias, "f32", n);
     if (w.dtype === "f16" && !this.f16) {
-      throw new KernelUsageError("matvec: f16 weights need a device with shader-f16");
-    }
-    if (w.dtype !== "f32" && w.dtype !== "f16") {
-      throw new KernelUsageError(`matvec: W must be f32 or f16, got ${w.dtype}`);
+      throw new KernelUsageError("matvec: f16 weights need an op created with f16 (shader-f16)");
     }
 
     const entry = (w.dtype === "f16" ? "main_f16" : "main") + (options.bias ? "_bias" : "");
     const kernel = this.kernels.get(`${entry}:${options.accumulate ?? false}`)!;
-    const blocks = Math.ceil(n / this.rowsPerGroup);
-    const maxX = rec.gpu.limits.maxComputeWorkgroupsPerDimension;
-    const groupsX = Math.min(blocks, maxX);
-    const groupsY = Math.ceil(blocks / groupsX);
+    const grid = splitGrid(rec, Math.ceil(n / this.rowsPerGroup));
     const bindings: Record<string, Tensor> = { x, y };
     bindings[w.dtype === "f16" ? "weight16" : "weight"] = w;
     if (options.bias) bindings.bias = options.bias;
-    rec.dispatch(kernel, bindings, { rows: n, k4: k / 4, groupsX }, [groupsX, groupsY]);
+    rec.dispatch(kernel, bindings, { rows: n, k4: k / 4, groupsX: grid[0] }, grid);
   }
 }

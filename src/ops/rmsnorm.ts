@@ -1,11 +1,18 @@
 import source from "../../shaders/rmsnorm.wgsl" with { type: "text" };
-import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import {
+  expectArgument,
+  expectMultiple,
+  expectPositive,
+  expectShape,
+  splitGrid,
+} from "./shapes.ts";
+import { SHADER_SNIPPETS } from "./snippets.ts";
 
 const FILE = "rmsnorm.wgsl";
-const MAX_ROW_GROUPS = 65535;
+const BACKWARD = "rmsnorm backward";
 
 /** Options for {@link RmsNormOp.create}. */
 export interface RmsNormOptions {
@@ -33,9 +40,8 @@ export class RmsNormOp {
   /** Compiles the forward (plain and rstd-saving) and backward kernels. */
   static async create(registry: KernelRegistry, options: RmsNormOptions = {}): Promise<RmsNormOp> {
     const WG = options.workgroupSize ?? 64;
-    if (!Number.isInteger(Math.log2(WG))) {
-      throw new KernelUsageError(`rmsnorm workgroup size must be a power of two, got ${WG}`);
-    }
+    const powerOfTwo = Number.isInteger(Math.log2(WG));
+    expectArgument("rmsnorm", "workgroupSize", powerOfTwo, "a power of two", WG);
     const specs: [string, string, boolean][] = [
       ["forward", "forward", false],
       ["forwardSave", "forward_save", false],
@@ -49,6 +55,7 @@ export class RmsNormOp {
       kernels[name] = await registry.get({
         file: FILE,
         source,
+        includes: SHADER_SNIPPETS,
         entryPoint,
         constants: { WG, ACCUMULATE },
       });
@@ -68,17 +75,18 @@ export class RmsNormOp {
     eps: number,
     rstd?: Tensor,
   ): void {
-    const { rows, dim } = rowsOf("rmsnorm forward x", x);
-    expectShape("rmsnorm forward weight", weight, [dim]);
-    expectShape("rmsnorm forward out", out, [rows, dim]);
-    if (!(eps >= 0)) throw new KernelUsageError(`rmsnorm eps must be >= 0, got ${eps}`);
-    const params = { rows, dim4: dim / 4, eps };
-    const groups = [Math.min(rows, MAX_ROW_GROUPS)] as const;
+    const op = "rmsnorm forward";
+    const { rows, dim } = rowsOf(op, x);
+    expectShape(op, "weight", weight, "f32", [dim]);
+    expectShape(op, "out", out, "f32", [rows, dim]);
+    expectArgument(op, "eps", eps >= 0, ">= 0", eps);
+    const grid = splitGrid(rec, rows);
+    const params = { rows, dim4: dim / 4, eps, groupsX: grid[0] };
     if (rstd) {
-      expectShape("rmsnorm forward rstd", rstd, [rows]);
-      rec.dispatch(this.kernels.forwardSave, { x, weight, out, rstdOut: rstd }, params, groups);
+      expectShape(op, "rstd", rstd, "f32", [rows]);
+      rec.dispatch(this.kernels.forwardSave, { x, weight, out, rstdOut: rstd }, params, grid);
     } else {
-      rec.dispatch(this.kernels.forward, { x, weight, out }, params, groups);
+      rec.dispatch(this.kernels.forward, { x, weight, out }, params, grid);
     }
   }
 
@@ -92,16 +100,15 @@ export class RmsNormOp {
     dX: Tensor,
     options: RmsNormBackwardOptions = {},
   ): void {
-    const { rows, dim } = rowsOf("rmsnorm backward x", x);
-    expectShape("rmsnorm backward weight", weight, [dim]);
-    expectShape("rmsnorm backward rstd", rstd, [rows]);
-    expectShape("rmsnorm backward dOut", dOut, [rows, dim]);
-    expectShape("rmsnorm backward dX", dX, [rows, dim]);
+    const { rows, dim } = backwardRows(x, rstd, dOut);
+    expectShape(BACKWARD, "weight", weight, "f32", [dim]);
+    expectShape(BACKWARD, "dX", dX, "f32", [rows, dim]);
+    const grid = splitGrid(rec, rows);
     rec.dispatch(
       options.accumulate ? this.kernels.backwardInputAccumulate : this.kernels.backwardInput,
       { x, weight, rstd, dOut, dX },
-      { rows, dim4: dim / 4, eps: 0 },
-      [Math.min(rows, MAX_ROW_GROUPS)],
+      { rows, dim4: dim / 4, eps: 0, groupsX: grid[0] },
+      grid,
     );
   }
 
@@ -114,34 +121,29 @@ export class RmsNormOp {
     dWeight: Tensor,
     options: RmsNormBackwardOptions = {},
   ): void {
-    const { rows, dim } = rowsOf("rmsnorm backward x", x);
-    expectShape("rmsnorm backward rstd", rstd, [rows]);
-    expectShape("rmsnorm backward dOut", dOut, [rows, dim]);
-    expectShape("rmsnorm backward dWeight", dWeight, [dim]);
+    const { rows, dim } = backwardRows(x, rstd, dOut);
+    expectShape(BACKWARD, "dWeight", dWeight, "f32", [dim]);
     rec.dispatch(
       options.accumulate ? this.kernels.backwardWeightAccumulate : this.kernels.backwardWeight,
       { x, rstd, dOut, dWeight },
-      { rows, dim4: dim / 4, eps: 0 },
+      { rows, dim4: dim / 4, eps: 0, groupsX: 0 },
       [Math.ceil(dim / 4 / this.wg)],
     );
   }
 }
 
-function rowsOf(what: string, x: Tensor): { rows: number; dim: number } {
-  if (x.dtype !== "f32" || x.shape.length !== 2) {
-    throw new ShapeError(`${what} must be f32 [rows, dim], got ${x.dtype} [${x.shape}]`);
-  }
-  const [rows, dim] = x.shape;
-  if (dim === 0 || dim % 4 !== 0) {
-    throw new ShapeError(`${what} [${x.shape}]: dim must be a positive multiple of 4`);
-  }
+/** x [rows, dim] f32 with dim a positive multiple of 4. */
+function rowsOf(op: string, x: Tensor): { rows: number; dim: number } {
+  const [rows, dim] = expectShape(op, "x", x, "f32", ["rows", "dim"]);
+  expectPositive(op, "x", x, "dim", dim);
+  expectMultiple(op, "x", x, "dim", dim, 4);
   return { rows, dim };
 }
 
-function expectShape(what: string, t: Tensor, shape: readonly number[]): void {
-  if (
-    t.dtype !== "f32" || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])
-  ) {
-    throw new ShapeError(`${what} must be f32 [${shape}], got ${t.dtype} [${t.shape}]`);
-  }
+/** The backward's x and dOut [rows, dim] and rstd [rows]. */
+function backwardRows(x: Tensor, rstd: Tensor, dOut: Tensor): { rows: number; dim: number } {
+  const sizes = rowsOf(BACKWARD, x);
+  expectShape(BACKWARD, "rstd", rstd, "f32", [sizes.rows]);
+  expectShape(BACKWARD, "dOut", dOut, "f32", [sizes.rows, sizes.dim]);
+  return sizes;
 }

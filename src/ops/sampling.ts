@@ -1,8 +1,17 @@
 import source from "../../shaders/sampling.wgsl" with { type: "text" };
-import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import { GpuLimitError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Params, Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import {
+  describeTensor,
+  expectArgument,
+  expectDtype,
+  expectPositive,
+  expectRows,
+  expectU32,
+  expectWindow,
+} from "./shapes.ts";
 
 const WG = 256;
 const FILE = "sampling.wgsl";
@@ -72,14 +81,12 @@ export class SamplingOp {
   recordSample(rec: Recorder, logits: Tensor, target: DrawTarget, options: SampleOptions): void {
     const { temperature, topK = 0, topP = 1, seed = 0 } = options;
     if (temperature === 0) return this.recordArgmax(rec, logits, target);
-    if (!(temperature > 0) || !Number.isFinite(1 / temperature)) {
-      throw new KernelUsageError(`sampling temperature must be >= 0, got ${temperature}`);
-    }
-    if (!Number.isInteger(topK) || topK < 0) {
-      throw new KernelUsageError(`topK must be a non-negative integer, got ${topK}`);
-    }
-    if (!(topP > 0 && topP <= 1)) throw new KernelUsageError(`topP must be in (0, 1], got ${topP}`);
-    checkU32(seed, "sampling seed");
+    const op = "sampling";
+    const usable = temperature > 0 && Number.isFinite(1 / temperature);
+    expectArgument(op, "temperature", usable, ">= 0 (and 1 / temperature finite)", temperature);
+    expectU32(op, "topK", topK);
+    expectArgument(op, "topP", topP > 0 && topP <= 1, "in (0, 1]", topP);
+    expectU32(op, "seed", seed);
     const { V, draws, rowStride } = this.#draws(rec, logits, target);
     rec.dispatch(
       this.sample,
@@ -109,19 +116,20 @@ export class SamplingOp {
     window: { first: number; count: number },
     penalty: number,
   ): void {
-    const V = vocabulary(logits, "repetition-penalty logits");
-    if (history.dtype !== "u32") throw new ShapeError(`history must be u32, got ${history.dtype}`);
+    const op = "repetition penalty";
+    const V = vocabulary(op, logits);
+    expectDtype(op, "history", history, "u32");
     const { first, count } = window;
-    checkU32(first, "history first");
-    checkU32(count, "history count");
-    if (first + count > history.size) {
-      throw new ShapeError(
-        `history window [${first}, ${first + count}) overruns [${history.shape}]`,
-      );
-    }
-    if (!(penalty > 0) || !Number.isFinite(penalty)) {
-      throw new KernelUsageError(`repetition penalty must be > 0, got ${penalty}`);
-    }
+    expectU32(op, "history first", first);
+    expectU32(op, "history count", count);
+    expectWindow(op, "history window", first, count, history.size, "ids");
+    expectArgument(
+      op,
+      "penalty",
+      penalty > 0 && Number.isFinite(penalty),
+      "finite and > 0",
+      penalty,
+    );
     if (penalty === 1 || count === 0) return;
     rec.dispatch(
       this.penalty,
@@ -133,9 +141,10 @@ export class SamplingOp {
 
   /** Records randoms[i] = uniform01(seed, step + i), the numbers the sampler draws with. */
   recordRandomUniforms(rec: Recorder, randoms: Tensor, seed: number, step: number): void {
-    if (randoms.dtype !== "f32") throw new ShapeError(`randoms must be f32, got ${randoms.dtype}`);
-    checkU32(seed, "seed");
-    checkU32(step, "step");
+    const op = "random uniforms";
+    expectDtype(op, "randoms", randoms, "f32");
+    expectU32(op, "seed", seed);
+    expectU32(op, "step", step);
     const count = randoms.size;
     rec.dispatch(this.uniforms, { randoms }, params({ seed, step, count }), [
       Math.ceil(count / WG),
@@ -143,26 +152,25 @@ export class SamplingOp {
   }
 
   #draws(rec: Recorder, logits: Tensor, target: DrawTarget) {
-    const V = vocabulary(logits, "sampling logits");
-    const rows = logits.shape.length === 2 ? logits.shape[0] : 1;
+    const op = "sampling";
+    const V = vocabulary(op, logits);
+    const rows = logits.size / V;
     const draws = target.draws ?? rows;
-    if (!Number.isInteger(draws) || draws < 1) {
-      throw new KernelUsageError(`draws must be a positive integer, got ${draws}`);
-    }
+    expectArgument(op, "draws", Number.isInteger(draws) && draws >= 1, "a positive integer", draws);
     if (rows !== 1 && rows !== draws) {
       throw new ShapeError(
-        `${draws} draws need logits [${draws}, V] or [V], got [${logits.shape}]`,
+        `${op}: logits must be f32 [${draws}, ${V}] or [${V}] for ${draws} draws, got ` +
+          describeTensor(logits),
       );
     }
-    if (draws > rec.gpu.limits.maxComputeWorkgroupsPerDimension) {
-      throw new KernelUsageError(`${draws} draws exceed one dispatch; split them`);
+    const max = rec.gpu.limits.maxComputeWorkgroupsPerDimension;
+    if (draws > max) {
+      throw new GpuLimitError(`${op}: ${draws} draws exceed one dispatch's ${max}; split them`);
     }
     const { tokens, step } = target;
-    if (tokens.dtype !== "u32") throw new ShapeError(`tokens must be u32, got ${tokens.dtype}`);
-    checkU32(step, "step");
-    if (step + draws > tokens.size) {
-      throw new ShapeError(`slots [${step}, ${step + draws}) overrun tokens [${tokens.shape}]`);
-    }
+    expectDtype(op, "tokens", tokens, "u32");
+    expectU32(op, "step", step);
+    expectWindow(op, "token slots", step, draws, tokens.size, "slots");
     return { V, draws, rowStride: rows === 1 ? 0 : V };
   }
 }
@@ -184,18 +192,9 @@ function params(given: Params): Params {
   };
 }
 
-function vocabulary(logits: Tensor, what: string): number {
-  if (logits.dtype !== "f32") throw new ShapeError(`${what} must be f32, got ${logits.dtype}`);
-  if (logits.shape.length < 1 || logits.shape.length > 2) {
-    throw new ShapeError(`${what} must be [V] or [rows, V], got [${logits.shape}]`);
-  }
-  const V = logits.shape[logits.shape.length - 1];
-  if (V < 1) throw new ShapeError(`${what} has an empty vocabulary`);
+/** V of logits [V] or [rows, V] (leading dimensions fold into rows), f32 with V >= 1. */
+function vocabulary(op: string, logits: Tensor): number {
+  const [, V] = expectRows(op, "logits", logits, "f32");
+  expectPositive(op, "logits", logits, "V", V);
   return V;
-}
-
-function checkU32(value: number, what: string): void {
-  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
-    throw new KernelUsageError(`${what} must be a u32, got ${value}`);
-  }
 }

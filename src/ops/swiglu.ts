@@ -1,8 +1,8 @@
 import source from "../../shaders/swiglu.wgsl" with { type: "text" };
-import { ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { expectMultiple, expectShape, strideGrid } from "./shapes.ts";
 
 const FILE = "swiglu.wgsl";
 const MAX_GROUPS = 4096;
@@ -55,20 +55,12 @@ export class SwiGluOp {
     rec.dispatch(this.backward, bindings, params, [params.stride / this.wg]);
   }
 
-  #params(what: string, tensors: Record<string, Tensor>): { n4: number; stride: number } {
+  /** Every tensor f32 of gate's shape, its size a multiple of 4. */
+  #params(op: string, tensors: Record<string, Tensor>): { n4: number; stride: number } {
     const { gate } = tensors;
-    for (const [name, t] of Object.entries(tensors)) {
-      if (t.dtype !== "f32" || t.shape.join() !== gate.shape.join()) {
-        throw new ShapeError(
-          `${what}: ${name} must be f32 [${gate.shape}] like gate, got ${t.dtype} [${t.shape}]`,
-        );
-      }
-    }
-    if (gate.size % 4 !== 0) {
-      throw new ShapeError(`${what}: size ${gate.size} of [${gate.shape}] must be a multiple of 4`);
-    }
+    for (const [name, t] of Object.entries(tensors)) expectShape(op, name, t, "f32", gate.shape);
+    expectMultiple(op, "gate", gate, "size", gate.size, 4);
     const n4 = gate.size / 4;
-    const groups = Math.max(1, Math.min(MAX_GROUPS, Math.ceil(n4 / this.wg)));
-    return { n4, stride: groups * this.wg };
+    return { n4, stride: strideGrid(n4, this.wg, MAX_GROUPS).stride };
   }
 }
