@@ -64,10 +64,13 @@ export interface GgufVocab {
   chatTemplate?: string;
 }
 
-/** An id key: absent, or llama.cpp's "none" (-1 as uint32 or int32), is null. */
-function optionalId(gguf: GgufFile, key: string, n: number): number | null {
-  const id = gguf.optionalInt(key);
-  if (id === undefined || id === 0xffffffff || id === -1) return null;
+/**
+ * An id key: llama.cpp's "none" (-1 as uint32 or int32) is null; an absent key is `fallback`
+ * (llama.cpp's default for the vocabulary type) when that id exists, else null.
+ */
+function optionalId(gguf: GgufFile, key: string, n: number, fallback?: number): number | null {
+  const id = gguf.optionalInt(key) ?? (fallback !== undefined && fallback < n ? fallback : null);
+  if (id === null || id === 0xffffffff || id === -1) return null;
   if (!(id >= 0 && id < n)) {
     throw new TokenizerMismatchError(gguf.file, `${key} = ${id} is outside the ${n} tokens`);
   }
@@ -127,7 +130,8 @@ export function readGgufVocab(gguf: GgufFile): GgufVocab {
     throw new MissingMetadataError(file, "tokenizer.ggml.scores", "a SentencePiece vocabulary");
   }
   // llama.cpp's defaults: SentencePiece and Llama 3 add BOS; other BPE vocabularies do not.
-  const defaultBos = model === "llama" || pre === "llama-bpe";
+  const spm = model === "llama";
+  const defaultBos = spm || pre === "llama-bpe";
   return {
     model,
     pre,
@@ -135,9 +139,10 @@ export function readGgufVocab(gguf: GgufFile): GgufVocab {
     scores,
     types,
     merges,
-    bosId: optionalId(gguf, "tokenizer.ggml.bos_token_id", n),
-    eosId: optionalId(gguf, "tokenizer.ggml.eos_token_id", n),
-    unkId: optionalId(gguf, "tokenizer.ggml.unknown_token_id", n),
+    // SentencePiece vocabularies default to <unk> 0, <s> 1, </s> 2, as in llama.cpp.
+    bosId: optionalId(gguf, "tokenizer.ggml.bos_token_id", n, spm ? 1 : undefined),
+    eosId: optionalId(gguf, "tokenizer.ggml.eos_token_id", n, spm ? 2 : undefined),
+    unkId: optionalId(gguf, "tokenizer.ggml.unknown_token_id", n, spm ? 0 : undefined),
     padId: optionalId(gguf, "tokenizer.ggml.padding_token_id", n),
     addBos: gguf.optionalBool("tokenizer.ggml.add_bos_token") ?? defaultBos,
     addEos: gguf.optionalBool("tokenizer.ggml.add_eos_token") ?? false,
