@@ -61,6 +61,9 @@ export * from "./src/formats/safetensors.ts";
 export * from "./src/formats/safetensors_folder.ts";
 export * from "./src/formats/hf.ts";
 export * from "./src/formats/llama2c.ts";
+export * from "./src/formats/gguf.ts";
+export * from "./src/formats/gguf_model.ts";
+export * from "./src/formats/gguf_tokenizer.ts";
 // The model and generation
 export * from "./src/model/errors.ts";
 export * from "./src/model/adapter.ts";

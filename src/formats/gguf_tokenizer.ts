@@ -12,6 +12,7 @@
 import type { GgufFile } from "./gguf.ts";
 import { MissingMetadataError, TokenizerMismatchError, UnsupportedFeatureError } from "./errors.ts";
 import { HfTokenizer } from "./hf_tokenizer.ts";
+import type { Tokenizer } from "./tokenizer.ts";
 
 /** llama.cpp's token types (`tokenizer.ggml.token_type`). */
 export const GGUF_TOKEN_TYPE = {
@@ -332,11 +333,11 @@ export function ggufTokenizerJson(
 }
 
 /**
- * The tokenizer a GGUF file carries. BOS is the file's when the model adds it
+ * The tokenizer a GGUF file carries (an HfTokenizer underneath). BOS is the file's when the model adds it
  * (`add_bos_token`), else null (Qwen); the chat template is `tokenizer.chat_template`. With
  * `modelVocabSize`, every token must have a row in the model's embedding.
  */
-export async function ggufTokenizer(gguf: GgufFile, modelVocabSize?: number): Promise<HfTokenizer> {
+export async function ggufTokenizer(gguf: GgufFile, modelVocabSize?: number): Promise<Tokenizer> {
   const vocab = readGgufVocab(gguf);
   if (modelVocabSize !== undefined && vocab.tokens.length > modelVocabSize) {
     throw new TokenizerMismatchError(
