@@ -82,3 +82,29 @@ Deno.test("rmsnorm backward twin matches finite differences of the forward twin"
   assertClose(dX, finiteDifferences(lossOfX, x), "rmsnorm fd dX", 1e-7);
   assertClose(dWeight, finiteDifferences(lossOfW, weight), "rmsnorm fd dWeight", 1e-7);
 });
+
+gpuTest("rmsnorm rows past the per-dimension workgroup limit spill into the grid's y", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("rmsnorm many rows");
+  const op = await RmsNormOp.create(registry, { workgroupSize: 8 });
+  const rows = gpu.limits.maxComputeWorkgroupsPerDimension + 3;
+  const dim = 4;
+  const xData = rng.normals(rows * dim);
+  const wData = rng.uniforms(dim, 0.2, 2);
+  const gData = rng.normals(rows * dim);
+  const x = uploadTensor(gpu, xData, [rows, dim]);
+  const weight = uploadTensor(gpu, wData, [dim]);
+  const dOut = uploadTensor(gpu, gData, [rows, dim]);
+  const out = poisoned(gpu, [rows, dim]);
+  const rstd = poisoned(gpu, [rows]);
+  const dX = poisoned(gpu, [rows, dim]);
+  op.recordForward(recorder, x, weight, out, EPS, rstd);
+  op.recordBackwardInput(recorder, x, weight, rstd, dOut, dX);
+  recorder.submit();
+  const ref = rmsnormForward(xData, wData, rows, dim, EPS);
+  const back = rmsnormBackward(xData, wData, ref.rstd, gData, rows, dim);
+  assertClose(await readWritten(gpu, out, "many rows out"), ref.out, "many rows out");
+  assertClose(await readWritten(gpu, rstd, "many rows rstd"), ref.rstd, "many rows rstd");
+  assertClose(await readWritten(gpu, dX, "many rows dX"), back.dX, "many rows dX");
+  for (const t of [x, weight, dOut, out, rstd, dX]) t.destroy();
+});
