@@ -82,3 +82,5 @@ export * from "./src/templora/trainer.ts";
 export * from "./src/templora/settings.ts";
 export * from "./src/templora/writer.ts";
 export * from "./src/templora/evaluate.ts";
+export * from "./src/templora/snapshot.ts";
+export * from "./src/templora/errors.ts";

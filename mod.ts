@@ -78,7 +78,34 @@ export {
   perplexityOf,
 } from "./src/templora/evaluate.ts";
 
+// Snapshots: a long run that survives a crash, and LoRA adapters in PEFT's format
+export {
+  resumeWithTempLora,
+  type ResumeOptions,
+  type SnapshotEvent,
+  type SnapshotSchedule,
+  type WriterRunOptions,
+} from "./src/templora/writer.ts";
+export {
+  type AdapterSnapshot,
+  type CacheSnapshot,
+  checkSnapshotTarget,
+  type CommitStep,
+  loadPeftAdapter,
+  loadSnapshot,
+  type ModelFingerprint,
+  type OptimizerSnapshot,
+  type PeftAdapterConfig,
+  peftTensorName,
+  savePeftAdapter,
+  saveSnapshot,
+  type SnapshotGeneration,
+  type SnapshotProgress,
+  type TempLoraSnapshot,
+} from "./src/templora/snapshot.ts";
+
 // Errors: every error templora throws on purpose extends TemploraError.
 export * from "./src/gpu/errors.ts";
 export * from "./src/model/errors.ts";
 export * from "./src/formats/errors.ts";
+export * from "./src/templora/errors.ts";

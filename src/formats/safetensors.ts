@@ -43,6 +43,19 @@ const KNOWN_DTYPES: Record<string, number> = {
 };
 const READABLE: readonly string[] = ["F32", "F16", "BF16"];
 
+/** A tensor of unsigned 32-bit integers (token ids), which {@link writeSafetensors} also takes. */
+export interface U32TensorData {
+  /** Always "U32". */
+  dtype: "U32";
+  /** Dimensions, outermost first. */
+  shape: number[];
+  /** The elements. */
+  data: Uint32Array;
+}
+
+/** Anything {@link writeSafetensors} writes: float weights or unsigned 32-bit integers. */
+export type SafetensorsTensorData = TensorData | U32TensorData;
+
 /** Where one tensor lives in its file. */
 export interface TensorEntry {
   /** The header's dtype name (F32, F16, BF16, or another the format knows). */
@@ -101,6 +114,16 @@ export class SafetensorsFile {
   /** The tensor as float32 (converted from F16/BF16 exactly). */
   f32(name: string): Float32Array {
     return tensorToF32(this.raw(name));
+  }
+
+  /** A U32 tensor's elements (a copy). */
+  u32(name: string): Uint32Array {
+    const e = this.entries.get(name);
+    if (!e) throw new MissingTensorError(this.file, name);
+    if (e.dtype !== "U32") {
+      throw new UnsupportedDtypeError(this.file, `tensor ${name} has dtype ${e.dtype}, not U32`);
+    }
+    return new Uint32Array(this.bytes.slice(e.begin, e.end).buffer);
   }
 }
 
@@ -224,18 +247,19 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
 }
 
 /**
- * Serializes tensors (F32, F16 or BF16) as one safetensors file. The JSON header is padded with
- * spaces to a multiple of 8 bytes; 4-byte tensors come before 2-byte ones (each group in map
+ * Serializes tensors (F32, F16, BF16 or U32) as one safetensors file. The JSON header is padded
+ * with spaces to a multiple of 8 bytes; 4-byte tensors come before 2-byte ones (each group in map
  * order) so every tensor is aligned to its element size with no gaps between tensors (the
  * reference implementation rejects gaps).
  */
 export function writeSafetensors(
-  tensors: ReadonlyMap<string, TensorData>,
+  tensors: ReadonlyMap<string, SafetensorsTensorData>,
   metadata?: Record<string, string>,
 ): Uint8Array {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
-  const ordered = [...tensors].sort((a, b) => dtypeBytes(b[1].dtype) - dtypeBytes(a[1].dtype));
+  const size = (t: SafetensorsTensorData) => t.dtype === "U32" ? 4 : dtypeBytes(t.dtype);
+  const ordered = [...tensors].sort((a, b) => size(b[1]) - size(a[1]));
   let offset = 0;
   for (const [name, t] of ordered) {
     const bytes = t.data.byteLength;

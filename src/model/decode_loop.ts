@@ -60,6 +60,12 @@ export interface LoopSettings {
    * another text, is written as this separator and writing goes on.
    */
   separator?: string;
+  /**
+   * Goes on with a text already in the session (a resumed run): the session holds the prompt
+   * followed by `tokens`, its cache filled, and the chunk being written began at history index
+   * `chunkStart`. The tokens are replayed as token events first, so the text is the whole text.
+   */
+  resume?: { tokens: readonly number[]; chunkStart: number };
 }
 
 /** Settings of {@link decodeLoop} with a chunk hook whose events are `E`. */
@@ -125,11 +131,30 @@ export async function* decodeLoop<E>(
   const tokens: number[] = [];
   let text = "";
   let finishReason: FinishReason = "length";
-  session.append(prompt);
-  session.recordFill(rec);
+  const { resume } = settings;
+  if (!resume) {
+    session.append(prompt);
+    session.recordFill(rec);
+  } else if (session.length !== prompt.length + resume.tokens.length) {
+    throw new InvalidSettingError(
+      `a resumed session holds ${session.length} tokens, not the prompt's ${prompt.length} and ` +
+        `the ${resume.tokens.length} written`,
+    );
+  }
   const decoder = tokenizer.streamDecoder(prompt);
   const stops = new StopWatcher(settings.stop);
-  let chunkStart = session.length;
+  let chunkStart = resume?.chunkStart ?? session.length;
+  /** Takes a written token through the decoder and the stop watcher. */
+  const written = (id: number): TokenEvent => {
+    tokens.push(id);
+    const released = decoder.push(id);
+    const piece = stops.push(
+      separator !== undefined && endsText(id) ? released + separator : released,
+    );
+    text += piece;
+    return { type: "token", index: tokens.length - 1, id, text: piece };
+  };
+  for (const id of resume?.tokens ?? []) yield written(id);
   outer: while (tokens.length < maxTokens) {
     if (settings.signal?.aborted) {
       finishReason = "abort";
@@ -152,13 +177,7 @@ export async function* decodeLoop<E>(
         finishReason = "eos";
         break outer;
       }
-      tokens.push(id);
-      const released = decoder.push(id);
-      const piece = stops.push(
-        separator !== undefined && endsText(id) ? released + separator : released,
-      );
-      text += piece;
-      yield { type: "token", index: tokens.length - 1, id, text: piece };
+      yield written(id);
       if (stops.stopped) {
         finishReason = "stop";
         break outer;

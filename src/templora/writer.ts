@@ -13,9 +13,23 @@ import {
   promptIds,
   type TokenEvent,
 } from "../model/decode_loop.ts";
+import { InvalidSettingError } from "../model/errors.ts";
 import type { TextModel } from "../model/text_model.ts";
 import { LoraAdapter } from "./adapter.ts";
-import type { TempLoraSettings } from "./settings.ts";
+import { SnapshotMismatchError } from "./errors.ts";
+import { resolveTempLoraSettings, type TempLoraSettings } from "./settings.ts";
+import {
+  checkSnapshotModel,
+  type ModelFingerprint,
+  modelFingerprint,
+  readAdapter,
+  readSessionCache,
+  restoreAdapter,
+  restoreSessionCache,
+  SNAPSHOT_VERSION,
+  type SnapshotGeneration,
+  type TempLoraSnapshot,
+} from "./snapshot.ts";
 import { type StepReport, Trainer } from "./trainer.ts";
 
 /** One optimizer step on a finished chunk. */
@@ -32,8 +46,50 @@ export interface TrainEvent extends StepReport {
   seconds: number;
 }
 
+/** A snapshot of the run was taken and stored. */
+export interface SnapshotEvent {
+  /** Event discriminator. */
+  type: "snapshot";
+  /** Tokens written so far (prompt excluded). */
+  tokens: number;
+  /** Chunks trained so far. */
+  chunksTrained: number;
+  /** Why: "schedule" (every N chunks), "abort" or "end" (the run reached its length). */
+  reason: "schedule" | "abort" | "end";
+  /** Wall-clock seconds of reading it back and storing it. */
+  seconds: number;
+}
+
 /** Anything a Temp-Lora run reports while it writes. */
-export type WriterEvent = TokenEvent | TrainEvent | CacheEvent;
+export type WriterEvent = TokenEvent | TrainEvent | CacheEvent | SnapshotEvent;
+
+/** When a run takes snapshots, and where they go. */
+export interface SnapshotSchedule {
+  /**
+   * A snapshot after every this many chunks (counted from the text's start); undefined: none on
+   * the way. Either way one is taken when the run is aborted through its signal and when it
+   * reaches its length (not when it ends on EOS or a stop sequence, or fails).
+   */
+  everyChunks?: number;
+  /** Stores a snapshot, for example `(s) => saveSnapshot(dir, s)`; a throw fails the run. */
+  save(snapshot: TempLoraSnapshot): Promise<void>;
+}
+
+/** What a run does besides writing. */
+export interface WriterRunOptions {
+  /** Take snapshots (see {@link SnapshotSchedule}). */
+  snapshots?: SnapshotSchedule;
+}
+
+/** Options of {@link resumeWithTempLora}: the rest comes from the snapshot. */
+export interface ResumeOptions extends WriterRunOptions {
+  /** Tokens the whole text may have, prompt excluded (default: the snapshot's run's). */
+  maxTokens?: number;
+  /** Decode steps per submission (does not change the text; default: the snapshot's run's). */
+  stepsPerSubmit?: number;
+  /** Stops writing early (the result says "abort"). */
+  signal?: AbortSignal;
+}
 
 /** Totals at the end of a run: the generation result and what training cost. */
 export interface WriterSummary extends GenerationResult {
@@ -49,6 +105,8 @@ export interface WriterSummary extends GenerationResult {
   peakGpuBytes: number;
   /** Mean training loss of each chunk's last epoch. */
   chunkLosses: number[];
+  /** Tokens of the text that came from a snapshot (0 for a fresh run). */
+  resumedTokens: number;
 }
 
 /**
@@ -65,6 +123,56 @@ export async function* writeWithTempLora(
   prompt: string | readonly number[],
   options: GenerateOptions,
   settings: TempLoraSettings,
+  run: WriterRunOptions = {},
+): AsyncGenerator<WriterEvent, WriterSummary> {
+  return yield* write(lm, prompt, options, settings, run);
+}
+
+/**
+ * Goes on writing the text of `snapshot` where its run stopped, with the snapshot's settings
+ * and generation options: the text's tokens so far are replayed as token events first, then
+ * writing continues, so the summary holds the whole text (prompt excluded). With the same model
+ * on the same GPU the text is exactly the one the run would have written without stopping.
+ * Throws {@link SnapshotMismatchError} for a snapshot of another model.
+ */
+export async function* resumeWithTempLora(
+  lm: TextModel,
+  snapshot: TempLoraSnapshot,
+  options: ResumeOptions = {},
+): AsyncGenerator<WriterEvent, WriterSummary> {
+  checkSnapshotModel(snapshot, await modelFingerprint(lm));
+  let settings: TempLoraSettings;
+  try {
+    settings = resolveTempLoraSettings(lm.config, snapshot.settings);
+  } catch (error) {
+    if (!(error instanceof InvalidSettingError)) throw error;
+    throw new SnapshotMismatchError("snapshot", `its settings do not fit: ${error.message}`);
+  }
+  const written = snapshot.tokens.length - snapshot.promptTokens;
+  const maxTokens = options.maxTokens ?? snapshot.generation.maxTokens;
+  if (!(maxTokens >= written)) {
+    throw new InvalidSettingError(
+      `maxTokens ${maxTokens} is less than the ${written} tokens the snapshot already holds`,
+    );
+  }
+  const generation: GenerateOptions = {
+    ...snapshot.generation,
+    maxTokens,
+    stepsPerSubmit: options.stepsPerSubmit ?? snapshot.generation.stepsPerSubmit,
+    signal: options.signal,
+  };
+  const prompt = [...snapshot.tokens.subarray(0, snapshot.promptTokens)];
+  return yield* write(lm, prompt, generation, settings, options, snapshot);
+}
+
+/** A fresh run, or with `from` a resumed one. */
+async function* write(
+  lm: TextModel,
+  prompt: string | readonly number[],
+  options: GenerateOptions,
+  settings: TempLoraSettings,
+  run: WriterRunOptions,
+  from?: TempLoraSnapshot,
 ): AsyncGenerator<WriterEvent, WriterSummary> {
   checkMaxTokens(options.maxTokens);
   const tokenizer = lm.tokenizer;
@@ -83,11 +191,57 @@ export async function* writeWithTempLora(
   });
   let adapter: LoraAdapter | undefined;
   let trainer: Trainer | undefined;
-  const chunkLosses: number[] = [];
+  const chunkLosses: number[] = [...from?.progress.chunkLosses ?? []];
   let trainingMs = 0;
-  let chunksTrained = 0;
-  let skippedSteps = 0;
-  let stepIndex = 0;
+  let chunksTrained = from?.progress.chunksTrained ?? 0;
+  let skippedSteps = from?.progress.skippedSteps ?? 0;
+  let stepIndex = from?.progress.stepIndex ?? 0;
+  /** History index where the chunk being written began. */
+  let chunkStart = from?.chunkStart ?? ids.length;
+  const schedule = run.snapshots;
+  let fingerprint: ModelFingerprint | undefined;
+
+  /** Reads the run's state back and stores it (the recorder must hold nothing unsubmitted). */
+  async function* snapshot(reason: SnapshotEvent["reason"]): AsyncGenerator<SnapshotEvent, void> {
+    if (!schedule) return;
+    const t0 = performance.now();
+    rec.submit();
+    fingerprint ??= await modelFingerprint(lm);
+    const [history, cache, adapterState] = await Promise.all([
+      readU32(gpu, session.history),
+      readSessionCache(session),
+      adapter
+        ? readAdapter(gpu, adapter, { baseModel: lm.path, dropout: settings.optimizer.dropout })
+        : undefined,
+    ]);
+    await schedule.save({
+      version: SNAPSHOT_VERSION,
+      model: fingerprint,
+      settings,
+      generation: withoutSignal(options),
+      tokens: history.slice(0, session.length),
+      promptTokens: ids.length,
+      chunkStart,
+      progress: { chunksTrained, stepIndex, skippedSteps, chunkLosses: [...chunkLosses] },
+      adapter: adapterState,
+      cache,
+    });
+    yield {
+      type: "snapshot",
+      tokens: session.length - ids.length,
+      chunksTrained,
+      reason,
+      seconds: (performance.now() - t0) / 1000,
+    };
+  }
+
+  /** After each chunk: training on it, then a snapshot when one is due. */
+  async function* afterChunk(start: number): AsyncGenerator<WriterEvent, void> {
+    yield* train(start);
+    chunkStart = session.length;
+    const every = schedule?.everyChunks;
+    if (every && ((session.length - ids.length) / delta) % every === 0) yield* snapshot("schedule");
+  }
 
   /** Trains on the chunk that began at `chunkStart`, with its preceding context. */
   async function* train(chunkStart: number): AsyncGenerator<TrainEvent | CacheEvent, void> {
@@ -121,8 +275,17 @@ export async function* writeWithTempLora(
 
   let result: LoopResult;
   try {
+    if (from) {
+      session.append([...from.tokens]);
+      restoreSessionCache(session, from.cache);
+    }
     if (settings.enabled && settings.epochs > 0) {
-      adapter = new LoraAdapter(gpu, lm.config, settings);
+      if (from && !from.adapter) {
+        throw new SnapshotMismatchError("snapshot", "Temp-Lora is on but it holds no adapter");
+      }
+      adapter = from?.adapter
+        ? restoreAdapter(gpu, lm.config, from.adapter, settings.seed)
+        : new LoraAdapter(gpu, lm.config, settings);
       trainer = await Trainer.create(
         lm.model,
         adapter,
@@ -140,8 +303,15 @@ export async function* writeWithTempLora(
       signal: options.signal,
       keep,
       chunk: delta,
-      onChunk: train,
+      onChunk: afterChunk,
+      resume: from && {
+        tokens: [...from.tokens.subarray(from.promptTokens)],
+        chunkStart: from.chunkStart,
+      },
     });
+    if (result.finishReason === "abort" || result.finishReason === "length") {
+      yield* snapshot(result.finishReason === "abort" ? "abort" : "end");
+    }
   } finally {
     // Work recorded for this session but not yet submitted (a rebuild before an abort) must go
     // out before its buffers are freed: the recorder is shared with other sessions.
@@ -155,12 +325,20 @@ export async function* writeWithTempLora(
     ...result,
     promptTokens: ids.length,
     seconds,
-    tokensPerSecond: result.tokens.length / seconds,
+    tokensPerSecond: (result.tokens.length - (from ? from.tokens.length - from.promptTokens : 0)) /
+      seconds,
     trainingSeconds: trainingMs / 1000,
     trainingShare: trainingMs / 1000 / seconds,
     chunksTrained,
     skippedSteps,
     peakGpuBytes: gpu.memory.peakBytes,
     chunkLosses,
+    resumedTokens: from ? from.tokens.length - from.promptTokens : 0,
   };
+}
+
+/** Generation options as a snapshot keeps them: everything but the signal. */
+function withoutSignal(options: GenerateOptions): SnapshotGeneration {
+  const { signal: _, ...rest } = options;
+  return rest;
 }
