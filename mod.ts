@@ -80,8 +80,8 @@ export {
 
 // Snapshots: a long run that survives a crash, and LoRA adapters in PEFT's format
 export {
-  resumeWithTempLora,
   type ResumeOptions,
+  resumeWithTempLora,
   type SnapshotEvent,
   type SnapshotSchedule,
   type WriterRunOptions,
