@@ -12,9 +12,10 @@ import { readLlama2c } from "../src/formats/llama2c.ts";
 import type { ModelWeights, TensorData } from "../src/formats/tensor_data.ts";
 import { createTensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { CopyOp } from "../src/ops/copy.ts";
-import { Rng } from "../src/reference/random.ts";
+import { Rng } from "../src/core/random.ts";
 import { DecodeSession, type SamplingSettings } from "../src/model/decode_session.ts";
 import { LlamaModel } from "../src/model/llama.ts";
+import { isQuantized } from "../src/model/gpu_weights.ts";
 
 const PROMPT = 128;
 const STEPS_PER_SUBMIT = 8;
@@ -69,7 +70,12 @@ function syntheticWeights(config: ModelConfig): ModelWeights {
 function bytesPerToken(model: LlamaModel): number {
   const c = model.config;
   const w = model.weights;
-  const embedUnread = c.tiedEmbeddings ? 0 : w.embed.byteLength - 4 * c.dim;
+  const e = w.embed;
+  const [embedBytes, rowBytes] = isQuantized(e) ? [e.data.byteLength, e.rowBytes] : [
+    e.byteLength,
+    4 * c.dim,
+  ];
+  const embedUnread = c.tiedEmbeddings ? 0 : embedBytes - rowBytes;
   return w.bytes - embedUnread;
 }
 

@@ -3,7 +3,7 @@
  * from the `{arch}.*` metadata, and the tensors under Hugging Face Llama names with their ggml
  * type, row-major shape and a reader for their stored bytes (quantized tensors stay packed).
  */
-import type { GgmlTypeInfo } from "../core/quant.ts";
+import { type GgmlTypeInfo, isGgmlQuantType } from "../core/quant.ts";
 import { type ModelConfig, tensorShapes, validateConfig } from "./config.ts";
 import {
   InvalidConfigError,
@@ -14,7 +14,7 @@ import {
   UnsupportedFeatureError,
 } from "./errors.ts";
 import { bytesToTensorData, type GgufFile, readGguf } from "./gguf.ts";
-import type { ModelWeights, TensorData } from "./tensor_data.ts";
+import type { ModelWeights, TensorData, WeightSource } from "./tensor_data.ts";
 
 /** GGUF architectures (`general.architecture`) read, with the Hugging Face class each becomes. */
 export const GGUF_ARCHITECTURES: Readonly<Record<string, string>> = {
@@ -271,4 +271,24 @@ export function quantizedWeightsError(model: GgufModel): QuantizedWeightsError {
       `${shown}${model.quantized.length > 3 ? ", ..." : ""}); the float model takes F32, F16 ` +
       "and BF16 weights only",
   );
+}
+
+/**
+ * The model's tensors as a weight source that reads each from the file when asked: F32, F16 and
+ * BF16 as TensorData, block-quantized ones as their packed blocks (they stay packed on the GPU).
+ */
+export function ggufWeightSource(model: GgufModel): WeightSource {
+  return {
+    config: model.config,
+    names: () => model.tensors.keys(),
+    shape: (name) => model.tensors.get(name)?.shape,
+    read: async (name) => {
+      const w = model.tensors.get(name);
+      if (!w) throw new MissingTensorError(model.file, name);
+      const bytes = await w.read();
+      const type = w.type.name;
+      if (!isGgmlQuantType(type)) return bytesToTensorData(model.gguf.tensor(w.ggufName), bytes);
+      return { dtype: type, shape: [...w.shape], data: bytes };
+    },
+  };
 }

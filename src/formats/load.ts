@@ -6,6 +6,7 @@ import { isGgufFile } from "./gguf.ts";
 import {
   type GgufModel,
   ggufModelWeights,
+  ggufWeightSource,
   quantizedWeightsError,
   readGgufModel,
 } from "./gguf_model.ts";
@@ -13,7 +14,7 @@ import { ggufTokenizer } from "./gguf_tokenizer.ts";
 import { readHfModel } from "./hf.ts";
 import { readHfTokenizer } from "./hf_tokenizer.ts";
 import { readLlama2c } from "./llama2c.ts";
-import type { ModelWeights } from "./tensor_data.ts";
+import { type ModelWeights, type WeightSource, weightSourceOf } from "./tensor_data.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { readTokenizerBin } from "./llama2c_tokenizer.ts";
 
@@ -36,6 +37,11 @@ export interface LoadedModel {
   weights: ModelWeights;
   /** For a GGUF file: its tensors with their ggml types, quantized ones readable packed. */
   gguf?: GgufModel;
+  /**
+   * The tensors read one at a time, quantized ones as their packed blocks: what the GPU upload
+   * reads (for GGUF files nothing is read before it asks).
+   */
+  source: WeightSource;
   /** The tokenizer, checked against config.vocabSize. */
   tokenizer: Tokenizer;
 }
@@ -66,7 +72,13 @@ export async function loadModelFiles(
     }
     const weights = await readHfModel(path);
     const tokenizer = await loadTokenizer(options.tokenizerPath ?? path, weights.config.vocabSize);
-    return { format: "hf", config: weights.config, weights, tokenizer };
+    return {
+      format: "hf",
+      config: weights.config,
+      weights,
+      tokenizer,
+      source: weightSourceOf(weights),
+    };
   }
   if (path.toLowerCase().endsWith(".gguf") || (await isGgufFile(path))) {
     return await loadGguf(path, options);
@@ -74,7 +86,13 @@ export async function loadModelFiles(
   const weights = await readLlama2c(path);
   const tokPath = options.tokenizerPath ?? (await findTokenizerBin(path));
   const tokenizer = await loadTokenizer(tokPath, weights.config.vocabSize);
-  return { format: "llama2c", config: weights.config, weights, tokenizer };
+  return {
+    format: "llama2c",
+    config: weights.config,
+    weights,
+    tokenizer,
+    source: weightSourceOf(weights),
+  };
 }
 
 /** A GGUF model with its own tokenizer (or `tokenizerPath`'s). */
@@ -86,8 +104,9 @@ async function loadGguf(path: string, options: LoadOptions): Promise<LoadedModel
     : await loadTokenizer(options.tokenizerPath, config.vocabSize);
   if (gguf.quantized.length === 0) {
     const weights = await ggufModelWeights(gguf);
-    return { format: "gguf", config, weights, tokenizer, gguf };
+    return { format: "gguf", config, weights, tokenizer, gguf, source: weightSourceOf(weights) };
   }
+  const source = ggufWeightSource(gguf);
   return {
     format: "gguf",
     config,
@@ -96,6 +115,7 @@ async function loadGguf(path: string, options: LoadOptions): Promise<LoadedModel
     },
     tokenizer,
     gguf,
+    source,
   };
 }
 

@@ -1,3 +1,4 @@
+import type { GgmlQuantType } from "../core/quant.ts";
 import type { ModelConfig } from "./config.ts";
 
 /** Element types of stored weights: float32, or raw float16 / bfloat16 bits. */
@@ -14,6 +15,53 @@ export interface ModelWeights {
   config: ModelConfig;
   /** Tensor name (e.g. "model.layers.0.self_attn.q_proj.weight") -> data. */
   tensors: Map<string, TensorData>;
+}
+
+/** A block-quantized weight as a GGUF file stores it: its packed blocks, row after row. */
+export interface PackedTensorData {
+  /** The block type. */
+  dtype: GgmlQuantType;
+  /** Row-major shape ([out, in] for a matrix); each row is whole blocks. */
+  shape: number[];
+  /** The blocks' bytes. */
+  data: Uint8Array;
+}
+
+/** Any stored weight: floats, or packed quantized blocks. */
+export type StoredTensor = TensorData | PackedTensorData;
+
+/** Whether a stored weight is block-quantized. */
+export function isPacked(t: StoredTensor): t is PackedTensorData {
+  return t.data instanceof Uint8Array;
+}
+
+/**
+ * A model's tensors under Hugging Face Llama names, read one at a time when asked, so a file
+ * larger than host memory can still be uploaded tensor by tensor.
+ */
+export interface WeightSource {
+  /** Hyperparameters the tensors were made for. */
+  config: ModelConfig;
+  /** Names of the tensors the source holds. */
+  names(): Iterable<string>;
+  /** Row-major shape of a tensor, undefined when the source lacks it. */
+  shape(name: string): readonly number[] | undefined;
+  /** The tensor's data, read now. */
+  read(name: string): Promise<StoredTensor>;
+}
+
+/** The in-memory weights as a source. */
+export function weightSourceOf(weights: ModelWeights): WeightSource {
+  return {
+    config: weights.config,
+    names: () => weights.tensors.keys(),
+    shape: (name) => weights.tensors.get(name)?.shape,
+    read: (name) => {
+      const t = weights.tensors.get(name);
+      if (!t) throw new RangeError(`no tensor ${name}`);
+      return Promise.resolve(t);
+    },
+  };
 }
 
 /** Bytes per element of a weight dtype. */

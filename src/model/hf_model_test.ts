@@ -20,7 +20,7 @@ import { readTokenizerBin } from "../formats/llama2c_tokenizer.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { GpuLimitError } from "../gpu/errors.ts";
 import { readF32 } from "../gpu/readback.ts";
-import { uploadTensor } from "../gpu/tensor.ts";
+import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import { MatvecOp } from "../ops/matvec.ts";
 import type { Rng } from "../core/random.ts";
 import { referenceForward } from "../reference/model.ts";
@@ -83,7 +83,7 @@ async function modelWithWeightDtype(
   const { gpu, registry } = await testGpu();
   const base = await LlamaModel.create(gpu, registry, weights);
   const kernels = { ...base.kernels, matvec: await MatvecOp.create(registry, { f16: true }) };
-  const uploaded = uploadWeights(uploadGpu ?? gpu, weights, "model", { weightDtype });
+  const uploaded = await uploadWeights(uploadGpu ?? gpu, weights, "model", { weightDtype });
   base.destroy();
   // deno-lint-ignore no-explicit-any
   return new (LlamaModel as any)(gpu, weights.config, uploaded, kernels);
@@ -232,8 +232,8 @@ gpuTest(
     const weights = await readLlama2c(STORIES);
     const f32 = await LlamaModel.create(gpu, registry, weights, STORIES);
     const f16 = await modelWithWeightDtype(weights, "f16");
-    assert.equal(f16.weights.layers[0].q.dtype, "f16");
-    assert.equal(f16.weights.head.dtype, "f32", "a tied head stays the f32 embedding");
+    assert.equal((f16.weights.layers[0].q as Tensor).dtype, "f16");
+    assert.equal((f16.weights.head as Tensor).dtype, "f32", "a tied head stays the f32 embedding");
     assert.ok(f16.weights.bytes < f32.weights.bytes);
     const tokens = randomTokens(rng, 64, weights.config.vocabSize);
     assertClose(
@@ -271,8 +271,8 @@ gpuTest(
     assertClose(await prefillLogits(auto, qTokens), ref.logits, "auto f16 MLP", 1e-2);
     auto.destroy();
     // At 12000 bytes even the f16 gate projection (16384 bytes) does not fit.
-    assert.throws(
-      () => uploadWeights(limited(12000), qwen, "qwen", { weightDtype: "auto" }),
+    await assert.rejects(
+      uploadWeights(limited(12000), qwen, "qwen", { weightDtype: "auto" }),
       (e: unknown) =>
         e instanceof GpuLimitError && /model\.layers\.0\.mlp\.gate_proj\.weight/.test(e.message) &&
         /32768 bytes as f32 and 16384 as f16/.test(e.message) && /12000/.test(e.message),

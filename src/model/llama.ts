@@ -5,7 +5,7 @@ import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { type LoraTarget, projectionDropoutSeed } from "../core/lora.ts";
 import { kvDim, type ModelConfig } from "../formats/config.ts";
-import type { ModelWeights } from "../formats/tensor_data.ts";
+import type { ModelWeights, WeightSource } from "../formats/tensor_data.ts";
 import { AttentionOp } from "../ops/attention.ts";
 import { BiasOp } from "../ops/bias.ts";
 import { CopyOp } from "../ops/copy.ts";
@@ -17,7 +17,16 @@ import { LORA_DECODE_MAX_RANK, LoraDecodeOp } from "../ops/lora_decode.ts";
 import { RmsNormOp } from "../ops/rmsnorm.ts";
 import { RopeOp } from "../ops/rope.ts";
 import { SwiGluOp } from "../ops/swiglu.ts";
-import { type GpuWeights, uploadWeights, type UploadWeightsOptions } from "./gpu_weights.ts";
+import {
+  type GpuMatrix,
+  type GpuWeights,
+  isQuantized,
+  uploadWeights,
+  type UploadWeightsOptions,
+} from "./gpu_weights.ts";
+import { QuantEmbeddingOp } from "../ops/quant_embedding.ts";
+import { QuantMatmulOp } from "../ops/quant_matmul.ts";
+import { QuantMatvecOp } from "../ops/quant_matvec.ts";
 import { KvCache } from "./kv_cache.ts";
 import type { ModelAdapter } from "./adapter.ts";
 import {
@@ -84,6 +93,18 @@ export interface ForwardOps {
   lora: LoraOp;
   /** LoRA for one token in one dispatch (decode). */
   loraDecode: LoraDecodeOp;
+  /** Kernels over quantized blocks, compiled for the block types the weights use. */
+  quant?: QuantOps;
+}
+
+/** The kernels of a model whose weights stay in quantized blocks. */
+export interface QuantOps {
+  /** Decode: y = W·x (+ bias) (+ y). */
+  matvec: QuantMatvecOp;
+  /** Prefill and training: Y = X·Wᵀ, and the input gradient dX = dY·W. */
+  matmul: QuantMatmulOp;
+  /** The gather from a quantized embedding table. */
+  embedding: QuantEmbeddingOp;
 }
 
 /** Awaits every promise of a record, compiling kernels concurrently. */
@@ -108,12 +129,13 @@ export class LlamaModel {
   static async create(
     gpu: Gpu,
     registry: KernelRegistry,
-    model: ModelWeights,
+    model: ModelWeights | WeightSource,
     file = "model",
     options: UploadWeightsOptions = {},
   ): Promise<LlamaModel> {
     const config = model.config;
-    const weights = uploadWeights(gpu, model, file, options);
+    const weights = await uploadWeights(gpu, model, file, options);
+    const types = weights.quantTypes;
     try {
       const ops = await compileAll({
         embedding: EmbeddingOp.create(registry),
@@ -135,6 +157,13 @@ export class LlamaModel {
         inputGradAdd: MatmulOp.create(registry, { accumulate: true }),
         lora: LoraOp.create(registry),
         loraDecode: LoraDecodeOp.create(registry),
+        quant: types.length
+          ? compileAll({
+            matvec: QuantMatvecOp.create(registry, { types }),
+            matmul: QuantMatmulOp.create(registry, { types }),
+            embedding: QuantEmbeddingOp.create(registry, { types }),
+          })
+          : Promise.resolve(undefined),
       });
       return new LlamaModel(gpu, config, weights, ops);
     } catch (error) {
@@ -188,7 +217,9 @@ export class LlamaModel {
     if (adapter) act.prepareAdapter(adapter.rank);
     const { embedding, rmsnorm, copy } = this.ops;
     const w = this.weights;
-    embedding.recordForward(rec, w.embed, ids, act.layer(0, t).xIn, offset);
+    const x0 = act.layer(0, t).xIn;
+    if (isQuantized(w.embed)) this.#quant.embedding.recordForward(rec, w.embed, ids, x0, offset);
+    else embedding.recordForward(rec, w.embed, ids, x0, offset);
     for (let l = 0; l < c.nLayers; l++) {
       this.#recordLayer(rec, l, act.layer(l, t), cache, past, step);
     }
@@ -221,7 +252,7 @@ export class LlamaModel {
     const project = (
       target: LoraTarget,
       x: Tensor,
-      weight: Tensor,
+      weight: GpuMatrix,
       y: Tensor,
       options: { accumulate?: boolean; bias?: Tensor } = {},
     ) => {
@@ -302,20 +333,40 @@ export class LlamaModel {
     });
   }
 
+  /** The quantized kernels; only called for quantized weights, which compiled them. */
+  get #quant(): QuantOps {
+    if (!this.ops.quant) throw new KernelUsageError("this model has no quantized weights");
+    return this.ops.quant;
+  }
+
   /**
    * y (=|+=) x·Wᵀ (+ bias) for x [t, in] and W [out, in]: the matrix-vector kernel for one row
    * (it streams each weight once), the tiled matmul for more. f16 weights (see gpu_weights.ts)
-   * take matvec's f16 path when it was compiled, else matmul's f16-B kernel.
+   * take matvec's f16 path when it was compiled, else matmul's f16-B kernel; quantized weights
+   * their own kernels, which dequantize blocks as they read them.
    */
   recordLinear(
     rec: Recorder,
     x: Tensor,
-    weight: Tensor,
+    weight: GpuMatrix,
     y: Tensor,
     options: { accumulate?: boolean; bias?: Tensor } = {},
   ): void {
     const { accumulate = false, bias } = options;
     const [rows, inDim] = [x.shape[0], x.size / x.shape[0]];
+    if (isQuantized(weight)) {
+      if (rows === 1) {
+        this.#quant.matvec.record(rec, weight, x.reshape([inDim]), y.reshape([weight.rows]), {
+          bias,
+          accumulate,
+        });
+        return;
+      }
+      const flat = (t: Tensor) => t.reshape([rows, t.size / rows]);
+      this.#quant.matmul.recordForward(rec, flat(x), weight, flat(y), { accumulate });
+      if (bias) this.ops.bias.record(rec, y, bias);
+      return;
+    }
     if (rows === 1 && inDim % 4 === 0 && (weight.dtype === "f32" || this.ops.matvec.f16)) {
       const outDim = weight.shape[0];
       this.ops.matvec.record(rec, weight, x.reshape([inDim]), y.reshape([outDim]), {
@@ -335,10 +386,16 @@ export class LlamaModel {
   recordInputGradient(
     rec: Recorder,
     dY: Tensor,
-    weight: Tensor,
+    weight: GpuMatrix,
     dX: Tensor,
     accumulate = false,
   ): void {
+    if (isQuantized(weight)) {
+      const rows = dY.shape[0];
+      const flat = (t: Tensor) => t.reshape([rows, t.size / rows]);
+      this.#quant.matmul.recordInputGrad(rec, flat(dY), weight, flat(dX), { accumulate });
+      return;
+    }
     (accumulate ? this.ops.inputGradAdd : this.ops.inputGrad).record(rec, dY, weight, dX);
   }
 

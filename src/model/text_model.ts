@@ -45,7 +45,7 @@ export class TextModel {
     const files = await loadModelFiles(path, options);
     const gpu = options.gpu ?? await acquireGpu();
     try {
-      const model = await LlamaModel.create(gpu, new KernelRegistry(gpu), files.weights, path, {
+      const model = await LlamaModel.create(gpu, new KernelRegistry(gpu), files.source, path, {
         weightDtype: options.weightDtype,
       });
       return new TextModel(gpu, model, files.tokenizer, path, !options.gpu);

@@ -12,6 +12,7 @@ import { GradNormOp, STATS } from "../ops/grad_norm.ts";
 import { type LoraTarget, projectionDropoutSeed } from "../core/lora.ts";
 import type { LoraDropout } from "../ops/lora.ts";
 import type { LoraAdapter } from "./adapter.ts";
+import type { GpuMatrix } from "../model/gpu_weights.ts";
 
 /** Optimizer settings of adapter training (the paper's defaults in {@link DEFAULT_OPTIMIZER}). */
 export interface OptimizerSettings {
@@ -59,6 +60,23 @@ export interface StepReport {
   skipped?: boolean;
   /** Learning rate used (training only). */
   lr?: number;
+}
+
+/**
+ * Which predictions of a sequence carry loss: an index `from` (every token at index >= from is
+ * predicted from the ones before it), or one flag per token (true: the token at that index is
+ * predicted; index 0 never is, having nothing before it).
+ */
+export type LossSelection = number | readonly boolean[];
+
+/** What {@link Trainer.score} reports: the loss, and on request the greedy predictions. */
+export interface ScoreReport extends StepReport {
+  /**
+   * With `predictions`: for each scored token in order, the id the model ranks first at its
+   * position given the true tokens before it (so greedy decoding reproduces a run of scored
+   * tokens exactly when every prediction in it equals its token).
+   */
+  predicted?: number[];
 }
 
 /**
@@ -165,15 +183,17 @@ export class Trainer {
   }
 
   /**
-   * Mean cross-entropy of predicting tokens[t + 1] from tokens[..t] for every t + 1 >= `from`,
-   * with the adapter applied or not. No gradients, no update.
+   * Mean cross-entropy of predicting tokens[t + 1] from tokens[..t] for every t + 1 >= `from`
+   * (or every t + 1 the selection flags), with the adapter applied or not. No gradients, no
+   * update. With `predictions`, also the model's first-ranked id at each scored position.
    */
   async score(
     rec: Recorder,
     tokens: readonly number[],
-    from: number,
+    from: LossSelection,
     withAdapter: boolean,
-  ): Promise<StepReport> {
+    options: { predictions?: boolean } = {},
+  ): Promise<ScoreReport> {
     const count = this.#load(tokens, from);
     this.#recordForward(rec, tokens.length, withAdapter ? "adapter" : "base", 0);
     this.ops.ce.recordTotals(
@@ -184,7 +204,27 @@ export class Trainer {
     );
     rec.submit();
     const [lossSum] = await readF32(this.model.gpu, this.#totals);
-    return { loss: lossSum / count, lossSum, count } satisfies StepReport;
+    const report: ScoreReport = { loss: lossSum / count, lossSum, count };
+    if (options.predictions) report.predicted = await this.#argmax(tokens, from);
+    return report;
+  }
+
+  /** Host argmax of the logits rows that predict the scored tokens (one readback). */
+  async #argmax(tokens: readonly number[], from: LossSelection): Promise<number[]> {
+    const rows: number[] = [];
+    for (let i = 1; i < tokens.length; i++) if (isScored(from, i)) rows.push(i - 1);
+    const v = this.model.config.vocabSize;
+    const first = rows[0];
+    const logits = await readF32(
+      this.model.gpu,
+      this.activations.logits.rows(first, rows[rows.length - 1] - first + 1),
+    );
+    return rows.map((row) => {
+      const at = (row - first) * v;
+      let best = 0;
+      for (let j = 1; j < v; j++) if (logits[at + j] > logits[at + best]) best = j;
+      return best;
+    });
   }
 
   /**
@@ -194,7 +234,7 @@ export class Trainer {
   async step(
     rec: Recorder,
     tokens: readonly number[],
-    from: number,
+    from: LossSelection,
     settings: OptimizerSettings,
     stepIndex: number,
   ): Promise<StepReport> {
@@ -236,27 +276,34 @@ export class Trainer {
   }
 
   /** Uploads ids, next-token targets and the loss mask; returns the number of scored tokens. */
-  #load(tokens: readonly number[], from: number): number {
+  #load(tokens: readonly number[], from: LossSelection): number {
     const t = tokens.length;
     if (t < 2 || t > this.maxTokens) {
       throw new InvalidSettingError(
         `a training sequence of ${t} tokens; this trainer takes 2..${this.maxTokens}`,
       );
     }
-    if (!Number.isInteger(from) || from < 1 || from >= t) {
-      throw new InvalidSettingError(`loss must start inside the sequence: from ${from} of ${t}`);
+    if (typeof from === "number") {
+      if (!Number.isInteger(from) || from < 1 || from >= t) {
+        throw new InvalidSettingError(`loss must start inside the sequence: from ${from} of ${t}`);
+      }
+    } else if (from.length !== t) {
+      throw new InvalidSettingError(`a loss mask of ${from.length} flags for ${t} tokens`);
     }
     const gpu = this.model.gpu;
     const targets = new Uint32Array(t);
     const mask = new Float32Array(t);
+    let count = 0;
     for (let i = 0; i + 1 < t; i++) {
       targets[i] = tokens[i + 1];
-      mask[i] = i + 1 >= from ? 1 : 0;
+      mask[i] = isScored(from, i + 1) ? 1 : 0;
+      count += mask[i];
     }
+    if (count === 0) throw new InvalidSettingError(`a loss mask that selects none of ${t} tokens`);
     writeTensor(gpu, this.#ids.rows(0, t), Uint32Array.from(tokens));
     writeTensor(gpu, this.#targets.rows(0, t), targets);
     writeTensor(gpu, this.#mask.rows(0, t), mask);
-    return t - from;
+    return count;
   }
 
   #dropout(p: number, seed: number, layer: number, target: LoraTarget): LoraDropout | undefined {
@@ -308,7 +355,7 @@ export class Trainer {
       layer: number,
       target: LoraTarget,
       dY: Tensor,
-      weight: Tensor,
+      weight: GpuMatrix,
       x: Tensor,
       dX: Tensor,
       saved: LayerBuffers,
@@ -414,4 +461,9 @@ export class Trainer {
     this.activations.destroy();
     this.cache.destroy();
   }
+}
+
+/** Whether the token at index `i` (>= 1) carries loss under `selection`. */
+function isScored(selection: LossSelection, i: number): boolean {
+  return typeof selection === "number" ? i >= selection : i >= 1 && selection[i] === true;
 }
