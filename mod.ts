@@ -77,6 +77,31 @@ export {
   type Perplexity,
   perplexityOf,
 } from "./src/templora/evaluate.ts";
+export {
+  evaluateRecall,
+  type FactRecall,
+  type FactScore,
+  parseRecallFacts,
+  queryIds,
+  type RecallAtDistance,
+  type RecallConditions,
+  type RecallFact,
+  type RecallOptions,
+  type RecallResult,
+  type RecallSummary,
+  resolveDecoys,
+  type ResolvedFact,
+} from "./src/templora/recall.ts";
+export {
+  TestThenTrain,
+  type TestThenTrainOptions,
+  type WalkChunk,
+  type WindowTokens,
+  windowTokens,
+} from "./src/templora/test_then_train.ts";
+export type { LossSelection, ScoreReport, StepReport } from "./src/templora/trainer.ts";
+export { type TempLoraSettingsJson, tempLoraSettingsJson } from "./src/templora/settings_json.ts";
+export { DocumentFormatError } from "./src/templora/jsonl.ts";
 
 // Snapshots: a long run that survives a crash, and LoRA adapters in PEFT's format
 export {

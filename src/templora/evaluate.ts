@@ -1,8 +1,6 @@
-import { InvalidSettingError } from "../model/errors.ts";
 import type { TextModel } from "../model/text_model.ts";
-import { LoraAdapter } from "./adapter.ts";
 import type { TempLoraSettings } from "./settings.ts";
-import { Trainer } from "./trainer.ts";
+import { TestThenTrain } from "./test_then_train.ts";
 
 /** Scores of one chunk of the text. */
 export interface ChunkScore {
@@ -76,7 +74,8 @@ export interface EvaluationOptions {
 /**
  * The PG19 protocol (test-then-train): tokenize the text once (BOS first), take its first
  * `maxTokens` tokens, and walk them in chunks of Δ. Chunk k is scored given the up to W - Δ
- * tokens before it, with the adapter off and on; then the adapter trains on it (with up to
+ * tokens before it (with the settings' attention sinks in front once those no longer reach the
+ * text's start), with the adapter off and on; then the adapter trains on it (with up to
  * `trainContext` preceding tokens as context) for `epochs` steps. Reports exp(total NLL / total
  * tokens) and the paper's token-weighted mean of per-chunk perplexity, overall and in `buckets`
  * equal ranges of the text.
@@ -90,48 +89,27 @@ export async function evaluatePerplexity(
   const started = performance.now();
   const all = lm.tokenizer.encode(text, { bos: true });
   const ids = all.slice(0, options.maxTokens);
-  const { chunk: delta, window: W } = settings;
-  if (ids.length < 2) throw new InvalidSettingError("the text has fewer than 2 tokens");
-  const seqMax = Math.max(W, Math.min(lm.config.maxSeqLen, settings.trainContext + delta));
-  const adapter = new LoraAdapter(lm.gpu, lm.config, settings);
-  const rec = lm.recorder;
-  let trainer: Trainer | undefined;
+  const delta = settings.chunk;
+  const walk = await TestThenTrain.create(lm, ids, settings);
   const chunks: ChunkScore[] = [];
-  const total = Math.ceil(ids.length / delta);
   try {
-    trainer = await Trainer.create(lm.model, adapter, lm.registry, seqMax);
-    let step = 0;
-    for (let k = 0; k * delta < ids.length; k++) {
-      const start = k * delta;
-      const end = Math.min(ids.length, start + delta);
-      const contextStart = Math.max(0, start - (W - delta));
-      const seq = ids.slice(contextStart, end);
-      const from = Math.max(1, start - contextStart);
-      if (seq.length - from < 1) break;
-      const base = await trainer.score(rec, seq, from, false);
-      const tuned = await trainer.score(rec, seq, from, true);
-      const t0 = performance.now();
-      if (settings.enabled) {
-        const trainStart = Math.max(0, start - settings.trainContext);
-        const example = ids.slice(trainStart, end);
-        const trainFrom = Math.max(1, start - trainStart);
-        for (let e = 0; e < settings.epochs && example.length - trainFrom >= 1; e++) {
-          await trainer.step(rec, example, trainFrom, settings.optimizer, step++);
-        }
-      }
+    for (const chunk of walk.chunks) {
+      const base = await walk.scoreChunk(chunk, false);
+      const tuned = await walk.scoreChunk(chunk, true);
+      if (!base || !tuned) continue;
+      const { seconds } = await walk.train(chunk);
       const score: ChunkScore = {
-        index: k,
+        index: chunk.index,
         tokens: base.count,
         baseNll: base.lossSum,
         tempLoraNll: tuned.lossSum,
-        trainSeconds: (performance.now() - t0) / 1000,
+        trainSeconds: seconds,
       };
       chunks.push(score);
-      options.onChunk?.(score, total);
+      options.onChunk?.(score, walk.chunks.length);
     }
   } finally {
-    trainer?.destroy();
-    adapter.destroy();
+    walk.destroy();
   }
   const nBuckets = Math.max(1, Math.min(options.buckets ?? 4, chunks.length));
   const buckets = [];

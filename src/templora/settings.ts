@@ -17,6 +17,11 @@ export interface TempLoraSettings {
   window: number;
   /** Rebuild the KV cache with the new adapter every this many chunks (0: after every one). */
   kvRefresh: number;
+  /**
+   * Attention sinks (StreamingLLM): the text's first this many tokens stay in front of the
+   * window when it slides, at positions 0.. (0: off; at most a quarter of the window).
+   */
+  sink: number;
   /** LoRA rank r of the adapter. */
   rank: number;
   /** LoRA alpha; the update is scaled by alpha / r. */
@@ -48,6 +53,7 @@ export function defaultTempLoraSettings(config: ModelConfig): TempLoraSettings {
     epochs: small ? 3 : 2,
     window,
     kvRefresh: 7,
+    sink: 0,
     rank: Math.max(4, Math.min(64, Math.floor(config.dim / 4))),
     alpha: Math.max(4, Math.min(64, Math.floor(config.dim / 4))),
     targets: LORA_TARGETS,
@@ -107,6 +113,7 @@ export function resolveTempLoraSettings(
   );
   int("epochs", s.epochs, 0);
   int("kvRefresh", s.kvRefresh, 0);
+  int("sink", s.sink, 0, Math.floor(s.window / 4));
   int("rank", s.rank, 1, 4096);
   int("seed", s.seed, 0, 0xffffffff);
   if (!(s.alpha > 0)) fail(`alpha must be > 0, got ${s.alpha}`);

@@ -6,23 +6,43 @@ import type { TempLoraSettings } from "./settings.ts";
  * OpenAI's API; the optimizer's settings sit beside the others, as `lr` does in a request.
  */
 export interface TempLoraSettingsJson {
+  /** `enabled`. */
   enabled: boolean;
+  /** `chunk` (Δ). */
   chunk: number;
+  /** `trainContext`. */
   train_context: number;
+  /** `epochs`. */
   epochs: number;
+  /** `window` (W). */
   window: number;
+  /** `kvRefresh`. */
   kv_refresh: number;
+  /** `sink`. */
+  sink: number;
+  /** `rank`. */
   rank: number;
+  /** `alpha`. */
   alpha: number;
+  /** `targets`. */
   targets: string[];
+  /** `seed`. */
   seed: number;
+  /** `optimizer.lr`. */
   lr: number;
+  /** `optimizer.beta1`. */
   beta1: number;
+  /** `optimizer.beta2`. */
   beta2: number;
+  /** `optimizer.eps`. */
   eps: number;
+  /** `optimizer.weightDecay`. */
   weight_decay: number;
+  /** `optimizer.maxGradNorm`. */
   max_grad_norm: number;
+  /** `optimizer.dropout`. */
   dropout: number;
+  /** `optimizer.warmupSteps`. */
   warmup_steps: number;
 }
 
@@ -36,6 +56,7 @@ export function tempLoraSettingsJson(settings: TempLoraSettings): TempLoraSettin
     epochs: settings.epochs,
     window: settings.window,
     kv_refresh: settings.kvRefresh,
+    sink: settings.sink,
     rank: settings.rank,
     alpha: settings.alpha,
     targets: [...settings.targets],
