@@ -15,6 +15,7 @@ import {
   EDGE_HALVES,
   halfAt,
   halfValue,
+  packKScales,
   quantizeRandom,
 } from "../src/reference/quant.ts";
 import { f16BitsToF32 } from "../src/formats/tensor_data.ts";
@@ -179,22 +180,6 @@ Deno.test("random blocks cover every code and the edge scales", () => {
   for (let at = 0; at < edges.length; at += 34) seen.add(edges[at] | (edges[at + 1] << 8));
   assert.equal(seen.size, EDGE_HALVES.length);
 });
-
-/** Packs eight 6-bit scales and mins the way ggml's K-quant quantizers write them. */
-function packKScales(sc: number[], mn: number[]): Uint8Array {
-  const out = new Uint8Array(12);
-  for (let j = 0; j < 8; j++) {
-    if (j < 4) {
-      out[j] = sc[j];
-      out[j + 4] = mn[j];
-    } else {
-      out[j + 4] = (sc[j] & 15) | ((mn[j] & 15) << 4);
-      out[j - 4] |= (sc[j] >> 4) << 6;
-      out[j] |= (mn[j] >> 4) << 6;
-    }
-  }
-  return out;
-}
 
 Deno.test("hand-built blocks decode to the values they were built from", () => {
   const rng = seededRng("quant hand-built");

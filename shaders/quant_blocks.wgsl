@@ -1,9 +1,9 @@
-// Decoding of GGUF quantized blocks, shared by the quant_* kernels: their wrappers append this file
-// to the kernel's own source. The kernel declares
+// Decoding of GGUF quantized blocks, shared by the quant_* kernels: pull it in with
+// `//!include "quant_blocks.wgsl"`. The including kernel declares
 //   @group(0) @binding(N) var<storage, read> qweight: array<u32>;
 // holding the blocks exactly as in the file (rows of cols / QK blocks, one row after another, the
-// buffer's end padded to a whole word), and the wrapper sets QTYPE to the ggml type id, so each
-// pipeline holds one type's code. Blocks start at any byte (34-, 18-, 22- and 210-byte blocks
+// buffer's end padded to a whole word); QTYPE, declared here, is set by the wrapper to the ggml
+// type id, so each pipeline holds one type's code. Blocks start at any byte (34-, 18-, 22- and 210-byte blocks
 // straddle words), so reads go through q_word, which joins two words when it must.
 //
 // A value is x = a * code + c, with an integer code and the pair (a, c) of the group of values
@@ -25,14 +25,17 @@ const Q_OFFSET: bool = QTYPE == 3u || QTYPE == 7u || QTYPE == 12u || QTYPE == 13
 
 const Q_BYTE_SHIFTS = vec4<u32>(0u, 8u, 16u, 24u);
 
-// The four bytes at byte offset `at` as a little-endian u32.
+// The four bytes at byte offset `at` as a little-endian u32. Unaligned reads join two words
+// without a branch (lanes of one SIMD group see blocks of both parities): the next word is
+// shifted by 31 - s and then 1, so it drops out entirely when s = 0 (where it may lie past the
+// buffer's end, a read WebGPU keeps in bounds).
 fn q_word(at: u32) -> u32 {
   let w = at >> 2u;
-  let shift = (at & 3u) * 8u;
-  if (Q_ALIGNED || shift == 0u) {
+  if (Q_ALIGNED) {
     return qweight[w];
   }
-  return (qweight[w] >> shift) | (qweight[w + 1u] << (32u - shift));
+  let shift = (at & 3u) * 8u;
+  return (qweight[w] >> shift) | ((qweight[w + 1u] << (31u - shift)) << 1u);
 }
 
 fn q_byte(at: u32) -> u32 {
@@ -56,41 +59,105 @@ fn q_bits(w: u32, k: u32) -> vec4<u32> {
 
 // Codes of values e .. e + 3 (e % 4 == 0) of the block at byte b (centred where symmetric).
 fn q_codes4(b: u32, e: u32) -> vec4<f32> {
+  if (Q_SMALL) {
+    return q_small_codes(q_word(b + Q_QS + (e & 15u)), q_small_high(b), e);
+  }
+  var high = 0u;
+  if (Q_HIGH) {
+    high = q_word(q_high_at(b, e));
+  }
+  return q_wide_codes(q_word(q_low_at(b, e)), high, e);
+}
+
+// Q8_0 and the K-quants ("wide"): the low bits of values e .. e + 31 (e % 32 == 0) lie in 32
+// consecutive bytes from q_low_at, and Q5_K's and Q6_K's high bits in 32 more from q_high_at, one
+// byte per value either way, so q_dot32 loads them as two runs of eight words.
+const Q_HIGH: bool = QTYPE == 13u || QTYPE == 14u;
+
+fn q_low_at(b: u32, e: u32) -> u32 {
   if (QTYPE == 8u) {  // Q8_0: int8 q[32] at 2
-    let w = q_word(b + 2u + e);
-    return vec4<f32>(vec4<i32>(
-      bitcast<i32>(w << 24u) >> 24u, bitcast<i32>(w << 16u) >> 24u,
-      bitcast<i32>(w << 8u) >> 24u, bitcast<i32>(w) >> 24u));
-  }
-  if (QTYPE == 2u || QTYPE == 3u) {  // Q4_0 / Q4_1: value j and j + 16 share qs[j]
-    let qs = select(2u, 4u, QTYPE == 3u);
-    let q = vec4<f32>(q_nibbles(q_word(b + qs + (e & 15u)), (e >> 4u) * 4u));
-    return select(q - vec4<f32>(8.0), q, QTYPE == 3u);
-  }
-  if (QTYPE == 6u || QTYPE == 7u) {  // Q5_0 / Q5_1: bit e of qh is value e's fifth bit
-    let qh = select(2u, 4u, QTYPE == 7u);
-    let high = (vec4<u32>(q_word(b + qh)) >> (vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u))) & vec4<u32>(1u);
-    let low = q_nibbles(q_word(b + qh + 4u + (e & 15u)), (e >> 4u) * 4u);
-    let q = vec4<f32>(low | (high << vec4<u32>(4u)));
-    return select(q - vec4<f32>(16.0), q, QTYPE == 7u);
+    return b + 2u + e;
   }
   if (QTYPE == 12u || QTYPE == 13u) {  // Q4_K / Q5_K: sub-block s in qs[32 (s / 2) ..]
-    let s = e >> 5u;
-    let qs = select(16u, 48u, QTYPE == 13u);
-    let low = q_nibbles(q_word(b + qs + 32u * (s >> 1u) + (e & 31u)), (s & 1u) * 4u);
-    if (QTYPE == 12u) {
-      return vec4<f32>(low);
-    }
-    let high = q_bits(q_word(b + 16u + (e & 31u)), s);
-    return vec4<f32>(low | (high << vec4<u32>(4u)));
+    return b + select(16u, 48u, QTYPE == 13u) + 32u * (e >> 6u) + (e & 31u);
   }
-  // Q6_K: value 128 h + r: ql[64 h + r % 64] nibble r / 64, qh[32 h + r % 32] bits 2 (r / 32)
-  let h = e >> 7u;
+  return b + 64u * (e >> 7u) + (e & 63u);  // Q6_K: value 128 h + r in ql[64 h + r % 64]
+}
+
+fn q_high_at(b: u32, e: u32) -> u32 {
+  if (QTYPE == 13u) {  // Q5_K: bit s of qh[l] for value 32 s + l
+    return b + 16u + (e & 31u);
+  }
+  return b + 128u + 32u * (e >> 7u) + (e & 31u);  // Q6_K: value 128 h + r in qh[32 h + r % 32]
+}
+
+// Codes of wide values e .. e + 3 from the words at q_low_at and q_high_at.
+fn q_wide_codes(low: u32, high: u32, e: u32) -> vec4<f32> {
+  if (QTYPE == 8u) {
+    return vec4<f32>(vec4<i32>(
+      bitcast<i32>(low << 24u) >> 24u, bitcast<i32>(low << 16u) >> 24u,
+      bitcast<i32>(low << 8u) >> 24u, bitcast<i32>(low) >> 24u));
+  }
+  if (QTYPE == 12u || QTYPE == 13u) {  // nibble by sub-block parity; Q5_K: qh bit s
+    let s = e >> 5u;
+    let q = q_nibbles(low, (s & 1u) * 4u);
+    if (QTYPE == 12u) {
+      return vec4<f32>(q);
+    }
+    return vec4<f32>(q | (q_bits(high, s) << vec4<u32>(4u)));
+  }
+  // Q6_K: nibble (r / 64) of ql, bits 2 (r / 32) of qh, for r = e % 128; centred on 32
   let r = e & 127u;
-  let low = q_nibbles(q_word(b + 64u * h + (r & 63u)), (r >> 6u) * 4u);
-  let high = (vec4<u32>(q_word(b + 128u + 32u * h + (r & 31u))) >>
-    (Q_BYTE_SHIFTS + vec4<u32>(2u * (r >> 5u)))) & vec4<u32>(3u);
-  return vec4<f32>(low | (high << vec4<u32>(4u))) - vec4<f32>(32.0);
+  let two = (vec4<u32>(high) >> (Q_BYTE_SHIFTS + vec4<u32>(2u * (r >> 5u)))) & vec4<u32>(3u);
+  return vec4<f32>(q_nibbles(low, (r >> 6u) * 4u) | (two << vec4<u32>(4u))) - vec4<f32>(32.0);
+}
+
+// Eight consecutive words from byte `at` (any even offset).
+struct QWords8 { a: vec4<u32>, b: vec4<u32> }
+
+fn q_words8(at: u32) -> QWords8 {
+  let w = at >> 2u;
+  let a = vec4<u32>(qweight[w], qweight[w + 1u], qweight[w + 2u], qweight[w + 3u]);
+  let b = vec4<u32>(qweight[w + 4u], qweight[w + 5u], qweight[w + 6u], qweight[w + 7u]);
+  if (Q_ALIGNED) {
+    return QWords8(a, b);
+  }
+  // As in q_word: each word joined with the next, which drops out when at is aligned.
+  let shift = vec4<u32>((at & 3u) * 8u);
+  let next_a = vec4<u32>(a.yzw, b.x);
+  let next_b = vec4<u32>(b.yzw, qweight[w + 8u]);
+  let up = vec4<u32>(31u) - shift;
+  return QWords8(
+    (a >> shift) | ((next_a << up) << vec4<u32>(1u)),
+    (b >> shift) | ((next_b << up) << vec4<u32>(1u)),
+  );
+}
+
+// The 32-value 4- and 5-bit types: values j and j + 16 (j < 16) share byte qs[j], low and high
+// nibble; Q5_0 / Q5_1 keep value e's fifth bit in bit e of the u32 qh before qs.
+const Q_SMALL: bool = QTYPE == 2u || QTYPE == 3u || QTYPE == 6u || QTYPE == 7u;
+const Q_QS: u32 = select(select(select(2u, 4u, QTYPE == 3u), 6u, QTYPE == 6u), 8u, QTYPE == 7u);
+
+// The qh word of a Q5_0 / Q5_1 block (zero for the 4-bit types).
+fn q_small_high(b: u32) -> u32 {
+  if (QTYPE == 6u || QTYPE == 7u) {
+    return q_word(b + Q_QS - 4u);
+  }
+  return 0u;
+}
+
+// Codes of values e .. e + 3 (e % 4 == 0) from w = qs[e % 16 ..] and qh, centred where symmetric.
+fn q_small_codes(w: u32, qh: u32, e: u32) -> vec4<f32> {
+  let low = q_nibbles(w, (e >> 4u) * 4u);
+  let high = (vec4<u32>(qh) >> (vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u))) & vec4<u32>(1u);
+  let q = vec4<f32>(low | (high << vec4<u32>(4u)));
+  if (QTYPE == 2u) {
+    return q - vec4<f32>(8.0);
+  }
+  if (QTYPE == 6u) {
+    return q - vec4<f32>(16.0);
+  }
+  return q;
 }
 
 // (a, c) with x = a * code + c for the group holding value e of the block at byte b.
@@ -129,14 +196,48 @@ fn q_values4(b: u32, e: u32) -> vec4<f32> {
   return q_codes4(b, e) * ac.x;
 }
 
-// Sum over values e .. e + 15 (e % 16 == 0) of the block at byte b times x0 .. x3 (four values
-// each): the codes are dotted first and the group's scale (and offset) applied once.
-fn q_dot16(b: u32, e: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
+// Sum over values e .. e + 31 (e % 32 == 0) of the block at byte b times x0 .. x7 (four values
+// each): codes are dotted first and each group's scale (and offset) applied once; the 32-value
+// types read each qs word once for both of its nibbles.
+fn q_dot32(
+  b: u32, e: u32,
+  x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+  x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>,
+) -> f32 {
+  var codes: f32;
+  var second = 0.0;  // Q6_K: the codes of values e + 16 .. e + 31, under their own scale
+  if (Q_SMALL) {
+    let qh = q_small_high(b);
+    let w0 = q_word(b + Q_QS);
+    let w1 = q_word(b + Q_QS + 4u);
+    let w2 = q_word(b + Q_QS + 8u);
+    let w3 = q_word(b + Q_QS + 12u);
+    codes = dot(q_small_codes(w0, qh, 0u), x0) + dot(q_small_codes(w1, qh, 4u), x1) +
+      dot(q_small_codes(w2, qh, 8u), x2) + dot(q_small_codes(w3, qh, 12u), x3) +
+      dot(q_small_codes(w0, qh, 16u), x4) + dot(q_small_codes(w1, qh, 20u), x5) +
+      dot(q_small_codes(w2, qh, 24u), x6) + dot(q_small_codes(w3, qh, 28u), x7);
+  } else {
+    let low = q_words8(q_low_at(b, e));
+    var high = QWords8(vec4<u32>(0u), vec4<u32>(0u));
+    if (Q_HIGH) {
+      high = q_words8(q_high_at(b, e));
+    }
+    codes = dot(q_wide_codes(low.a.x, high.a.x, e), x0) +
+      dot(q_wide_codes(low.a.y, high.a.y, e + 4u), x1) +
+      dot(q_wide_codes(low.a.z, high.a.z, e + 8u), x2) +
+      dot(q_wide_codes(low.a.w, high.a.w, e + 12u), x3);
+    second = dot(q_wide_codes(low.b.x, high.b.x, e + 16u), x4) +
+      dot(q_wide_codes(low.b.y, high.b.y, e + 20u), x5) +
+      dot(q_wide_codes(low.b.z, high.b.z, e + 24u), x6) +
+      dot(q_wide_codes(low.b.w, high.b.w, e + 28u), x7);
+    if (QTYPE == 14u) {
+      return q_affine(b, e).x * codes + q_affine(b, e + 16u).x * second;
+    }
+    codes += second;
+  }
   let ac = q_affine(b, e);
-  let codes = dot(q_codes4(b, e), x0) + dot(q_codes4(b, e + 4u), x1) +
-    dot(q_codes4(b, e + 8u), x2) + dot(q_codes4(b, e + 12u), x3);
   if (Q_OFFSET) {
-    return ac.x * codes + ac.y * dot(x0 + x1 + x2 + x3, vec4<f32>(1.0));
+    return ac.x * codes + ac.y * dot(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, vec4<f32>(1.0));
   }
   return ac.x * codes;
 }

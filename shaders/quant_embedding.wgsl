@@ -1,9 +1,11 @@
 // Token embedding gather from a quantized table [vocab, dim] kept in its GGUF blocks
-// (quant_blocks.wgsl, appended by the wrapper; QTYPE picks the type): out[t, :] is row
+// (quant_blocks.wgsl; QTYPE picks the type): out[t, :] is row
 // ids[offset + t] dequantized. As in embedding.wgsl, an id >= vocab is clamped to vocab - 1, and
 // token t's id is read at ids[offset + t] so decode can point at the sampler's slot. dim is a
 // multiple of the block size; dim4 = dim / 4.
 override WG: u32 = 64;
+
+//!include "quant_blocks.wgsl"
 
 // rowBytes: bytes of one row of blocks; stride: invocations in the grid.
 struct Params { tokens: u32, dim4: u32, vocab: u32, offset: u32, stride: u32, rowBytes: u32 }

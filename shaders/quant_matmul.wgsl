@@ -1,5 +1,5 @@
 // Tiled matmuls against a quantized weight W [out, in] kept in its GGUF blocks
-// (quant_blocks.wgsl, appended by the wrapper; QTYPE picks the type), for prefill and training:
+// (quant_blocks.wgsl; QTYPE picks the type), for prefill and training:
 //   forward:        C[M, N] = A[M, K] · Wᵀ   with A = X [T, in], W [N = out, K = in]
 //   backward_input: C[M, N] = A[M, K] · W    with A = dY [T, out], W [K = out, N = in]
 // (+ C when ACCUMULATE). Through a frozen base layer only this input gradient is needed, so a
@@ -15,6 +15,8 @@ override ACCUMULATE: bool = false;
 override WG_X: u32 = 16; // threads along N
 override WG_Y: u32 = 16; // threads along M
 override TK: u32 = 16;   // depth of one workgroup tile along K, a multiple of 4
+
+//!include "quant_blocks.wgsl"
 
 const BM: u32 = 8u * WG_Y;
 const BN: u32 = 8u * WG_X;

@@ -1,15 +1,20 @@
 // Matrix-vector product for decode over quantized weights: y[N] = W[N, K] x[K] (+ bias[N])
-// (+ y[N] when ACCUMULATE), W [out, in] kept in its GGUF blocks (quant_blocks.wgsl, appended by
-// the wrapper; QTYPE picks the type). K is a multiple of the block size.
+// (+ y[N] when ACCUMULATE), W [out, in] kept in its GGUF blocks (quant_blocks.wgsl; QTYPE picks
+// the type). K is a multiple of the block size.
 //
 // Each workgroup owns ROWS consecutive rows. Its WG threads stride over the rows' 32-value
 // pieces (a whole block of the 32-value types, a sub-block of the K-quants): a thread loads the
 // piece's eight x vec4s once, dots them with the piece of each of its ROWS rows, so every weight
-// byte is read once and every x load serves ROWS rows; then the per-thread sums are reduced in
-// workgroup memory. WG must be a power of two.
+// byte is read once and every x load serves ROWS rows; then the per-thread sums of all ROWS rows
+// are reduced at once with reduce.wgsl's tree. WG must be a power of two, ROWS <= WG.
 override WG: u32 = 64;
 override ROWS: u32 = 4;
 override ACCUMULATE: bool = false;
+
+//!include "quant_blocks.wgsl"
+//!include "reduce.wgsl"
+// reduce_lanes is [ROWS, WG]: the per-thread sums of each row.
+const REDUCE_ROWS: u32 = ROWS;
 
 // rowBytes: bytes of one row of blocks; groupsX: workgroups along x (a 2-D grid for large N).
 struct Params { rows: u32, k: u32, rowBytes: u32, groupsX: u32 }
@@ -19,8 +24,6 @@ struct Params { rows: u32, k: u32, rowBytes: u32, groupsX: u32 }
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;  // [K / 4]
 @group(0) @binding(3) var<storage, read> bias: array<f32>;     // [N]
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;  // [N]
-
-var<workgroup> partial: array<f32, ROWS * WG>;  // [ROWS, WG] per-thread sums
 
 fn first_row(wg: vec3<u32>) -> u32 {
   return (wg.y * params.groupsX + wg.x) * ROWS;
@@ -43,24 +46,11 @@ fn partials(row0: u32, lid: u32) {
     let e = col % QK;
     for (var r = 0u; r < ROWS; r++) {
       let b = q_block_at(min(row0 + r, params.rows - 1u), col, params.rowBytes);
-      acc[r] += q_dot16(b, e, x0, x1, x2, x3) + q_dot16(b, e + 16u, x4, x5, x6, x7);
+      acc[r] += q_dot32(b, e, x0, x1, x2, x3, x4, x5, x6, x7);
     }
   }
   for (var r = 0u; r < ROWS; r++) {
-    partial[r * WG + lid] = acc[r];
-  }
-}
-
-// Tree-sums each row's WG partials into partial[r * WG].
-fn reduce_partials(lid: u32) {
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) {
-      for (var r = 0u; r < ROWS; r++) {
-        partial[r * WG + lid] += partial[r * WG + lid + s];
-      }
-    }
-    workgroupBarrier();
+    reduce_lanes[r * WG + lid] = acc[r];
   }
 }
 
@@ -76,9 +66,9 @@ fn store(row: u32, value: f32) {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row0 = first_row(wg);
   partials(row0, lid);
-  reduce_partials(lid);
+  reduce_rows(lid, ROWS, REDUCE_SUM);
   if (lid < ROWS && row0 + lid < params.rows) {
-    store(row0 + lid, partial[lid * WG]);
+    store(row0 + lid, reduce_lanes[lid * WG]);
   }
 }
 
@@ -86,8 +76,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 fn main_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row0 = first_row(wg);
   partials(row0, lid);
-  reduce_partials(lid);
+  reduce_rows(lid, ROWS, REDUCE_SUM);
   if (lid < ROWS && row0 + lid < params.rows) {
-    store(row0 + lid, partial[lid * WG] + bias[row0 + lid]);
+    store(row0 + lid, reduce_lanes[lid * WG] + bias[row0 + lid]);
   }
 }

@@ -1,17 +1,13 @@
-import ownSource from "../../shaders/quant_embedding.wgsl" with { type: "text" };
+import source from "../../shaders/quant_embedding.wgsl" with { type: "text" };
 import type { GgmlQuantType } from "../core/quant.ts";
-import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import { KernelUsageError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import {
-  qtypeConstant,
-  type QuantMatrix,
-  resolveTypes,
-  withBlockDecoding,
-} from "./quant_weight.ts";
+import { qtypeConstant, QUANT_SNIPPETS, type QuantMatrix, resolveTypes } from "./quant_weight.ts";
+import { expectDtype, expectShape, expectWindow, strideGrid } from "./shapes.ts";
 
-const source = withBlockDecoding(ownSource);
+const OP = "quant embedding";
 const WG = 64;
 const MAX_GROUPS = 4096;
 
@@ -38,6 +34,7 @@ export class QuantEmbeddingOp {
           await registry.get({
             file: "quant_embedding.wgsl",
             source,
+            includes: QUANT_SNIPPETS,
             entryPoint: "forward",
             constants,
           }),
@@ -59,32 +56,20 @@ export class QuantEmbeddingOp {
     offset = 0,
   ): void {
     const { rows: vocab, cols: dim } = table;
-    if (out.dtype !== "f32" || out.shape.length !== 2 || out.shape[1] !== dim) {
-      throw new ShapeError(
-        `quant embedding: out must be f32 [tokens, ${dim}], got ${out.dtype} [${out.shape}]`,
-      );
-    }
-    if (ids.dtype !== "u32") {
-      throw new ShapeError(`quant embedding: ids must be u32, got ${ids.dtype}`);
-    }
-    const tokens = out.shape[0];
-    if (!Number.isInteger(offset) || offset < 0 || offset + tokens > ids.size) {
-      throw new KernelUsageError(
-        `quant embedding: ids[${offset} .. ${offset + tokens}) runs past the ${ids.size} ids given`,
-      );
-    }
+    const [tokens] = expectShape(OP, "out", out, "f32", ["tokens", dim]);
+    expectDtype(OP, "ids", ids, "u32");
+    expectWindow(OP, "ids", offset, tokens, ids.size, "ids");
     const kernel = this.kernels.get(table.type);
     if (!kernel) {
       throw new KernelUsageError(
-        `quant embedding: not compiled for ${table.type} (see create's types)`,
+        `${OP}: table is ${table.type}, which this op was not created for`,
       );
     }
-    const dim4 = dim / 4;
-    const groups = Math.max(1, Math.min(MAX_GROUPS, Math.ceil((tokens * dim4) / WG)));
+    const { groups, stride } = strideGrid(tokens * (dim / 4), WG, MAX_GROUPS);
     rec.dispatch(
       kernel,
       { ids, qweight: table.data, out },
-      { tokens, dim4, vocab, offset, stride: groups * WG, rowBytes: table.rowBytes },
+      { tokens, dim4: dim / 4, vocab, offset, stride, rowBytes: table.rowBytes },
       [groups],
     );
   }

@@ -1,19 +1,15 @@
-import ownSource from "../../shaders/quant_matmul.wgsl" with { type: "text" };
+import source from "../../shaders/quant_matmul.wgsl" with { type: "text" };
 import type { GgmlQuantType } from "../core/quant.ts";
 import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { DEFAULT_TILES, type MatmulTiles } from "./matmul.ts";
-import {
-  qtypeConstant,
-  type QuantMatrix,
-  resolveTypes,
-  withBlockDecoding,
-} from "./quant_weight.ts";
+import { qtypeConstant, QUANT_SNIPPETS, type QuantMatrix, resolveTypes } from "./quant_weight.ts";
+import { describeTensor, expectRows } from "./shapes.ts";
 
-const source = withBlockDecoding(ownSource);
 const FILE = "quant_matmul.wgsl";
+const OP = "quant matmul";
 
 /** Options of {@link QuantMatmulOp.create}. */
 export interface QuantMatmulCreateOptions {
@@ -65,7 +61,7 @@ export class QuantMatmulOp {
             TK: tiles.tk,
           };
           jobs.push(
-            registry.get({ file: FILE, source, entryPoint, constants })
+            registry.get({ file: FILE, source, includes: QUANT_SNIPPETS, entryPoint, constants })
               .then((k) => kernels.set(`${type}:${entryPoint}:${accumulate}`, k)),
           );
         }
@@ -86,13 +82,10 @@ export class QuantMatmulOp {
     y: Tensor,
     options: QuantMatmulOptions = {},
   ): void {
-    const [t, k] = matrixShape(x, "X");
-    const [ty, n] = matrixShape(y, "Y");
-    if (k !== w.cols || ty !== t || n !== w.rows) {
-      throw new ShapeError(
-        `quant matmul: X [${t}, ${k}] · Wᵀ with W [${w.rows}, ${w.cols}] cannot give Y [${ty}, ${n}]`,
-      );
-    }
+    const [t, k] = expectRows(`${OP} forward`, "X", x, "f32");
+    if (k !== w.cols) throw fault("forward", "X", `f32 [T, ${w.cols}]`, x);
+    const [ty, n] = expectRows(`${OP} forward`, "Y", y, "f32");
+    if (ty !== t || n !== w.rows) throw fault("forward", "Y", `f32 [${t}, ${w.rows}]`, y);
     this.#dispatch(rec, "forward", x, w, y, t, n, k, options);
   }
 
@@ -107,13 +100,10 @@ export class QuantMatmulOp {
     dx: Tensor,
     options: QuantMatmulOptions = {},
   ): void {
-    const [t, k] = matrixShape(dy, "dY");
-    const [tx, n] = matrixShape(dx, "dX");
-    if (k !== w.rows || tx !== t || n !== w.cols) {
-      throw new ShapeError(
-        `quant matmul: dY [${t}, ${k}] · W with W [${w.rows}, ${w.cols}] cannot give dX [${tx}, ${n}]`,
-      );
-    }
+    const [t, k] = expectRows(`${OP} input grad`, "dY", dy, "f32");
+    if (k !== w.rows) throw fault("input grad", "dY", `f32 [T, ${w.rows}]`, dy);
+    const [tx, n] = expectRows(`${OP} input grad`, "dX", dx, "f32");
+    if (tx !== t || n !== w.cols) throw fault("input grad", "dX", `f32 [${t}, ${w.cols}]`, dx);
     this.#dispatch(rec, "backward_input", dy, w, dx, t, n, k, options);
   }
 
@@ -130,7 +120,7 @@ export class QuantMatmulOp {
   ): void {
     const kernel = this.kernels.get(`${w.type}:${entry}:${options.accumulate ?? false}`);
     if (!kernel) {
-      throw new KernelUsageError(`quant matmul: not compiled for ${w.type} (see create's types)`);
+      throw new KernelUsageError(`${OP}: W is ${w.type}, which this op was not created for`);
     }
     const { wgX, wgY } = this.tiles;
     rec.dispatch(kernel, { a, qweight: w.data, c }, { m, n, k, rowBytes: w.rowBytes }, [
@@ -140,10 +130,6 @@ export class QuantMatmulOp {
   }
 }
 
-/** An f32 tensor seen as a matrix: leading dimensions fold into rows. */
-function matrixShape(t: Tensor, name: string): [number, number] {
-  if (t.dtype !== "f32") throw new ShapeError(`quant matmul: ${name} must be f32, got ${t.dtype}`);
-  if (t.shape.length === 0) throw new ShapeError(`quant matmul: ${name} is a scalar`);
-  const cols = t.shape[t.shape.length - 1];
-  return [cols === 0 ? 0 : t.size / cols, cols];
+function fault(form: string, name: string, expected: string, t: Tensor): ShapeError {
+  return new ShapeError(`${OP} ${form}: ${name} must be ${expected}, got ${describeTensor(t)}`);
 }

@@ -1,18 +1,14 @@
-import ownSource from "../../shaders/quant_matvec.wgsl" with { type: "text" };
+import source from "../../shaders/quant_matvec.wgsl" with { type: "text" };
 import type { GgmlQuantType } from "../core/quant.ts";
-import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import { KernelUsageError } from "../gpu/errors.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import {
-  qtypeConstant,
-  type QuantMatrix,
-  resolveTypes,
-  withBlockDecoding,
-} from "./quant_weight.ts";
+import { qtypeConstant, QUANT_SNIPPETS, type QuantMatrix, resolveTypes } from "./quant_weight.ts";
+import { expectSize, splitGrid } from "./shapes.ts";
 
-const source = withBlockDecoding(ownSource);
+const OP = "quant matvec";
 
 /** Threads per workgroup (a power of two) and rows per workgroup (at most the threads). */
 export interface QuantMatvecTiles {
@@ -76,6 +72,7 @@ export class QuantMatvecOp {
             registry.get({
               file: "quant_matvec.wgsl",
               source,
+              includes: QUANT_SNIPPETS,
               entryPoint,
               constants: { QTYPE: qtypeConstant(type), WG: wg, ROWS: rows, ACCUMULATE: accumulate },
             }).then((k) => kernels.set(`${type}:${entryPoint}:${accumulate}`, k)),
@@ -96,32 +93,17 @@ export class QuantMatvecOp {
     options: QuantMatvecOptions = {},
   ): void {
     const { rows: n, cols: k } = w;
-    if (x.size !== k) {
-      throw new ShapeError(`quant matvec: x has ${x.size} elements, W [${n}, ${k}]`);
-    }
-    if (y.size !== n) {
-      throw new ShapeError(`quant matvec: y has ${y.size} elements, W [${n}, ${k}]`);
-    }
-    if (options.bias && options.bias.size !== n) {
-      throw new ShapeError(`quant matvec: bias has ${options.bias.size} elements, W [${n}, ${k}]`);
-    }
-    for (const [name, t] of [["x", x], ["y", y], ["bias", options.bias]] as const) {
-      if (t && t.dtype !== "f32") throw new ShapeError(`quant matvec: ${name} must be f32`);
-    }
+    expectSize(OP, "x", x, "f32", k);
+    expectSize(OP, "y", y, "f32", n);
+    if (options.bias) expectSize(OP, "bias", options.bias, "f32", n);
     const entry = options.bias ? "main_bias" : "main";
     const kernel = this.kernels.get(`${w.type}:${entry}:${options.accumulate ?? false}`);
     if (!kernel) {
-      throw new KernelUsageError(`quant matvec: not compiled for ${w.type} (see create's types)`);
+      throw new KernelUsageError(`${OP}: W is ${w.type}, which this op was not created for`);
     }
-    const blocks = Math.ceil(n / this.tiles.rows);
-    const maxX = rec.gpu.limits.maxComputeWorkgroupsPerDimension;
-    const groupsX = Math.min(blocks, maxX);
-    const groupsY = Math.ceil(blocks / groupsX);
+    const grid = splitGrid(rec, Math.ceil(n / this.tiles.rows));
     const bindings: Record<string, Tensor> = { qweight: w.data, x, y };
     if (options.bias) bindings.bias = options.bias;
-    rec.dispatch(kernel, bindings, { rows: n, k, rowBytes: w.rowBytes, groupsX }, [
-      groupsX,
-      groupsY,
-    ]);
+    rec.dispatch(kernel, bindings, { rows: n, k, rowBytes: w.rowBytes, groupsX: grid[0] }, grid);
   }
 }

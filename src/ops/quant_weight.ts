@@ -2,7 +2,9 @@ import blocks from "../../shaders/quant_blocks.wgsl" with { type: "text" };
 import { GGML_QUANT_TYPES, GGML_TYPES, type GgmlQuantType } from "../core/quant.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import type { KernelSpec } from "../gpu/kernel.ts";
 import { createTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
+import { SHADER_SNIPPETS } from "./snippets.ts";
 
 /**
  * A quantized [rows, cols] matrix on the GPU ([out, in] for a projection, [vocab, dim] for an
@@ -80,10 +82,14 @@ export function uploadQuantMatrix(
   return quantMatrix(data, type, rows, cols);
 }
 
-/** A kernel's own WGSL with the shared block decoding appended. */
-export function withBlockDecoding(source: string): string {
-  return `${source}\n${blocks}`;
-}
+/**
+ * What the quant_* kernels may include: the shared snippets and the block decoding
+ * (`//!include "quant_blocks.wgsl"`).
+ */
+export const QUANT_SNIPPETS: NonNullable<KernelSpec["includes"]> = {
+  ...SHADER_SNIPPETS,
+  "quant_blocks.wgsl": blocks,
+};
 
 /** The QTYPE specialisation constant of a type: its ggml id. */
 export function qtypeConstant(type: GgmlQuantType): number {

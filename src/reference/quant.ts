@@ -22,6 +22,7 @@
  */
 import { GGML_TYPES, type GgmlQuantType } from "../core/quant.ts";
 import type { Rng } from "../core/random.ts";
+import { f32ToF16Bits } from "../formats/tensor_data.ts";
 
 /** Exact value of the float16 at `bytes[at]` (little-endian); subnormals included. */
 export function halfAt(bytes: Uint8Array, at: number): number {
@@ -214,6 +215,22 @@ export const EDGE_HALVES: readonly number[] = [
   0x8001,
 ];
 
+/** Packs eight 6-bit scales and mins into a K-quant block's 12 scale bytes, as ggml writes them. */
+export function packKScales(sc: readonly number[], mn: readonly number[]): Uint8Array {
+  const out = new Uint8Array(12);
+  for (let j = 0; j < 8; j++) {
+    if (j < 4) {
+      out[j] = sc[j];
+      out[j + 4] = mn[j];
+    } else {
+      out[j + 4] = (sc[j] & 15) | ((mn[j] & 15) << 4);
+      out[j - 4] |= (sc[j] >> 4) << 6;
+      out[j] |= (mn[j] >> 4) << 6;
+    }
+  }
+  return out;
+}
+
 /** Options of {@link quantizeRandom}. */
 export interface RandomBlockOptions {
   /** Typical magnitude of the float16 scales (default 1/64). */
@@ -242,6 +259,10 @@ function ordinaryHalf(rng: Rng, scale: number): number {
 /**
  * Fresh blocks for a [rows, cols] matrix of `type`: every quant byte random (or a ramp) and every
  * float16 scale finite, so the blocks decode to finite values; some scales can be edge values.
+ * With random fill, the types with a min (Q4_1, Q5_1, Q4_K, Q5_K) get mins that centre each
+ * group's values on zero, as a quantizer's would: independent random mins would shift whole
+ * groups far off zero, and dot products of such rows with random vectors cancel so much that
+ * even an exact float32 sum misses the float64 one by 1e-4.
  */
 export function quantizeRandom(
   type: GgmlQuantType,
@@ -259,13 +280,34 @@ export function quantizeRandom(
   const { bytes: size } = blockShape(type);
   const scale = options.scale ?? 1 / 64;
   const edges = options.edgeFraction ?? 0;
+  const setHalf = (at: number, bits: number) => {
+    bytes[at] = bits & 255;
+    bytes[at + 1] = bits >> 8;
+  };
   for (let at = 0; at < bytes.length; at += size) {
+    let edge = false;
     for (const field of halfFields(type)) {
-      const bits = rng.next() < edges
-        ? EDGE_HALVES[rng.int(EDGE_HALVES.length)]
-        : ordinaryHalf(rng, scale);
-      bytes[at + field] = bits & 255;
-      bytes[at + field + 1] = bits >> 8;
+      const isEdge = rng.next() < edges;
+      edge ||= isEdge;
+      setHalf(
+        at + field,
+        isEdge ? EDGE_HALVES[rng.int(EDGE_HALVES.length)] : ordinaryHalf(rng, scale),
+      );
+    }
+    if (fill !== "random" || edge || halfFields(type).length < 2) continue;
+    const levels = type === "Q5_1" || type === "Q5_K" ? 31 : 15;
+    const d = halfAt(bytes, at);
+    if (type === "Q4_1" || type === "Q5_1") {
+      setHalf(at + 2, f32ToF16Bits(-d * (levels / 2) * (0.75 + 0.5 * rng.next())));
+    } else if (type === "Q4_K" || type === "Q5_K") {
+      // x = d sc q - dmin mn: mn * dmin close to d sc levels / 2 in every sub-block.
+      const sc = Array.from({ length: 8 }, () => 1 + rng.int(63));
+      setHalf(at + 2, f32ToF16Bits((d * Math.max(...sc) * (levels / 2)) / 63));
+      const dmin = halfAt(bytes, at + 2);
+      const mn = sc.map((s) =>
+        dmin === 0 ? 0 : Math.max(0, Math.min(63, Math.round((d * s * (levels / 2)) / dmin)))
+      );
+      bytes.set(packKScales(sc, mn), at + 4);
     }
   }
   return bytes;
