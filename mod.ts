@@ -124,6 +124,7 @@ export {
   peftTensorName,
   savePeftAdapter,
   saveSnapshot,
+  snapshotExists,
   type SnapshotGeneration,
   type SnapshotProgress,
   type TempLoraSnapshot,

@@ -190,6 +190,8 @@ export interface TempLoraSnapshot {
   tokens: Uint32Array;
   /** How many of `tokens` are the prompt. */
   promptTokens: number;
+  /** The prompt as the run was given it, when it was text. */
+  promptText?: string;
   /** Index in `tokens` where the chunk being written began. */
   chunkStart: number;
   /** Counters. */
@@ -545,6 +547,7 @@ export async function saveSnapshot(
     settings: snapshot.settings,
     generation: snapshot.generation,
     promptTokens: snapshot.promptTokens,
+    promptText: snapshot.promptText ?? null,
     chunkStart: snapshot.chunkStart,
     progress: snapshot.progress,
     cacheStart: snapshot.cache.start,
@@ -622,6 +625,7 @@ export async function loadSnapshot(dir: string): Promise<TempLoraSnapshot> {
     generation: state.generation,
     tokens,
     promptTokens: state.promptTokens,
+    ...(typeof state.promptText === "string" ? { promptText: state.promptText } : {}),
     chunkStart: state.chunkStart,
     progress: state.progress,
     cache: {
@@ -895,6 +899,17 @@ async function findSnapshotFolder(dir: string, marker: string): Promise<string> 
     dir,
     (await exists(names.dir)) ? `no ${marker} in it: not a snapshot folder` : "no such folder",
   );
+}
+
+/** Whether `dir` holds a snapshot (or the one a write interrupted by a crash kept beside it). */
+export async function snapshotExists(dir: string): Promise<boolean> {
+  try {
+    await findSnapshotFolder(dir, SNAPSHOT_STATE_FILE);
+    return true;
+  } catch (error) {
+    if (error instanceof CorruptSnapshotError) return false;
+    throw error;
+  }
 }
 
 /**

@@ -221,6 +221,7 @@ async function* write(
       generation: withoutSignal(options),
       tokens: history.slice(0, session.length),
       promptTokens: ids.length,
+      promptText: typeof prompt === "string" ? prompt : from?.promptText,
       chunkStart,
       progress: { chunksTrained, stepIndex, skippedSteps, chunkLosses: [...chunkLosses] },
       adapter: adapterState,
