@@ -88,7 +88,7 @@ gpuTest("quant embedding reads the fixtures' tied Q6_K and Q8_0 tables", async (
     ["stories260K-q4_0.gguf", "output.weight"],
   ];
   for (const [file, name] of sources) {
-    const t = readFixture(file).get(name)!;
+    const t = (await readFixture(file)).get(name)!;
     const type = t.type as GgmlQuantType;
     const [dim, vocab] = t.dims;
     const table = uploadQuantMatrix(gpu, t.bytes, type, vocab, dim);

@@ -1,9 +1,9 @@
 /**
- * The GGUF fixtures in ../shared/models/gguf for the quantized kernels' tests: just enough of a
- * GGUF reader to find a tensor's type, shape and bytes (header, metadata skipped over, tensor
- * infos, aligned data section).
+ * The GGUF fixtures in ../shared/models/gguf for the quantized kernels' tests (read with
+ * src/formats/gguf.ts), the tensors the kernels are run on, and a dot-product closeness check.
  */
-import { ggmlTypeById } from "../src/core/quant.ts";
+import { fileURLToPath } from "node:url";
+import { readGguf } from "../src/formats/gguf.ts";
 
 /** Folder of the shared GGUF fixtures, from the repository root. */
 export const GGUF_DIR = new URL("../../shared/models/gguf/", import.meta.url);
@@ -35,74 +35,16 @@ export function haveFixtures(): boolean {
   }
 }
 
-/** Every tensor of a fixture file, by name. */
-export function readFixture(file: string): Map<string, FixtureTensor> {
-  const data = Deno.readFileSync(new URL(file, GGUF_DIR));
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  let at = 0;
-  const u32 = () => {
-    const v = view.getUint32(at, true);
-    at += 4;
-    return v;
-  };
-  const u64 = () => {
-    const v = Number(view.getBigUint64(at, true));
-    at += 8;
-    return v;
-  };
-  const str = () => {
-    const n = u64();
-    const s = new TextDecoder().decode(data.subarray(at, at + n));
-    at += n;
-    return s;
-  };
-  const scalarBytes = [1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8];
-  let alignment = 32;
-  const skipValue = (type: number): number | undefined => {
-    if (type === 8) return void str();
-    if (type === 9) {
-      const inner = u32();
-      const count = u64();
-      for (let i = 0; i < count; i++) skipValue(inner);
-      return;
-    }
-    const size = scalarBytes[type];
-    if (!size) throw new Error(`${file}: metadata type ${type} at byte ${at}`);
-    const v = size === 4 ? view.getUint32(at, true) : undefined;
-    at += size;
-    return v;
-  };
-
-  if (u32() !== 0x46554747) throw new Error(`${file} is not GGUF`);
-  const version = u32();
-  if (version !== 3 && version !== 2) throw new Error(`${file}: GGUF version ${version}`);
-  const tensorCount = u64();
-  const metadataCount = u64();
-  for (let i = 0; i < metadataCount; i++) {
-    const key = str();
-    const v = skipValue(u32());
-    if (key === "general.alignment" && v !== undefined) alignment = v;
-  }
-  const infos: { name: string; dims: number[]; type: number; offset: number }[] = [];
-  for (let i = 0; i < tensorCount; i++) {
-    const name = str();
-    const nDims = u32();
-    const dims = Array.from({ length: nDims }, u64);
-    infos.push({ name, dims, type: u32(), offset: u64() });
-  }
-  const start = Math.ceil(at / alignment) * alignment;
+/** Every tensor of a fixture file, by name, read with src/formats/gguf.ts. */
+export async function readFixture(file: string): Promise<Map<string, FixtureTensor>> {
+  const gguf = await readGguf(fileURLToPath(new URL(file, GGUF_DIR)));
   const tensors = new Map<string, FixtureTensor>();
-  for (const info of infos) {
-    const type = ggmlTypeById(info.type);
-    if (!type) throw new Error(`${file}: ${info.name} has unsupported type ${info.type}`);
-    const elems = info.dims.reduce((a, b) => a * b, 1);
-    const size = (elems / type.blockElems) * type.blockBytes;
-    const from = start + info.offset;
+  for (const info of gguf.tensors.values()) {
     tensors.set(info.name, {
       name: info.name,
       dims: info.dims,
-      type: type.name,
-      bytes: data.subarray(from, from + size),
+      type: info.type.name,
+      bytes: await gguf.readTensorBytes(info.name),
     });
   }
   return tensors;

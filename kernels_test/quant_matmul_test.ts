@@ -142,7 +142,7 @@ gpuTest("quant_matmul.wgsl both forms on the fixtures' real quantized tensors", 
   });
   const t = 7;
   for (const [file, name] of FIXTURE_TENSORS) {
-    const tensor = readFixture(file).get(name)!;
+    const tensor = (await readFixture(file)).get(name)!;
     const type = tensor.type as GgmlQuantType;
     const [cols, out] = tensor.dims;
     const w = uploadQuantMatrix(gpu, tensor.bytes, type, out, cols);

@@ -123,7 +123,7 @@ gpuTest(
     const rng = seededRng("quant matvec fixtures");
     const op = await QuantMatvecOp.create(registry);
     for (const [file, name] of FIXTURE_TENSORS) {
-      const t = readFixture(file).get(name)!;
+      const t = (await readFixture(file)).get(name)!;
       const type = t.type as GgmlQuantType;
       const [k, n] = t.dims;
       const what = `${file} ${name} (${type} [${n}, ${k}])`;

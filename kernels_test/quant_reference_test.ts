@@ -238,12 +238,12 @@ const fixtures = haveFixtures();
 Deno.test({
   name: "stories260K Q8_0 and Q4_0 dequantize to within quantization error of the F32 file",
   ignore: !fixtures,
-  fn() {
-    const f32 = readFixture("stories260K-f32.gguf");
+  async fn() {
+    const f32 = await readFixture("stories260K-f32.gguf");
     for (const file of ["stories260K-q8_0.gguf", "stories260K-q4_0.gguf"]) {
       const counts: Record<string, number> = {};
       const worst: Record<string, number> = {};
-      for (const t of readFixture(file).values()) {
+      for (const t of (await readFixture(file)).values()) {
         if (!isGgmlQuantType(t.type)) continue;
         const ref = f32.get(t.name)!;
         const refValues = new Float32Array(
@@ -281,9 +281,9 @@ Deno.test({
 Deno.test({
   name: "tiny-llama-spm Q4_K_M and Q5_K_M: twin = per-element decoder, files agree, codes span",
   ignore: !fixtures,
-  fn() {
-    const q4 = readFixture("tiny-llama-spm-q4_k_m.gguf");
-    const q5 = readFixture("tiny-llama-spm-q5_k_m.gguf");
+  async fn() {
+    const q4 = await readFixture("tiny-llama-spm-q4_k_m.gguf");
+    const q5 = await readFixture("tiny-llama-spm-q5_k_m.gguf");
     const decoded = new Map<string, Float64Array>();
     let fewestSpanning = 1;
     let worstPair = 0;
