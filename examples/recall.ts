@@ -45,6 +45,8 @@ const USAGE = `usage: deno task recall --text-file F --facts FACTS.jsonl [option
 ${MODEL_HELP}
   --window N                 W: each query is read with the W - |query| - |answer| tokens before
                              it (default: the model's length, at most 1024)
+  --sink N                   attention sinks: the text's first N tokens stand in front of each
+                             query's window (default 0)
   --chunk N                  Δ, tokens per training chunk (default: window / 4)
   --epochs N                 optimizer steps per chunk (default 3 below d_model 1024, else 2)
   --lr X                     learning rate (default: by model size)

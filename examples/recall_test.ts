@@ -38,6 +38,8 @@ sharedDataTest({
       "32",
       "--epochs",
       "1",
+      "--sink",
+      "2",
       "--json",
       "--plot",
       plot,
@@ -62,7 +64,7 @@ sharedDataTest({
     assert.deepEqual(r.settings.distances, [150, 200]);
     assert.equal(r.settings.templora.window, 128);
     assert.equal(r.settings.templora.epochs, 1);
-    assert.equal(r.settings.templora.sink, 0);
+    assert.equal(r.settings.templora.sink, 2);
     const svg = await Deno.readTextFile(plot);
     assert.equal(svg.match(/<polyline /g)?.length, 4);
     assert.match(svg, /answer NLL per token/);

@@ -57,7 +57,9 @@ export function checkSampling(s: SamplingSettings): void {
  *
  * The window: the cache holds at most `capacity` positions. When it is full, it is rebuilt from
  * the most recent `capacity / 2` tokens at positions 0.. (one prefill), so positions never exceed
- * the capacity and the model always sees at least half a window of context.
+ * the capacity and the model always sees at least half a window of context. With attention sinks
+ * (`sink` > 0, StreamingLLM), a rebuild that no longer reaches the text's start puts its first
+ * `sink` tokens at positions 0..sink-1 and the most recent tokens after them.
  */
 export class DecodeSession {
   /** Every token so far, u32 [maxTokens]: the prompt, then the generated ids. */
@@ -68,7 +70,9 @@ export class DecodeSession {
   readonly activations: StepActivations;
   /** Tokens in history. */
   length = 0;
-  /** history index of the cache's row 0. */
+  /** Rows at the cache's start that hold the attention sinks, history[0, sinkRows). */
+  sinkRows = 0;
+  /** history index of the cache's first row after the sinks (row 0 without sinks). */
   cacheStart = 0;
   /** The adapter every forward pass applies (none: the base model). */
   adapter: ModelAdapter | undefined;
@@ -81,6 +85,8 @@ export class DecodeSession {
     readonly capacity: number,
     readonly maxTokens: number,
     readonly prefillRows: number,
+    /** Attention sinks: the history's first tokens every rebuild keeps in front. */
+    readonly sink: number,
   ) {
     const gpu = model.gpu;
     this.history = createTensor(gpu, [maxTokens], "u32", "token history");
@@ -88,11 +94,14 @@ export class DecodeSession {
     this.activations = model.createActivations(prefillRows);
   }
 
-  /** A session for up to `maxTokens` tokens in all, with a KV window of `capacity`. */
+  /**
+   * A session for up to `maxTokens` tokens in all, with a KV window of `capacity` and `sink`
+   * attention sinks (default 0; at most a quarter of the window).
+   */
   static async create(
     model: LlamaModel,
     registry: KernelRegistry,
-    options: { capacity?: number; maxTokens: number; prefillRows?: number },
+    options: { capacity?: number; maxTokens: number; prefillRows?: number; sink?: number },
   ): Promise<DecodeSession> {
     const capacity = options.capacity ?? model.config.maxSeqLen;
     if (!Number.isInteger(capacity) || capacity < 2 || capacity > model.config.maxSeqLen) {
@@ -100,12 +109,19 @@ export class DecodeSession {
         `window ${capacity} must be an integer in 2..${model.config.maxSeqLen}`,
       );
     }
+    const sink = options.sink ?? 0;
+    if (!Number.isInteger(sink) || sink < 0 || sink > Math.floor(capacity / 4)) {
+      throw new InvalidSettingError(
+        `sink must be an integer in 0..${Math.floor(capacity / 4)} (a quarter of the window), ` +
+          `got ${sink}`,
+      );
+    }
     const prefillRows = Math.min(options.prefillRows ?? 128, capacity);
     const [sampler, bias] = await Promise.all([
       SamplingOp.create(registry),
       BiasOp.create(registry),
     ]);
-    return new DecodeSession(model, sampler, bias, capacity, options.maxTokens, prefillRows);
+    return new DecodeSession(model, sampler, bias, capacity, options.maxTokens, prefillRows, sink);
   }
 
   /** Bytes this session holds on the GPU (cache, activations, history). */
@@ -125,12 +141,13 @@ export class DecodeSession {
   }
 
   /**
-   * Records a forward pass over history[from, length) into the cache, in chunks of at most the
-   * activation rows; the last chunk leaves the next-token logits in logits row 0.
+   * Records a forward pass over history[from, to) into the cache (to: the history's end), in
+   * chunks of at most the activation rows; the last chunk leaves its next-token logits in logits
+   * row 0.
    */
-  recordPrefill(rec: Recorder, from: number): void {
-    for (let start = from; start < this.length; start += this.prefillRows) {
-      const tokens = Math.min(this.prefillRows, this.length - start);
+  recordPrefill(rec: Recorder, from: number, to: number = this.length): void {
+    for (let start = from; start < to; start += this.prefillRows) {
+      const tokens = Math.min(this.prefillRows, to - start);
       this.model.recordForward(rec, {
         ids: this.history,
         offset: start,
@@ -143,17 +160,24 @@ export class DecodeSession {
     }
   }
 
-  /** Empties the cache and refills it with the last `keep` tokens of the history. */
+  /**
+   * Empties the cache and refills it with `keep` rows: the last `keep` tokens of the history,
+   * or, with sinks and when those do not reach its start, the history's first `sink` tokens and
+   * its last `keep - sink`.
+   */
   recordRebuild(rec: Recorder, keep: number): void {
     const kept = Math.min(keep, this.length, this.capacity);
+    const start = this.length - kept;
     this.cache.length = 0;
-    this.cacheStart = this.length - kept;
+    this.sinkRows = start > 0 ? Math.min(this.sink, kept - 1) : 0;
+    this.cacheStart = start + this.sinkRows;
+    if (this.sinkRows > 0) this.recordPrefill(rec, 0, this.sinkRows);
     this.recordPrefill(rec, this.cacheStart);
   }
 
   /** Fills the cache from the history's tail after new ids were appended (a prompt). */
   recordFill(rec: Recorder): void {
-    const pending = this.length - (this.cacheStart + this.cache.length);
+    const pending = this.length - (this.cacheStart + this.cache.length - this.sinkRows);
     if (this.cache.length + pending <= this.capacity) {
       this.recordPrefill(rec, this.length - pending);
     } else {

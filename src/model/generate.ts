@@ -37,6 +37,11 @@ export interface GenerateOptions {
   separator?: string;
   /** KV window in tokens (default: the model's trained length). */
   window?: number;
+  /**
+   * Attention sinks: the text's first this many tokens stay in the window when it slides
+   * (default 0; at most a quarter of the window).
+   */
+  sink?: number;
   /** Decode steps recorded per submission (default 8). */
   stepsPerSubmit?: number;
   /** Stops generation early (the result says "abort"). */
@@ -101,6 +106,7 @@ export async function* generate(
   const started = performance.now();
   const session = await DecodeSession.create(model, registry, {
     capacity: options.window,
+    sink: options.sink,
     maxTokens: ids.length + options.maxTokens,
   });
   try {

@@ -20,6 +20,8 @@ export interface TempLoraRequest {
   trainContext?: number;
   /** Rebuild the KV cache with the new adapter every this many chunks (`kv_refresh`). */
   kvRefresh?: number;
+  /** Attention sinks: the text's first this many tokens stay in the window when it slides. */
+  sink?: number;
 }
 
 /** What both endpoints take besides the prompt: sampling, streaming and Temp-Lora fields. */
@@ -130,6 +132,7 @@ const TEMPLORA_FIELDS: Record<string, keyof TempLoraRequest> = {
   window: "window",
   train_context: "trainContext",
   kv_refresh: "kvRefresh",
+  sink: "sink",
 };
 
 function kind(v: unknown): string {
@@ -225,7 +228,15 @@ function templora(v: unknown): TempLoraRequest {
     else if (field === "lr") out.lr = number(param, value, { min: 0 });
     else if (field === "alpha") out.alpha = number(param, value, { above: 0 });
     else {
-      const min = { chunk: 1, epochs: 0, rank: 1, window: 2, trainContext: 0, kvRefresh: 0 }[field];
+      const min = {
+        chunk: 1,
+        epochs: 0,
+        rank: 1,
+        window: 2,
+        trainContext: 0,
+        kvRefresh: 0,
+        sink: 0,
+      }[field];
       out[field] = number(param, value, { integer: true, min });
     }
   }

@@ -110,3 +110,39 @@ gpuTest("TestThenTrain: a loss mask keeps training and scoring to the flagged to
     lm.dispose();
   }
 });
+
+gpuTest(
+  "TestThenTrain with sinks: windows change only once they stop reaching the start",
+  async () => {
+    const { gpu } = await testGpu();
+    const lm = await TextModel.load(STORIES260K, { gpu });
+    const text = (await lm.complete("", { maxTokens: 160, temperature: 0, banEos: true })).tokens;
+    const ids = [lm.tokenizer.bosId!, ...text];
+    const plain = resolveTempLoraSettings(lm.config, { window: 64, chunk: 16, epochs: 0 });
+    const sunk = resolveTempLoraSettings(lm.config, { window: 64, chunk: 16, epochs: 0, sink: 4 });
+    assert.throws(
+      () => resolveTempLoraSettings(lm.config, { window: 64, sink: 17 }),
+      /sink must be an integer in 0\.\.16/,
+    );
+    const a = await TestThenTrain.create(lm, ids, plain);
+    const b = await TestThenTrain.create(lm, ids, sunk);
+    try {
+      for (const chunk of a.chunks) {
+        const wa = a.window(chunk);
+        const wb = b.window(chunk);
+        assert.equal(wb.tokens.length, wa.tokens.length, "sinks take the oldest tokens' places");
+        const slid = chunk.start > 64 - 16;
+        assert.equal(wb.positions[3] !== wa.positions[3], slid, `chunk ${chunk.index}`);
+        if (slid) assert.deepEqual(wb.tokens.slice(0, 4), ids.slice(0, 4));
+        const sa = await a.scoreChunk(chunk, false);
+        const sb = await b.scoreChunk(chunk, false);
+        if (!slid) assert.equal(sb!.lossSum, sa!.lossSum);
+        else assert.notEqual(sb!.lossSum, sa!.lossSum);
+      }
+    } finally {
+      a.destroy();
+      b.destroy();
+      lm.dispose();
+    }
+  },
+);

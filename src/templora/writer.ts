@@ -115,8 +115,9 @@ export interface WriterSummary extends GenerationResult {
  * context) for `epochs` steps, and generating with the adapter from then on. After an update
  * generation continues on the KV cache computed with the previous adapter; every `kvRefresh`
  * chunks the cache is rebuilt with the current one. When the window is full, the cache is
- * rebuilt from the most recent max(W/2, W - Δ) tokens. The adapter and its optimizer state are
- * freed when the run ends, fails or is aborted.
+ * rebuilt from the most recent max(W/2, W - Δ) tokens (the settings' `sink` first tokens of the
+ * text in front of them). The adapter and its optimizer state are freed when the run ends, fails
+ * or is aborted.
  */
 export async function* writeWithTempLora(
   lm: TextModel,
@@ -187,6 +188,7 @@ async function* write(
 
   const session = await DecodeSession.create(lm.model, lm.registry, {
     capacity: W,
+    sink: settings.sink,
     maxTokens: ids.length + options.maxTokens,
   });
   let adapter: LoraAdapter | undefined;

@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import { gpuTest, testGpu } from "../../kernels_test/helpers.ts";
+import { STORIES260K } from "../../kernels_test/test_data.ts";
+import { resolveTempLoraSettings } from "../templora/settings.ts";
+import { TestThenTrain } from "../templora/test_then_train.ts";
+import { DecodeSession, type SamplingSettings } from "./decode_session.ts";
+import { TextModel } from "./text_model.ts";
+
+const GREEDY: SamplingSettings = {
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  repetitionPenalty: 1,
+  penaltyWindow: 0,
+  seed: 0,
+  banned: [],
+};
+
+gpuTest("DecodeSession sinks: a rebuild keeps the first tokens at positions 0..", async () => {
+  const { gpu } = await testGpu();
+  const lm = await TextModel.load(STORIES260K, { gpu });
+  const text = lm.encode(
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the " +
+      "park with her big red ball and her little dog Max.",
+  );
+  assert.ok(text.length > 40, `${text.length} tokens`);
+  const ids = text.slice(0, 40);
+  // An independent path to the same predictions: one forward over the window's tokens.
+  const scorer = await TestThenTrain.create(lm, ids, resolveTempLoraSettings(lm.config));
+  const sessions: DecodeSession[] = [];
+  try {
+    const decodeAfterRebuild = async (sink: number) => {
+      const session = await DecodeSession.create(lm.model, lm.registry, {
+        capacity: 32,
+        maxTokens: 64,
+        sink,
+      });
+      sessions.push(session);
+      session.append(ids);
+      session.recordFill(lm.recorder); // 40 tokens in a window of 32: a rebuild
+      assert.equal(session.cache.length, 32);
+      session.recordRebuild(lm.recorder, 16);
+      assert.equal(session.cache.length, 16);
+      return { session, tokens: await session.decode(lm.recorder, 8, GREEDY) };
+    };
+    const plain = await decodeAfterRebuild(0);
+    assert.equal(plain.session.sinkRows, 0);
+    assert.equal(plain.session.cacheStart, 24);
+    const sunk = await decodeAfterRebuild(4);
+    assert.equal(sunk.session.sinkRows, 4);
+    assert.equal(sunk.session.cacheStart, 28, "16 rows: 4 sinks, then the 12 most recent");
+    const check = async (window: number[], decoded: number[]) => {
+      const tokens = [...window, ...decoded];
+      const r = await scorer.score(tokens, window.length, false, { predictions: true });
+      assert.deepEqual(r.predicted, decoded);
+    };
+    await check(ids.slice(24), plain.tokens);
+    await check([...ids.slice(0, 4), ...ids.slice(28)], sunk.tokens);
+    // At most a quarter of the window.
+    await assert.rejects(
+      () => DecodeSession.create(lm.model, lm.registry, { capacity: 32, maxTokens: 64, sink: 9 }),
+      /sink must be an integer in 0\.\.8/,
+    );
+  } finally {
+    lm.recorder.submit();
+    for (const s of sessions) s.destroy();
+    scorer.destroy();
+    lm.dispose();
+  }
+});
+
+gpuTest("DecodeSession sinks: a rebuild that still reaches the start keeps no sinks", async () => {
+  const { gpu } = await testGpu();
+  const lm = await TextModel.load(STORIES260K, { gpu });
+  const session = await DecodeSession.create(lm.model, lm.registry, {
+    capacity: 32,
+    maxTokens: 64,
+    sink: 4,
+  });
+  try {
+    session.append(lm.encode("Once upon a time, there was a little girl named Lily."));
+    session.recordFill(lm.recorder);
+    session.recordRebuild(lm.recorder, 32);
+    assert.equal(session.sinkRows, 0);
+    assert.equal(session.cacheStart, 0);
+    assert.equal(session.cache.length, session.length);
+  } finally {
+    lm.recorder.submit();
+    session.destroy();
+    lm.dispose();
+  }
+});
