@@ -1,21 +1,27 @@
 /**
  * Generates text with a model on the GPU.
  *
- *   deno task generate --model PATH [--prompt TEXT] [--max-tokens N] [--temperature T] [--json]
+ *   deno task generate [--model PATH] [--prompt TEXT] [--max-tokens N] [--temperature T] [--json]
  *
  * Streams the text to stdout as it is written and prints a one-line summary to stderr; with
  * --json prints one JSON object instead. Exit codes: 0 done, 1 the model could not be loaded or
  * run, 2 bad command line.
  */
-import { TemploraError } from "../src/gpu/errors.ts";
-import { InvalidSettingError } from "../src/model/errors.ts";
 import type { GenerateOptions } from "../src/model/generate.ts";
-import { TextModel } from "../src/model/text_model.ts";
-import { numberFlag, parseFlags, UsageError } from "./cli.ts";
+import {
+  gpuJson,
+  loadModel,
+  MODEL_HELP,
+  MODEL_OPTIONS,
+  numberFlag,
+  parseFlags,
+  runCommand,
+  writeOut,
+} from "./cli.ts";
 
-const USAGE = `usage: deno task generate --model PATH [options]
+const USAGE = `usage: deno task generate [options]
 
-  --model PATH               llama2.c checkpoint (.bin, tokenizer beside it) or Hugging Face folder
+${MODEL_HELP}
   --prompt TEXT              text to continue (default: "", start from BOS)
   --max-tokens N             tokens to generate at most (default 256)
   --temperature T            0 = greedy (default 0.8)
@@ -24,15 +30,13 @@ const USAGE = `usage: deno task generate --model PATH [options]
   --repetition-penalty R     1 = off (default 1; the Temp-Lora paper uses 1.12)
   --seed S                   random seed, same seed same text (default 0)
   --window N                 KV window in tokens (default: the model's trained length)
-  --sink N                   attention sinks: the first N tokens stay in the window when it
-                             slides (default 0; at most a quarter of the window)
   --ban-eos                  never end at the end-of-text token
   --stop S                   stop before this text (repeatable)
   --json                     print one JSON object {text, tokens, tokens_per_second, ...}
   --help                     this help`;
 
 interface Settings {
-  model: string;
+  model: { model?: string; tokenizer?: string; "require-gpu"?: boolean };
   prompt: string;
   json: boolean;
   options: GenerateOptions;
@@ -40,7 +44,7 @@ interface Settings {
 
 function parseSettings(args: string[]): Settings | "help" {
   const v = parseFlags({
-    model: { type: "string" },
+    ...MODEL_OPTIONS,
     prompt: { type: "string", default: "" },
     "max-tokens": { type: "string" },
     temperature: { type: "string" },
@@ -49,14 +53,12 @@ function parseSettings(args: string[]): Settings | "help" {
     "repetition-penalty": { type: "string" },
     seed: { type: "string" },
     window: { type: "string" },
-    sink: { type: "string" },
     "ban-eos": { type: "boolean", default: false },
     stop: { type: "string", multiple: true },
     json: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   }, args);
   if (v.help) return "help";
-  if (typeof v.model !== "string" || v.model === "") throw new UsageError("--model is required");
   const options: GenerateOptions = {
     maxTokens: numberFlag(v, "max-tokens", 256, { integer: true, min: 0 }),
     temperature: numberFlag(v, "temperature", 0.8, { min: 0 }),
@@ -65,23 +67,20 @@ function parseSettings(args: string[]): Settings | "help" {
     repetitionPenalty: numberFlag(v, "repetition-penalty", 1, { above: 0 }),
     seed: numberFlag(v, "seed", 0, { integer: true, min: 0, max: 0xffffffff }),
     window: numberFlag(v, "window", undefined, { integer: true, min: 2 }),
-    sink: numberFlag(v, "sink", undefined, { integer: true, min: 0 }),
     banEos: v["ban-eos"],
     stop: v.stop ?? [],
   };
-  return { model: v.model, prompt: v.prompt, json: v.json, options };
+  return { model: v, prompt: v.prompt, json: v.json, options };
 }
 
 async function run(settings: Settings): Promise<void> {
-  const lm = await TextModel.load(settings.model);
+  const loaded = await loadModel(settings.model);
+  const { lm } = loaded;
   try {
-    const encoder = new TextEncoder();
     const it = lm.generate(settings.prompt, settings.options);
     let step = await it.next();
     while (!step.done) {
-      if (!settings.json && step.value.text) {
-        await Deno.stdout.write(encoder.encode(step.value.text));
-      }
+      if (!settings.json && step.value.text) writeOut(step.value.text);
       step = await it.next();
     }
     const result = step.value;
@@ -94,7 +93,7 @@ async function run(settings: Settings): Promise<void> {
         prompt_tokens: result.promptTokens,
         finish_reason: result.finishReason,
         settings: {
-          model: settings.model,
+          model: loaded.path,
           prompt: settings.prompt,
           max_tokens: o.maxTokens,
           temperature: o.temperature,
@@ -103,14 +102,14 @@ async function run(settings: Settings): Promise<void> {
           repetition_penalty: o.repetitionPenalty,
           seed: o.seed,
           window: o.window ?? lm.config.maxSeqLen,
-          sink: o.sink ?? 0,
           ban_eos: o.banEos,
           stop: o.stop,
         },
+        gpu: gpuJson(lm),
       };
       console.log(JSON.stringify(out));
     } else {
-      await Deno.stdout.write(encoder.encode("\n"));
+      writeOut("\n");
       console.error(
         `${result.tokens.length} tokens in ${result.seconds.toFixed(2)} s ` +
           `(${
@@ -120,37 +119,18 @@ async function run(settings: Settings): Promise<void> {
       );
     }
   } finally {
-    lm.dispose();
+    loaded.close();
   }
 }
 
-async function main(args: string[]): Promise<number> {
-  let settings: Settings | "help";
-  try {
-    settings = parseSettings(args);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(`error: ${e.message}\n${USAGE}`);
-    return 2;
-  }
+async function main(): Promise<number> {
+  const settings = parseSettings(Deno.args);
   if (settings === "help") {
     console.log(USAGE);
     return 0;
   }
-  try {
-    await run(settings);
-    return 0;
-  } catch (e) {
-    if (e instanceof InvalidSettingError) {
-      console.error(`error: ${e.message}\n${USAGE}`);
-      return 2;
-    }
-    if (e instanceof TemploraError) {
-      console.error(`error: ${e.message.split("\n")[0]}`);
-      return 1;
-    }
-    throw e;
-  }
+  await run(settings);
+  return 0;
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) await runCommand("generate", main);

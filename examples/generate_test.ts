@@ -1,28 +1,17 @@
 import assert from "node:assert/strict";
+import { usageErrorText } from "./cli.ts";
+import { runTask } from "./testing.ts";
 
-const ROOT = new URL("..", import.meta.url);
-const STORIES = "../shared/models/stories260K/stories260K.bin";
 const GREEDY_START =
   "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.";
 
-/** Runs the CLI from the repository root; stderr without the driver's harmless XDG notice. */
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "examples/generate.ts", ...args],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  const stderr = decode(out.stderr).split("\n").filter((l) => !l.includes("XDG_RUNTIME_DIR"))
-    .join("\n");
-  return { code: out.code, stdout: decode(out.stdout), stderr };
-}
+const cli = (...args: string[]) => runTask("generate", args);
 
-Deno.test("generate CLI: greedy stories260K text as JSON", async () => {
+Deno.test("generate CLI: greedy stories260K text as JSON, from the embedded model", async () => {
   const args = ["--prompt", "", "--max-tokens", "60", "--temperature", "0", "--json"];
-  const { code, stdout, stderr } = await cli("--model", STORIES, ...args);
+  const { code, stdout, stderr } = await cli(...args);
   assert.equal(code, 0, stderr);
+  assert.equal(stderr, "");
   const lines = stdout.trim().split("\n");
   assert.equal(lines.length, 1, "--json prints one line");
   const result = JSON.parse(lines[0]);
@@ -34,33 +23,38 @@ Deno.test("generate CLI: greedy stories260K text as JSON", async () => {
   assert.equal(result.finish_reason, "length");
   assert.equal(result.settings.temperature, 0);
   assert.equal(result.settings.max_tokens, 60);
+  assert.match(result.settings.model, /models\/stories260K\/stories260K\.bin$/);
 });
 
-Deno.test("generate CLI: streams text to stdout and a summary line to stderr", async () => {
+Deno.test("generate CLI: streams text to stdout and only a summary line to stderr", async () => {
   const args = ["--max-tokens", "30", "--temperature", "0", "--stop", "Lily"];
-  const { code, stdout, stderr } = await cli("--model", STORIES, ...args);
+  const { code, stdout, stderr } = await cli(...args);
   assert.equal(code, 0, stderr);
   assert.equal(stdout, "Once upon a time, there was a little girl named \n");
-  assert.match(stderr.trim(), /^\d+ tokens in [\d.]+ s \([\d.]+ tokens\/s\).*finish: stop$/);
+  assert.match(stderr, /^\d+ tokens in [\d.]+ s \([\d.]+ tokens\/s\).*finish: stop\n$/);
 });
 
-Deno.test("generate CLI: bad flags exit 2 with usage; a missing model exits 1", async () => {
-  for (
-    const args of [
-      ["--prompt", "hi"],
-      ["--model", STORIES, "--max-tokens", "ten"],
-      ["--model", STORIES, "--top-p", "0"],
-      ["--model", STORIES, "--no-such-flag"],
-    ]
-  ) {
+Deno.test("generate CLI: bad flags exit 2 with one line and a hint; a missing model exits 1", async () => {
+  const cases: [string[], string][] = [
+    [["--max-tokens", "ten"], '--max-tokens must be an integer >= 0, got "ten"'],
+    [["--top-p", "0"], '--top-p must be a number > 0 and <= 1, got "0"'],
+    [["--no-such-flag"], "unknown flag --no-such-flag"],
+    [
+      ["--window", "1000"],
+      "--window must be an integer in 2..512 (512 is the model's trained length), got 1000",
+    ],
+  ];
+  for (const [args, message] of cases) {
     const { code, stdout, stderr } = await cli(...args);
     assert.equal(code, 2, `${args}: ${stderr}`);
     assert.equal(stdout, "");
-    assert.match(stderr, /^error: .*\nusage: deno task generate/);
+    assert.equal(stderr, usageErrorText("generate", message) + "\n");
   }
-  const missing = await cli("--model", "../shared/models/no_such_model.bin");
+  const missing = await cli("--model", "/nonexistent/no_such_model.bin");
   assert.equal(missing.code, 1);
   assert.equal(missing.stdout, "");
-  assert.equal(missing.stderr.trim().split("\n").length, 1, missing.stderr);
-  assert.match(missing.stderr, /^error: .*no_such_model\.bin: no such file/);
+  assert.equal(
+    missing.stderr,
+    "error: --model /nonexistent/no_such_model.bin: no such file or folder\n",
+  );
 });

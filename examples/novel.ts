@@ -2,32 +2,41 @@
  * Writes a long story with Temp-Lora: the model writes in chunks, and a temporary LoRA adapter
  * trains on each finished chunk so the story's names and facts stay in its weights.
  *
- *   deno task novel --model PATH --prompt "Once upon a time" --tokens 2048
+ *   deno task novel --prompt "Once upon a time" --tokens 2048 [--model PATH]
  *
  * The story streams to stdout. A progress line (tokens, tokens/s, chunk, last loss) goes to
  * stderr when it is a terminal; when stdout is the same terminal it goes to the window title
- * instead, so it never garbles the story. Ctrl-C stops cleanly: the text so far is written to
- * --out, GPU memory is freed, and the exit code is 130. Exit codes: 0 done, 1 run-time error,
- * 2 bad command line.
+ * instead (restored at the end), so it never garbles the story. Ctrl-C stops cleanly: the text
+ * so far is written to --out, GPU memory is freed, and the exit code is 130. Exit codes: 0 done,
+ * 1 run-time error, 2 bad command line.
  */
-import { TextModel } from "../src/model/text_model.ts";
 import { type WriterSummary, writeWithTempLora } from "../src/templora/writer.ts";
+import { tempLoraSettingsJson } from "../src/templora/settings_json.ts";
 import {
+  type FlagOutput,
   formatBytes,
+  gpuJson,
+  loadModel,
+  MODEL_HELP,
+  MODEL_OPTIONS,
   numberFlag,
+  openFlagOutput,
   parseFlags,
   ProgressLine,
+  readFlagFile,
   runCommand,
+  separatorFlag,
   TEMPLORA_OPTIONS,
   tempLoraFlags,
   tempLoraSettingsFromFlags,
   UsageError,
+  WindowTitle,
   writeOut,
 } from "./cli.ts";
 
-const USAGE = `usage: deno task novel --model PATH [--prompt TEXT | --prompt-file F] [options]
+const USAGE = `usage: deno task novel [--prompt TEXT | --prompt-file F] [options]
 
-  --model PATH               llama2.c checkpoint (.bin, tokenizer beside it) or Hugging Face folder
+${MODEL_HELP}
   --prompt TEXT              the story's beginning (default: "Once upon a time")
   --prompt-file F            read the beginning from a file instead
   --tokens N                 tokens to write (default 1024)
@@ -37,8 +46,6 @@ const USAGE = `usage: deno task novel --model PATH [--prompt TEXT | --prompt-fil
   --rank N                   LoRA rank (default: d_model / 4, at most 64)
   --alpha X                  LoRA alpha (default: same as the rank)
   --window N                 tokens the model attends to (default: its length, at most 1024)
-  --sink N                   attention sinks: the first N tokens stay in the window when it
-                             slides (default 0; at most a quarter of the window)
   --kv-refresh N             rebuild the KV cache with the new adapter every N chunks (default 7;
                              0 = after every chunk)
   --temperature T            0 = greedy (default 0.8)
@@ -46,13 +53,15 @@ const USAGE = `usage: deno task novel --model PATH [--prompt TEXT | --prompt-fil
   --top-k K                  0 = off (default 0)
   --repetition-penalty R     1 = off (default 1.12, as the paper)
   --seed S                   random seed, same seed same story (default 0)
+  --separator TEXT           written where the model ends one text and starts another
+                             (default: a blank line; \\n is a newline)
   --no-templora              plain generation with the same window, for comparison
   --out FILE                 also write the story to FILE (written on Ctrl-C too)
   --json                     print one JSON object at the end instead of streaming
   --help                     this help`;
 
 const OPTIONS = {
-  model: { type: "string" },
+  ...MODEL_OPTIONS,
   prompt: { type: "string" },
   "prompt-file": { type: "string" },
   tokens: { type: "string" },
@@ -63,6 +72,7 @@ const OPTIONS = {
   "top-k": { type: "string" },
   "repetition-penalty": { type: "string" },
   seed: { type: "string" },
+  separator: { type: "string" },
   "no-templora": { type: "boolean" },
   out: { type: "string" },
   json: { type: "boolean" },
@@ -75,11 +85,11 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (!v.model) throw new UsageError("--model is required");
   if (v.prompt !== undefined && v["prompt-file"] !== undefined) {
     throw new UsageError("give --prompt or --prompt-file, not both");
   }
   const tokens = numberFlag(v, "tokens", 1024, { integer: true, min: 1 });
+  const separator = separatorFlag(v.separator);
   const generation = {
     maxTokens: tokens,
     temperature: numberFlag(v, "temperature", 0.8, { min: 0 }),
@@ -87,7 +97,8 @@ async function main(): Promise<number> {
     topK: numberFlag(v, "top-k", 0, { integer: true, min: 0 }),
     repetitionPenalty: numberFlag(v, "repetition-penalty", 1.12, { above: 0 }),
     seed: numberFlag(v, "seed", 0, { integer: true, min: 0, max: 0xffffffff }),
-    banEos: true,
+    // A story may end and another begin: the separator marks where, and writing goes on.
+    separator,
   };
   const overrides = {
     ...tempLoraFlags(v),
@@ -95,10 +106,20 @@ async function main(): Promise<number> {
     kvRefresh: numberFlag(v, "kv-refresh", undefined, { integer: true, min: 0 }),
   };
   const prompt = v["prompt-file"] !== undefined
-    ? await Deno.readTextFile(v["prompt-file"])
+    ? await readFlagFile("prompt-file", v["prompt-file"])
     : v.prompt ?? "Once upon a time";
+  let out: FlagOutput | undefined;
+  if (v.out !== undefined) out = await openFlagOutput("out", v.out);
 
-  const lm = await TextModel.load(v.model);
+  const title = new WindowTitle();
+  let loaded;
+  try {
+    loaded = await loadModel(v);
+  } catch (error) {
+    out?.close();
+    throw error;
+  }
+  const { lm } = loaded;
   const controller = new AbortController();
   const onSigint = () => controller.abort();
   Deno.addSignalListener("SIGINT", onSigint);
@@ -108,7 +129,7 @@ async function main(): Promise<number> {
     const sameTerminal = Deno.stdout.isTerminal() && progress.enabled;
     const status = (text: string) => {
       if (v.json) return;
-      if (sameTerminal) Deno.stderr.writeSync(new TextEncoder().encode(`\x1b]0;${text}\x07`));
+      if (sameTerminal) title.set(text);
       else progress.show(text);
     };
     const chunks: { chunk: number; losses: number[]; seconds: number }[] = [];
@@ -150,7 +171,8 @@ async function main(): Promise<number> {
       );
     }
     progress.clear();
-    if (v.out) await Deno.writeTextFile(v.out, prompt + text);
+    title.restore();
+    await out?.write(prompt + text);
     const interrupted = summary.finishReason === "abort";
     const totals = {
       tokens: summary.tokens.length,
@@ -168,7 +190,18 @@ async function main(): Promise<number> {
       console.log(JSON.stringify({
         prompt,
         text,
-        settings: { ...settings, generation, model: v.model },
+        settings: {
+          model: loaded.path,
+          max_tokens: generation.maxTokens,
+          temperature: generation.temperature,
+          top_p: generation.topP,
+          top_k: generation.topK,
+          repetition_penalty: generation.repetitionPenalty,
+          seed: generation.seed,
+          separator,
+          templora: tempLoraSettingsJson(settings),
+        },
+        gpu: gpuJson(lm),
         chunks,
         totals,
       }));
@@ -184,9 +217,11 @@ async function main(): Promise<number> {
     }
     return interrupted ? 130 : 0;
   } finally {
+    title.restore();
     Deno.removeSignalListener("SIGINT", onSigint);
-    lm.dispose();
+    out?.close();
+    loaded.close();
   }
 }
 
-if (import.meta.main) await runCommand(USAGE, main);
+if (import.meta.main) await runCommand("novel", main);

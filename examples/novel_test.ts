@@ -1,19 +1,19 @@
 import assert from "node:assert/strict";
+import { usageErrorText } from "./cli.ts";
+import { runTask, taskCommand } from "./testing.ts";
 
-const MODEL = "../shared/models/stories260K/stories260K.bin";
+const novel = (args: string[], env?: Record<string, string | undefined>) =>
+  runTask("novel", args, env);
 
-function novel(args: string[]) {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "examples/novel.ts", ...args],
-    stdout: "piped",
-    stderr: "piped",
-  });
+/** Every key of a JSON value, nested ones too. */
+function keysOf(value: unknown): string[] {
+  if (Array.isArray(value)) return value.flatMap(keysOf);
+  if (typeof value !== "object" || value === null) return [];
+  return Object.entries(value).flatMap(([k, v]) => [k, ...keysOf(v)]);
 }
 
-Deno.test("novel --json writes a story with Temp-Lora and one parseable JSON object", async () => {
+Deno.test("novel --json: the embedded model by default, settings in snake_case, quiet stderr", async () => {
   const out = await novel([
-    "--model",
-    MODEL,
     "--prompt",
     "Once upon a time",
     "--tokens",
@@ -25,48 +25,134 @@ Deno.test("novel --json writes a story with Temp-Lora and one parseable JSON obj
     "--seed",
     "3",
     "--json",
-  ]).output();
-  const stdout = new TextDecoder().decode(out.stdout);
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const result = JSON.parse(stdout);
+  ]);
+  assert.equal(out.code, 0, out.stderr);
+  assert.equal(out.stderr, "", "nothing on stderr when nothing is wrong");
+  const result = JSON.parse(out.stdout);
   assert.equal(typeof result.text, "string");
   assert.ok(result.text.length > 100);
+  assert.match(result.settings.model, /models\/stories260K\/stories260K\.bin$/);
   assert.equal(result.totals.tokens, 150);
   assert.equal(result.totals.chunks_trained, 4);
-  assert.equal(result.settings.chunk, 32);
-  assert.equal(result.settings.window, 128);
+  const t = result.settings.templora;
+  assert.equal(t.chunk, 32);
+  assert.equal(t.window, 128);
+  assert.equal(t.train_context, 96);
+  assert.equal(t.kv_refresh, 7);
+  assert.equal(t.epochs, 3, "three steps a chunk by default for a small model");
+  assert.equal(result.settings.separator, "\n\n");
+  assert.equal(result.settings.seed, 3);
   assert.equal(result.chunks.length, 4);
-  for (const c of result.chunks) assert.equal(c.losses.length, result.settings.epochs);
-  assert.equal(result.settings.epochs, 3, "three steps a chunk by default for a small model");
+  for (const c of result.chunks) assert.equal(c.losses.length, t.epochs);
   assert.ok(result.totals.peak_gpu_bytes > 0 && result.totals.tokens_per_second > 0);
+  assert.equal(typeof result.gpu.adapter, "string");
+  for (const key of keysOf(result)) assert.match(key, /^[a-z0-9_]+$/, `JSON key ${key}`);
 });
 
-Deno.test("novel rejects bad flags with a one-line error, the usage and exit code 2", async () => {
-  for (
-    const args of [
-      [],
-      ["--model", MODEL, "--tokens", "many"],
-      ["--model", MODEL, "--temperature", "-1"],
-      ["--model", MODEL, "--frobnicate"],
-      ["--model", MODEL, "--prompt", "a", "--prompt-file", "b"],
-      ["--model", MODEL, "--window", "64", "--chunk", "60"],
-    ]
-  ) {
-    const out = await novel(args).output();
-    const stderr = new TextDecoder().decode(out.stderr);
-    assert.equal(out.code, 2, `${args.join(" ")}: ${stderr}`);
-    assert.match(stderr, /^error: .+\n\nusage: deno task novel/m);
+Deno.test("novel: a normal run streams the story and prints only its summary on stderr", async () => {
+  const file = await Deno.makeTempFile({ suffix: ".txt" });
+  try {
+    const out = await novel(["--tokens", "40", "--window", "64", "--out", file]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.ok(out.stdout.startsWith("Once upon a time"), out.stdout);
+    assert.match(
+      out.stderr,
+      /^\ndone: 40 tokens in [\d.]+ s \([\d.]+ tok\/s\), training \d+% of the time over 2 chunks, peak GPU memory [\d.]+ [KM]iB; written to .+\.txt\n$/,
+    );
+    assert.equal(await Deno.readTextFile(file), out.stdout.replace(/\n$/, ""));
+  } finally {
+    await Deno.remove(file);
   }
-  const missing = await novel(["--model", "/nonexistent/model.bin"]).output();
-  assert.equal(missing.code, 1);
-  assert.match(new TextDecoder().decode(missing.stderr), /^error: .*nonexistent/m);
+});
+
+Deno.test("novel: a command-line mistake is one line and a hint, exit code 2", async () => {
+  const cases: [string[], string][] = [
+    [["--tokens", "many"], '--tokens must be an integer >= 1, got "many"'],
+    [["--temperature", "-1"], '--temperature must be a number >= 0, got "-1"'],
+    [["--frobnicate"], "unknown flag --frobnicate"],
+    [["--windw", "64"], "unknown flag --windw (did you mean --window?)"],
+    [["--prompt", "a", "--prompt-file", "b"], "give --prompt or --prompt-file, not both"],
+    [
+      ["Once upon a time"],
+      'unexpected argument "Once upon a time": every value follows its flag, as in --prompt "Once upon a time"',
+    ],
+    [["--model"], "--model needs a value"],
+    [
+      ["--window", "600"],
+      "--window must be an integer in 2..512 (512 is the model's trained length), got 600",
+    ],
+    [
+      ["--window", "64", "--chunk", "60"],
+      "--chunk must be an integer in 1..32 (at most half the window of 64), got 60",
+    ],
+  ];
+  for (const [args, message] of cases) {
+    const out = await novel(args);
+    assert.equal(out.code, 2, `${args.join(" ")}: ${out.stderr}`);
+    assert.equal(out.stdout, "");
+    assert.equal(out.stderr, usageErrorText("novel", message) + "\n");
+  }
+});
+
+Deno.test("novel: a file, model or GPU problem is one line naming the flag, exit code 1", async () => {
+  const cases: [string[], RegExp][] = [
+    [
+      ["--prompt-file", "nope.txt"],
+      /^error: --prompt-file nope\.txt: cannot read it \(no such file\)$/,
+    ],
+    [["--prompt-file", "docs"], /^error: --prompt-file docs: is a folder, not a file$/],
+    [
+      ["--out", "/nonexistent/story.txt"],
+      /^error: --out \/nonexistent\/story\.txt: cannot write it \(its folder does not exist\)$/,
+    ],
+    [
+      ["--model", "/nonexistent/model.bin"],
+      /^error: --model \/nonexistent\/model\.bin: no such file or folder$/,
+    ],
+    [
+      ["--model", "README.md"],
+      /^error: --model README\.md: not a llama2\.c checkpoint: .* Hugging Face model folders$/,
+    ],
+    [["--model", "docs"], /^error: --model docs: folder has no config\.json /],
+    [
+      ["--tokenizer", "/nonexistent/tok.bin"],
+      /^error: --tokenizer \/nonexistent\/tok\.bin: tokenizer not found$/,
+    ],
+  ];
+  for (const [args, pattern] of cases) {
+    const out = await novel(args);
+    assert.equal(out.code, 1, `${args.join(" ")}: ${out.stderr}`);
+    assert.equal(out.stdout, "");
+    assert.equal(out.stderr.split("\n").length, 2, `one line: ${out.stderr}`);
+    assert.match(out.stderr.trimEnd(), pattern);
+  }
+});
+
+Deno.test("novel --require-gpu: refuses a software or OpenGL adapter in one line", async () => {
+  const out = await novel(["--require-gpu", "--tokens", "4", "--json"]);
+  if (out.code === 0) {
+    assert.equal(JSON.parse(out.stdout).gpu.software, false, "ran: the adapter is a GPU");
+  } else {
+    assert.equal(out.code, 1);
+    assert.match(out.stderr, /^error: --require-gpu: only a software adapter was found \(".+"/);
+    assert.equal(out.stderr.split("\n").length, 2);
+  }
+  if (Deno.build.os !== "linux") return;
+  // Without a Vulkan driver only OpenGL is left (or nothing at all).
+  const noVulkan = await novel(["--require-gpu", "--tokens", "4"], {
+    VK_ICD_FILENAMES: "/nonexistent.json",
+  });
+  assert.equal(noVulkan.code, 1);
+  assert.match(
+    noVulkan.stderr,
+    /^error: (--require-gpu: only an OpenGL adapter was found \(".+"\), not a GPU through Vulkan|no WebGPU adapter was found)/,
+  );
+  assert.equal(noVulkan.stderr.split("\n").length, 2, noVulkan.stderr);
 });
 
 Deno.test("novel stops cleanly on Ctrl-C: text so far in --out, exit code 130", async () => {
   const file = await Deno.makeTempFile({ suffix: ".txt" });
-  const child = novel([
-    "--model",
-    MODEL,
+  const child = (await taskCommand("novel", [
     "--tokens",
     "100000",
     "--window",
@@ -75,7 +161,7 @@ Deno.test("novel stops cleanly on Ctrl-C: text so far in --out, exit code 130", 
     "32",
     "--out",
     file,
-  ]).spawn();
+  ])).spawn();
   const reader = child.stdout.getReader();
   let seen = "";
   while (seen.length < 400) {

@@ -2,17 +2,24 @@
  * Measures what Temp-Lora buys on a model and a text, by the PG19 protocol (test-then-train):
  * each chunk is scored with the adapter off and on, then the adapter trains on it.
  *
- *   deno task perplexity --model PATH --text-file BOOK.txt --max-tokens 16384 [--plot out.svg]
+ *   deno task perplexity --text-file BOOK.txt --max-tokens 16384 [--model PATH] [--plot out.svg]
  *
  * Prints a table by position in the text (or one JSON object with --json). Exit codes: 0 done,
  * 1 run-time error, 2 bad command line, 130 interrupted.
  */
-import { TextModel } from "../src/model/text_model.ts";
 import { evaluatePerplexity, type EvaluationResult } from "../src/templora/evaluate.ts";
+import { tempLoraSettingsJson } from "../src/templora/settings_json.ts";
 import {
+  type FlagOutput,
+  gpuJson,
+  loadModel,
+  MODEL_HELP,
+  MODEL_OPTIONS,
   numberFlag,
+  openFlagOutput,
   parseFlags,
   ProgressLine,
+  readFlagFile,
   runCommand,
   TEMPLORA_OPTIONS,
   tempLoraFlags,
@@ -21,25 +28,25 @@ import {
 } from "./cli.ts";
 import { lineChartSvg } from "./svg_plot.ts";
 
-const USAGE = `usage: deno task perplexity --model PATH --text-file F [options]
+const USAGE = `usage: deno task perplexity --text-file F [options]
 
-  --model PATH        llama2.c checkpoint (.bin, tokenizer beside it) or Hugging Face folder
-  --text-file F       the text to walk (UTF-8)
-  --max-tokens N      tokens of the text to use (default 4096)
-  --chunk N           Δ, tokens per chunk (default: window / 4)
-  --window N          W: a chunk is scored given up to W - Δ tokens before it (default: the
-                      model's length, at most 1024)
-  --epochs N          optimizer steps per chunk (default 3 below d_model 1024, else 2)
-  --lr X              learning rate (default: by model size)
-  --rank N            LoRA rank (default: d_model / 4, at most 64)
-  --alpha X           LoRA alpha (default: the rank)
-  --buckets N         position buckets in the table (default 4)
-  --plot FILE.svg     per-chunk perplexity with and without the adapter along the text
-  --json              one JSON object instead of the table
-  --help              this help`;
+  --text-file F              the text to walk (UTF-8)
+${MODEL_HELP}
+  --max-tokens N             tokens of the text to use (default 4096)
+  --chunk N                  Δ, tokens per chunk (default: window / 4)
+  --window N                 W: a chunk is scored given up to W - Δ tokens before it (default:
+                             the model's length, at most 1024)
+  --epochs N                 optimizer steps per chunk (default 3 below d_model 1024, else 2)
+  --lr X                     learning rate (default: by model size)
+  --rank N                   LoRA rank (default: d_model / 4, at most 64)
+  --alpha X                  LoRA alpha (default: the rank)
+  --buckets N                position buckets in the table (default 4)
+  --plot FILE.svg            per-chunk perplexity with and without the adapter along the text
+  --json                     one JSON object instead of the table
+  --help                     this help`;
 
 const OPTIONS = {
-  model: { type: "string" },
+  ...MODEL_OPTIONS,
   "text-file": { type: "string" },
   "max-tokens": { type: "string" },
   ...TEMPLORA_OPTIONS,
@@ -94,13 +101,23 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (!v.model) throw new UsageError("--model is required");
-  if (!v["text-file"]) throw new UsageError("--text-file is required");
+  if (!v["text-file"]) {
+    throw new UsageError("--text-file is required: the text to measure perplexity on");
+  }
   const maxTokens = numberFlag(v, "max-tokens", 4096, { integer: true, min: 2 });
   const buckets = numberFlag(v, "buckets", 4, { integer: true, min: 1 });
   const overrides = tempLoraFlags(v);
-  const text = await Deno.readTextFile(v["text-file"]);
-  const lm = await TextModel.load(v.model);
+  const text = await readFlagFile("text-file", v["text-file"]);
+  let plot: FlagOutput | undefined;
+  if (v.plot !== undefined) plot = await openFlagOutput("plot", v.plot);
+  let loaded;
+  try {
+    loaded = await loadModel(v);
+  } catch (error) {
+    plot?.close();
+    throw error;
+  }
+  const { lm } = loaded;
   try {
     const settings = tempLoraSettingsFromFlags(overrides, lm.config);
     const progress = new ProgressLine();
@@ -117,14 +134,14 @@ async function main(): Promise<number> {
       },
     }, settings);
     progress.clear();
-    if (v.plot) {
+    if (plot) {
       const name = v["text-file"].split("/").pop();
       const svg = perplexityPlot(
         result,
         settings.chunk,
         `${name}: perplexity per chunk of ${settings.chunk} tokens`,
       );
-      await Deno.writeTextFile(v.plot, svg);
+      await plot.write(svg);
     }
     if (v.json) {
       console.log(JSON.stringify({
@@ -134,8 +151,21 @@ async function main(): Promise<number> {
         decrease_pct: result.decrease_pct,
         buckets: result.buckets,
         seconds: result.seconds,
-        settings: { ...settings, maxTokens, model: v.model, textFile: v["text-file"] },
-        chunks: result.chunks,
+        settings: {
+          model: loaded.path,
+          text_file: v["text-file"],
+          max_tokens: maxTokens,
+          buckets,
+          templora: tempLoraSettingsJson(settings),
+        },
+        gpu: gpuJson(lm),
+        chunks: result.chunks.map((c) => ({
+          index: c.index,
+          tokens: c.tokens,
+          base_nll: c.baseNll,
+          templora_nll: c.tempLoraNll,
+          train_seconds: c.trainSeconds,
+        })),
       }));
     } else {
       console.log(table(result));
@@ -147,8 +177,9 @@ async function main(): Promise<number> {
     }
     return 0;
   } finally {
-    lm.dispose();
+    plot?.close();
+    loaded.close();
   }
 }
 
-if (import.meta.main) await runCommand(USAGE, main);
+if (import.meta.main) await runCommand("perplexity", main);

@@ -2,20 +2,27 @@
  * Serves a model over an OpenAI-compatible HTTP API; every completion writes with its own
  * temporary Temp-Lora adapter, freed when the request ends.
  *
- *   deno task serve --model PATH [--port 8080] [--host 127.0.0.1] [--max-sessions N]
+ *   deno task serve [--model PATH] [--port 8080] [--host 127.0.0.1] [--max-sessions N]
  *                   [--max-queue N]
  *
  * Then point any OpenAI client at http://HOST:PORT/v1 (the API key is not checked). Ctrl-C shuts
  * down: running requests are stopped, their sessions freed. Exit codes: 0 after Ctrl-C, 1 the
- * model could not be loaded, 2 bad command line.
+ * model could not be loaded or the address not listened on, 2 bad command line.
  */
-import { TextModel } from "../src/model/text_model.ts";
 import { createApp } from "../src/server/app.ts";
-import { numberFlag, parseFlags, runCommand, UsageError } from "./cli.ts";
+import {
+  CommandError,
+  loadModel,
+  MODEL_HELP,
+  MODEL_OPTIONS,
+  numberFlag,
+  parseFlags,
+  runCommand,
+} from "./cli.ts";
 
-const USAGE = `usage: deno task serve --model PATH [options]
+const USAGE = `usage: deno task serve [options]
 
-  --model PATH               llama2.c checkpoint (.bin, tokenizer beside it) or Hugging Face folder
+${MODEL_HELP}
   --port N                   TCP port (default 8080; 0 = any free port)
   --host H                   address to listen on (default 127.0.0.1, this machine only)
   --max-sessions N           completions written at once (default 4)
@@ -24,12 +31,49 @@ const USAGE = `usage: deno task serve --model PATH [options]
   --timeout S                seconds one completion may run (default 300)
   --help                     this help
 
-Endpoints: GET /health, GET /v1/models, POST /v1/completions (with an optional "templora"
-object: enabled, chunk, epochs, lr, rank, alpha, window, train_context, kv_refresh).`;
+Endpoints: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (for
+models with a chat template), each with an optional "templora" object: enabled, chunk, epochs,
+lr, rank, alpha, window, train_context, kv_refresh. The README lists every field.`;
+
+/** Why the server cannot listen at `hostname`:`port`, as a {@link CommandError} naming the flag. */
+function listenError(error: unknown, hostname: string, port: number): unknown {
+  const at = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new CommandError(
+      `--port ${port}: ${at} is already in use; stop what listens there or pick another port ` +
+        "(--port 0 takes any free one)",
+    );
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return new CommandError(
+      `--port ${port}: not allowed to listen at ${at} (ports below 1024 need privileges)`,
+    );
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return new CommandError(
+      `--host ${hostname}: not an address of this machine (127.0.0.1 is this machine only, ` +
+        "0.0.0.0 every interface)",
+    );
+  }
+  if (error instanceof Error && /lookup address/.test(error.message)) {
+    return new CommandError(`--host ${hostname}: no such host name`);
+  }
+  return error;
+}
+
+/** Fails early, before a long model load, when the address cannot be listened on. */
+function checkListen(hostname: string, port: number): void {
+  if (port === 0) return;
+  try {
+    Deno.listen({ hostname, port }).close();
+  } catch (error) {
+    throw listenError(error, hostname, port);
+  }
+}
 
 async function main(): Promise<number> {
   const v = parseFlags({
-    model: { type: "string" },
+    ...MODEL_OPTIONS,
     port: { type: "string" },
     host: { type: "string" },
     "max-sessions": { type: "string" },
@@ -42,7 +86,6 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (!v.model) throw new UsageError("--model is required");
   const port = numberFlag(v, "port", 8080, { integer: true, min: 0, max: 65535 });
   const hostname = v.host ?? "127.0.0.1";
   const options = {
@@ -52,7 +95,9 @@ async function main(): Promise<number> {
     requestTimeoutMs: 1000 * numberFlag(v, "timeout", 300, { above: 0 }),
   };
 
-  const lm = await TextModel.load(v.model);
+  checkListen(hostname, port);
+  const loaded = await loadModel(v);
+  const { lm } = loaded;
   const shutdown = new AbortController();
   const app = createApp(lm, { ...options, signal: shutdown.signal });
   const onSigint = () => {
@@ -60,21 +105,29 @@ async function main(): Promise<number> {
     console.error("templora: stopping");
     shutdown.abort();
   };
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve({
+      hostname,
+      port,
+      signal: shutdown.signal,
+      onListen: ({ hostname, port }) => {
+        const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+        console.log(
+          `templora: serving ${loaded.path} at http://${host}:${port}/v1 (Ctrl-C stops)`,
+        );
+      },
+    }, app.fetch);
+  } catch (error) {
+    loaded.close();
+    throw listenError(error, hostname, port);
+  }
   Deno.addSignalListener("SIGINT", onSigint);
-  const server = Deno.serve({
-    hostname,
-    port,
-    signal: shutdown.signal,
-    onListen: ({ hostname, port }) => {
-      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      console.log(`templora: serving ${v.model} at http://${host}:${port}/v1 (Ctrl-C stops)`);
-    },
-  }, app.fetch);
   await server.finished;
   Deno.removeSignalListener("SIGINT", onSigint);
-  lm.dispose();
+  loaded.close();
   console.error("templora: stopped");
   return 0;
 }
 
-if (import.meta.main) await runCommand(USAGE, main);
+if (import.meta.main) await runCommand("serve", main);

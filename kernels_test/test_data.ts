@@ -2,8 +2,9 @@
  * Where the tests find their data. stories260K and its tokenizer are in the repository
  * (models/stories260K/); the larger data (books, GGUF fixtures) is in `../shared` beside the
  * checkout. A test that needs `../shared` is declared with {@link sharedDataTest}: where the data
- * is missing it is skipped, and one line on stderr says what was skipped and why, unless
- * TEMPLORA_REQUIRE_SHARED=1 (set by CI, which has the data), where it fails instead.
+ * is missing it is skipped, and one line on stderr says what was skipped and why (once per run
+ * when ../shared is missing altogether), unless TEMPLORA_REQUIRE_SHARED=1 (set by CI, which has
+ * the data), where it fails instead.
  */
 import { fileURLToPath } from "node:url";
 
@@ -16,8 +17,9 @@ export const STORIES260K_TOKENIZER = file("../models/stories260K/tok512.bin");
 /** The folder holding both. */
 export const STORIES260K_DIR = file("../models/stories260K/");
 
-/** The shared data folder beside the checkout. */
-export const SHARED_DIR = file("../../shared/");
+/** The shared data folder: ../shared beside the checkout, or TEMPLORA_SHARED_DIR when set. */
+export const SHARED_DIR = (Deno.env.get("TEMPLORA_SHARED_DIR") ?? file("../../shared/"))
+  .replace(/\/?$/, "/");
 
 /** The path of `relative` (for example "data/books/austen-emma.txt") in the shared data. */
 export function sharedPath(relative: string): string {
@@ -47,8 +49,8 @@ export interface SharedDataTest extends Deno.TestDefinition {
 
 /**
  * Declares a test that needs shared data. With the data it is an ordinary test; without it the
- * test is ignored and stderr says so once per missing folder, or, with
- * TEMPLORA_REQUIRE_SHARED=1, the test fails naming what is missing.
+ * test is ignored and stderr says so once, or, with TEMPLORA_REQUIRE_SHARED=1, the test fails
+ * naming what is missing.
  */
 export function sharedDataTest(test: SharedDataTest): void {
   const { needs, ...definition } = test;
@@ -67,15 +69,21 @@ export function sharedDataTest(test: SharedDataTest): void {
     });
     return;
   }
+  // One line per process (test files share it) when ../shared is missing altogether, else one
+  // per missing file or folder.
+  const notices = exists(SHARED_DIR)
+    ? missing.map((m) => [m, `../shared/${m} is missing`])
+    : [["*", "../shared is not beside the checkout"]];
   const given = new Set((Deno.env.get(NOTICE_GIVEN) ?? "").split("|").filter(Boolean));
-  const folders = [...new Set(missing.map((m) => m.split("/").slice(0, -1).join("/") || m))]
-    .filter((folder) => !given.has(folder));
-  if (folders.length > 0) {
+  const fresh = notices.filter(([key]) => !given.has(key));
+  for (const [, why] of fresh) {
     console.error(
-      `templora tests: skipping the tests that need ../shared/${folders.join(", ../shared/")} ` +
-        `(not found beside the checkout; it holds the larger test data: books, GGUF files)`,
+      `templora tests: skipping the tests that need the larger test data (books, GGUF files): ` +
+        `${why} (CI sets ${REQUIRE_SHARED}=1 to fail them instead)`,
     );
-    Deno.env.set(NOTICE_GIVEN, [...given, ...folders].join("|"));
+  }
+  if (fresh.length > 0) {
+    Deno.env.set(NOTICE_GIVEN, [...given, ...fresh.map(([key]) => key)].join("|"));
   }
   Deno.test({ ...definition, ignore: true });
 }

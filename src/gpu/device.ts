@@ -13,9 +13,9 @@ export interface GpuCapabilities {
   isFallbackAdapter: boolean;
   /**
    * The graphics API under WebGPU: "primary" for Vulkan, Metal or Direct3D 12, "gl" for the
-   * OpenGL fallback (hundreds of times slower), "unknown" where it cannot be told (outside Deno,
-   * without permission to read and set environment variables, or when DENO_WEBGPU_BACKEND names
-   * several kinds).
+   * OpenGL fallback (hundreds to thousands of times slower), "unknown" where it cannot be told
+   * (outside Deno, without permission to read and set environment variables, or when
+   * DENO_WEBGPU_BACKEND names several kinds).
    */
   backend: GpuBackend;
   /** `shader-f16` was requested and a shader using `f16` actually compiled. */
@@ -285,8 +285,8 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
           "for one of those",
       );
     }
-    const warning = `${found}: WebGPU through OpenGL runs hundreds of times slower than ` +
-      `through Vulkan; ${INSTALL_VULKAN}`;
+    const warning = `${found}: WebGPU through OpenGL runs hundreds to thousands of times ` +
+      `slower than through Vulkan; ${INSTALL_VULKAN}`;
     if (options.onWarning) options.onWarning(warning);
     else if (options.onWarning !== false) warnOnce(warning);
   } else if (options.requireGpu && isFallbackAdapter) {

@@ -106,7 +106,8 @@ export class DecodeSession {
     const capacity = options.capacity ?? model.config.maxSeqLen;
     if (!Number.isInteger(capacity) || capacity < 2 || capacity > model.config.maxSeqLen) {
       throw new InvalidSettingError(
-        `window ${capacity} must be an integer in 2..${model.config.maxSeqLen}`,
+        `window must be an integer in 2..${model.config.maxSeqLen} (${model.config.maxSeqLen} is ` +
+          `the model's trained length), got ${capacity}`,
       );
     }
     const sink = options.sink ?? 0;
