@@ -18,8 +18,8 @@ import {
   writeWithTempLora,
 } from "./writer.ts";
 
-/** Settings where a chunk's training, a KV refresh (every 2 chunks) and window slides all occur. */
-const SETTINGS = { window: 48, chunk: 12, epochs: 2, kvRefresh: 2, rank: 4 };
+/** Settings where training, KV refreshes (every 2 chunks) and window slides with sinks all occur. */
+const SETTINGS = { window: 48, chunk: 12, epochs: 2, kvRefresh: 2, rank: 4, sink: 4 };
 const OPTIONS = { maxTokens: 64, temperature: 0.9, topP: 0.95, seed: 11, banEos: true };
 const PROMPT = "Once upon a time, a little fox";
 

@@ -151,7 +151,9 @@ export interface ModelFingerprint {
 
 /** The KV cache of a run and the logits its next token is drawn from. */
 export interface CacheSnapshot {
-  /** History index of the cache's row 0. */
+  /** Rows at the cache's start holding the attention sinks (the history's first tokens). */
+  sinkRows: number;
+  /** History index of the cache's first row after the sinks. */
   start: number;
   /** Keys of each layer, f32 [rows, nKvHeads, headDim]. */
   k: TensorData[];
@@ -471,7 +473,7 @@ export async function readSessionCache(session: DecodeSession): Promise<CacheSna
     Promise.all(session.cache.v.map(read)),
     readF32(gpu, session.activations.logits.rows(0, 1).reshape([v])),
   ]);
-  return { start: session.cacheStart, k, v: vs, logits };
+  return { sinkRows: session.sinkRows, start: session.cacheStart, k, v: vs, logits };
 }
 
 /**
@@ -487,7 +489,8 @@ export function restoreSessionCache(
   const rows = cache.k[0]?.shape[0] ?? 0;
   const fits = cache.k.length === c.nLayers && cache.v.length === c.nLayers &&
     rows <= session.capacity && cache.logits.length === c.vocabSize &&
-    cache.start + rows <= session.length &&
+    Number.isInteger(cache.sinkRows) && cache.sinkRows >= 0 && cache.sinkRows <= rows &&
+    cache.start + rows - cache.sinkRows <= session.length &&
     [...cache.k, ...cache.v].every((t) =>
       t.shape.length === 3 && t.shape[0] === rows && t.shape[1] === c.nKvHeads &&
       t.shape[2] === c.headDim
@@ -502,6 +505,7 @@ export function restoreSessionCache(
     writeTensor(gpu, session.cache.v[l].rows(0, rows), tensorToF32(cache.v[l]));
   }
   session.cache.length = rows;
+  session.sinkRows = cache.sinkRows;
   session.cacheStart = cache.start;
   writeTensor(gpu, session.activations.logits.rows(0, 1).reshape([c.vocabSize]), cache.logits);
 }
@@ -551,6 +555,7 @@ export async function saveSnapshot(
     chunkStart: snapshot.chunkStart,
     progress: snapshot.progress,
     cacheStart: snapshot.cache.start,
+    cacheSinkRows: snapshot.cache.sinkRows,
     adapter: null,
   };
   const tensors = new Map<string, SafetensorsTensorData>();
@@ -629,13 +634,19 @@ export async function loadSnapshot(dir: string): Promise<TempLoraSnapshot> {
     chunkStart: state.chunkStart,
     progress: state.progress,
     cache: {
+      sinkRows: state.cacheSinkRows,
       start: state.cacheStart,
       k: layers.map((l) => tensor(`cache.k.${l}`)),
       v: layers.map((l) => tensor(`cache.v.${l}`)),
       logits: tensor("logits").data,
     },
   };
-  const ints = [snapshot.promptTokens, snapshot.chunkStart, snapshot.cache.start];
+  const ints = [
+    snapshot.promptTokens,
+    snapshot.chunkStart,
+    snapshot.cache.start,
+    snapshot.cache.sinkRows,
+  ];
   if (
     !ints.every(Number.isInteger) || typeof snapshot.settings?.optimizer !== "object" ||
     typeof snapshot.generation?.maxTokens !== "number" || !snapshot.progress ||
