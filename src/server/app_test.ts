@@ -102,7 +102,7 @@ gpuTest("server: completions (plain and streamed) match plain generation", async
     assert.equal(plain.templora.enabled, false);
     assert.equal(plain.templora.window, 64);
     assert.equal(plain.templora.chunk, 32);
-    for (const key of ["epochs", "lr", "rank", "alpha"]) {
+    for (const key of ["epochs", "lr", "rank", "alpha", "train_context", "kv_refresh", "beta1"]) {
       assert.equal(typeof plain.templora[key], "number", key);
     }
 
