@@ -51,6 +51,10 @@ export * from "./src/ops/lora.ts";
 export * from "./src/ops/lora_decode.ts";
 export * from "./src/ops/adamw.ts";
 export * from "./src/ops/grad_norm.ts";
+export * from "./src/ops/quant_weight.ts";
+export * from "./src/ops/quant_matvec.ts";
+export * from "./src/ops/quant_matmul.ts";
+export * from "./src/ops/quant_embedding.ts";
 // File formats and tokenizers
 export * from "./src/formats/errors.ts";
 export * from "./src/formats/config.ts";

@@ -12,7 +12,9 @@ const OP = "quant matvec";
 
 /** Threads per workgroup (a power of two) and rows per workgroup (at most the threads). */
 export interface QuantMatvecTiles {
+  /** Invocations per workgroup. */
   wg: number;
+  /** Output rows per workgroup. */
   rows: number;
 }
 
