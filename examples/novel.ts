@@ -9,10 +9,25 @@
  * instead (restored at the end), so it never garbles the story. Ctrl-C stops cleanly: the text
  * so far is written to --out, GPU memory is freed, and the exit code is 130. Exit codes: 0 done,
  * 1 run-time error, 2 bad command line.
+ *
+ * With --snapshot DIR the run saves a snapshot (the adapter in PEFT's format, the optimizer
+ * state, the text so far) every --snapshot-every chunks, on Ctrl-C and at the end; --resume DIR
+ * goes on with that story, with its settings, and writes exactly what the run would have.
  */
 import { type WriterSummary, writeWithTempLora } from "../src/templora/writer.ts";
+import {
+  checkSnapshotTarget,
+  loadSnapshot,
+  resumeWithTempLora,
+  saveSnapshot,
+  snapshotExists,
+  type SnapshotSchedule,
+  TemploraError,
+  type TempLoraSnapshot,
+} from "../mod.ts";
 import { tempLoraSettingsJson } from "../src/templora/settings_json.ts";
 import {
+  CommandError,
   type FlagOutput,
   formatBytes,
   gpuJson,
@@ -57,6 +72,12 @@ ${MODEL_HELP}
                              (default: a blank line; \\n is a newline)
   --no-templora              plain generation with the same window, for comparison
   --out FILE                 also write the story to FILE (written on Ctrl-C too)
+  --snapshot DIR             save a snapshot to DIR every --snapshot-every chunks, on Ctrl-C
+                             and at the end (the adapter in PEFT's format, its optimizer state
+                             and the story so far)
+  --snapshot-every N         chunks between snapshots (default 8)
+  --resume DIR               go on with the story whose snapshot is in DIR, with its settings
+                             (--tokens may raise its length; snapshots go on to DIR)
   --json                     print one JSON object at the end instead of streaming
   --help                     this help`;
 
@@ -75,6 +96,9 @@ const OPTIONS = {
   separator: { type: "string" },
   "no-templora": { type: "boolean" },
   out: { type: "string" },
+  snapshot: { type: "string" },
+  "snapshot-every": { type: "string" },
+  resume: { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean" },
 } as const;
@@ -88,9 +112,19 @@ async function main(): Promise<number> {
   if (v.prompt !== undefined && v["prompt-file"] !== undefined) {
     throw new UsageError("give --prompt or --prompt-file, not both");
   }
-  const tokens = numberFlag(v, "tokens", 1024, { integer: true, min: 1 });
-  const separator = separatorFlag(v.separator);
-  const generation = {
+  const resumed = v.resume === undefined ? undefined : await resumeFlags(v);
+  const snapshotDir = v.snapshot ?? v.resume;
+  const snapshotEvery = numberFlag(v, "snapshot-every", 8, { integer: true, min: 1 });
+  if (v["snapshot-every"] !== undefined && snapshotDir === undefined) {
+    throw new UsageError("--snapshot-every needs --snapshot DIR");
+  }
+  if (snapshotDir !== undefined) await checkSnapshotFlag(snapshotDir, v.resume);
+  const tokens = numberFlag(v, "tokens", resumed?.generation.maxTokens ?? 1024, {
+    integer: true,
+    min: 1,
+  });
+  const separator = resumed ? resumed.generation.separator : separatorFlag(v.separator);
+  const generation = resumed ? { ...resumed.generation, maxTokens: tokens } : {
     maxTokens: tokens,
     temperature: numberFlag(v, "temperature", 0.8, { min: 0 }),
     topP: numberFlag(v, "top-p", 0.95, { above: 0, max: 1 }),
@@ -105,7 +139,9 @@ async function main(): Promise<number> {
     enabled: !v["no-templora"],
     kvRefresh: numberFlag(v, "kv-refresh", undefined, { integer: true, min: 0 }),
   };
-  const prompt = v["prompt-file"] !== undefined
+  const prompt = resumed
+    ? resumed.promptText ?? ""
+    : v["prompt-file"] !== undefined
     ? await readFlagFile("prompt-file", v["prompt-file"])
     : v.prompt ?? "Once upon a time";
   let out: FlagOutput | undefined;
@@ -124,7 +160,7 @@ async function main(): Promise<number> {
   const onSigint = () => controller.abort();
   Deno.addSignalListener("SIGINT", onSigint);
   try {
-    const settings = tempLoraSettingsFromFlags(overrides, lm.config);
+    const settings = resumed?.settings ?? tempLoraSettingsFromFlags(overrides, lm.config);
     const progress = new ProgressLine();
     const sameTerminal = Deno.stdout.isTerminal() && progress.enabled;
     const status = (text: string) => {
@@ -136,12 +172,23 @@ async function main(): Promise<number> {
     const started = performance.now();
     let written = 0;
     let lastLoss = NaN;
-    const run = writeWithTempLora(
-      lm,
-      prompt,
-      { ...generation, signal: controller.signal },
-      settings,
-    );
+    const snapshots: SnapshotSchedule | undefined = snapshotDir === undefined ? undefined : {
+      everyChunks: snapshotEvery,
+      save: (snapshot) => saveSnapshot(snapshotDir, snapshot),
+    };
+    const run = resumed
+      ? resumeWithTempLora(lm, resumed, {
+        maxTokens: tokens,
+        signal: controller.signal,
+        snapshots,
+      })
+      : writeWithTempLora(
+        lm,
+        prompt,
+        { ...generation, signal: controller.signal },
+        settings,
+        { snapshots },
+      );
     let summary: WriterSummary;
     let text = "";
     if (!v.json) writeOut(prompt);
@@ -185,6 +232,7 @@ async function main(): Promise<number> {
       skipped_steps: summary.skippedSteps,
       peak_gpu_bytes: summary.peakGpuBytes,
       finish_reason: summary.finishReason,
+      resumed_tokens: summary.resumedTokens,
     };
     if (v.json) {
       console.log(JSON.stringify({
@@ -208,11 +256,14 @@ async function main(): Promise<number> {
     } else {
       writeOut("\n");
       console.error(
-        `\n${interrupted ? "interrupted" : "done"}: ${totals.tokens} tokens in ` +
+        `\n${interrupted ? "interrupted" : "done"}: ${totals.tokens} tokens` +
+          (totals.resumed_tokens ? ` (${totals.resumed_tokens} from the snapshot)` : "") +
+          ` in ` +
           `${totals.seconds.toFixed(1)} s (${totals.tokens_per_second.toFixed(1)} tok/s), ` +
           `training ${(100 * totals.training_share).toFixed(0)}% of the time over ` +
           `${totals.chunks_trained} chunks, peak GPU memory ${formatBytes(totals.peak_gpu_bytes)}` +
-          (settings.enabled ? "" : " (Temp-Lora off)") + (v.out ? `; written to ${v.out}` : ""),
+          (settings.enabled ? "" : " (Temp-Lora off)") + (v.out ? `; written to ${v.out}` : "") +
+          (snapshotDir === undefined ? "" : `; snapshot in ${snapshotDir}`),
       );
     }
     return interrupted ? 130 : 0;
@@ -221,6 +272,52 @@ async function main(): Promise<number> {
     Deno.removeSignalListener("SIGINT", onSigint);
     out?.close();
     loaded.close();
+  }
+}
+
+/** Flags that shape a story, which --resume takes from the snapshot instead. */
+const STORY_FLAGS = [
+  "prompt",
+  "prompt-file",
+  ...Object.keys(TEMPLORA_OPTIONS),
+  "kv-refresh",
+  "temperature",
+  "top-p",
+  "top-k",
+  "repetition-penalty",
+  "seed",
+  "separator",
+  "no-templora",
+];
+
+/** The snapshot --resume names, after checking no flag tries to change its story. */
+async function resumeFlags(v: Record<string, unknown>): Promise<TempLoraSnapshot> {
+  const given = STORY_FLAGS.find((flag) => v[flag] !== undefined);
+  if (given) {
+    throw new UsageError(
+      `--resume goes on with the story's own settings; --${given} cannot be given with it`,
+    );
+  }
+  return await loadSnapshot(v.resume as string);
+}
+
+/**
+ * Fails early when --snapshot (or --resume) names a folder that cannot take snapshots, or, for
+ * a new story, one that already holds another story's snapshot.
+ */
+async function checkSnapshotFlag(dir: string, resume: string | undefined): Promise<void> {
+  const flag = resume === undefined ? "--snapshot" : "--resume";
+  try {
+    await checkSnapshotTarget(dir);
+  } catch (error) {
+    if (error instanceof TemploraError) throw new CommandError(`${flag} ${error.message}`);
+    throw error;
+  }
+  if (dir !== resume && await snapshotExists(dir)) {
+    throw new CommandError(
+      `--snapshot ${dir}: it holds the snapshot of another story; go on with that one with ` +
+        `--resume ${dir}, or give another folder`,
+    );
   }
 }
 
