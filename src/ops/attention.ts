@@ -1,4 +1,4 @@
-import source from "../../shaders/attention.wgsl" with { type: "text" };
+import { ATTENTION_WGSL as source } from "./shaders.generated.ts";
 import { ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";

@@ -1,4 +1,4 @@
-import source from "../../shaders/grad_norm.wgsl" with { type: "text" };
+import { GRAD_NORM_WGSL as source } from "./shaders.generated.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";

@@ -1,4 +1,4 @@
-import source from "../../shaders/lora_decode.wgsl" with { type: "text" };
+import { LORA_DECODE_WGSL as source } from "./shaders.generated.ts";
 import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import { PORTABLE_OFFSET_ALIGNMENT, type Recorder } from "../gpu/recorder.ts";

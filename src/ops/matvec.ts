@@ -1,4 +1,4 @@
-import source from "../../shaders/matvec.wgsl" with { type: "text" };
+import { MATVEC_WGSL as source } from "./shaders.generated.ts";
 import { KernelUsageError } from "../gpu/errors.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";

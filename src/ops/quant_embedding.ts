@@ -1,4 +1,4 @@
-import source from "../../shaders/quant_embedding.wgsl" with { type: "text" };
+import { QUANT_EMBEDDING_WGSL as source } from "./shaders.generated.ts";
 import type { GgmlQuantType } from "../core/quant.ts";
 import { KernelUsageError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";

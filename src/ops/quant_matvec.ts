@@ -1,4 +1,4 @@
-import source from "../../shaders/quant_matvec.wgsl" with { type: "text" };
+import { QUANT_MATVEC_WGSL as source } from "./shaders.generated.ts";
 import type { GgmlQuantType } from "../core/quant.ts";
 import { KernelUsageError } from "../gpu/errors.ts";
 import type { Gpu } from "../gpu/device.ts";

@@ -1,4 +1,4 @@
-import blocks from "../../shaders/quant_blocks.wgsl" with { type: "text" };
+import { QUANT_BLOCKS_WGSL as blocks } from "./shaders.generated.ts";
 import { GGML_QUANT_TYPES, GGML_TYPES, type GgmlQuantType } from "../core/quant.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { KernelUsageError, ShapeError } from "../gpu/errors.ts";

@@ -1,4 +1,4 @@
-import source from "../../shaders/rope.wgsl" with { type: "text" };
+import { ROPE_WGSL as source } from "./shaders.generated.ts";
 import { KernelUsageError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";

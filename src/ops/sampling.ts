@@ -1,4 +1,4 @@
-import source from "../../shaders/sampling.wgsl" with { type: "text" };
+import { SAMPLING_WGSL as source } from "./shaders.generated.ts";
 import { GpuLimitError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Params, Recorder } from "../gpu/recorder.ts";

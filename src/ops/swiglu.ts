@@ -1,4 +1,4 @@
-import source from "../../shaders/swiglu.wgsl" with { type: "text" };
+import { SWIGLU_WGSL as source } from "./shaders.generated.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
