@@ -212,11 +212,23 @@ interface SavedLayer {
   loraH: Map<LoraTarget, Tensor>; // [T, rank] each: dropout(x)·Aᵀ
 }
 
+/** Options of {@link TrainingActivations}. */
+export interface TrainingActivationOptions {
+  /**
+   * Keep only each layer's input; the rest lives in one set of buffers shared by every layer, and
+   * the backward recomputes a layer's forward from its input before it runs (default false).
+   */
+  recompute?: boolean;
+  /** Rows of logits held at once (default maxRows): the LM head and loss run in tiles of rows. */
+  logitRows?: number;
+}
+
 /**
  * Activation buffers of a training forward over up to `maxRows` tokens: every layer keeps what
  * its backward reads (norm inputs and reciprocal RMS, rotated queries, attention output and
- * log-sum-exp, MLP activations, the adapter's x·Aᵀ). Rotated keys and values stay in the KV
- * cache the step writes. The residual stream leaving layer l is layer l + 1's input.
+ * log-sum-exp, MLP activations, the adapter's x·Aᵀ), or with `recompute` only its input. Rotated
+ * keys and values stay in the KV cache the step writes. The residual stream leaving layer l is
+ * layer l + 1's input.
  */
 export class TrainingActivations implements ForwardBuffers {
   /** [maxRows, dim] residual stream after the last layer. */
@@ -227,9 +239,14 @@ export class TrainingActivations implements ForwardBuffers {
   readonly rstdFinal: Tensor;
   /** [1, dim] unused by training steps ("all" logits), present for the interface. */
   readonly lastRow: Tensor;
-  /** [maxRows, vocab] */
+  /** [logitRows, vocab] one tile of rows of logits. */
   readonly logits: Tensor;
+  /** Rows of `logits`. */
+  readonly logitRows: number;
+  /** Whether the backward must recompute each layer (only layer inputs are kept). */
+  readonly recompute: boolean;
   readonly #saved: SavedLayer[] = [];
+  readonly #inputs: Tensor[] = []; // with recompute: [maxRows, dim] each layer's input
   readonly #k: Tensor; // [maxRows, nKvHeads, headDim] keys before RoPE, shared by every layer
   readonly #v: Tensor; // [maxRows, nKvHeads, headDim] values before the cache copy, shared
   readonly #rank: number;
@@ -241,20 +258,29 @@ export class TrainingActivations implements ForwardBuffers {
     config: ModelConfig,
     readonly maxRows: number,
     adapter: ModelAdapter,
+    options: TrainingActivationOptions = {},
   ) {
     const T = maxRows;
     this.#rank = adapter.rank;
+    this.recompute = options.recompute ?? false;
+    this.logitRows = Math.max(1, Math.min(T, options.logitRows ?? T));
     const { dim, nHeads, nKvHeads, headDim: hd, hiddenDim } = config;
     const pool = this.#pool = new TensorPool(gpu);
-    for (let l = 0; l < config.nLayers; l++) {
+    const kept = this.recompute ? 1 : config.nLayers;
+    if (this.recompute) {
+      for (let l = 0; l < config.nLayers; l++) this.#inputs.push(pool.make([T, dim], `xIn ${l}`));
+    }
+    for (let l = 0; l < kept; l++) {
       const loraH = new Map<LoraTarget, Tensor>();
       for (const target of LORA_TARGETS) {
-        if (adapter.get(l, target)) {
-          loraH.set(target, pool.make([T, adapter.rank], `lora h ${l}.${target}`));
-        }
+        // Shared buffers serve every layer: any layer's adapted projection needs one.
+        const adapted = this.recompute
+          ? Array.from({ length: config.nLayers }, (_, i) => adapter.get(i, target)).some(Boolean)
+          : adapter.get(l, target);
+        if (adapted) loraH.set(target, pool.make([T, adapter.rank], `lora h ${l}.${target}`));
       }
       this.#saved.push({
-        xIn: pool.make([T, dim], `xIn ${l}`),
+        xIn: this.recompute ? this.#inputs[0] : pool.make([T, dim], `xIn ${l}`),
         h1: pool.make([T, dim], `h1 ${l}`),
         rstd1: pool.make([T], `rstd1 ${l}`),
         q: pool.make([T, nHeads, hd], `q ${l}`),
@@ -283,7 +309,7 @@ export class TrainingActivations implements ForwardBuffers {
     this.normed = pool.make([T, dim], "final normed");
     this.rstdFinal = pool.make([T], "final rstd");
     this.lastRow = pool.make([1, dim], "last row");
-    this.logits = pool.make([T, config.vocabSize], "train logits");
+    this.logits = pool.make([this.logitRows, config.vocabSize], "train logits");
   }
 
   /** Checks the rank: these buffers were sized for one adapter. */
@@ -297,12 +323,14 @@ export class TrainingActivations implements ForwardBuffers {
 
   /** Layer `layer`'s saved buffers, t rows. */
   layer(layer: number, t: number): LayerBuffers {
-    const s = this.#saved[layer];
+    const s = this.#saved[this.recompute ? 0 : layer];
     const rows = (x: Tensor) => x.rows(0, t);
     const perHead = (x: Tensor) => x.reshape([x.size]);
-    const next = layer + 1 < this.#saved.length ? this.#saved[layer + 1].xIn : this.xFinal;
+    const input = (l: number) => this.recompute ? this.#inputs[l] : this.#saved[l].xIn;
+    const last = (this.recompute ? this.#inputs : this.#saved).length - 1;
+    const next = layer < last ? input(layer + 1) : this.xFinal;
     return {
-      xIn: rows(s.xIn),
+      xIn: rows(input(layer)),
       h1: rows(s.h1),
       rstd1: rows(s.rstd1),
       qProj: s.headNorms && rows(s.headNorms.qProj),

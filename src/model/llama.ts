@@ -33,11 +33,12 @@ import {
   type ForwardBuffers,
   type LayerBuffers,
   StepActivations,
+  type TrainingActivationOptions,
   TrainingActivations,
 } from "./activations.ts";
 
 /** Which rows of a step get logits. */
-export type LogitRows = "last" | "all";
+export type LogitRows = "last" | "all" | "none";
 
 /**
  * One forward step: `tokens` ids read from `ids` at `offset`, appended to the cache. The same
@@ -55,7 +56,10 @@ export interface ForwardStep {
   cache: KvCache;
   /** Buffers for the step's intermediate values. */
   activations: ForwardBuffers;
-  /** "last": logits of the last token in logits row 0; "all": row t for token t. */
+  /**
+   * "last": logits of the last token in logits row 0; "all": row t for token t; "none": stop
+   * after the final norm (the trainer applies the LM head in tiles of rows).
+   */
   logits: LogitRows;
   /** A LoRA adapter to apply on top of the base weights. */
   adapter?: ModelAdapter;
@@ -193,8 +197,12 @@ export class LlamaModel {
   }
 
   /** Activation buffers for training forwards of up to `maxRows` tokens with `adapter`. */
-  createTrainingActivations(maxRows: number, adapter: ModelAdapter): TrainingActivations {
-    return new TrainingActivations(this.gpu, this.config, maxRows, adapter);
+  createTrainingActivations(
+    maxRows: number,
+    adapter: ModelAdapter,
+    options: TrainingActivationOptions = {},
+  ): TrainingActivations {
+    return new TrainingActivations(this.gpu, this.config, maxRows, adapter, options);
   }
 
   /**
@@ -221,9 +229,15 @@ export class LlamaModel {
     if (isQuantized(w.embed)) this.#quant.embedding.recordForward(rec, w.embed, ids, x0, offset);
     else embedding.recordForward(rec, w.embed, ids, x0, offset);
     for (let l = 0; l < c.nLayers; l++) {
-      this.#recordLayer(rec, l, act.layer(l, t), cache, past, step);
+      this.recordLayer(rec, l, act.layer(l, t), cache, past, step);
     }
     let rows = act.layer(c.nLayers - 1, t).xOut;
+    if (step.logits === "none") {
+      const final = act.final(t);
+      rmsnorm.recordForward(rec, rows, w.norm, final.normed, c.normEps, final.rstd);
+      cache.length = past + t;
+      return;
+    }
     if (step.logits === "last") {
       copy.record(rec, rows, act.lastRow, { srcOffset: (t - 1) * c.dim, count: c.dim });
       rows = act.lastRow;
@@ -235,8 +249,12 @@ export class LlamaModel {
     cache.length = past + t;
   }
 
-  /** One decoder layer: attention with the cache, then the MLP, each added to the residual. */
-  #recordLayer(
+  /**
+   * One decoder layer of `step`: attention with the cache (writing the step's keys and values at
+   * row `past`), then the MLP, each added to the residual. recordForward runs it for every layer;
+   * the trainer runs it again to recompute a layer it did not keep.
+   */
+  recordLayer(
     rec: Recorder,
     l: number,
     b: LayerBuffers,

@@ -2,8 +2,13 @@ import type { KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { readF32 } from "../gpu/readback.ts";
 import { createTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
-import type { LlamaModel } from "../model/llama.ts";
-import type { LayerBuffers, TrainingActivations } from "../model/activations.ts";
+import type { ForwardStep, LlamaModel } from "../model/llama.ts";
+import type { ModelConfig } from "../formats/config.ts";
+import type {
+  LayerBuffers,
+  TrainingActivationOptions,
+  TrainingActivations,
+} from "../model/activations.ts";
 import type { KvCache } from "../model/kv_cache.ts";
 import { InvalidSettingError } from "../model/errors.ts";
 import { AdamWOp } from "../ops/adamw.ts";
@@ -101,7 +106,7 @@ export class Trainer {
   #ceStats: Tensor; // [T, 2]
   #totals: Tensor; // [2]
   // Gradient scratch, reused by every layer.
-  #dLogits: Tensor; // [T, vocab]
+  #dLogits: Tensor; // [logitRows, vocab] one tile of rows
   #dx: Tensor; // [T, dim]
   #dH: Tensor; // [T, dim]
   #dAttn: Tensor; // [T, nHeads, headDim]
@@ -121,6 +126,7 @@ export class Trainer {
     readonly adapter: LoraAdapter,
     maxTokens: number,
     private readonly ops: { ce: CrossEntropyOp; gradNorm: GradNormOp; adamw: AdamWOp },
+    options: TrainerOptions,
   ) {
     this.maxTokens = maxTokens;
     const c = model.config;
@@ -132,7 +138,11 @@ export class Trainer {
     };
     const T = maxTokens;
     const hd = c.headDim;
-    this.activations = model.createTrainingActivations(T, adapter);
+    this.activations = model.createTrainingActivations(
+      T,
+      adapter,
+      trainingLayout(c, T, options, adapter.rank),
+    );
     this.cache = model.createCache(T);
     this.#ids = make([T], "train ids", "u32");
     this.#targets = make([T], "train targets", "u32");
@@ -140,7 +150,7 @@ export class Trainer {
     this.#loss = make([T], "token loss");
     this.#ceStats = make([T, 2], "ce stats");
     this.#totals = make([2], "loss totals");
-    this.#dLogits = make([T, c.vocabSize], "dLogits");
+    this.#dLogits = make([this.activations.logitRows, c.vocabSize], "dLogits");
     this.#dx = make([T, c.dim], "dx");
     this.#dH = make([T, c.dim], "dH");
     this.#dAttn = make([T, c.nHeads, hd], "dAttn");
@@ -162,6 +172,7 @@ export class Trainer {
     adapter: LoraAdapter,
     registry: KernelRegistry,
     maxTokens: number,
+    options: TrainerOptions = {},
   ): Promise<Trainer> {
     if (!Number.isInteger(maxTokens) || maxTokens < 2 || maxTokens > model.config.maxSeqLen) {
       throw new InvalidSettingError(
@@ -173,13 +184,13 @@ export class Trainer {
       GradNormOp.create(registry),
       AdamWOp.create(registry),
     ]);
-    return new Trainer(model, adapter, maxTokens, { ce, gradNorm, adamw });
+    return new Trainer(model, adapter, maxTokens, { ce, gradNorm, adamw }, options);
   }
 
   /** Bytes the trainer's buffers hold on the GPU. */
   get bytes(): number {
     const own = this.#owned.reduce((sum, t) => sum + t.byteLength, 0);
-    return own + this.activations.bytes + this.cache.bytes;
+    return own + this.activations.bytes + this.cache.bytes + this.ops.gradNorm.bytes;
   }
 
   /**
@@ -195,7 +206,10 @@ export class Trainer {
     options: { predictions?: boolean } = {},
   ): Promise<ScoreReport> {
     const count = this.#load(tokens, from);
-    this.#recordForward(rec, tokens.length, withAdapter ? "adapter" : "base", 0);
+    const t = tokens.length;
+    this.#recordForward(rec, t, withAdapter ? "adapter" : "base", 0);
+    const predict = options.predictions ? scoredRows(tokens.length, from) : undefined;
+    const predicted = await this.#recordHeadAndLoss(rec, t, { predict });
     this.ops.ce.recordTotals(
       rec,
       this.#loss.rows(0, tokens.length),
@@ -205,26 +219,51 @@ export class Trainer {
     rec.submit();
     const [lossSum] = await readF32(this.model.gpu, this.#totals);
     const report: ScoreReport = { loss: lossSum / count, lossSum, count };
-    if (options.predictions) report.predicted = await this.#argmax(tokens, from);
+    if (predict) report.predicted = predicted;
     return report;
   }
 
-  /** Host argmax of the logits rows that predict the scored tokens (one readback). */
-  async #argmax(tokens: readonly number[], from: LossSelection): Promise<number[]> {
-    const rows: number[] = [];
-    for (let i = 1; i < tokens.length; i++) if (isScored(from, i)) rows.push(i - 1);
+  /**
+   * The LM head and the per-token loss over rows [0, t), one tile of `logitRows` rows at a time,
+   * so the [t, vocab] logits never exist at once. With `gradScale`, also each tile's dLogits and
+   * its rows of dH = dLogits·W_head. With `predict` (rows whose next token is scored), each tile
+   * is submitted and the first-ranked id of those rows read back, in order.
+   */
+  async #recordHeadAndLoss(
+    rec: Recorder,
+    t: number,
+    options: { gradScale?: number; predict?: readonly number[] },
+  ): Promise<number[]> {
+    const { ce } = this.ops;
+    const head = this.model.weights.head;
+    const act = this.activations;
+    const normed = act.final(t).normed;
     const v = this.model.config.vocabSize;
-    const first = rows[0];
-    const logits = await readF32(
-      this.model.gpu,
-      this.activations.logits.rows(first, rows[rows.length - 1] - first + 1),
-    );
-    return rows.map((row) => {
-      const at = (row - first) * v;
-      let best = 0;
-      for (let j = 1; j < v; j++) if (logits[at + j] > logits[at + best]) best = j;
-      return best;
-    });
+    const predicted: number[] = [];
+    for (let r0 = 0; r0 < t; r0 += act.logitRows) {
+      const n = Math.min(act.logitRows, t - r0);
+      const tile = (x: Tensor) => x.rows(r0, n);
+      const logits = act.logits.rows(0, n);
+      const io = { logits, targets: tile(this.#targets), mask: tile(this.#mask) };
+      this.model.recordLinear(rec, tile(normed), head, logits);
+      ce.recordForward(rec, { ...io, loss: tile(this.#loss), stats: tile(this.#ceStats) });
+      if (options.gradScale !== undefined) {
+        const dLogits = this.#dLogits.rows(0, n);
+        ce.recordBackward(rec, { ...io, stats: tile(this.#ceStats), dLogits }, options.gradScale);
+        this.model.recordInputGradient(rec, dLogits, head, tile(this.#dH));
+      }
+      const wanted = options.predict?.filter((row) => row >= r0 && row < r0 + n) ?? [];
+      if (!wanted.length) continue;
+      rec.submit();
+      const values = await readF32(this.model.gpu, logits);
+      for (const row of wanted) {
+        const at = (row - r0) * v;
+        let best = 0;
+        for (let j = 1; j < v; j++) if (values[at + j] > values[at + best]) best = j;
+        predicted.push(best);
+      }
+    }
+    return predicted;
   }
 
   /**
@@ -241,18 +280,12 @@ export class Trainer {
     const t = tokens.length;
     const count = this.#load(tokens, from);
     const seed = (this.adapter.settings.seed * 7919 + stepIndex * 104729) >>> 0;
-    this.#recordForward(rec, t, "train", settings.dropout, seed);
+    const forward = this.#recordForward(rec, t, "train", settings.dropout, seed);
     const { ce, gradNorm, adamw } = this.ops;
     const rows = (x: Tensor) => x.rows(0, t);
+    await this.#recordHeadAndLoss(rec, t, { gradScale: 1 / count });
     ce.recordTotals(rec, rows(this.#loss), rows(this.#mask), this.#totals);
-    ce.recordBackward(rec, {
-      logits: rows(this.activations.logits),
-      targets: rows(this.#targets),
-      mask: rows(this.#mask),
-      stats: rows(this.#ceStats),
-      dLogits: rows(this.#dLogits),
-    }, 1 / count);
-    this.#recordBackward(rec, t, settings.dropout, seed);
+    this.#recordBackward(rec, forward, settings.dropout, seed);
     const a = this.adapter;
     gradNorm.record(rec, a.grads, a.stats, settings.maxGradNorm);
     const lr = settings.lr * Math.min(1, (stepIndex + 1) / (settings.warmupSteps + 1));
@@ -311,37 +344,38 @@ export class Trainer {
     return { p, seed: projectionDropoutSeed(seed, layer, target) };
   }
 
-  /** The model's forward over T tokens from position 0, keeping activations; then token losses. */
+  /**
+   * The model's forward over T tokens from position 0, keeping activations, up to the final norm
+   * (the head and loss follow in tiles). Returns the step, for recomputing layers.
+   */
   #recordForward(
     rec: Recorder,
     t: number,
     mode: "base" | "adapter" | "train",
     p: number,
     seed = 0,
-  ) {
-    const rows = (x: Tensor) => x.rows(0, t);
+  ): ForwardStep {
     this.cache.length = 0;
-    this.model.recordForward(rec, {
+    const step: ForwardStep = {
       ids: this.#ids,
       offset: 0,
       tokens: t,
       cache: this.cache,
       activations: this.activations,
-      logits: "all",
+      logits: "none",
       adapter: mode === "base" ? undefined : this.adapter,
       dropout: mode === "train" ? { p, seed } : undefined,
-    });
-    this.ops.ce.recordForward(rec, {
-      logits: rows(this.activations.logits),
-      targets: rows(this.#targets),
-      mask: rows(this.#mask),
-      loss: rows(this.#loss),
-      stats: rows(this.#ceStats),
-    });
+    };
+    this.model.recordForward(rec, step);
+    return step;
   }
 
-  /** Backward from dLogits to every adapter matrix; base weights get no gradient. */
-  #recordBackward(rec: Recorder, t: number, p: number, seed: number) {
+  /**
+   * Backward from dH (the head's input gradient, made with the loss) to every adapter matrix;
+   * base weights get no gradient. Layers the forward did not keep are recomputed first.
+   */
+  #recordBackward(rec: Recorder, forward: ForwardStep, p: number, seed: number) {
+    const t = forward.tokens;
     const model = this.model;
     const c = model.config;
     const w = model.weights;
@@ -382,10 +416,10 @@ export class Trainer {
     const dx = rows(this.#dx);
     const dH = rows(this.#dH);
     const final = act.final(t);
-    model.recordInputGradient(rec, rows(this.#dLogits), w.head, dH);
     k.rmsnorm.recordBackwardInput(rec, rows(act.xFinal), w.norm, final.rstd, dH, dx);
     for (let l = c.nLayers - 1; l >= 0; l--) {
       const s = act.layer(l, t);
+      if (act.recompute) model.recordLayer(rec, l, s, this.cache, 0, forward);
       const L = w.layers[l];
       through(l, "down", dx, L.down, s.act, rows(this.#dAct), s, false);
       k.swiglu.recordBackward(
@@ -466,4 +500,52 @@ export class Trainer {
 /** Whether the token at index `i` (>= 1) carries loss under `selection`. */
 function isScored(selection: LossSelection, i: number): boolean {
   return typeof selection === "number" ? i >= selection : i >= 1 && selection[i] === true;
+}
+
+/** Rows of a sequence of `t` tokens whose logits predict a scored token, in order. */
+function scoredRows(t: number, from: LossSelection): number[] {
+  const rows: number[] = [];
+  for (let i = 1; i < t; i++) if (isScored(from, i)) rows.push(i - 1);
+  return rows;
+}
+
+/** How a trainer holds its activations; the defaults keep a small model's step as it is. */
+export interface TrainerOptions {
+  /**
+   * Recompute each layer's forward in the backward instead of keeping its activations: "auto"
+   * (the default) does when keeping them all would take more than 1 GiB.
+   */
+  recompute?: boolean | "auto";
+  /**
+   * Bytes the LM head's logits and their gradient may take at once (default 64 MiB): the head
+   * and the loss run over tiles of rows that fit (multiples of 64 rows when there are several).
+   */
+  logitBytes?: number;
+}
+
+/** Bytes every layer's kept activations would take, per token (what recompute saves). */
+export function keptActivationBytesPerToken(config: ModelConfig, rank: number): number {
+  const { dim, nHeads, nKvHeads, headDim, hiddenDim } = config;
+  const perLayer = 4 * dim + 2 + nHeads * headDim * 2 + nHeads + 3 * hiddenDim + 7 * rank +
+    (config.qkNorm ? (nHeads + nKvHeads) * (headDim + 1) : 0);
+  return 4 * perLayer * config.nLayers;
+}
+
+const RECOMPUTE_ABOVE_BYTES = 1 << 30;
+const DEFAULT_LOGIT_BYTES = 64 << 20;
+
+/** The activation layout a trainer for `tokens` tokens uses under `options`. */
+function trainingLayout(
+  config: ModelConfig,
+  tokens: number,
+  options: TrainerOptions,
+  rank: number,
+): TrainingActivationOptions {
+  const recompute = options.recompute === "auto" || options.recompute === undefined
+    ? keptActivationBytesPerToken(config, rank) * tokens > RECOMPUTE_ABOVE_BYTES
+    : options.recompute;
+  // Logits and dLogits: two f32 tiles of [rows, vocab].
+  const fit = Math.floor((options.logitBytes ?? DEFAULT_LOGIT_BYTES) / (8 * config.vocabSize));
+  const logitRows = fit >= tokens ? tokens : Math.max(64, Math.floor(fit / 64) * 64);
+  return { recompute, logitRows };
 }

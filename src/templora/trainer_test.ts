@@ -117,3 +117,51 @@ gpuTest("Temp-Lora training: a non-finite gradient skips the update and is repor
   assert.equal(adapter.steps, 0);
   for (const x of [trainer, adapter, model]) x.destroy();
 });
+
+gpuTest(
+  "Temp-Lora training: recomputed layers and a tiled LM head give the same step, bit for bit",
+  async () => {
+    const { gpu, registry, recorder, weights, model } = await setup(4, 160);
+    const rng = seededRng("recompute and tiled head");
+    const config = weights.config;
+    const t = 150;
+    const tokens = [1, ...Array.from({ length: t - 1 }, () => rng.int(config.vocabSize))];
+    const runs = [];
+    for (const options of [{}, { recompute: true, logitBytes: 64 * 8 * config.vocabSize }]) {
+      const adapter = new LoraAdapter(gpu, config, {
+        rank: 4,
+        alpha: 8,
+        targets: LORA_TARGETS,
+        seed: 9,
+      });
+      const trainer = await Trainer.create(model, adapter, registry, 160, options);
+      const settings = { ...DEFAULT_OPTIMIZER, lr: 1e-3 };
+      const reports = [];
+      for (let i = 0; i < 3; i++) {
+        reports.push(await trainer.step(recorder, tokens, 40, settings, i));
+      }
+      const scored = await trainer.score(recorder, tokens, 40, true, { predictions: true });
+      runs.push({
+        tiles: trainer.activations.logitRows,
+        recompute: trainer.activations.recompute,
+        bytes: trainer.bytes,
+        losses: reports.map((r) => r.loss),
+        scored,
+        params: await readF32(gpu, adapter.params),
+      });
+      trainer.destroy();
+      adapter.destroy();
+    }
+    const [kept, lean] = runs;
+    assert.equal(kept.tiles, 160);
+    assert.equal(lean.tiles, 64, "three tiles of 64 rows for 150 tokens");
+    assert.ok(lean.recompute && !kept.recompute);
+    assert.ok(lean.bytes < kept.bytes / 2, `${lean.bytes} vs ${kept.bytes} bytes`);
+    assert.deepEqual(lean.losses, kept.losses);
+    assert.equal(lean.scored.lossSum, kept.scored.lossSum);
+    assert.deepEqual(lean.scored.predicted, kept.scored.predicted);
+    assert.equal(lean.scored.predicted?.length, t - 40);
+    assert.deepEqual(lean.params, kept.params, "the same update, bit for bit");
+    model.destroy();
+  },
+);
