@@ -51,6 +51,8 @@ export interface GgufVocab {
   bosId: number | null;
   /** EOS id, or null. */
   eosId: number | null;
+  /** End-of-turn and end-of-message ids (`tokenizer.ggml.eot_token_id`, `eom_token_id`). */
+  endOfTurnIds: number[];
   /** Unknown-token id, or null. */
   unkId: number | null;
   /** Padding id, or null. */
@@ -143,6 +145,9 @@ export function readGgufVocab(gguf: GgufFile): GgufVocab {
     // SentencePiece vocabularies default to <unk> 0, <s> 1, </s> 2, as in llama.cpp.
     bosId: optionalId(gguf, "tokenizer.ggml.bos_token_id", n, spm ? 1 : undefined),
     eosId: optionalId(gguf, "tokenizer.ggml.eos_token_id", n, spm ? 2 : undefined),
+    endOfTurnIds: ["eot", "eom"]
+      .map((k) => optionalId(gguf, `tokenizer.ggml.${k}_token_id`, n))
+      .filter((id): id is number => id !== null),
     unkId: optionalId(gguf, "tokenizer.ggml.unknown_token_id", n, spm ? 0 : undefined),
     padId: optionalId(gguf, "tokenizer.ggml.padding_token_id", n),
     addBos: gguf.optionalBool("tokenizer.ggml.add_bos_token") ?? defaultBos,
@@ -347,6 +352,10 @@ export async function ggufTokenizer(gguf: GgufFile, modelVocabSize?: number): Pr
     );
   }
   const { tokenizerJson, tokenizerConfig } = ggufTokenizerJson(vocab, gguf.file);
-  const modelConfig = vocab.addBos && vocab.bosId !== null ? { bos_token_id: vocab.bosId } : {};
+  const modelConfig: Record<string, unknown> = {
+    // EOS with the end-of-turn ids the file names: each ends a reply.
+    eos_token_id: [vocab.eosId, ...vocab.endOfTurnIds].filter((id) => id !== null),
+  };
+  if (vocab.addBos && vocab.bosId !== null) modelConfig.bos_token_id = vocab.bosId;
   return await HfTokenizer.fromJson(tokenizerJson, tokenizerConfig, gguf.file, modelConfig);
 }

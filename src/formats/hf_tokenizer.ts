@@ -10,6 +10,12 @@ import type { ChatTemplate, EncodeOptions, StreamDecoder, Tokenizer } from "./to
 
 type HfTokenizerImpl = import("@huggingface/tokenizers").Tokenizer;
 
+/**
+ * Tokens that end a turn in the chat templates of the families templora runs (Llama 3, Qwen,
+ * Phi, Gemma-style): when a model's template writes one, generating it ends the reply.
+ */
+const END_OF_TURN_TOKENS = ["<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>"];
+
 /** Ids of earlier text a stream decoder keeps, so the next piece is spaced as in the full text. */
 const STREAM_CONTEXT_IDS = 6;
 
@@ -27,6 +33,8 @@ export class HfTokenizer implements Tokenizer {
     readonly eosId: number | null,
     /** From tokenizer_config.json's chat_template (or chat_template.jinja), when there is one. */
     readonly chatTemplate?: ChatTemplate,
+    /** EOS, the generation config's end ids and the template's end-of-turn tokens. */
+    readonly endIds: readonly number[] = eosId === null ? [] : [eosId],
   ) {
     this.#impl = impl;
   }
@@ -86,7 +94,15 @@ export class HfTokenizer implements Tokenizer {
           (id === null ? undefined : impl.id_to_token(id) ?? undefined);
       chatTemplate = { template, bosToken: text("bos", bosId), eosToken: text("eos", eosId) };
     }
-    return new HfTokenizer(impl, maxId + 1, bosId, eosId, chatTemplate);
+    const endIds = new Set<number>(eosId === null ? [] : [eosId]);
+    for (const id of [modelConfig.eos_token_id].flat()) {
+      if (typeof id === "number" && Number.isInteger(id) && id >= 0 && id <= maxId) endIds.add(id);
+    }
+    for (const token of END_OF_TURN_TOKENS) {
+      const id = impl.token_to_id(token);
+      if (id !== undefined && template?.includes(token)) endIds.add(id);
+    }
+    return new HfTokenizer(impl, maxId + 1, bosId, eosId, chatTemplate, [...endIds]);
   }
 
   encode(text: string, options: EncodeOptions): number[] {
@@ -195,6 +211,18 @@ export async function readHfTokenizer(dir: string, modelVocabSize?: number): Pro
     modelConfig = (await readJsonFile(join(dir, "config.json"))) as Record<string, unknown>;
   } catch {
     // Only used for bos/eos ids when tokenizer_config.json lacks them.
+  }
+  try {
+    // generation_config.json lists every id that ends generation (Llama 3: three of them).
+    const generation = await readJsonFile(join(dir, "generation_config.json")) as Record<
+      string,
+      unknown
+    >;
+    if (generation?.eos_token_id !== undefined) {
+      modelConfig = { ...modelConfig, eos_token_id: generation.eos_token_id };
+    }
+  } catch {
+    // Optional.
   }
   const tok = await HfTokenizer.fromJson(tokenizerJson, tokenizerConfig, file, modelConfig);
   if (modelVocabSize !== undefined && tok.vocabSize > modelVocabSize) {

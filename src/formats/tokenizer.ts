@@ -6,6 +6,12 @@ export interface Tokenizer {
   readonly bosId: number | null;
   /** End-of-sequence id, or null when the tokenizer has none. */
   readonly eosId: number | null;
+  /**
+   * Every id that ends a text or a reply when the model writes it: EOS, and the end-of-turn
+   * tokens a chat template writes (Llama 3's `<|eot_id|>`, Qwen's `<|im_end|>`) or a generation
+   * config lists. Absent: EOS alone.
+   */
+  readonly endIds?: readonly number[];
   /** The chat template the tokenizer ships (Hugging Face tokenizer_config.json), if any. */
   readonly chatTemplate?: ChatTemplate;
   /** Token ids of `text`, with BOS first / EOS last when asked (and the tokenizer has them). */

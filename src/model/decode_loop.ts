@@ -127,7 +127,8 @@ export async function* decodeLoop<E>(
   }
   const { separator } = settings;
   const eosEnds = sampling.banned.length === 0 && separator === undefined;
-  const endsText = (id: number) => id === tokenizer.eosId || id === tokenizer.bosId;
+  const ends = new Set(endIdsOf(tokenizer));
+  const endsText = (id: number) => ends.has(id) || id === tokenizer.bosId;
   const tokens: number[] = [];
   let text = "";
   let finishReason: FinishReason = "length";
@@ -173,7 +174,7 @@ export async function* decodeLoop<E>(
     );
     const ids = await session.decode(rec, steps, sampling);
     for (const id of ids) {
-      if (id === tokenizer.eosId && eosEnds) {
+      if (ends.has(id) && eosEnds) {
         finishReason = "eos";
         break outer;
       }
@@ -197,4 +198,9 @@ export async function* decodeLoop<E>(
     }
   }
   return { text, tokens, finishReason };
+}
+
+/** The ids that end a text when written: the tokenizer's end ids, else its EOS. */
+export function endIdsOf(tokenizer: Tokenizer): readonly number[] {
+  return tokenizer.endIds ?? (tokenizer.eosId === null ? [] : [tokenizer.eosId]);
 }

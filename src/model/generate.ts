@@ -6,6 +6,7 @@ import type { LlamaModel } from "./llama.ts";
 import {
   checkMaxTokens,
   decodeLoop,
+  endIdsOf,
   type FinishReason,
   promptIds as encodePrompt,
 } from "./decode_loop.ts";
@@ -73,7 +74,10 @@ export interface GenerationResult {
 }
 
 /** Resolved sampling settings with defaults applied. */
-export function samplingSettings(options: GenerateOptions, eosId: number | null): SamplingSettings {
+export function samplingSettings(
+  options: GenerateOptions,
+  endIds: readonly number[],
+): SamplingSettings {
   const s: SamplingSettings = {
     temperature: options.temperature ?? 0.8,
     topK: options.topK ?? 0,
@@ -81,7 +85,7 @@ export function samplingSettings(options: GenerateOptions, eosId: number | null)
     repetitionPenalty: options.repetitionPenalty ?? 1,
     penaltyWindow: options.penaltyWindow ?? 64,
     seed: options.seed ?? 0,
-    banned: options.banEos && eosId !== null ? [eosId] : [],
+    banned: options.banEos ? [...endIds] : [],
   };
   checkSampling(s);
   return s;
@@ -101,7 +105,7 @@ export async function* generate(
   options: GenerateOptions,
 ): AsyncGenerator<GeneratedToken, GenerationResult> {
   checkMaxTokens(options.maxTokens);
-  const sampling = samplingSettings(options, tokenizer.eosId);
+  const sampling = samplingSettings(options, endIdsOf(tokenizer));
   const ids = encodePrompt(tokenizer, prompt, model.config.maxSeqLen);
   const started = performance.now();
   const session = await DecodeSession.create(model, registry, {

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { gpuTest, testGpu } from "../../kernels_test/helpers.ts";
 import { TextModel } from "./text_model.ts";
+import { generate, type GenerateOptions } from "./generate.ts";
+import type { Tokenizer } from "../formats/tokenizer.ts";
 import { InvalidSettingError, PromptTooLongError } from "./errors.ts";
 import { STORIES260K } from "../../kernels_test/test_data.ts";
 
@@ -80,3 +82,38 @@ gpuTest("stories260K: where the model begins another story, the separator is wri
   assert.equal(lm.decode([lm.tokenizer.bosId!, ...r.tokens]), first + second);
   lm.dispose();
 });
+
+gpuTest(
+  "generation ends at any of the tokenizer's end ids (an end-of-turn token), or bans them all",
+  async () => {
+    const { gpu } = await testGpu();
+    const lm = await TextModel.load(STORIES, { gpu });
+    const base = lm.tokenizer;
+    const comma = base.encode(",", { bos: false }).at(-1)!;
+    // The same tokenizer, with "," as an end-of-turn token beside EOS.
+    const tokenizer: Tokenizer = {
+      vocabSize: base.vocabSize,
+      bosId: base.bosId,
+      eosId: base.eosId,
+      endIds: [base.eosId!, comma],
+      encode: (text, options) => base.encode(text, options),
+      decode: (ids) => base.decode(ids),
+      streamDecoder: (context) => base.streamDecoder(context),
+    };
+    const run = async (options: GenerateOptions) => {
+      const it = generate(lm.model, tokenizer, lm.registry, lm.recorder, "", options);
+      for (;;) {
+        const step = await it.next();
+        if (step.done) return step.value;
+      }
+    };
+    const greedy = { maxTokens: 40, temperature: 0 };
+    const ended = await run(greedy);
+    assert.equal(ended.text, "Once upon a time");
+    assert.equal(ended.finishReason, "eos");
+    const banned = await run({ ...greedy, banEos: true });
+    assert.ok(!banned.tokens.includes(comma), "banEos bans every end id");
+    assert.equal(banned.tokens.length, 40);
+    lm.dispose();
+  },
+);

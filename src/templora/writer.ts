@@ -1,4 +1,5 @@
 import { readU32 } from "../gpu/readback.ts";
+import { Recorder } from "../gpu/recorder.ts";
 import { DecodeSession } from "../model/decode_session.ts";
 import {
   type GenerateOptions,
@@ -9,6 +10,7 @@ import {
   type CacheEvent,
   checkMaxTokens,
   decodeLoop,
+  endIdsOf,
   type LoopResult,
   promptIds,
   type TokenEvent,
@@ -79,6 +81,18 @@ export interface SnapshotSchedule {
 export interface WriterRunOptions {
   /** Take snapshots (see {@link SnapshotSchedule}). */
   snapshots?: SnapshotSchedule;
+  /** Called once the run's GPU buffers exist, with a live view of what it holds. */
+  onSession?: (session: WriterSession) => void;
+}
+
+/** What a running writer holds, for servers that account memory per session. */
+export interface WriterSession {
+  /**
+   * GPU bytes the run holds now: its KV cache, activations, token history, adapter, optimizer
+   * state, trainer and recorder (0 once it has ended). Readback staging buffers are pooled by
+   * the device and not counted.
+   */
+  readonly gpuBytes: number;
 }
 
 /** Options of {@link resumeWithTempLora}: the rest comes from the snapshot. */
@@ -107,6 +121,8 @@ export interface WriterSummary extends GenerationResult {
   chunkLosses: number[];
   /** Tokens of the text that came from a snapshot (0 for a fresh run). */
   resumedTokens: number;
+  /** GPU bytes the run held at its end (see {@link WriterSession.gpuBytes}). */
+  gpuBytes: number;
 }
 
 /**
@@ -177,12 +193,14 @@ async function* write(
 ): AsyncGenerator<WriterEvent, WriterSummary> {
   checkMaxTokens(options.maxTokens);
   const tokenizer = lm.tokenizer;
-  const sampling = samplingSettings(options, tokenizer.eosId);
+  const sampling = samplingSettings(options, endIdsOf(tokenizer));
   const ids = promptIds(tokenizer, prompt, lm.config.maxSeqLen);
   const { window: W, chunk: delta } = settings;
   const keep = Math.max(W >> 1, W - delta);
   const gpu = lm.gpu;
-  const rec = lm.recorder;
+  // A recorder of the run's own, so work one run leaves half-recorded (a throw in the middle of
+  // a step) can never reach another run's submission.
+  const rec = new Recorder(gpu);
   gpu.memory.resetPeak();
   const started = performance.now();
 
@@ -201,6 +219,10 @@ async function* write(
   /** History index where the chunk being written began. */
   let chunkStart = from?.chunkStart ?? ids.length;
   const schedule = run.snapshots;
+  let freed = false;
+  const footprint = () =>
+    freed ? 0 : session.bytes + (adapter?.bytes ?? 0) + (trainer?.bytes ?? 0) + rec.bytes;
+  let gpuBytes = 0;
   let fingerprint: ModelFingerprint | undefined;
 
   /** Reads the run's state back and stores it (the recorder must hold nothing unsubmitted). */
@@ -297,6 +319,11 @@ async function* write(
       );
       session.adapter = adapter;
     }
+    run.onSession?.({
+      get gpuBytes() {
+        return footprint();
+      },
+    });
     result = yield* decodeLoop(session, rec, tokenizer, ids, {
       maxTokens: options.maxTokens,
       sampling,
@@ -316,12 +343,15 @@ async function* write(
       yield* snapshot(result.finishReason === "abort" ? "abort" : "end");
     }
   } finally {
-    // Work recorded for this session but not yet submitted (a rebuild before an abort) must go
-    // out before its buffers are freed: the recorder is shared with other sessions.
+    // Work recorded but not yet submitted (a rebuild before an abort) goes out before the
+    // buffers it uses are freed.
+    gpuBytes = footprint();
     rec.submit();
     trainer?.destroy();
     adapter?.destroy();
     session.destroy();
+    rec.destroy();
+    freed = true;
   }
   const seconds = (performance.now() - started) / 1000;
   return {
@@ -337,6 +367,7 @@ async function* write(
     peakGpuBytes: gpu.memory.peakBytes,
     chunkLosses,
     resumedTokens: from ? from.tokens.length - from.promptTokens : 0,
+    gpuBytes,
   };
 }
 
