@@ -13,7 +13,7 @@ export interface GpuCapabilities {
   isFallbackAdapter: boolean;
   /**
    * The graphics API under WebGPU: "primary" for Vulkan, Metal or Direct3D 12, "gl" for the
-   * OpenGL fallback (hundreds to thousands of times slower), "unknown" where it cannot be told
+   * OpenGL fallback (its shaders compile far more slowly), "unknown" where it cannot be told
    * (outside Deno, without permission to read and set environment variables, or when
    * DENO_WEBGPU_BACKEND names several kinds).
    */
@@ -285,8 +285,9 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
           "for one of those",
       );
     }
-    const warning = `${found}: WebGPU through OpenGL runs hundreds to thousands of times ` +
-      `slower than through Vulkan; ${INSTALL_VULKAN}`;
+    const warning = `${found}: through OpenGL, shaders compile far more slowly than through ` +
+      `Vulkan (a first run can stall for minutes until Mesa's shader cache holds them) and ` +
+      `without f16; ${INSTALL_VULKAN}`;
     if (options.onWarning) options.onWarning(warning);
     else if (options.onWarning !== false) warnOnce(warning);
   } else if (options.requireGpu && isFallbackAdapter) {

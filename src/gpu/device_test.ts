@@ -79,7 +79,7 @@ Deno.test({
     assert.match(lines[0], /^templora: warning: only an OpenGL adapter was found \(".+"\): /);
     assert.match(
       lines[0],
-      /hundreds to thousands of times slower.*apt-get install mesa-vulkan-drivers/,
+      /shaders compile far more slowly than through Vulkan.*apt-get install mesa-vulkan-drivers/,
     );
 
     const refused = await acquireInChild(env, true);
