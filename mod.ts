@@ -110,6 +110,7 @@ export {
   type SnapshotEvent,
   type SnapshotSchedule,
   type WriterRunOptions,
+  type WriterSession,
 } from "./src/templora/writer.ts";
 export {
   type AdapterSnapshot,

@@ -5,9 +5,12 @@
  *   deno task serve [--model PATH] [--port 8080] [--host 127.0.0.1] [--max-sessions N]
  *                   [--max-queue N]
  *
- * Then point any OpenAI client at http://HOST:PORT/v1 (the API key is not checked). Ctrl-C shuts
- * down: running requests are stopped, their sessions freed. Exit codes: 0 after Ctrl-C, 1 the
- * model could not be loaded or the address not listened on, 2 bad command line.
+ * Then point any OpenAI client at http://HOST:PORT/v1 (the API key is not checked). Ctrl-C or
+ * SIGTERM shuts down: no new connections, running requests are stopped (streams end with a
+ * `server_shutdown` error event), their sessions and the model freed. When the GPU device is lost
+ * the model is loaded again on a new one, requests getting 503 meanwhile. Exit codes: 0 after
+ * Ctrl-C or SIGTERM, 1 the model could not be loaded or the address not listened on, 2 bad
+ * command line.
  */
 import { createApp } from "../src/server/app.ts";
 import {
@@ -99,18 +102,26 @@ async function main(): Promise<number> {
   const loaded = await loadModel(v);
   const { lm } = loaded;
   const shutdown = new AbortController();
-  const app = createApp(lm, { ...options, signal: shutdown.signal });
-  const onSigint = () => {
-    if (shutdown.signal.aborted) Deno.exit(130); // a second Ctrl-C does not wait
+  const app = createApp(lm, {
+    ...options,
+    signal: shutdown.signal,
+    reload: () => loadModel(v),
+  });
+  let server: Deno.HttpServer | undefined;
+  const onStop = () => {
+    if (shutdown.signal.aborted) Deno.exit(130); // a second signal does not wait
     console.error("templora: stopping");
+    // The app ends its streams with an error event and frees their sessions; the server stops
+    // accepting and waits for those last events to go out (aborting Deno.serve's own signal
+    // would cut the streams instead).
     shutdown.abort();
+    server?.shutdown();
   };
-  let server: Deno.HttpServer;
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   try {
     server = Deno.serve({
       hostname,
       port,
-      signal: shutdown.signal,
       onListen: ({ hostname, port }) => {
         const host = hostname.includes(":") ? `[${hostname}]` : hostname;
         console.log(
@@ -122,9 +133,9 @@ async function main(): Promise<number> {
     loaded.close();
     throw listenError(error, hostname, port);
   }
-  Deno.addSignalListener("SIGINT", onSigint);
+  for (const s of signals) Deno.addSignalListener(s, onStop);
   await server.finished;
-  Deno.removeSignalListener("SIGINT", onSigint);
+  for (const s of signals) Deno.removeSignalListener(s, onStop);
   loaded.close();
   console.error("templora: stopped");
   return 0;

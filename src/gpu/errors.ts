@@ -44,3 +44,14 @@ export class KernelUsageError extends TemploraError {}
 
 /** Shapes or dtypes that do not fit together. */
 export class ShapeError extends TemploraError {}
+
+/**
+ * The GPU device was lost (a driver reset, the GPU taken away, or the device destroyed):
+ * everything on it is gone, and only a newly acquired device can run work again.
+ */
+export class GpuDeviceLostError extends TemploraError {
+  /** `reason`: what the device's `lost` promise said. */
+  constructor(readonly reason: string, options?: ErrorOptions) {
+    super(`the GPU device was lost (${reason})`, options);
+  }
+}

@@ -9,6 +9,7 @@ export class GpuMemory {
   #free = new Map<string, GPUBuffer[]>();
   #bytesInUse = 0;
   #peakBytes = 0;
+  #highestBytes = 0;
 
   /** Accounts for buffers made on `device`. */
   constructor(readonly device: GPUDevice) {}
@@ -21,6 +22,11 @@ export class GpuMemory {
   /** The highest {@link bytesInUse} seen since creation or the last {@link resetPeak}. */
   get peakBytes(): number {
     return this.#peakBytes;
+  }
+
+  /** The highest {@link bytesInUse} since creation ({@link resetPeak} does not touch it). */
+  get highestBytes(): number {
+    return this.#highestBytes;
   }
 
   /** Starts a new peak measurement from the bytes in use now. */
@@ -41,6 +47,7 @@ export class GpuMemory {
     this.#live.add(buffer);
     this.#bytesInUse += bytes;
     this.#peakBytes = Math.max(this.#peakBytes, this.#bytesInUse);
+    this.#highestBytes = Math.max(this.#highestBytes, this.#bytesInUse);
     return buffer;
   }
 

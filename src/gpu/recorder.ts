@@ -59,6 +59,11 @@ export class Recorder {
     return this.#dispatches;
   }
 
+  /** Bytes of GPU memory the recorder holds (its parameter slabs). */
+  get bytes(): number {
+    return this.#slabs.length * SLAB_BYTES;
+  }
+
   /**
    * Records one dispatch. `bindings` names every storage binding the entry point uses; `params`
    * every field of its uniform struct; `workgroups` the grid size.

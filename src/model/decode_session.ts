@@ -125,9 +125,10 @@ export class DecodeSession {
     return new DecodeSession(model, sampler, bias, capacity, options.maxTokens, prefillRows, sink);
   }
 
-  /** Bytes this session holds on the GPU (cache, activations, history). */
+  /** Bytes this session holds on the GPU (cache, activations, history, banned ids). */
   get bytes(): number {
-    return this.cache.bytes + this.activations.bytes + this.history.byteLength;
+    return this.cache.bytes + this.activations.bytes + this.history.byteLength +
+      (this.#banned?.tensor.byteLength ?? 0);
   }
 
   /** Appends ids to the history (no GPU work yet). */

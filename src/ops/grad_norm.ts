@@ -62,6 +62,11 @@ export class GradNormOp {
     rec.dispatch(this.finishKernel, { partial: this.scratch, stats }, params, [1]);
   }
 
+  /** Bytes of GPU memory the op holds (its scratch buffer). */
+  get bytes(): number {
+    return this.scratch.byteLength;
+  }
+
   /** Frees the scratch buffer. */
   destroy(): void {
     this.scratch.destroy();

@@ -35,7 +35,11 @@ export async function readJson(request: Request, limit: number): Promise<unknown
   try {
     return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
   } catch (error) {
-    const why = error instanceof SyntaxError ? error.message : "the body is not UTF-8";
+    const why = error instanceof SyntaxError
+      ? error.message
+      : error instanceof RangeError
+      ? "it is nested too deeply"
+      : "the body is not UTF-8";
     throw new ApiError(
       400,
       `could not parse the JSON body: ${why}`,

@@ -1,6 +1,6 @@
 import type { TextModel } from "../model/text_model.ts";
 import type { TempLoraSettings } from "../templora/settings.ts";
-import { writeWithTempLora } from "../templora/writer.ts";
+import { type WriterEvent, type WriterSession, writeWithTempLora } from "../templora/writer.ts";
 import type { SamplingRequest } from "./request.ts";
 
 /** OpenAI's finish reasons this server reports. */
@@ -29,6 +29,10 @@ export interface RunControl {
   stepsPerSubmit: number;
   /** Sampling seed (the request's, or one the server drew). */
   seed: number;
+  /** Sees every event of the run (for metrics). */
+  onEvent?: (event: WriterEvent) => void;
+  /** Gets the run's live GPU accounting once its buffers exist. */
+  onSession?: (session: WriterSession) => void;
 }
 
 /**
@@ -47,23 +51,28 @@ export async function runCompletion(
   const deadline = new AbortController();
   const timer = setTimeout(() => deadline.abort(), control.timeoutMs);
   const { clientSignal } = control;
-  const writer = writeWithTempLora(lm, promptIds, {
-    maxTokens: request.maxTokens,
-    temperature: request.temperature,
-    topP: request.topP,
-    topK: request.topK,
-    repetitionPenalty: request.repetitionPenalty,
-    seed: control.seed,
-    stop: request.stop,
-    stepsPerSubmit: control.stepsPerSubmit,
-    signal: AbortSignal.any([clientSignal, deadline.signal]),
-  }, settings);
+  const writer = writeWithTempLora(
+    lm,
+    promptIds,
+    {
+      maxTokens: request.maxTokens,
+      temperature: request.temperature,
+      topP: request.topP,
+      topK: request.topK,
+      repetitionPenalty: request.repetitionPenalty,
+      seed: control.seed,
+      stop: request.stop,
+      stepsPerSubmit: control.stepsPerSubmit,
+      signal: AbortSignal.any([clientSignal, deadline.signal]),
+    },
+    settings,
+    { onSession: control.onSession },
+  );
   try {
     for (;;) {
       if (clientSignal.aborted) {
-        // The writer may be paused right after recording a cache rebuild into the shared
-        // recorder: submit that before its buffers are destroyed, then free the session now.
-        lm.recorder.submit();
+        // Free the session now rather than after the next batch (the writer's own recorder
+        // submits what it holds before its buffers go).
         await writer.return(undefined as never);
         return null;
       }
@@ -83,6 +92,7 @@ export async function runCompletion(
         };
       }
       const event = step.value;
+      control.onEvent?.(event);
       if (event.type === "token" && event.text) onText(event.text);
     }
   } finally {

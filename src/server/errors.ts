@@ -1,3 +1,4 @@
+import { GpuDeviceLostError } from "../gpu/errors.ts";
 import { InvalidSettingError, PromptTooLongError } from "../model/errors.ts";
 
 /** An error answered in OpenAI's shape: `{error: {message, type, param, code}}` with a status. */
@@ -29,6 +30,23 @@ export interface OpenAiErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
 }
 
+/** The 503 of a request the GPU cannot serve: its device was lost and is being acquired again. */
+export function deviceLostError(reason: string): ApiError {
+  return new ApiError(
+    503,
+    `the GPU device was lost (${reason}); the server is acquiring it again, retry shortly`,
+    "server_error",
+    null,
+    "gpu_device_lost",
+    { "Retry-After": "1" },
+  );
+}
+
+/** The 503 of a request the server will not finish because it is shutting down. */
+export function shutdownError(): ApiError {
+  return new ApiError(503, "the server is shutting down", "server_error", null, "server_shutdown");
+}
+
 /** A 400 about one request field. */
 export function invalidField(param: string, message: string): ApiError {
   return new ApiError(400, message, "invalid_request_error", param, "invalid_value");
@@ -58,6 +76,7 @@ export function apiErrorOf(error: unknown, onServerError: (error: unknown) => vo
       "client_closed",
     );
   }
+  if (error instanceof GpuDeviceLostError) return deviceLostError(error.reason);
   if (error instanceof InvalidSettingError) {
     return new ApiError(400, error.message, "invalid_request_error", null, "invalid_value");
   }

@@ -122,6 +122,9 @@ const CHAT_KNOWN = new Set([
 ]);
 const ROLES: readonly string[] = ["system", "user", "assistant"];
 
+/** The most optimizer steps per chunk a request may ask for (`templora.epochs`). */
+export const MAX_EPOCHS = 100;
+
 const TEMPLORA_FIELDS: Record<string, keyof TempLoraRequest> = {
   enabled: "enabled",
   chunk: "chunk",
@@ -237,7 +240,9 @@ function templora(v: unknown): TempLoraRequest {
         kvRefresh: 0,
         sink: 0,
       }[field];
-      out[field] = number(param, value, { integer: true, min });
+      // A request may not ask for unbounded training work per chunk.
+      const max = field === "epochs" ? MAX_EPOCHS : undefined;
+      out[field] = number(param, value, { integer: true, min, max });
     }
   }
   return out;
@@ -380,7 +385,7 @@ function samplingFields(body: Record<string, unknown>, limits: RequestLimits): S
     }),
     temperature: optionalNumber(body, "temperature", 1, { min: 0, max: 2 }),
     topP: optionalNumber(body, "top_p", 1, { above: 0, max: 1 }),
-    topK: optionalNumber(body, "top_k", 0, { integer: true, min: 0 }),
+    topK: optionalNumber(body, "top_k", 0, { integer: true, min: 0, max: 0xffffffff }),
     repetitionPenalty: optionalNumber(body, "repetition_penalty", 1, { above: 0, max: 10 }),
     seed: body.seed === undefined || body.seed === null
       ? undefined

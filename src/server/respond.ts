@@ -2,9 +2,12 @@ import type { Context } from "hono";
 import type { TextModel } from "../model/text_model.ts";
 import type { TempLoraSettings } from "../templora/settings.ts";
 import { tempLoraSettingsJson } from "../templora/settings_json.ts";
+import type { WriterSession } from "../templora/writer.ts";
 import { type CompletionOutcome, type OpenAiFinishReason, runCompletion } from "./completion.ts";
-import type { ApiError } from "./errors.ts";
+import { ApiError, shutdownError } from "./errors.ts";
+import type { ModelLease } from "./host.ts";
 import type { SessionLimiter } from "./limiter.ts";
+import type { ServerMetrics } from "./metrics.ts";
 import type { SamplingRequest } from "./request.ts";
 
 /** How a response and its stream chunks look: legacy completions or chat completions. */
@@ -55,28 +58,45 @@ export const CHAT_SHAPE: ResponseShape = {
   end: (finishReason) => ({ index: 0, delta: {}, logprobs: null, finish_reason: finishReason }),
 };
 
+/** A session that is writing now, as /health and /metrics report it. */
+export interface RunningSession {
+  /** The response's id. */
+  id: string;
+  /** Tokens written so far. */
+  tokens: number;
+  /** When it was admitted (performance.now()). */
+  startedAt: number;
+  /** GPU bytes it holds now (0 until its buffers exist). */
+  gpuBytes(): number;
+}
+
 /** What answering a completion needs from the app. */
 export interface ResponderContext {
-  lm: TextModel;
   modelId: string;
   limiter: SessionLimiter;
   timeoutMs: number;
   stepsPerSubmit: number;
-  /** Server shutdown: stops every run. */
+  /** Server shutdown: stops every run, whose streams end with a `server_shutdown` error. */
   signal?: AbortSignal;
-  toApiError(error: unknown): ApiError;
+  /** The running sessions, by id. */
+  sessions: Map<string, RunningSession>;
+  metrics: ServerMetrics;
+  /** The API error for a failure of a run on `lm` (a 503 when its device was lost). */
+  toApiError(error: unknown, lm?: TextModel): ApiError;
 }
 
 const encoder = new TextEncoder();
 
 /**
- * Runs one completion of `promptIds` once a session is free and answers it whole or as
- * server-sent events, in `shape`. The run stops when the client goes away or the server shuts
- * down; the session is released when the response is done.
+ * Runs one completion of `promptIds` on the leased model once a session is free and answers it
+ * whole or as server-sent events, in `shape`. The run stops when the client goes away or the
+ * server shuts down; the session and the lease are released when the response is done (also
+ * when this throws).
  */
 export async function respond(
   ctx: ResponderContext,
   c: Context,
+  lease: ModelLease,
   request: SamplingRequest,
   promptIds: readonly number[],
   settings: TempLoraSettings,
@@ -89,45 +109,81 @@ export async function respond(
   const onStop = () => client.abort();
   for (const s of sources) s.addEventListener("abort", onStop, { once: true });
   if (sources.some((s) => s.aborted)) client.abort();
+  const shuttingDown = () => ctx.signal?.aborted === true;
   const unlisten = () => {
     for (const s of sources) s.removeEventListener("abort", onStop);
   };
   let release: () => void;
   try {
+    if (shuttingDown()) throw shutdownError();
     release = await ctx.limiter.acquire(client.signal);
   } catch (error) {
     unlisten();
-    throw error;
+    lease.release();
+    throw shuttingDown() ? shutdownError() : error;
   }
-  const done = () => {
+  const id = `${shape.idPrefix}${crypto.randomUUID().replaceAll("-", "")}`;
+  const route = c.req.path;
+  let session: WriterSession | undefined;
+  const running: RunningSession = {
+    id,
+    tokens: 0,
+    startedAt: performance.now(),
+    gpuBytes: () => session?.gpuBytes ?? 0,
+  };
+  ctx.sessions.set(id, running);
+  const m = ctx.metrics;
+  m.promptTokens.inc({}, promptIds.length);
+  const done = (outcome: string) => {
+    ctx.sessions.delete(id);
+    m.sessionsEnded.inc({ outcome });
+    m.sessionSeconds.observe((performance.now() - running.startedAt) / 1000, { route });
     unlisten();
     release();
+    lease.release();
   };
-  const id = `${shape.idPrefix}${crypto.randomUUID().replaceAll("-", "")}`;
+  const ended = (outcome: CompletionOutcome | null) =>
+    outcome ? "completed" : shuttingDown() ? "shutdown" : "disconnected";
   const createdAt = Math.floor(Date.now() / 1000);
   const seed = request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0];
   const run = (onText: (text: string) => void) =>
-    runCompletion(ctx.lm, promptIds, request, settings, {
+    runCompletion(lease.lm, promptIds, request, settings, {
       clientSignal: client.signal,
       timeoutMs: ctx.timeoutMs,
       stepsPerSubmit: ctx.stepsPerSubmit,
       seed,
+      onSession: (s) => session = s,
+      onEvent: (e) => {
+        if (e.type === "token" && e.id >= 0) {
+          running.tokens++;
+          m.tokens.inc();
+        } else if (e.type === "train") {
+          m.trainingSteps.inc();
+          if (e.skipped) m.skippedSteps.inc();
+        }
+      },
     }, onText);
   const head = (object: string) => ({ id, object, created: createdAt, model: ctx.modelId });
   const echo = (o: CompletionOutcome) => temploraEcho(settings, o);
 
   if (!request.stream) {
+    let outcome: CompletionOutcome | null = null;
+    let failed = false;
     try {
-      const outcome = await run(() => {});
-      if (!outcome) throw new DOMException("client gone", "AbortError");
+      outcome = await run(() => {});
+      if (!outcome) throw shuttingDown() ? shutdownError() : new DOMException("gone", "AbortError");
       return c.json({
         ...head(shape.object),
         choices: [shape.choice(outcome.text, outcome.finishReason)],
         usage: usage(outcome),
         templora: echo(outcome),
       });
+    } catch (error) {
+      if (outcome || error instanceof ApiError || error instanceof DOMException) throw error;
+      failed = true;
+      throw ctx.toApiError(error, lease.lm);
     } finally {
-      done();
+      done(failed ? "failed" : ended(outcome));
     }
   }
 
@@ -143,18 +199,25 @@ export async function respond(
         }
       };
       (async () => {
+        let outcome: CompletionOutcome | null = null;
+        let failed = false;
         try {
           const opening = shape.opening();
           if (opening) send({ ...chunk, choices: [opening] });
-          const outcome = await run((text) => send({ ...chunk, choices: [shape.piece(text)] }));
-          if (!outcome) return;
+          outcome = await run((text) => send({ ...chunk, choices: [shape.piece(text)] }));
+          if (!outcome) {
+            // A shutdown ends the stream with an error event; a client that left gets nothing.
+            if (shuttingDown()) send(shutdownError().toJSON());
+            return;
+          }
           send({ ...chunk, choices: [shape.end(outcome.finishReason)], templora: echo(outcome) });
           if (request.includeUsage) send({ ...chunk, choices: [], usage: usage(outcome) });
           send("[DONE]");
         } catch (error) {
-          send(ctx.toApiError(error).toJSON());
+          failed = true;
+          send(ctx.toApiError(error, lease.lm).toJSON());
         } finally {
-          done();
+          done(failed ? "failed" : ended(outcome));
           try {
             controller.close();
           } catch {
