@@ -327,6 +327,7 @@ const SETTING_FLAGS: Record<string, string> = {
  * with a setting's name starts with its flag instead.
  */
 export function settingUsageError(error: InvalidSettingError): UsageError {
+  if (error.message.startsWith("the prompt ")) return new UsageError(`--prompt: ${error.message}`);
   const [, name, rest] = error.message.match(/^(\w+) (.*)$/s) ?? [];
   const flag = name ? SETTING_FLAGS[name] : undefined;
   return new UsageError(flag ? `${flag} ${rest}` : error.message);

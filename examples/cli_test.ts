@@ -58,6 +58,13 @@ Deno.test("flags: each mistake is one line naming the flag or argument", () => {
   );
   const refresh = new InvalidSettingError("kvRefresh must be an integer >= 0, got -1");
   assert.equal(settingUsageError(refresh).message, "--kv-refresh must be an integer >= 0, got -1");
+  const empty = new InvalidSettingError(
+    "the prompt is empty (and the tokenizer adds no BOS token)",
+  );
+  assert.equal(
+    settingUsageError(empty).message,
+    "--prompt: the prompt is empty (and the tokenizer adds no BOS token)",
+  );
   assert.equal(
     usageErrorText("novel", "unknown flag --x"),
     "error: unknown flag --x\nrun `deno task novel --help` to see every flag",
