@@ -67,6 +67,9 @@ export {
 export { DEFAULT_OPTIMIZER, type OptimizerSettings } from "./src/templora/trainer.ts";
 export { LORA_TARGETS, type LoraTarget } from "./src/core/lora.ts";
 
+// Planning GPU memory
+export { type MemoryPlan, type MemoryPlanOptions, planMemory } from "./src/templora/memory.ts";
+
 // Evaluating
 export {
   type ChunkScore,

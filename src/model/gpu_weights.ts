@@ -2,7 +2,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { GpuLimitError } from "../gpu/errors.ts";
 import { Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { GgmlQuantType } from "../core/quant.ts";
-import { kvDim, type ModelConfig, qDim } from "../formats/config.ts";
+import { kvDim, type ModelConfig, qDim, tensorShapes } from "../formats/config.ts";
 import {
   MissingTensorError,
   TensorShapeMismatchError,
@@ -160,7 +160,7 @@ export async function uploadWeights(
       return m;
     }
     const f32Bytes = 4 * shapeSize(shape);
-    const half = mode === "f16" || (mode === "auto" && f32Bytes > limit);
+    const half = floatMatrixDtype(f32Bytes, mode, limit) === "f16";
     if (f32Bytes / (half ? 2 : 1) > limit) {
       throw tooLarge(name, shape, `${f32Bytes} bytes as f32 and ${f32Bytes / 2} as f16`);
     }
@@ -216,6 +216,30 @@ export async function uploadWeights(
     made.forEach((t) => t.destroy());
     throw error;
   }
+}
+
+/** How a float matrix of `f32Bytes` is stored under `mode` with bindings of at most `limit`. */
+function floatMatrixDtype(f32Bytes: number, mode: GpuWeightDtype, limit: number): "f32" | "f16" {
+  return mode === "f16" || (mode === "auto" && f32Bytes > limit) ? "f16" : "f32";
+}
+
+/**
+ * Bytes {@link uploadWeights} would put on the GPU for a float model of `config` (the norm and
+ * bias vectors and the embedding as f32, matrices as `options.weightDtype` says), without any.
+ */
+export function plannedWeightBytes(
+  config: ModelConfig,
+  limit: number,
+  options: UploadWeightsOptions = {},
+): number {
+  const mode = options.weightDtype ?? "auto";
+  let bytes = 0;
+  for (const [name, shape] of tensorShapes(config)) {
+    const f32Bytes = 4 * shapeSize(shape);
+    const matrix = shape.length === 2 && name !== "model.embed_tokens.weight";
+    bytes += matrix && floatMatrixDtype(f32Bytes, mode, limit) === "f16" ? f32Bytes / 2 : f32Bytes;
+  }
+  return bytes;
 }
 
 /** Float16 bits of a weight: F16 data as stored, F32 and BF16 rounded to nearest even. */

@@ -10,6 +10,9 @@ const WG = 256;
 /** Workgroups of the first pass; the second pass merges their results in one workgroup. */
 const MAX_GROUPS = 256;
 
+/** Bytes of the op's scratch ([MAX_GROUPS, 4] f32 partial results). */
+export const GRAD_NORM_SCRATCH_BYTES: number = MAX_GROUPS * 4 * 4;
+
 /** Layout of the stats buffer {@link GradNormOp.record} writes and AdamW reads. */
 export const STATS = {
   /** Global L2 norm of the finite gradient elements. */

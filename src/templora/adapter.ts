@@ -72,10 +72,16 @@ export class LoraAdapter implements ModelAdapter {
   #byKey = new Map<string, AdaptedProjection>();
 
   /**
-   * Allocates the adapter for `config`'s model on `gpu` and initialises it (A random, B zero).
+   * Allocates the adapter for `config`'s model on `gpu` and initialises it (A random, B zero;
+   * `initialise: false` leaves the buffers as allocated, for planning or a restore that follows).
    * Throws {@link InvalidSettingError} on a bad rank, alpha or target list.
    */
-  constructor(gpu: Gpu, readonly config: ModelConfig, readonly settings: AdapterSettings) {
+  constructor(
+    gpu: Gpu,
+    readonly config: ModelConfig,
+    readonly settings: AdapterSettings,
+    options: { initialise?: boolean } = {},
+  ) {
     const { rank, alpha, targets } = settings;
     if (!Number.isInteger(rank) || rank < 1) {
       throw new InvalidSettingError(`LoRA rank must be an integer >= 1, got ${rank}`);
@@ -133,7 +139,7 @@ export class LoraAdapter implements ModelAdapter {
       };
     });
     for (const p of this.projections) this.#byKey.set(`${p.layer}:${p.target}`, p);
-    this.reset(gpu);
+    if (options.initialise ?? true) this.reset(gpu);
   }
 
   /** LoRA rank r. */

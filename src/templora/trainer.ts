@@ -1,3 +1,4 @@
+import type { Gpu } from "../gpu/device.ts";
 import type { KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { readF32 } from "../gpu/readback.ts";
@@ -98,28 +99,7 @@ export class Trainer {
   readonly activations: TrainingActivations;
   /** Rotated keys and values of every layer, positions 0..T (the forward's cache). */
   readonly cache: KvCache;
-  #owned: Tensor[] = [];
-  #ids: Tensor; // [T] u32
-  #targets: Tensor; // [T] u32
-  #mask: Tensor; // [T] f32
-  #loss: Tensor; // [T]
-  #ceStats: Tensor; // [T, 2]
-  #totals: Tensor; // [2]
-  // Gradient scratch, reused by every layer.
-  #dLogits: Tensor; // [logitRows, vocab] one tile of rows
-  #dx: Tensor; // [T, dim]
-  #dH: Tensor; // [T, dim]
-  #dAttn: Tensor; // [T, nHeads, headDim]
-  #dQ: Tensor; // [T, nHeads, headDim]
-  #dK: Tensor; // [T, nKvHeads, headDim]
-  #dV: Tensor; // [T, nKvHeads, headDim]
-  #delta: Tensor; // [T, nHeads]
-  #dAct: Tensor; // [T, hidden]
-  #dGate: Tensor; // [T, hidden]
-  #dUp: Tensor; // [T, hidden]
-  #dLoraH: Tensor; // [T, rank]
-  #dQProj: Tensor | undefined; // [T, nHeads * headDim] qkNorm models: through the q head norm
-  #dKProj: Tensor | undefined; // [T, nKvHeads * headDim]
+  readonly #s: TrainerScratch;
 
   private constructor(
     readonly model: LlamaModel,
@@ -130,40 +110,11 @@ export class Trainer {
   ) {
     this.maxTokens = maxTokens;
     const c = model.config;
-    const gpu = model.gpu;
-    const make = (shape: number[], label: string, dtype: "f32" | "u32" = "f32") => {
-      const t = createTensor(gpu, shape, dtype, label);
-      this.#owned.push(t);
-      return t;
-    };
     const T = maxTokens;
-    const hd = c.headDim;
-    this.activations = model.createTrainingActivations(
-      T,
-      adapter,
-      trainingLayout(c, T, options, adapter.rank),
-    );
+    const layout = trainingLayout(c, T, options, adapter.rank);
+    this.activations = model.createTrainingActivations(T, adapter, layout);
     this.cache = model.createCache(T);
-    this.#ids = make([T], "train ids", "u32");
-    this.#targets = make([T], "train targets", "u32");
-    this.#mask = make([T], "train mask");
-    this.#loss = make([T], "token loss");
-    this.#ceStats = make([T, 2], "ce stats");
-    this.#totals = make([2], "loss totals");
-    this.#dLogits = make([this.activations.logitRows, c.vocabSize], "dLogits");
-    this.#dx = make([T, c.dim], "dx");
-    this.#dH = make([T, c.dim], "dH");
-    this.#dAttn = make([T, c.nHeads, hd], "dAttn");
-    this.#dQ = make([T, c.nHeads, hd], "dQ");
-    this.#dK = make([T, c.nKvHeads, hd], "dK");
-    this.#dV = make([T, c.nKvHeads, hd], "dV");
-    this.#delta = make([T, c.nHeads], "delta");
-    this.#dAct = make([T, c.hiddenDim], "dAct");
-    this.#dGate = make([T, c.hiddenDim], "dGate");
-    this.#dUp = make([T, c.hiddenDim], "dUp");
-    this.#dLoraH = make([T, adapter.rank], "dLoraH");
-    this.#dQProj = c.qkNorm ? make([T, c.nHeads * hd], "dQ projection") : undefined;
-    this.#dKProj = c.qkNorm ? make([T, c.nKvHeads * hd], "dK projection") : undefined;
+    this.#s = new TrainerScratch(model.gpu, c, T, adapter.rank, this.activations.logitRows);
   }
 
   /** A trainer for sequences of up to `maxTokens` tokens. */
@@ -189,8 +140,7 @@ export class Trainer {
 
   /** Bytes the trainer's buffers hold on the GPU. */
   get bytes(): number {
-    const own = this.#owned.reduce((sum, t) => sum + t.byteLength, 0);
-    return own + this.activations.bytes + this.cache.bytes + this.ops.gradNorm.bytes;
+    return this.#s.bytes + this.activations.bytes + this.cache.bytes + this.ops.gradNorm.bytes;
   }
 
   /**
@@ -212,12 +162,12 @@ export class Trainer {
     const predicted = await this.#recordHeadAndLoss(rec, t, { predict });
     this.ops.ce.recordTotals(
       rec,
-      this.#loss.rows(0, tokens.length),
-      this.#mask.rows(0, tokens.length),
-      this.#totals,
+      this.#s.loss.rows(0, tokens.length),
+      this.#s.mask.rows(0, tokens.length),
+      this.#s.totals,
     );
     rec.submit();
-    const [lossSum] = await readF32(this.model.gpu, this.#totals);
+    const [lossSum] = await readF32(this.model.gpu, this.#s.totals);
     const report: ScoreReport = { loss: lossSum / count, lossSum, count };
     if (predict) report.predicted = predicted;
     return report;
@@ -244,13 +194,13 @@ export class Trainer {
       const n = Math.min(act.logitRows, t - r0);
       const tile = (x: Tensor) => x.rows(r0, n);
       const logits = act.logits.rows(0, n);
-      const io = { logits, targets: tile(this.#targets), mask: tile(this.#mask) };
+      const io = { logits, targets: tile(this.#s.targets), mask: tile(this.#s.mask) };
       this.model.recordLinear(rec, tile(normed), head, logits);
-      ce.recordForward(rec, { ...io, loss: tile(this.#loss), stats: tile(this.#ceStats) });
+      ce.recordForward(rec, { ...io, loss: tile(this.#s.loss), stats: tile(this.#s.ceStats) });
       if (options.gradScale !== undefined) {
-        const dLogits = this.#dLogits.rows(0, n);
-        ce.recordBackward(rec, { ...io, stats: tile(this.#ceStats), dLogits }, options.gradScale);
-        this.model.recordInputGradient(rec, dLogits, head, tile(this.#dH));
+        const dLogits = this.#s.dLogits.rows(0, n);
+        ce.recordBackward(rec, { ...io, stats: tile(this.#s.ceStats), dLogits }, options.gradScale);
+        this.model.recordInputGradient(rec, dLogits, head, tile(this.#s.dH));
       }
       const wanted = options.predict?.filter((row) => row >= r0 && row < r0 + n) ?? [];
       if (!wanted.length) continue;
@@ -284,7 +234,7 @@ export class Trainer {
     const { ce, gradNorm, adamw } = this.ops;
     const rows = (x: Tensor) => x.rows(0, t);
     await this.#recordHeadAndLoss(rec, t, { gradScale: 1 / count });
-    ce.recordTotals(rec, rows(this.#loss), rows(this.#mask), this.#totals);
+    ce.recordTotals(rec, rows(this.#s.loss), rows(this.#s.mask), this.#s.totals);
     this.#recordBackward(rec, forward, settings.dropout, seed);
     const a = this.adapter;
     gradNorm.record(rec, a.grads, a.stats, settings.maxGradNorm);
@@ -300,7 +250,7 @@ export class Trainer {
     rec.submit();
     const gpu = this.model.gpu;
     const [[lossSum], stats] = await Promise.all([
-      readF32(gpu, this.#totals),
+      readF32(gpu, this.#s.totals),
       readF32(gpu, a.stats),
     ]);
     const skipped = stats[STATS.nonFinite] !== 0 || !Number.isFinite(lossSum);
@@ -333,9 +283,9 @@ export class Trainer {
       count += mask[i];
     }
     if (count === 0) throw new InvalidSettingError(`a loss mask that selects none of ${t} tokens`);
-    writeTensor(gpu, this.#ids.rows(0, t), Uint32Array.from(tokens));
-    writeTensor(gpu, this.#targets.rows(0, t), targets);
-    writeTensor(gpu, this.#mask.rows(0, t), mask);
+    writeTensor(gpu, this.#s.ids.rows(0, t), Uint32Array.from(tokens));
+    writeTensor(gpu, this.#s.targets.rows(0, t), targets);
+    writeTensor(gpu, this.#s.mask.rows(0, t), mask);
     return count;
   }
 
@@ -357,7 +307,7 @@ export class Trainer {
   ): ForwardStep {
     this.cache.length = 0;
     const step: ForwardStep = {
-      ids: this.#ids,
+      ids: this.#s.ids,
       offset: 0,
       tokens: t,
       cache: this.cache,
@@ -404,7 +354,7 @@ export class Trainer {
         b: proj.b,
         h: saved.loraH(target),
         dY,
-        dH: rows(this.#dLoraH),
+        dH: rows(this.#s.dLoraH),
         dA: proj.dA,
         dB: proj.dB,
         dX,
@@ -413,52 +363,52 @@ export class Trainer {
       });
     };
 
-    const dx = rows(this.#dx);
-    const dH = rows(this.#dH);
+    const dx = rows(this.#s.dx);
+    const dH = rows(this.#s.dH);
     const final = act.final(t);
     k.rmsnorm.recordBackwardInput(rec, rows(act.xFinal), w.norm, final.rstd, dH, dx);
     for (let l = c.nLayers - 1; l >= 0; l--) {
       const s = act.layer(l, t);
       if (act.recompute) model.recordLayer(rec, l, s, this.cache, 0, forward);
       const L = w.layers[l];
-      through(l, "down", dx, L.down, s.act, rows(this.#dAct), s, false);
+      through(l, "down", dx, L.down, s.act, rows(this.#s.dAct), s, false);
       k.swiglu.recordBackward(
         rec,
-        rows(this.#dAct),
+        rows(this.#s.dAct),
         s.gate,
         s.up,
-        rows(this.#dGate),
-        rows(this.#dUp),
+        rows(this.#s.dGate),
+        rows(this.#s.dUp),
       );
-      through(l, "gate", rows(this.#dGate), L.gate, s.h2, dH, s, false);
-      through(l, "up", rows(this.#dUp), L.up, s.h2, dH, s, true);
+      through(l, "gate", rows(this.#s.dGate), L.gate, s.h2, dH, s, false);
+      through(l, "up", rows(this.#s.dUp), L.up, s.h2, dH, s, true);
       k.rmsnorm.recordBackwardInput(rec, s.x2, L.ffnNorm, s.rstd2!, dH, dx, {
         accumulate: true,
       });
-      through(l, "o", dx, L.o, flat(s.attn), flat(rows(this.#dAttn)), s, false);
+      through(l, "o", dx, L.o, flat(s.attn), flat(rows(this.#s.dAttn)), s, false);
       k.attention.recordBackward(rec, {
-        dOut: rows(this.#dAttn),
+        dOut: rows(this.#s.dAttn),
         q: s.q,
         k: rows(this.cache.k[l]),
         v: rows(this.cache.v[l]),
         out: s.attn,
         lse: s.lse!,
-        delta: rows(this.#delta),
-        dQ: rows(this.#dQ),
-        dK: rows(this.#dK),
-        dV: rows(this.#dV),
+        delta: rows(this.#s.delta),
+        dQ: rows(this.#s.dQ),
+        dK: rows(this.#s.dK),
+        dV: rows(this.#s.dV),
         past: 0,
       });
       if (model.rotates(l)) {
-        k.rope.recordBackwardInPlace(rec, rows(this.#dQ), { pos0: 0 });
-        k.rope.recordBackwardInPlace(rec, rows(this.#dK), { pos0: 0 });
+        k.rope.recordBackwardInPlace(rec, rows(this.#s.dQ), { pos0: 0 });
+        k.rope.recordBackwardInPlace(rec, rows(this.#s.dK), { pos0: 0 });
       }
-      let dQ = flat(rows(this.#dQ));
-      let dK = flat(rows(this.#dK));
-      if (L.qNorm && L.kNorm && s.qProj && s.kProj && this.#dQProj && this.#dKProj) {
+      let dQ = flat(rows(this.#s.dQ));
+      let dK = flat(rows(this.#s.dK));
+      if (L.qNorm && L.kNorm && s.qProj && s.kProj && this.#s.dQProj && this.#s.dKProj) {
         const heads = (x: Tensor) => x.reshape([x.size / c.headDim, c.headDim]);
-        const dQProj = rows(this.#dQProj);
-        const dKProj = rows(this.#dKProj);
+        const dQProj = rows(this.#s.dQProj);
+        const dKProj = rows(this.#s.dKProj);
         k.rmsnorm.recordBackwardInput(
           rec,
           heads(s.qProj),
@@ -480,7 +430,7 @@ export class Trainer {
       }
       through(l, "q", dQ, L.q, s.h1, dH, s, false);
       through(l, "k", dK, L.k, s.h1, dH, s, true);
-      through(l, "v", flat(rows(this.#dV)), L.v, s.h1, dH, s, true);
+      through(l, "v", flat(rows(this.#s.dV)), L.v, s.h1, dH, s, true);
       k.rmsnorm.recordBackwardInput(rec, s.xIn, L.attnNorm, s.rstd1!, dH, dx, {
         accumulate: true,
       });
@@ -490,8 +440,7 @@ export class Trainer {
   /** Frees the trainer's buffers (not the adapter). */
   destroy(): void {
     this.ops.gradNorm.destroy();
-    for (const t of this.#owned) t.destroy();
-    this.#owned = [];
+    this.#s.destroy();
     this.activations.destroy();
     this.cache.destroy();
   }
@@ -534,8 +483,8 @@ export function keptActivationBytesPerToken(config: ModelConfig, rank: number): 
 const RECOMPUTE_ABOVE_BYTES = 1 << 30;
 const DEFAULT_LOGIT_BYTES = 64 << 20;
 
-/** The activation layout a trainer for `tokens` tokens uses under `options`. */
-function trainingLayout(
+/** The activation layout a trainer for `tokens` tokens with an adapter of `rank` uses. */
+export function trainingLayout(
   config: ModelConfig,
   tokens: number,
   options: TrainerOptions,
@@ -548,4 +497,90 @@ function trainingLayout(
   const fit = Math.floor((options.logitBytes ?? DEFAULT_LOGIT_BYTES) / (8 * config.vocabSize));
   const logitRows = fit >= tokens ? tokens : Math.max(64, Math.floor(fit / 64) * 64);
   return { recompute, logitRows };
+}
+
+/** The trainer's own buffers: the example, per-token losses, and gradient scratch shared by layers. */
+export class TrainerScratch {
+  /** [T] u32 token ids. */
+  readonly ids: Tensor;
+  /** [T] u32 next-token targets. */
+  readonly targets: Tensor;
+  /** [T] f32 loss mask. */
+  readonly mask: Tensor;
+  /** [T] per-token loss. */
+  readonly loss: Tensor;
+  /** [T, 2] cross-entropy row statistics. */
+  readonly ceStats: Tensor;
+  /** [2] summed loss and count. */
+  readonly totals: Tensor;
+  /** [logitRows, vocab] one tile of rows of dLogits. */
+  readonly dLogits: Tensor;
+  /** [T, dim] gradient of the residual stream. */
+  readonly dx: Tensor;
+  /** [T, dim] gradient of a norm's output. */
+  readonly dH: Tensor;
+  /** [T, nHeads, headDim] */
+  readonly dAttn: Tensor;
+  /** [T, nHeads, headDim] */
+  readonly dQ: Tensor;
+  /** [T, nKvHeads, headDim] */
+  readonly dK: Tensor;
+  /** [T, nKvHeads, headDim] */
+  readonly dV: Tensor;
+  /** [T, nHeads] attention backward's row dot products. */
+  readonly delta: Tensor;
+  /** [T, hidden] */
+  readonly dAct: Tensor;
+  /** [T, hidden] */
+  readonly dGate: Tensor;
+  /** [T, hidden] */
+  readonly dUp: Tensor;
+  /** [T, rank] gradient of an adapter's x·Aᵀ. */
+  readonly dLoraH: Tensor;
+  /** [T, nHeads * headDim] through the q head norm (qkNorm models). */
+  readonly dQProj: Tensor | undefined;
+  /** [T, nKvHeads * headDim] through the k head norm (qkNorm models). */
+  readonly dKProj: Tensor | undefined;
+  readonly #owned: Tensor[] = [];
+
+  /** Allocates every buffer for examples of up to `T` tokens. */
+  constructor(gpu: Gpu, c: ModelConfig, T: number, rank: number, logitRows: number) {
+    const make = (shape: number[], label: string, dtype: "f32" | "u32" = "f32") => {
+      const t = createTensor(gpu, shape, dtype, label);
+      this.#owned.push(t);
+      return t;
+    };
+    const hd = c.headDim;
+    this.ids = make([T], "train ids", "u32");
+    this.targets = make([T], "train targets", "u32");
+    this.mask = make([T], "train mask");
+    this.loss = make([T], "token loss");
+    this.ceStats = make([T, 2], "ce stats");
+    this.totals = make([2], "loss totals");
+    this.dLogits = make([logitRows, c.vocabSize], "dLogits");
+    this.dx = make([T, c.dim], "dx");
+    this.dH = make([T, c.dim], "dH");
+    this.dAttn = make([T, c.nHeads, hd], "dAttn");
+    this.dQ = make([T, c.nHeads, hd], "dQ");
+    this.dK = make([T, c.nKvHeads, hd], "dK");
+    this.dV = make([T, c.nKvHeads, hd], "dV");
+    this.delta = make([T, c.nHeads], "delta");
+    this.dAct = make([T, c.hiddenDim], "dAct");
+    this.dGate = make([T, c.hiddenDim], "dGate");
+    this.dUp = make([T, c.hiddenDim], "dUp");
+    this.dLoraH = make([T, rank], "dLoraH");
+    this.dQProj = c.qkNorm ? make([T, c.nHeads * hd], "dQ projection") : undefined;
+    this.dKProj = c.qkNorm ? make([T, c.nKvHeads * hd], "dK projection") : undefined;
+  }
+
+  /** Bytes held on the GPU. */
+  get bytes(): number {
+    return this.#owned.reduce((sum, t) => sum + t.byteLength, 0);
+  }
+
+  /** Frees every buffer. */
+  destroy(): void {
+    for (const t of this.#owned) t.destroy();
+    this.#owned.length = 0;
+  }
 }

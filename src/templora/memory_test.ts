@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import { gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
+import { randomWeights } from "../../kernels_test/model_fixtures.ts";
+import { STORIES260K } from "../../kernels_test/test_data.ts";
+import type { ModelConfig } from "../formats/config.ts";
+import { readLlama2c } from "../formats/llama2c.ts";
+import { DecodeSession } from "../model/decode_session.ts";
+import { LlamaModel } from "../model/llama.ts";
+import { LORA_TARGETS, LoraAdapter } from "./adapter.ts";
+import { planMemory } from "./memory.ts";
+import { Trainer } from "./trainer.ts";
+
+/** Qwen3-like: head norms, heads wider than the model, tied embeddings. */
+const WIDE: ModelConfig = {
+  architecture: "test",
+  dim: 48,
+  hiddenDim: 72,
+  nLayers: 2,
+  nHeads: 4,
+  nKvHeads: 2,
+  headDim: 16,
+  vocabSize: 300,
+  maxSeqLen: 256,
+  normEps: 1e-6,
+  ropeTheta: 1e6,
+  ropePairs: "half",
+  tiedEmbeddings: true,
+  qkvBias: true,
+  qkNorm: true,
+};
+
+gpuTest("memory plan: equals what the runtime allocates, part by part", async () => {
+  const { gpu, registry } = await testGpu();
+  const stories = await readLlama2c(STORIES260K);
+  for (
+    const [weights, window, T, rank, recompute] of [
+      [stories, 512, 385, 16, false],
+      [randomWeights(WIDE, seededRng("memory plan")), 64, 200, 8, true],
+    ] as const
+  ) {
+    const config = weights.config;
+    const plan = planMemory(config, {
+      window,
+      trainTokens: T,
+      rank,
+      weightDtype: "f32",
+      recompute,
+      logitBytes: 64 * 8 * config.vocabSize,
+    });
+    const model = await LlamaModel.create(gpu, registry, weights, "plan", { weightDtype: "f32" });
+    assert.equal(model.weights.bytes, plan.weights, `${config.architecture} weights`);
+    const session = await DecodeSession.create(model, registry, { capacity: window, maxTokens: 1 });
+    session.activations.prepareAdapter(rank);
+    assert.equal(session.cache.bytes, plan.kvCache);
+    assert.equal(session.activations.bytes, plan.decode);
+    const adapter = new LoraAdapter(gpu, config, {
+      rank,
+      alpha: rank,
+      targets: LORA_TARGETS,
+      seed: 1,
+    });
+    assert.equal(adapter.bytes, plan.adapter);
+    const trainer = await Trainer.create(model, adapter, registry, T, {
+      recompute,
+      logitBytes: 64 * 8 * config.vocabSize,
+    });
+    assert.equal(trainer.bytes, plan.training, `${config.architecture} training`);
+    assert.equal(trainer.activations.recompute, plan.recompute);
+    for (const x of [trainer, adapter, session, model]) x.destroy();
+  }
+});
+
+Deno.test("memory plan: a 3B model's Temp-Lora step at 4,096 tokens fits 16 GB", () => {
+  // Llama 3.2 3B's shape.
+  const llama32_3b: ModelConfig = {
+    architecture: "LlamaForCausalLM",
+    dim: 3072,
+    hiddenDim: 8192,
+    nLayers: 28,
+    nHeads: 24,
+    nKvHeads: 8,
+    headDim: 128,
+    vocabSize: 128256,
+    maxSeqLen: 131072,
+    normEps: 1e-5,
+    ropeTheta: 500000,
+    ropePairs: "half",
+    tiedEmbeddings: true,
+    qkvBias: false,
+  };
+  const plan = planMemory(llama32_3b, { window: 4096, trainTokens: 4096, rank: 64 });
+  assert.ok(plan.recompute, "layers are recomputed at this size");
+  assert.ok(plan.total < 16e9, `${(plan.total / 1e9).toFixed(2)} GB`);
+  const kept = planMemory(llama32_3b, {
+    window: 4096,
+    trainTokens: 4096,
+    rank: 64,
+    recompute: false,
+  });
+  assert.ok(kept.training > 3 * plan.training, "recomputing saves most of the training memory");
+});
