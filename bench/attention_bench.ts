@@ -9,7 +9,7 @@ import { KernelRegistry } from "../src/gpu/kernel.ts";
 import { Recorder } from "../src/gpu/recorder.ts";
 import { createTensor, type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { AttentionOp, type AttentionPath } from "../src/ops/attention.ts";
-import { Rng } from "../src/reference/random.ts";
+import { Rng } from "../src/core/random.ts";
 
 const HEADS = 9;
 const KV_HEADS = 3;

@@ -9,7 +9,7 @@ import { Recorder } from "../src/gpu/recorder.ts";
 import { createTensor, type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { CopyOp } from "../src/ops/copy.ts";
 import { MatvecOp } from "../src/ops/matvec.ts";
-import { Rng } from "../src/reference/random.ts";
+import { Rng } from "../src/core/random.ts";
 import { toF16 } from "../src/reference/matvec.ts";
 
 const gpu = await acquireGpu();
