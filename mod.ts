@@ -105,6 +105,22 @@ export {
 export type { LossSelection, ScoreReport, StepReport } from "./src/templora/trainer.ts";
 export { type TempLoraSettingsJson, tempLoraSettingsJson } from "./src/templora/settings_json.ts";
 export { DocumentFormatError } from "./src/templora/jsonl.ts";
+export {
+  type EncodedPair,
+  encodePair,
+  encodeParallelDocument,
+  evaluateTranslation,
+  type PairScore,
+  type ParallelDocument,
+  parseSegmentPairs,
+  type SegmentPair,
+  translateDocument,
+  type TranslatedSegment,
+  type TranslationOptions,
+  type TranslationQuality,
+  type TranslationResult,
+} from "./src/templora/translate.ts";
+export { type BleuScore, corpusBleu, corpusChrf, tokenize13a } from "./src/templora/metrics.ts";
 
 // Snapshots: a long run that survives a crash, and LoRA adapters in PEFT's format
 export {

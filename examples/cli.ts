@@ -291,6 +291,7 @@ export const TEMPLORA_OPTIONS = {
   rank: { type: "string" },
   alpha: { type: "string" },
   window: { type: "string" },
+  sink: { type: "string" },
 } as const;
 
 /** Temp-Lora overrides from the command line; undefined where the flag is absent. */
@@ -298,7 +299,10 @@ export interface TempLoraFlags extends Partial<Omit<TempLoraSettings, "optimizer
   lr?: number;
 }
 
-/** The --chunk, --epochs, --rank, --alpha, --window and --lr flags, each checked on its own. */
+/**
+ * The --chunk, --epochs, --rank, --alpha, --window, --sink and --lr flags, each checked on its
+ * own.
+ */
 export function tempLoraFlags(values: Record<string, unknown>): TempLoraFlags {
   return {
     chunk: numberFlag(values, "chunk", undefined, { integer: true, min: 1 }),
@@ -306,6 +310,7 @@ export function tempLoraFlags(values: Record<string, unknown>): TempLoraFlags {
     rank: numberFlag(values, "rank", undefined, { integer: true, min: 1 }),
     alpha: numberFlag(values, "alpha", undefined, { above: 0 }),
     window: numberFlag(values, "window", undefined, { integer: true, min: 2 }),
+    sink: numberFlag(values, "sink", undefined, { integer: true, min: 0 }),
     lr: numberFlag(values, "lr", undefined, { min: 0 }),
   };
 }
@@ -316,6 +321,7 @@ const SETTING_FLAGS: Record<string, string> = {
   chunk: "--chunk",
   epochs: "--epochs",
   kvRefresh: "--kv-refresh",
+  sink: "--sink",
   rank: "--rank",
   alpha: "--alpha",
   lr: "--lr",

@@ -30,6 +30,8 @@ ${MODEL_HELP}
   --repetition-penalty R     1 = off (default 1; the Temp-Lora paper uses 1.12)
   --seed S                   random seed, same seed same text (default 0)
   --window N                 KV window in tokens (default: the model's trained length)
+  --sink N                   attention sinks: the first N tokens stay in the window when it
+                             slides (default 0; at most a quarter of the window)
   --ban-eos                  never end at the end-of-text token
   --stop S                   stop before this text (repeatable)
   --json                     print one JSON object {text, tokens, tokens_per_second, ...}
@@ -53,6 +55,7 @@ function parseSettings(args: string[]): Settings | "help" {
     "repetition-penalty": { type: "string" },
     seed: { type: "string" },
     window: { type: "string" },
+    sink: { type: "string" },
     "ban-eos": { type: "boolean", default: false },
     stop: { type: "string", multiple: true },
     json: { type: "boolean", default: false },
@@ -67,6 +70,7 @@ function parseSettings(args: string[]): Settings | "help" {
     repetitionPenalty: numberFlag(v, "repetition-penalty", 1, { above: 0 }),
     seed: numberFlag(v, "seed", 0, { integer: true, min: 0, max: 0xffffffff }),
     window: numberFlag(v, "window", undefined, { integer: true, min: 2 }),
+    sink: numberFlag(v, "sink", undefined, { integer: true, min: 0 }),
     banEos: v["ban-eos"],
     stop: v.stop ?? [],
   };
@@ -102,6 +106,7 @@ async function run(settings: Settings): Promise<void> {
           repetition_penalty: o.repetitionPenalty,
           seed: o.seed,
           window: o.window ?? lm.config.maxSeqLen,
+          sink: o.sink ?? 0,
           ban_eos: o.banEos,
           stop: o.stop,
         },

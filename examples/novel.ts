@@ -61,6 +61,8 @@ ${MODEL_HELP}
   --rank N                   LoRA rank (default: d_model / 4, at most 64)
   --alpha X                  LoRA alpha (default: same as the rank)
   --window N                 tokens the model attends to (default: its length, at most 1024)
+  --sink N                   attention sinks: the first N tokens stay in the window when it
+                             slides (default 0; at most a quarter of the window)
   --kv-refresh N             rebuild the KV cache with the new adapter every N chunks (default 7;
                              0 = after every chunk)
   --temperature T            0 = greedy (default 0.8)

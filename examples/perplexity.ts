@@ -36,6 +36,8 @@ ${MODEL_HELP}
   --chunk N                  Δ, tokens per chunk (default: window / 4)
   --window N                 W: a chunk is scored given up to W - Δ tokens before it (default:
                              the model's length, at most 1024)
+  --sink N                   attention sinks: once the window no longer reaches the text's
+                             start, its first N tokens stand in front of it (default 0)
   --epochs N                 optimizer steps per chunk (default 3 below d_model 1024, else 2)
   --lr X                     learning rate (default: by model size)
   --rank N                   LoRA rank (default: d_model / 4, at most 64)

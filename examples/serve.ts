@@ -36,7 +36,7 @@ ${MODEL_HELP}
 
 Endpoints: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (for
 models with a chat template), each with an optional "templora" object: enabled, chunk, epochs,
-lr, rank, alpha, window, train_context, kv_refresh. The README lists every field.`;
+lr, rank, alpha, window, train_context, kv_refresh, sink. The README lists every field.`;
 
 /** Why the server cannot listen at `hostname`:`port`, as a {@link CommandError} naming the flag. */
 function listenError(error: unknown, hostname: string, port: number): unknown {

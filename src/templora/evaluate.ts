@@ -1,3 +1,4 @@
+import { InvalidSettingError } from "../model/errors.ts";
 import type { TextModel } from "../model/text_model.ts";
 import type { TempLoraSettings } from "./settings.ts";
 import { TestThenTrain } from "./test_then_train.ts";
@@ -90,6 +91,7 @@ export async function evaluatePerplexity(
   const all = lm.tokenizer.encode(text, { bos: true });
   const ids = all.slice(0, options.maxTokens);
   const delta = settings.chunk;
+  if (ids.length < 2) throw new InvalidSettingError("the text has fewer than 2 tokens");
   const walk = await TestThenTrain.create(lm, ids, settings);
   const chunks: ChunkScore[] = [];
   try {

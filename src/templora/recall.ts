@@ -3,7 +3,7 @@ import { InvalidSettingError } from "../model/errors.ts";
 import type { TextModel } from "../model/text_model.ts";
 import { DocumentFormatError, parseStringRecords } from "./jsonl.ts";
 import type { TempLoraSettings } from "./settings.ts";
-import { TestThenTrain, windowTokens } from "./test_then_train.ts";
+import { deltaBounds, TestThenTrain, windowTokens } from "./test_then_train.ts";
 
 /** One fact of a recall benchmark: stated once at the start of a text, asked much later. */
 export interface RecallFact {
@@ -249,7 +249,11 @@ export async function evaluateRecall(
   const walkText = async (kind: "templora" | "control", statements: number[]) => {
     const ids = [...statements, ...bookIds.slice(0, maxDistance)];
     const points = distances.map((d) => statements.length + d);
-    const walk = await TestThenTrain.create(lm, ids, settings);
+    // Chunks of Δ, also cut at each query's point, so every query follows training on all the
+    // text before it (and a distance scores the same alone or among others).
+    const bounds = [...new Set([...deltaBounds(ids.length, settings.chunk), ...points])]
+      .sort((a, b) => a - b);
+    const walk = await TestThenTrain.create(lm, ids, settings, { bounds });
     const scoreAt = async (j: number) => {
       const p = points[j];
       for (const [i, q] of asked.entries()) {
@@ -271,7 +275,7 @@ export async function evaluateRecall(
     try {
       let j = 0;
       for (const chunk of walk.chunks) {
-        while (j < points.length && points[j] < chunk.end) await scoreAt(j++);
+        while (j < points.length && points[j] <= chunk.start) await scoreAt(j++);
         await walk.train(chunk);
         options.onChunk?.(kind, chunk.index + 1, walk.chunks.length);
       }

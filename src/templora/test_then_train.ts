@@ -63,6 +63,11 @@ export interface TestThenTrainOptions {
    * training (default: every token). Translation marks only the target's tokens.
    */
   lossMask?: readonly boolean[];
+  /**
+   * The longest chunk {@link TestThenTrain.append} will add (default: none longer than the
+   * text's own chunks); it sizes the trainer's buffers.
+   */
+  maxChunkTokens?: number;
 }
 
 /**
@@ -76,16 +81,38 @@ export interface TestThenTrainOptions {
 export class TestThenTrain {
   /** Optimizer steps taken so far (they drive warm-up and dropout seeds). */
   steps = 0;
+  #ids: number[];
+  #chunks: WalkChunk[];
+  #lossMask: boolean[] | undefined;
 
   private constructor(
-    readonly ids: readonly number[],
-    readonly chunks: readonly WalkChunk[],
+    ids: readonly number[],
+    chunks: WalkChunk[],
     readonly settings: TempLoraSettings,
-    readonly trainer: Trainer,
-    private readonly adapter: LoraAdapter,
-    private readonly lossMask: readonly boolean[] | undefined,
+    private readonly trainer: Trainer,
+    /**
+     * The adapter the walk trains, for the library's evaluations that generate with it between
+     * chunks (translation).
+     * @ignore
+     */
+    readonly adapter: LoraAdapter,
+    lossMask: readonly boolean[] | undefined,
     private readonly lm: TextModel,
-  ) {}
+  ) {
+    this.#ids = [...ids];
+    this.#chunks = chunks;
+    this.#lossMask = lossMask ? [...lossMask] : undefined;
+  }
+
+  /** The text walked so far. */
+  get ids(): readonly number[] {
+    return this.#ids;
+  }
+
+  /** Its chunks, in order. */
+  get chunks(): readonly WalkChunk[] {
+    return this.#chunks;
+  }
 
   /** A walk over `ids` with a fresh adapter; {@link destroy} frees its GPU buffers. */
   static async create(
@@ -94,14 +121,13 @@ export class TestThenTrain {
     settings: TempLoraSettings,
     options: TestThenTrainOptions = {},
   ): Promise<TestThenTrain> {
-    if (ids.length < 2) throw new InvalidSettingError("the text has fewer than 2 tokens");
     const { lossMask } = options;
     if (lossMask && lossMask.length !== ids.length) {
       throw new InvalidSettingError(
         `a loss mask of ${lossMask.length} flags for ${ids.length} tokens`,
       );
     }
-    const bounds = options.bounds ?? everyDelta(ids.length, settings.chunk);
+    const bounds = options.bounds ?? deltaBounds(ids.length, settings.chunk);
     if (
       bounds[0] !== 0 || bounds[bounds.length - 1] !== ids.length ||
       bounds.some((b, i) => i > 0 && !(b > bounds[i - 1]))
@@ -111,7 +137,7 @@ export class TestThenTrain {
       );
     }
     const chunks = bounds.slice(1).map((end, index) => ({ index, start: bounds[index], end }));
-    const longest = Math.max(...chunks.map((c) => c.end - c.start));
+    const longest = Math.max(options.maxChunkTokens ?? 0, ...chunks.map((c) => c.end - c.start));
     const maxSeqLen = lm.config.maxSeqLen;
     if (longest > maxSeqLen) {
       throw new InvalidSettingError(
@@ -135,7 +161,35 @@ export class TestThenTrain {
 
   /** Whether the text's token at `i` carries loss. */
   carriesLoss(i: number): boolean {
-    return i >= 1 && (this.lossMask?.[i] ?? true);
+    return i >= 1 && (this.#lossMask?.[i] ?? true);
+  }
+
+  /**
+   * Adds a chunk at the text's end (text written while walking, as in translating a document
+   * segment by segment), with its loss flags when the walk has a loss mask; returns the chunk.
+   */
+  append(ids: readonly number[], lossMask?: readonly boolean[]): WalkChunk {
+    if (ids.length < 1 || ids.length > this.trainer.maxTokens) {
+      throw new InvalidSettingError(
+        `a chunk of ${ids.length} tokens; this walk takes 1..${this.trainer.maxTokens}`,
+      );
+    }
+    if ((lossMask === undefined) !== (this.#lossMask === undefined)) {
+      throw new InvalidSettingError(
+        "loss flags go with a walk that has a loss mask, and only then",
+      );
+    }
+    if (lossMask && lossMask.length !== ids.length) {
+      throw new InvalidSettingError(
+        `a loss mask of ${lossMask.length} flags for ${ids.length} tokens`,
+      );
+    }
+    const start = this.#ids.length;
+    this.#ids.push(...ids);
+    if (lossMask) this.#lossMask!.push(...lossMask);
+    const chunk = { index: this.#chunks.length, start, end: this.#ids.length };
+    this.#chunks.push(chunk);
+    return chunk;
   }
 
   /**
@@ -145,7 +199,7 @@ export class TestThenTrain {
   window(chunk: WalkChunk): WindowTokens & { loss: boolean[] } {
     const { window: W, chunk: delta, sink } = this.settings;
     const budget = Math.max(0, W - Math.max(delta, chunk.end - chunk.start));
-    const w = windowTokens(this.ids, chunk.start, chunk.end, budget, sink);
+    const w = windowTokens(this.#ids, chunk.start, chunk.end, budget, sink);
     return { ...w, loss: w.positions.map((p) => p >= chunk.start && this.carriesLoss(p)) };
   }
 
@@ -178,7 +232,7 @@ export class TestThenTrain {
     const loss: boolean[] = [];
     for (let i = start; i < chunk.end; i++) loss.push(i >= chunk.start && this.carriesLoss(i));
     if (s.enabled && loss.includes(true)) {
-      const example = this.ids.slice(start, chunk.end);
+      const example = this.#ids.slice(start, chunk.end);
       for (let e = 0; e < s.epochs; e++) {
         reports.push(
           await this.trainer.step(
@@ -202,7 +256,7 @@ export class TestThenTrain {
 }
 
 /** Bounds of chunks of `delta` tokens over `length` tokens (the last may be shorter). */
-function everyDelta(length: number, delta: number): number[] {
+export function deltaBounds(length: number, delta: number): number[] {
   const bounds = [];
   for (let b = 0; b < length; b += delta) bounds.push(b);
   bounds.push(length);

@@ -105,6 +105,12 @@ gpuTest("TestThenTrain: a loss mask keeps training and scoring to the flagged to
       () => TestThenTrain.create(lm, [1, 2, 3], settings, { bounds: [0, 2, 2, 3] }),
       /rise from 0/,
     );
+    // A chunk written later joins the text, with its loss flags.
+    const more = walk.append(ids.slice(1, 9), ids.slice(1, 9).map((_, i) => i >= 4));
+    assert.deepEqual([more.index, more.start, more.end], [3, ids.length, ids.length + 8]);
+    assert.equal(walk.ids.length, ids.length + 8);
+    assert.equal((await walk.scoreChunk(more, true))!.count, 4);
+    assert.throws(() => walk.append([5, 6]), /loss flags go with a walk that has a loss mask/);
   } finally {
     walk.destroy();
     lm.dispose();
