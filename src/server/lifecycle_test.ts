@@ -4,7 +4,13 @@ import { STORIES260K } from "../../kernels_test/test_data.ts";
 import { acquireGpu } from "../gpu/device.ts";
 import { TextModel } from "../model/text_model.ts";
 import type { ServedModel } from "./host.ts";
-import { EventReader, eventually, parseMetrics, serveApp, streamedText } from "./testing.ts";
+import {
+  EventReader,
+  eventually,
+  parseMetrics,
+  serveApp,
+  streamedText,
+} from "../../kernels_test/server_helpers.ts";
 
 let shared: Promise<TextModel> | undefined;
 function sharedModel(): Promise<TextModel> {

@@ -8,7 +8,13 @@ import { gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
 import { STORIES260K } from "../../kernels_test/test_data.ts";
 import type { Rng } from "../core/random.ts";
 import { TextModel } from "../model/text_model.ts";
-import { EventReader, eventually, parseMetrics, serveApp, streamedText } from "./testing.ts";
+import {
+  EventReader,
+  eventually,
+  parseMetrics,
+  serveApp,
+  streamedText,
+} from "../../kernels_test/server_helpers.ts";
 
 let shared: Promise<TextModel> | undefined;
 function sharedModel(): Promise<TextModel> {

@@ -2,8 +2,8 @@
  * Test plumbing for the server tests: the app on a loopback port, JSON requests, server-sent
  * event streams read event by event, and waiting for a condition the server reaches by itself.
  */
-import type { TextModel } from "../model/text_model.ts";
-import { createApp, type ServerOptions } from "./app.ts";
+import type { TextModel } from "../src/model/text_model.ts";
+import { createApp, type ServerOptions } from "../src/server/app.ts";
 
 /** The app on a free loopback port. */
 export interface Served {
