@@ -98,6 +98,12 @@ gpuTest(
           });
         };
       const reference = await drive(fresh());
+      gpu.memory.trim();
+      const idle = gpu.memory.bytesInUse;
+      const nothingHeld = (what: string) => {
+        gpu.memory.trim();
+        assert.equal(gpu.memory.bytesInUse, idle, `${what}: nothing left on the GPU`);
+      };
       const want = reference.summary!;
       assert.equal(want.tokens.length, 64);
       assert.equal(want.chunksTrained, 5);
@@ -149,6 +155,7 @@ gpuTest(
         (e) => e.type === "train" && e.chunk === 4 ? "crash" : undefined,
       );
       assert.equal(crash.summary, undefined);
+      nothingHeld("killed during training");
       assert.equal((await loadSnapshot(killed)).progress.chunksTrained, 4);
       same(await drive(resumed(killed)), "killed during training");
 
@@ -158,6 +165,7 @@ gpuTest(
         const dir = join(root, step);
         const failed = await drive(fresh(dir, 2, { save: 1, step }));
         assert.match(String(failed.error), /simulated crash/);
+        nothingHeld(`a failed snapshot write (${step})`);
         assert.equal((await loadSnapshot(dir)).progress.chunksTrained, 2, step);
         same(await drive(resumed(dir)), `killed during a snapshot write (${step})`);
         // And the next write after the crash recovers the folder.
