@@ -19,13 +19,13 @@
  * the old snapshot is moved to `DIR.previous`, the new folder takes its place, and the old one is
  * removed. A crash at any point leaves a complete snapshot at DIR or DIR.previous; loading finds it.
  */
-import { resolve } from "node:path";
 import { LORA_TARGETS, type LoraTarget, projectionDims, projectionName } from "../core/lora.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { readBytes, readF32 } from "../gpu/readback.ts";
 import { Tensor, writeTensor } from "../gpu/tensor.ts";
 import type { ModelConfig } from "../formats/config.ts";
 import { ModelFormatError } from "../formats/errors.ts";
+import { absolutePath } from "../formats/files.ts";
 import {
   parseSafetensors,
   type SafetensorsFile,
@@ -575,10 +575,7 @@ export async function saveSnapshot(
     for (const [name, t] of opt?.m ?? []) tensors.set(`optimizer.exp_avg.${name}`, t);
     for (const [name, t] of opt?.v ?? []) tensors.set(`optimizer.exp_avg_sq.${name}`, t);
   }
-  const json = JSON.stringify(
-    state,
-    (_, x) => typeof x === "number" && !Number.isFinite(x) ? `${x}` : x,
-  );
+  const json = JSON.stringify(state, encodeNumber);
   files.push([
     SNAPSHOT_STATE_FILE,
     await sealed(tensors, { format: "templora-snapshot", state: json }),
@@ -603,7 +600,7 @@ export async function loadSnapshot(dir: string): Promise<TempLoraSnapshot> {
   if (file.metadata.format !== "templora-snapshot") corrupt("not a templora snapshot state file");
   let state: Record<string, any>;
   try {
-    state = JSON.parse(file.metadata.state, (_, x) => x === "Infinity" ? Infinity : x);
+    state = JSON.parse(file.metadata.state, decodeNumber);
   } catch {
     return corrupt("its state is not valid JSON");
   }
@@ -693,6 +690,17 @@ export async function loadSnapshot(dir: string): Promise<TempLoraSnapshot> {
     }
   }
   return snapshot;
+}
+
+/** JSON has no Infinity (an optimizer's `maxGradNorm` may be one): `{"$number": "Infinity"}`. */
+function encodeNumber(_: string, x: unknown): unknown {
+  return typeof x === "number" && !Number.isFinite(x) ? { $number: String(x) } : x;
+}
+
+function decodeNumber(_: string, x: unknown): unknown {
+  if (typeof x !== "object" || x === null || Object.keys(x).length !== 1) return x;
+  const tagged = (x as { $number?: unknown }).$number;
+  return typeof tagged === "string" ? Number(tagged) : x;
 }
 
 /** adapter_config.json and adapter_model.safetensors of an adapter, and their checksums. */
@@ -879,8 +887,8 @@ export type CommitStep = "staged" | "moved-aside";
 
 /** The folder a snapshot or adapter lives in, and the two siblings a write uses. */
 function folderNames(dir: string): { dir: string; partial: string; previous: string } {
-  const abs = resolve(dir);
-  if (abs === resolve("/")) {
+  const abs = absolutePath(dir);
+  if (abs === absolutePath("/")) {
     throw new CorruptSnapshotError(dir, "the root folder cannot hold a snapshot");
   }
   return { dir: abs, partial: `${abs}.partial`, previous: `${abs}.previous` };

@@ -21,6 +21,7 @@ import {
   loadPeftAdapter,
   loadSnapshot,
   restoreAdapter,
+  savePeftAdapter,
   saveSnapshot,
   type TempLoraSnapshot,
 } from "./snapshot.ts";
@@ -112,6 +113,28 @@ gpuTest("snapshot: PEFT's files, names and shapes; loading returns what was save
 
     const last = saved[saved.length - 1];
     assert.deepEqual(await loadSnapshot(dir), last);
+
+    // Settings JSON cannot spell (an infinite clip) and text that looks like a number survive.
+    const odd: TempLoraSnapshot = {
+      ...last,
+      promptText: "Infinity",
+      settings: {
+        ...last.settings,
+        optimizer: { ...last.settings.optimizer, maxGradNorm: Infinity },
+      },
+      generation: { ...last.generation, stop: ["Infinity", "NaN"] },
+    };
+    const oddDir = `${dir}-odd`;
+    await saveSnapshot(oddDir, odd);
+    assert.deepEqual(await loadSnapshot(oddDir), odd);
+    await Deno.remove(oddDir, { recursive: true });
+
+    // An adapter alone (no optimizer state) round-trips through PEFT's two files.
+    const peftDir = `${dir}-peft`;
+    const adapterOnly = { config: last.adapter!.config, weights: last.adapter!.weights };
+    await savePeftAdapter(peftDir, adapterOnly);
+    assert.deepEqual(await loadPeftAdapter(peftDir), adapterOnly);
+    await Deno.remove(peftDir, { recursive: true });
     assert.deepEqual([...last.tokens.subarray(last.promptTokens)], summary.tokens);
     assert.equal(last.tokens.length, last.promptTokens + 72);
     assert.equal(last.adapter?.optimizer?.steps, 8);
