@@ -157,18 +157,18 @@ function envGranted(): boolean {
 }
 
 /**
- * Prepares the environment Deno's WebGPU instance is created from and says which backend the
- * next adapter request will use. Deno reads DENO_WEBGPU_BACKEND once, when its instance is
- * made, so a worker (which gets an instance of its own) asks first whether Vulkan, Metal or
- * Direct3D 12 has an adapter: if so the main instance is limited to those, else it is left to
- * fall back to OpenGL. XDG_RUNTIME_DIR, when unset, points at a private empty folder while the
- * instance is made: the Wayland support of Mesa's Vulkan driver looks for a display there and
- * otherwise prints "error: XDG_RUNTIME_DIR is invalid or not set" twice on stderr. `restore`
- * puts both variables back and removes the folder.
+ * Prepares the environment for an adapter request and says which backend it will use. Deno
+ * reads DENO_WEBGPU_BACKEND once, when its instance is made, so on the first request a worker
+ * (which gets an instance of its own) asks whether Vulkan, Metal or Direct3D 12 has an adapter:
+ * if so the main instance is limited to those, else it is left to fall back to OpenGL; later
+ * requests get the same answer. XDG_RUNTIME_DIR, when unset, points at a private empty folder
+ * during every request (adapters are enumerated again after a device is lost): the Wayland
+ * support of Mesa's Vulkan driver looks for a display there and otherwise prints "error:
+ * XDG_RUNTIME_DIR is invalid or not set" twice on stderr. `restore` puts both variables back and
+ * removes the folder.
  */
-async function prepareInstance(): Promise<{ backend: GpuBackend; restore: () => void }> {
-  const none = { backend: "unknown" as const, restore: () => {} };
-  if (typeof Deno === "undefined" || !envGranted()) return none;
+async function prepareRequest(): Promise<{ backend: GpuBackend; restore: () => void }> {
+  if (typeof Deno === "undefined" || !envGranted()) return { backend: "unknown", restore() {} };
   const undo: (() => void)[] = [];
   const restore = () => undo.reverse().forEach((f) => f());
   if (!Deno.env.get("XDG_RUNTIME_DIR")) {
@@ -183,28 +183,24 @@ async function prepareInstance(): Promise<{ backend: GpuBackend; restore: () => 
       });
     } catch { /* no write permission: the notice stays */ }
   }
+  instanceBackend ??= await chooseBackend(undo);
+  return { backend: instanceBackend, restore };
+}
+
+/** The backend of this module's first request, once known. */
+let instanceBackend: GpuBackend | undefined;
+
+/** See {@link prepareRequest}; what must be undone afterwards is pushed on `undo`. */
+async function chooseBackend(undo: (() => void)[]): Promise<GpuBackend> {
   const chosen = Deno.env.get("DENO_WEBGPU_BACKEND");
-  if (chosen) return { backend: backendOfSetting(chosen), restore };
+  if (chosen) return backendOfSetting(chosen);
   Deno.env.set("DENO_WEBGPU_BACKEND", PRIMARY_BACKENDS);
   undo.push(() => Deno.env.delete("DENO_WEBGPU_BACKEND"));
   const primary = await workerFindsAdapter();
-  if (primary === true) return { backend: "primary", restore };
+  if (primary === true) return "primary";
   // No Vulkan, Metal or Direct3D 12 adapter (or no way to tell): let every backend answer.
   Deno.env.delete("DENO_WEBGPU_BACKEND");
-  return { backend: primary === false ? "gl" : "unknown", restore };
-}
-
-let instanceBackend: GpuBackend | undefined;
-
-/**
- * {@link prepareInstance} for the first request of this module; later requests find the instance
- * made and get the same answer.
- */
-async function prepareInstanceOnce(): Promise<{ backend: GpuBackend; restore: () => void }> {
-  if (instanceBackend) return { backend: instanceBackend, restore: () => {} };
-  const prepared = await prepareInstance();
-  instanceBackend = prepared.backend;
-  return prepared;
+  return primary === false ? "gl" : "unknown";
 }
 
 let warned = false;
@@ -254,7 +250,7 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) throw new GpuUnavailableError(`navigator.gpu is not available. ${HOW_TO_GET_ONE}`);
   let adapter: GPUAdapter | null;
-  const instance = await prepareInstanceOnce();
+  const instance = await prepareRequest();
   try {
     adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference });
   } catch (cause) {
