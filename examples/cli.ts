@@ -6,13 +6,17 @@
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import type { ModelConfig } from "../src/formats/config.ts";
-import { ModelFormatError } from "../src/formats/errors.ts";
-import { acquireGpu } from "../src/gpu/device.ts";
-import { GpuUnavailableError, TemploraError } from "../src/gpu/errors.ts";
-import { InvalidSettingError } from "../src/model/errors.ts";
-import { TextModel } from "../src/model/text_model.ts";
-import { resolveTempLoraSettings, type TempLoraSettings } from "../src/templora/settings.ts";
+import {
+  acquireGpu,
+  GpuUnavailableError,
+  InvalidSettingError,
+  type ModelConfig,
+  ModelFormatError,
+  resolveTempLoraSettings,
+  TemploraError,
+  type TempLoraSettings,
+  TextModel,
+} from "../mod.ts";
 
 /**
  * The model used when no --model is given: stories260K, which lives in the repository

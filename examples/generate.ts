@@ -7,7 +7,7 @@
  * --json prints one JSON object instead. Exit codes: 0 done, 1 the model could not be loaded or
  * run, 2 bad command line.
  */
-import type { GenerateOptions } from "../src/model/generate.ts";
+import type { GenerateOptions } from "../mod.ts";
 import {
   gpuJson,
   loadModel,

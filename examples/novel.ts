@@ -14,7 +14,7 @@
  * state, the text so far) every --snapshot-every chunks, on Ctrl-C and at the end; --resume DIR
  * goes on with that story, with its settings, and writes exactly what the run would have.
  */
-import { type WriterSummary, writeWithTempLora } from "../src/templora/writer.ts";
+import { tempLoraSettingsJson, type WriterSummary, writeWithTempLora } from "../mod.ts";
 import {
   checkSnapshotTarget,
   loadSnapshot,
@@ -25,7 +25,6 @@ import {
   TemploraError,
   type TempLoraSnapshot,
 } from "../mod.ts";
-import { tempLoraSettingsJson } from "../src/templora/settings_json.ts";
 import {
   CommandError,
   type FlagOutput,

@@ -7,8 +7,7 @@
  * Prints a table by position in the text (or one JSON object with --json). Exit codes: 0 done,
  * 1 run-time error, 2 bad command line, 130 interrupted.
  */
-import { evaluatePerplexity, type EvaluationResult } from "../src/templora/evaluate.ts";
-import { tempLoraSettingsJson } from "../src/templora/settings_json.ts";
+import { evaluatePerplexity, type EvaluationResult, tempLoraSettingsJson } from "../mod.ts";
 import {
   type FlagOutput,
   gpuJson,

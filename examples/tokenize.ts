@@ -8,11 +8,13 @@
  * one JSON object. Exit codes: 0 done, 1 the model or a file could not be read, 2 bad command
  * line.
  */
-import { readGguf } from "../src/formats/gguf.ts";
-import { ggufTokenizer } from "../src/formats/gguf_tokenizer.ts";
-import { ModelFormatError } from "../src/formats/errors.ts";
-import { loadModelFiles } from "../src/formats/load.ts";
-import type { Tokenizer } from "../src/formats/tokenizer.ts";
+import {
+  ggufTokenizer,
+  loadModelFiles,
+  ModelFormatError,
+  readGguf,
+  type Tokenizer,
+} from "../gpu.ts";
 import {
   CommandError,
   DEFAULT_MODEL,
