@@ -48,7 +48,12 @@ export type {
 export { acquireGpu, type AcquireGpuOptions, type Gpu } from "./src/gpu/device.ts";
 
 // Generating
-export type { GeneratedToken, GenerateOptions, GenerationResult } from "./src/model/generate.ts";
+export type {
+  DecodeCounts,
+  GeneratedToken,
+  GenerateOptions,
+  GenerationResult,
+} from "./src/model/generate.ts";
 export type { CacheEvent, FinishReason, TokenEvent } from "./src/model/decode_loop.ts";
 
 // Writing with Temp-Lora, and its settings

@@ -1,11 +1,15 @@
 /**
  * End-to-end model throughput: prefill tokens/s (a 128-token prompt) and decode tokens/s
  * (64 tokens, 32 for the larger model, sampled greedily on the GPU, 8 steps per submission,
- * tokens read back after each batch, as generation runs) for stories260K and for a random-weight
- * model of SmolLM2-135M's shape. The decode step's GB/s of weights read (every weight matrix once
- * per token) is set against the copy kernel's GB/s measured in the same run. A table is printed
- * at the end.
+ * tokens read back after each batch, as generation runs), without and with a LoRA adapter of the
+ * Temp-Lora defaults' rank, for stories260K and for a random-weight model of SmolLM2-135M's
+ * shape. Each rate is given per wall-clock second and per CPU-second of this process (llvmpipe's
+ * threads run in it, so on a shared machine the CPU figure stays comparable). The decode step's
+ * dispatches and bytes of weights read per token come from the recorder's counts, beside the
+ * least a token must read (every weight once); its GB/s of weights read is set against the copy
+ * kernel's GB/s measured in the same run. A table is printed at the end.
  */
+import process from "node:process";
 import { gpu, recorder, registry } from "./harness.ts";
 import { type ModelConfig, tensorShapes } from "../src/formats/config.ts";
 import { readLlama2c } from "../src/formats/llama2c.ts";
@@ -15,7 +19,9 @@ import { CopyOp } from "../src/ops/copy.ts";
 import { Rng } from "../src/core/random.ts";
 import { DecodeSession, type SamplingSettings } from "../src/model/decode_session.ts";
 import { LlamaModel } from "../src/model/llama.ts";
-import { isQuantized } from "../src/model/gpu_weights.ts";
+import type { ModelAdapter } from "../src/model/adapter.ts";
+import { LoraAdapter } from "../src/templora/adapter.ts";
+import { resolveTempLoraSettings } from "../src/templora/settings.ts";
 
 const PROMPT = 128;
 const STEPS_PER_SUBMIT = 8;
@@ -66,29 +72,34 @@ function syntheticWeights(config: ModelConfig): ModelWeights {
   return { config, tensors };
 }
 
-/** Bytes of weights one decode step reads: every matrix and norm, one embedding row. */
-function bytesPerToken(model: LlamaModel): number {
-  const c = model.config;
-  const w = model.weights;
-  const e = w.embed;
-  const [embedBytes, rowBytes] = isQuantized(e) ? [e.data.byteLength, e.rowBytes] : [
-    e.byteLength,
-    4 * c.dim,
-  ];
-  const embedUnread = c.tiedEmbeddings ? 0 : embedBytes - rowBytes;
-  return w.bytes - embedUnread;
+/** Wall-clock and CPU seconds of one sample. */
+interface Sample {
+  wall: number;
+  cpu: number;
 }
 
 interface Row {
   model: string;
   params: number;
-  weightBytes: number;
-  prefill: number[]; // seconds per 128-token prefill
-  decode: number[]; // seconds per token
+  prefill: Sample[]; // seconds per 128-token prefill
+  decode: Sample[]; // seconds per token
+  adapter?: number; // LoRA rank, when decoding with an adapter
+  dispatchesPerToken: number;
+  weightBytesPerToken: number;
+  minWeightBytesPerToken: number;
 }
 
 const rows: Row[] = [];
 const copyGBs: number[] = [];
+
+/** Runs `fn`, returning its wall-clock and process CPU seconds. */
+async function timed(fn: () => Promise<void>): Promise<Sample> {
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await fn();
+  const cpu = process.cpuUsage(cpu0);
+  return { wall: (performance.now() - t0) / 1000, cpu: (cpu.user + cpu.system) / 1e6 };
+}
 
 function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
@@ -103,14 +114,26 @@ async function benchModel(
 ) {
   const model = await LlamaModel.create(gpu, registry, weights, label);
   const c = model.config;
+  const params = [...weights.tensors.values()].reduce((s, t) => s + t.data.length, 0);
   const row: Row = {
     model: label,
-    params: [...weights.tensors.values()].reduce((s, t) => s + t.data.length, 0),
-    weightBytes: bytesPerToken(model),
+    params,
     prefill: [],
     decode: [],
+    dispatchesPerToken: 0,
+    weightBytesPerToken: 0,
+    minWeightBytesPerToken: model.minWeightBytesPerToken(),
   };
-  rows.push(row);
+  const settings = resolveTempLoraSettings(c);
+  const adapter = new LoraAdapter(gpu, c, settings);
+  const adapted: Row = {
+    ...row,
+    prefill: [],
+    decode: [],
+    adapter: settings.rank,
+    minWeightBytesPerToken: model.minWeightBytesPerToken(adapter),
+  };
+  rows.push(row, adapted);
   const rng = new Rng(99);
   const prompt = Array.from({ length: PROMPT }, () => 1 + rng.int(c.vocabSize - 1));
   const ids = uploadTensor(gpu, Uint32Array.from(prompt), [PROMPT]);
@@ -126,26 +149,42 @@ async function benchModel(
     warmup: 1,
     async fn(b) {
       b.start();
-      const t0 = performance.now();
-      for (let r = 0; r < repeat; r++) {
-        cache.length = 0;
-        model.recordForward(recorder, {
-          ids,
-          offset: 0,
-          tokens: PROMPT,
-          cache,
-          activations: act,
-          logits: "last",
-        });
-      }
-      await recorder.flush();
-      row.prefill.push((performance.now() - t0) / 1000 / repeat);
+      const sample = await timed(async () => {
+        for (let r = 0; r < repeat; r++) {
+          cache.length = 0;
+          model.recordForward(recorder, {
+            ids,
+            offset: 0,
+            tokens: PROMPT,
+            cache,
+            activations: act,
+            logits: "last",
+          });
+        }
+        await recorder.flush();
+      });
+      row.prefill.push({ wall: sample.wall / repeat, cpu: sample.cpu / repeat });
       b.end();
     },
   });
 
+  for (const [r, withAdapter] of [[row, undefined], [adapted, adapter]] as const) {
+    benchDecode(label, model, prompt, iterations, decodeTokens, r, withAdapter);
+  }
+}
+
+function benchDecode(
+  label: string,
+  model: LlamaModel,
+  prompt: number[],
+  iterations: number,
+  decodeTokens: number,
+  row: Row,
+  adapter: ModelAdapter | undefined,
+): void {
+  const lora = adapter ? `, LoRA r=${adapter.rank}` : "";
   Deno.bench({
-    name: `${label} decode ${decodeTokens} tokens (${STEPS_PER_SUBMIT} per submit)`,
+    name: `${label} decode ${decodeTokens} tokens (${STEPS_PER_SUBMIT} per submit${lora})`,
     group: label,
     n: iterations,
     warmup: 1,
@@ -154,16 +193,21 @@ async function benchModel(
         capacity: PROMPT + decodeTokens + 1,
         maxTokens: PROMPT + decodeTokens + 1,
       });
+      session.adapter = adapter;
       session.append(prompt);
       session.recordFill(recorder);
       await recorder.flush();
       b.start();
-      const t0 = performance.now();
-      for (let done = 0; done < decodeTokens; done += STEPS_PER_SUBMIT) {
-        await session.decode(recorder, STEPS_PER_SUBMIT, GREEDY);
-      }
-      row.decode.push((performance.now() - t0) / 1000 / decodeTokens);
+      const sample = await timed(async () => {
+        for (let done = 0; done < decodeTokens; done += STEPS_PER_SUBMIT) {
+          await session.decode(recorder, STEPS_PER_SUBMIT, GREEDY);
+        }
+      });
+      row.decode.push({ wall: sample.wall / decodeTokens, cpu: sample.cpu / decodeTokens });
       b.end();
+      const stats = session.stats;
+      row.dispatchesPerToken = stats.dispatches / stats.tokens;
+      row.weightBytesPerToken = stats.weightBytes / stats.tokens;
       session.destroy();
     },
   });
@@ -203,25 +247,30 @@ function report(): void {
   if (!rows.some((r) => r.decode.length)) return;
   // The first sample of each list is the warm-up (deno bench runs it through fn too).
   const steady = (v: number[]) => median(v.length > 1 ? v.slice(1) : v);
+  const seconds = (v: Sample[], key: keyof Sample) => steady(v.map((s) => s[key]));
   const copy = steady(copyGBs);
   const lines = [
     `\nadapter: ${gpu.capabilities.description} (fallback: ${gpu.capabilities.isFallbackAdapter})`,
     `load average at the end: ${Deno.loadavg().map((x) => x.toFixed(2)).join(", ")}`,
     `copy kernel: ${copy.toFixed(2)} GB/s (read + write)`,
-    "| model | params | weights read / token | prefill tok/s | decode tok/s | decode ms/token | " +
-    "decode GB/s | vs copy |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| model | LoRA | dispatches / token | weights read / token (least) | prefill tok/s " +
+    "(per CPU-s) | decode tok/s (per CPU-s) | decode GB/s of weights | vs copy |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
+  const rate = (tokens: number, v: Sample[]) =>
+    v.length
+      ? `${(tokens / seconds(v, "wall")).toFixed(1)} (${(tokens / seconds(v, "cpu")).toFixed(1)})`
+      : "";
   for (const r of rows) {
-    const prefill = steady(r.prefill);
-    const decode = steady(r.decode);
-    const gbs = r.weightBytes / decode / 1e9;
+    if (!r.decode.length) continue;
+    const gbs = r.weightBytesPerToken / seconds(r.decode, "wall") / 1e9;
     lines.push(
-      `| ${r.model} | ${(r.params / 1e6).toFixed(2)} M | ${
-        (r.weightBytes / 1e6).toFixed(1)
-      } MB | ` +
-        `${(PROMPT / prefill).toFixed(1)} | ${(1 / decode).toFixed(1)} | ` +
-        `${(decode * 1000).toFixed(2)} | ${gbs.toFixed(2)} | ${(100 * gbs / copy).toFixed(0)}% |`,
+      `| ${r.model} (${(r.params / 1e6).toFixed(2)} M) | ${
+        r.adapter ? `r=${r.adapter}` : "none"
+      } | ` +
+        `${r.dispatchesPerToken.toFixed(1)} | ${(r.weightBytesPerToken / 1e6).toFixed(2)} MB ` +
+        `(${(r.minWeightBytesPerToken / 1e6).toFixed(2)}) | ${rate(PROMPT, r.prefill)} | ` +
+        `${rate(1, r.decode)} | ${gbs.toFixed(2)} | ${(100 * gbs / copy).toFixed(0)}% |`,
     );
   }
   console.log(lines.join("\n"));

@@ -96,6 +96,9 @@ async function run(settings: Settings): Promise<void> {
         tokens_per_second: result.tokensPerSecond,
         prompt_tokens: result.promptTokens,
         finish_reason: result.finishReason,
+        dispatches_per_token: result.counts?.dispatchesPerToken,
+        weight_bytes_per_token: result.counts?.weightBytesPerToken,
+        min_weight_bytes_per_token: result.counts?.minWeightBytesPerToken,
         settings: {
           model: loaded.path,
           prompt: settings.prompt,

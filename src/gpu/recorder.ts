@@ -15,6 +15,17 @@ const BIND_GROUP_CACHE_LIMIT = 8192;
  */
 export const PORTABLE_OFFSET_ALIGNMENT = 256;
 
+/** What a recorder has recorded since it was made (submits do not reset these). */
+export interface RecorderTotals {
+  /** Dispatches recorded. */
+  dispatches: number;
+  /**
+   * Bytes of weights the recorded work reads, as its recorders declare them with
+   * {@link Recorder.countWeightBytes} (each weight counted once per dispatch that reads it).
+   */
+  weightBytes: number;
+}
+
 /** Per-dispatch uniform values, by field name of the kernel's parameter struct. */
 export type Params = Record<string, number>;
 
@@ -48,6 +59,7 @@ export class Recorder {
   #bindGroups = new Map<string, GPUBindGroup>();
   #alignment: number;
   #dispatches = 0;
+  #totals: RecorderTotals = { dispatches: 0, weightBytes: 0 };
 
   /** A recorder submitting to `gpu`'s queue. */
   constructor(readonly gpu: Gpu) {
@@ -57,6 +69,16 @@ export class Recorder {
   /** Dispatches recorded since the last submit. */
   get pending(): number {
     return this.#dispatches;
+  }
+
+  /** Running totals since the recorder was made; take differences to count a piece of work. */
+  get totals(): Readonly<RecorderTotals> {
+    return { ...this.#totals };
+  }
+
+  /** Declares that the work just recorded reads `bytes` of weights (see {@link totals}). */
+  countWeightBytes(bytes: number): void {
+    this.#totals.weightBytes += bytes;
   }
 
   /** Bytes of GPU memory the recorder holds (its parameter slabs). */
@@ -133,6 +155,7 @@ export class Recorder {
     pass.setBindGroup(0, group, offsets);
     pass.dispatchWorkgroups(x, y, z);
     this.#dispatches++;
+    this.#totals.dispatches++;
   }
 
   /** Records a buffer-to-buffer copy of a whole tensor (sizes must match). */

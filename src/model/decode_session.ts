@@ -28,6 +28,16 @@ export interface SamplingSettings {
   banned: readonly number[];
 }
 
+/** What a session's decode steps have recorded, summed over every {@link DecodeSession.decode}. */
+export interface DecodeStats {
+  /** Tokens decoded. */
+  tokens: number;
+  /** Dispatches recorded for them: the forward passes and the sampling. */
+  dispatches: number;
+  /** Bytes of weights those dispatches read (each weight once per dispatch that reads it). */
+  weightBytes: number;
+}
+
 /** Checks sampling settings, throwing {@link InvalidSettingError} with the offending value. */
 export function checkSampling(s: SamplingSettings): void {
   const bad = (what: string) => {
@@ -77,6 +87,7 @@ export class DecodeSession {
   /** The adapter every forward pass applies (none: the base model). */
   adapter: ModelAdapter | undefined;
   #banned: { ids: readonly number[]; tensor: Tensor } | undefined;
+  #stats: DecodeStats = { tokens: 0, dispatches: 0, weightBytes: 0 };
 
   private constructor(
     readonly model: LlamaModel,
@@ -199,6 +210,7 @@ export class DecodeSession {
     const logits = this.activations.logits.rows(0, 1).reshape([v]);
     const banned = this.#bannedIds(sampling.banned);
     const first = this.length;
+    const before = rec.totals;
     for (let i = 0; i < steps; i++) {
       const at = this.length;
       if (sampling.repetitionPenalty !== 1 && sampling.penaltyWindow > 0) {
@@ -226,8 +238,17 @@ export class DecodeSession {
         adapter: this.adapter,
       });
     }
+    const after = rec.totals;
+    this.#stats.tokens += steps;
+    this.#stats.dispatches += after.dispatches - before.dispatches;
+    this.#stats.weightBytes += after.weightBytes - before.weightBytes;
     rec.submit();
     return [...await readU32(this.model.gpu, createView(this.history, first, steps))];
+  }
+
+  /** Dispatches and weight bytes of every decode step so far. */
+  get stats(): Readonly<DecodeStats> {
+    return { ...this.#stats };
   }
 
   /** The banned ids on the GPU, uploaded again only when the list changes. */

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { gpuTest, testGpu } from "../../kernels_test/helpers.ts";
 import { STORIES260K } from "../../kernels_test/test_data.ts";
+import { LORA_TARGETS, projectionDims } from "../core/lora.ts";
+import { LoraAdapter } from "../templora/adapter.ts";
 import { resolveTempLoraSettings } from "../templora/settings.ts";
 import { TestThenTrain } from "../templora/test_then_train.ts";
 import { DecodeSession, type SamplingSettings } from "./decode_session.ts";
@@ -87,6 +89,51 @@ gpuTest("DecodeSession sinks: a rebuild that still reaches the start keeps no si
   } finally {
     lm.recorder.submit();
     session.destroy();
+    lm.dispose();
+  }
+});
+
+gpuTest("DecodeSession counts: dispatches and weight bytes per decoded token", async () => {
+  const { gpu } = await testGpu();
+  const lm = await TextModel.load(STORIES260K, { gpu });
+  const settings = resolveTempLoraSettings(lm.config);
+  const adapter = new LoraAdapter(gpu, lm.config, settings);
+  const sessions: DecodeSession[] = [];
+  try {
+    const perToken = async (withAdapter: boolean) => {
+      const session = await DecodeSession.create(lm.model, lm.registry, { maxTokens: 64 });
+      sessions.push(session);
+      session.adapter = withAdapter ? adapter : undefined;
+      session.append(lm.encode("Once upon a time"));
+      session.recordFill(lm.recorder);
+      assert.deepEqual(session.stats, { tokens: 0, dispatches: 0, weightBytes: 0 });
+      await session.decode(lm.recorder, 3, GREEDY);
+      const first = session.stats;
+      await session.decode(lm.recorder, 5, GREEDY);
+      const all = session.stats;
+      assert.equal(all.tokens, 8);
+      // Every token records the same work, and reads every weight exactly once.
+      assert.equal(first.dispatches / 3, all.dispatches / 8);
+      assert.equal(all.weightBytes / 8, lm.model.minWeightBytesPerToken(session.adapter));
+      return all.dispatches / 8;
+    };
+    const plain = await perToken(false);
+    const adapted = await perToken(true);
+    console.log(`  dispatches per token: ${plain} plain, ${adapted} with an adapter`);
+    assert.ok(plain > lm.config.nLayers && adapted >= plain);
+    const c = lm.config;
+    const adapterBytes = LORA_TARGETS.reduce((sum, target) => {
+      const [inDim, outDim] = projectionDims(c, target);
+      return sum + 4 * settings.rank * (inDim + outDim);
+    }, 0) * c.nLayers;
+    assert.equal(
+      lm.model.minWeightBytesPerToken(adapter),
+      lm.model.minWeightBytesPerToken() + adapterBytes,
+    );
+  } finally {
+    lm.recorder.submit();
+    for (const s of sessions) s.destroy();
+    adapter.destroy();
     lm.dispose();
   }
 });

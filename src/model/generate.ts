@@ -71,6 +71,29 @@ export interface GenerationResult {
   seconds: number;
   /** Generated tokens per second over that time. */
   tokensPerSecond: number;
+  /** What decoding recorded per token (absent where the writer does not count). */
+  counts?: DecodeCounts;
+}
+
+/** GPU work per decoded token. */
+export interface DecodeCounts {
+  /** Dispatches recorded per decoded token (the forward pass and the sampling). */
+  dispatchesPerToken: number;
+  /** Bytes of weights read per decoded token. */
+  weightBytesPerToken: number;
+  /** The least a decoded token can read: every weight once, one embedding row. */
+  minWeightBytesPerToken: number;
+}
+
+/** A session's decode counts per token (the minimum with the session's adapter, if any). */
+export function decodeCounts(session: DecodeSession): DecodeCounts {
+  const stats = session.stats;
+  const perToken = (n: number) => stats.tokens ? n / stats.tokens : 0;
+  return {
+    dispatchesPerToken: perToken(stats.dispatches),
+    weightBytesPerToken: perToken(stats.weightBytes),
+    minWeightBytesPerToken: session.model.minWeightBytesPerToken(session.adapter),
+  };
 }
 
 /** Resolved sampling settings with defaults applied. */
@@ -133,6 +156,7 @@ export async function* generate(
           promptTokens: ids.length,
           seconds,
           tokensPerSecond: next.value.tokens.length / seconds,
+          counts: decodeCounts(session),
         };
       }
       const event = next.value;

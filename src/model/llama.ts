@@ -3,7 +3,7 @@ import { KernelUsageError } from "../gpu/errors.ts";
 import type { KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { type LoraTarget, projectionDropoutSeed } from "../core/lora.ts";
+import { LORA_TARGETS, type LoraTarget, projectionDropoutSeed } from "../core/lora.ts";
 import { kvDim, type ModelConfig } from "../formats/config.ts";
 import type { ModelWeights, WeightSource } from "../formats/tensor_data.ts";
 import { AttentionOp } from "../ops/attention.ts";
@@ -111,6 +111,11 @@ export interface QuantOps {
   embedding: QuantEmbeddingOp;
 }
 
+/** Bytes of a weight matrix as stored on the GPU (its blocks, for a quantized one). */
+export function matrixBytes(m: GpuMatrix): number {
+  return isQuantized(m) ? m.rows * m.rowBytes : m.byteLength;
+}
+
 /** Awaits every promise of a record, compiling kernels concurrently. */
 async function compileAll<T extends Record<string, unknown>>(
   pending: { [K in keyof T]: Promise<T[K]> },
@@ -181,6 +186,34 @@ export class LlamaModel {
     return this.ops;
   }
 
+  /**
+   * Bytes of weights one decoded token must read at the least: every matrix, norm and bias once,
+   * one row of the embedding table, and with `adapter` every adapted projection's A and B.
+   */
+  minWeightBytesPerToken(adapter?: ModelAdapter): number {
+    const w = this.weights;
+    let bytes = w.norm.byteLength + matrixBytes(w.head) + this.#embeddingRowBytes;
+    for (let l = 0; l < this.config.nLayers; l++) {
+      const layer = w.layers[l];
+      for (const v of [layer.attnNorm, layer.ffnNorm, layer.qNorm, layer.kNorm]) {
+        bytes += v?.byteLength ?? 0;
+      }
+      for (const v of [layer.qBias, layer.kBias, layer.vBias]) bytes += v?.byteLength ?? 0;
+      for (const target of LORA_TARGETS) {
+        bytes += matrixBytes(layer[target]);
+        const p = adapter?.get(l, target);
+        if (p) bytes += p.a.byteLength + p.b.byteLength;
+      }
+    }
+    return bytes;
+  }
+
+  /** Bytes of one row of the embedding table. */
+  get #embeddingRowBytes(): number {
+    const e = this.weights.embed;
+    return isQuantized(e) ? e.rowBytes : 4 * this.config.dim;
+  }
+
   /** A KV cache of `capacity` positions (at most the model's trained length). */
   createCache(capacity: number): KvCache {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > this.config.maxSeqLen) {
@@ -228,10 +261,12 @@ export class LlamaModel {
     const x0 = act.layer(0, t).xIn;
     if (isQuantized(w.embed)) this.#quant.embedding.recordForward(rec, w.embed, ids, x0, offset);
     else embedding.recordForward(rec, w.embed, ids, x0, offset);
+    rec.countWeightBytes(t * this.#embeddingRowBytes);
     for (let l = 0; l < c.nLayers; l++) {
       this.recordLayer(rec, l, act.layer(l, t), cache, past, step);
     }
     let rows = act.layer(c.nLayers - 1, t).xOut;
+    rec.countWeightBytes(w.norm.byteLength);
     if (step.logits === "none") {
       const final = act.final(t);
       rmsnorm.recordForward(rec, rows, w.norm, final.normed, c.normEps, final.rstd);
@@ -279,6 +314,7 @@ export class LlamaModel {
     };
 
     rmsnorm.recordForward(rec, b.xIn, layer.attnNorm, b.h1, c.normEps, b.rstd1);
+    rec.countWeightBytes(layer.attnNorm.byteLength);
     project("q", b.h1, layer.q, b.qProj ?? flat(b.q), { bias: layer.qBias });
     project("k", b.h1, layer.k, b.kProj ?? flat(b.k), { bias: layer.kBias });
     project("v", b.h1, layer.v, flat(b.v), { bias: layer.vBias });
@@ -287,6 +323,7 @@ export class LlamaModel {
       const heads = (x: Tensor) => x.reshape([x.size / c.headDim, c.headDim]);
       rmsnorm.recordForward(rec, heads(b.qProj), layer.qNorm, heads(b.q), c.normEps, b.qRstd);
       rmsnorm.recordForward(rec, heads(b.kProj), layer.kNorm, heads(b.k), c.normEps, b.kRstd);
+      rec.countWeightBytes(layer.qNorm.byteLength + layer.kNorm.byteLength);
     }
     // Keys are rotated on their way into the cache; values are copied; both land at row past.
     if (this.rotates(l)) {
@@ -307,6 +344,7 @@ export class LlamaModel {
     if (b.x2 !== b.xIn) copy.record(rec, b.xIn, b.x2);
     project("o", flat(b.attn), layer.o, b.x2, { accumulate: true });
     rmsnorm.recordForward(rec, b.x2, layer.ffnNorm, b.h2, c.normEps, b.rstd2);
+    rec.countWeightBytes(layer.ffnNorm.byteLength);
     project("gate", b.h2, layer.gate, b.gate);
     project("up", b.h2, layer.up, b.up);
     swiglu.recordForward(rec, b.gate, b.up, b.act);
@@ -336,6 +374,7 @@ export class LlamaModel {
     const dropout = step.dropout && step.dropout.p > 0
       ? { p: step.dropout.p, seed: projectionDropoutSeed(step.dropout.seed, l, target) }
       : undefined;
+    rec.countWeightBytes(p.a.byteLength + p.b.byteLength);
     if (rows === 1 && !dropout && adapter.rank <= LORA_DECODE_MAX_RANK) {
       this.ops.loraDecode.record(rec, x, p.a, p.b, y, adapter.scale);
       return;
@@ -372,6 +411,7 @@ export class LlamaModel {
   ): void {
     const { accumulate = false, bias } = options;
     const [rows, inDim] = [x.shape[0], x.size / x.shape[0]];
+    rec.countWeightBytes(matrixBytes(weight) + (bias?.byteLength ?? 0));
     if (isQuantized(weight)) {
       if (rows === 1) {
         this.#quant.matvec.record(rec, weight, x.reshape([inDim]), y.reshape([weight.rows]), {
@@ -408,6 +448,7 @@ export class LlamaModel {
     dX: Tensor,
     accumulate = false,
   ): void {
+    rec.countWeightBytes(matrixBytes(weight));
     if (isQuantized(weight)) {
       const rows = dY.shape[0];
       const flat = (t: Tensor) => t.reshape([rows, t.size / rows]);
