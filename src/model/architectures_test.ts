@@ -6,16 +6,17 @@
  */
 import assert from "node:assert/strict";
 import { assertClose, gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
-import { randomWeights } from "../../kernels_test/model_fixtures.ts";
+import {
+  assertAdapterGradients,
+  lossMask,
+  randomizeAdapter,
+  randomWeights,
+} from "../../kernels_test/model_fixtures.ts";
 import type { ModelConfig } from "../formats/config.ts";
 import { tensorToF32 } from "../formats/tensor_data.ts";
 import { readF32 } from "../gpu/readback.ts";
-import { uploadTensor, writeTensor } from "../gpu/tensor.ts";
-import {
-  referenceForward,
-  type ReferenceLora,
-  referenceLossAndGradients,
-} from "../reference/model.ts";
+import { uploadTensor } from "../gpu/tensor.ts";
+import { referenceForward, referenceLossAndGradients } from "../reference/model.ts";
 import { LORA_TARGETS, LoraAdapter } from "../templora/adapter.ts";
 import { DEFAULT_OPTIMIZER, Trainer } from "../templora/trainer.ts";
 import { LlamaModel } from "./llama.ts";
@@ -51,15 +52,7 @@ async function setup(rank: number) {
     targets: LORA_TARGETS,
     seed: 5,
   });
-  const params = rng.normals(adapter.params.size, 0.2); // B non-zero too
-  writeTensor(gpu, adapter.params, params);
-  const lora: ReferenceLora = { rank, scale: adapter.scale, a: new Map(), b: new Map() };
-  const slice = (t: { byteOffset: number; size: number }) =>
-    Float64Array.from(params.subarray(t.byteOffset / 4, t.byteOffset / 4 + t.size));
-  for (const p of adapter.projections) {
-    lora.a.set(p.name, slice(p.a));
-    lora.b.set(p.name, slice(p.b));
-  }
+  const lora = randomizeAdapter(gpu, adapter, rng);
   const lookup = (name: string) => tensorToF32(weights.tensors.get(name)!);
   const head = () => lookup("model.embed_tokens.weight");
   const tokens = (
@@ -128,17 +121,10 @@ gpuTest(
       dropout: 0,
     }, 0);
     assert.ok(!report.skipped);
-    const grads = await readF32(gpu, adapter.grads);
-    const targets = tokens.map((_, i) => tokens[i + 1] ?? 0);
-    const mask = tokens.map((_, i) => i + 1 < t && i + 1 >= from);
+    const { targets, mask } = lossMask(tokens, from);
     const ref = referenceLossAndGradients(EVERYTHING, lookup, head, tokens, targets, mask, lora);
     assert.ok(Math.abs(report.loss - ref.loss) < 1e-4 * ref.loss, `${report.loss} vs ${ref.loss}`);
-    for (const p of adapter.projections) {
-      const at = (view: { byteOffset: number; size: number }) =>
-        grads.subarray(view.byteOffset / 4, view.byteOffset / 4 + view.size);
-      assertClose(at(p.dA), ref.dA.get(p.name)!, `dA ${p.name}`, 1e-3);
-      assertClose(at(p.dB), ref.dB.get(p.name)!, `dB ${p.name}`, 1e-3);
-    }
+    await assertAdapterGradients(gpu, adapter, ref);
     for (const x of [trainer, adapter, model]) x.destroy();
   },
 );

@@ -1,3 +1,8 @@
+import {
+  assertAdapterGradients,
+  lossMask,
+  randomizeAdapter,
+} from "../../kernels_test/model_fixtures.ts";
 /**
  * GGUF models on the GPU with their weights kept in quantized blocks, against the float64
  * reference model run on the same weights dequantized by the float64 twin (src/reference/quant):
@@ -10,13 +15,9 @@ import { sharedDataTest, sharedPath } from "../../kernels_test/test_data.ts";
 import { loadModelFiles } from "../formats/load.ts";
 import { isPacked, tensorToF32, type WeightSource } from "../formats/tensor_data.ts";
 import { readF32 } from "../gpu/readback.ts";
-import { uploadTensor, writeTensor } from "../gpu/tensor.ts";
+import { uploadTensor } from "../gpu/tensor.ts";
 import { dequantizeMatrix } from "../reference/quant.ts";
-import {
-  referenceForward,
-  type ReferenceLora,
-  referenceLossAndGradients,
-} from "../reference/model.ts";
+import { referenceForward, referenceLossAndGradients } from "../reference/model.ts";
 import { LORA_TARGETS, LoraAdapter } from "../templora/adapter.ts";
 import { DEFAULT_OPTIMIZER, Trainer } from "../templora/trainer.ts";
 import { isQuantized } from "./gpu_weights.ts";
@@ -129,15 +130,7 @@ sharedDataTest({
       targets: LORA_TARGETS,
       seed: 2,
     });
-    const params = rng.normals(adapter.params.size, 0.05);
-    writeTensor(gpu, adapter.params, params);
-    const lora: ReferenceLora = { rank, scale: adapter.scale, a: new Map(), b: new Map() };
-    const slice = (t: { byteOffset: number; size: number }) =>
-      Float64Array.from(params.subarray(t.byteOffset / 4, t.byteOffset / 4 + t.size));
-    for (const p of adapter.projections) {
-      lora.a.set(p.name, slice(p.a));
-      lora.b.set(p.name, slice(p.b));
-    }
+    const lora = randomizeAdapter(gpu, adapter, rng, 0.05);
     const trainer = await Trainer.create(model, adapter, registry, 20);
     const t = 20;
     const from = 6;
@@ -148,10 +141,8 @@ sharedDataTest({
       dropout: 0,
     }, 0);
     assert.ok(!report.skipped);
-    const grads = await readF32(gpu, adapter.grads);
     const lookup = await dequantized(files.source);
-    const targets = tokens.map((_, i) => tokens[i + 1] ?? 0);
-    const mask = tokens.map((_, i) => i + 1 < t && i + 1 >= from);
+    const { targets, mask } = lossMask(tokens, from);
     const ref = referenceLossAndGradients(
       config,
       lookup,
@@ -162,12 +153,7 @@ sharedDataTest({
       lora,
     );
     assert.ok(Math.abs(report.loss - ref.loss) < 1e-4 * ref.loss, `${report.loss} vs ${ref.loss}`);
-    for (const p of adapter.projections) {
-      const at = (view: { byteOffset: number; size: number }) =>
-        grads.subarray(view.byteOffset / 4, view.byteOffset / 4 + view.size);
-      assertClose(at(p.dA), ref.dA.get(p.name)!, `dA ${p.name}`, 1e-3);
-      assertClose(at(p.dB), ref.dB.get(p.name)!, `dB ${p.name}`, 1e-3);
-    }
+    await assertAdapterGradients(gpu, adapter, ref);
     // Training lowers the chunk's loss over the quantized base.
     const before = report.loss;
     let after = before;

@@ -1,10 +1,11 @@
+import { randomizeAdapter } from "../../kernels_test/model_fixtures.ts";
 import assert from "node:assert/strict";
 import { assertClose, gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
 import { readLlama2c } from "../formats/llama2c.ts";
 import { tensorToF32 } from "../formats/tensor_data.ts";
 import { readF32 } from "../gpu/readback.ts";
-import { uploadTensor, writeTensor } from "../gpu/tensor.ts";
-import { referenceForward, type ReferenceLora } from "../reference/model.ts";
+import { uploadTensor } from "../gpu/tensor.ts";
+import { referenceForward } from "../reference/model.ts";
 import { LORA_TARGETS, LoraAdapter } from "../templora/adapter.ts";
 import { LlamaModel } from "./llama.ts";
 import { STORIES260K } from "../../kernels_test/test_data.ts";
@@ -89,15 +90,7 @@ gpuTest(
       targets: LORA_TARGETS,
       seed: 1,
     });
-    const params = rng.normals(adapter.params.size, 0.2); // B non-zero too
-    writeTensor(gpu, adapter.params, params);
-    const lora: ReferenceLora = { rank: 8, scale: adapter.scale, a: new Map(), b: new Map() };
-    const slice = (t: { byteOffset: number; size: number }) =>
-      Float64Array.from(params.subarray(t.byteOffset / 4, t.byteOffset / 4 + t.size));
-    for (const p of adapter.projections) {
-      lora.a.set(p.name, slice(p.a));
-      lora.b.set(p.name, slice(p.b));
-    }
+    const lora = randomizeAdapter(gpu, adapter, rng);
     const t = 24;
     const tokens = [1, ...Array.from({ length: t - 1 }, () => rng.int(config.vocabSize))];
     const lookup = (name: string) => tensorToF32(weights.tensors.get(name)!);

@@ -1,11 +1,16 @@
+import {
+  assertAdapterGradients,
+  lossMask,
+  randomizeAdapter,
+} from "../../kernels_test/model_fixtures.ts";
 import assert from "node:assert/strict";
-import { assertClose, gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
+import { gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
 import { readLlama2c } from "../formats/llama2c.ts";
 import { tensorToF32 } from "../formats/tensor_data.ts";
 import { readF32 } from "../gpu/readback.ts";
 import { writeTensor } from "../gpu/tensor.ts";
 import { LlamaModel } from "../model/llama.ts";
-import { type ReferenceLora, referenceLossAndGradients } from "../reference/model.ts";
+import { referenceLossAndGradients } from "../reference/model.ts";
 import { LORA_TARGETS, LoraAdapter } from "./adapter.ts";
 import { DEFAULT_OPTIMIZER, Trainer } from "./trainer.ts";
 import { STORIES260K } from "../../kernels_test/test_data.ts";
@@ -30,9 +35,7 @@ gpuTest("Temp-Lora training: GPU adapter gradients match the float64 reference m
   const { gpu, recorder, weights, model, adapter, trainer } = await setup();
   const rng = seededRng("adapter gradients");
   const config = weights.config;
-  // A random, non-zero adapter: B as well as A.
-  const params = rng.normals(adapter.params.size, 0.2);
-  writeTensor(gpu, adapter.params, params);
+  const lora = randomizeAdapter(gpu, adapter, rng);
   const t = 40;
   const from = 17;
   const tokens = [1, ...Array.from({ length: t - 1 }, () => rng.int(config.vocabSize))];
@@ -43,18 +46,8 @@ gpuTest("Temp-Lora training: GPU adapter gradients match the float64 reference m
   }, 5);
   assert.equal(report.count, t - from);
   assert.ok(!report.skipped);
-  const grads = await readF32(gpu, adapter.grads);
-
-  const lora: ReferenceLora = { rank: 4, scale: adapter.scale, a: new Map(), b: new Map() };
-  for (const p of adapter.projections) {
-    const at = (v: { byteOffset: number; size: number }) =>
-      params.subarray(v.byteOffset / 4, v.byteOffset / 4 + v.size);
-    lora.a.set(p.name, Float64Array.from(at(p.a)));
-    lora.b.set(p.name, Float64Array.from(at(p.b)));
-  }
   const lookup = (name: string) => tensorToF32(weights.tensors.get(name)!);
-  const targets = tokens.map((_, i) => tokens[i + 1] ?? 0);
-  const mask = tokens.map((_, i) => i + 1 < t && i + 1 >= from);
+  const { targets, mask } = lossMask(tokens, from);
   const ref = referenceLossAndGradients(
     config,
     lookup,
@@ -68,12 +61,7 @@ gpuTest("Temp-Lora training: GPU adapter gradients match the float64 reference m
     Math.abs(report.loss - ref.loss) < 1e-4 * ref.loss,
     `loss ${report.loss} vs ${ref.loss}`,
   );
-  for (const p of adapter.projections) {
-    const at = (v: { byteOffset: number; size: number }) =>
-      grads.subarray(v.byteOffset / 4, v.byteOffset / 4 + v.size);
-    assertClose(at(p.dA), ref.dA.get(p.name)!, `dA ${p.name}`, 1e-3);
-    assertClose(at(p.dB), ref.dB.get(p.name)!, `dB ${p.name}`, 1e-3);
-  }
+  await assertAdapterGradients(gpu, adapter, ref);
   for (const x of [trainer, adapter, model]) x.destroy();
 });
 
