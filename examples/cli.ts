@@ -344,23 +344,17 @@ export function settingUsageError(error: InvalidSettingError): UsageError {
 }
 
 /**
- * The model's Temp-Lora settings with the given overrides. --alpha follows --rank unless given
- * too; settings that do not fit together or the model are a {@link UsageError}.
+ * The model's Temp-Lora settings with the given overrides, by the library's rules (absent flags
+ * keep the defaults; --alpha follows --rank unless given too); settings that do not fit together
+ * or the model are a {@link UsageError}.
  */
 export function tempLoraSettingsFromFlags(
   flags: TempLoraFlags,
   config: ModelConfig,
 ): TempLoraSettings {
   const { lr, ...overrides } = flags;
-  const defined = Object.fromEntries(
-    Object.entries(overrides).filter(([, value]) => value !== undefined),
-  );
-  if (defined.rank !== undefined && overrides.alpha === undefined) defined.alpha = defined.rank;
   try {
-    return resolveTempLoraSettings(config, {
-      ...defined,
-      optimizer: lr === undefined ? {} : { lr },
-    });
+    return resolveTempLoraSettings(config, { ...overrides, optimizer: { lr } });
   } catch (error) {
     if (error instanceof InvalidSettingError) throw settingUsageError(error);
     throw error;

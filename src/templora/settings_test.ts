@@ -31,3 +31,17 @@ Deno.test("Temp-Lora settings: an out-of-range setting is named with its range a
     );
   }
 });
+
+Deno.test("Temp-Lora settings: alpha follows the rank, and undefined overrides keep the defaults", () => {
+  const defaults = resolveTempLoraSettings(SMALL_LLAMA);
+  const ranked = resolveTempLoraSettings(SMALL_LLAMA, { rank: 8 });
+  assert.equal(ranked.rank, 8);
+  assert.equal(ranked.alpha, 8, "alpha follows the rank, so the update's scale stays 1");
+  assert.equal(resolveTempLoraSettings(SMALL_LLAMA, { rank: 8, alpha: 32 }).alpha, 32);
+  const blank = resolveTempLoraSettings(SMALL_LLAMA, {
+    rank: undefined,
+    window: undefined,
+    optimizer: { lr: undefined },
+  });
+  assert.deepEqual(blank, defaults);
+});
