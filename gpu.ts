@@ -61,6 +61,7 @@ export * from "./src/formats/config.ts";
 export * from "./src/formats/tensor_data.ts";
 export * from "./src/formats/tokenizer.ts";
 export * from "./src/formats/load.ts";
+export * from "./src/formats/files.ts";
 export * from "./src/formats/safetensors.ts";
 export * from "./src/formats/safetensors_folder.ts";
 export * from "./src/formats/hf.ts";

@@ -37,6 +37,7 @@
 // Loading a model
 export { TextModel, type TextModelOptions } from "./src/model/text_model.ts";
 export type { LoadOptions } from "./src/formats/load.ts";
+export type { ModelSource, NamedBlob } from "./src/formats/files.ts";
 export type { GpuWeightDtype } from "./src/model/gpu_weights.ts";
 export type { ModelConfig } from "./src/formats/config.ts";
 export type {

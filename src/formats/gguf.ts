@@ -19,7 +19,7 @@ import {
   UnsupportedDtypeError,
   UnsupportedVersionError,
 } from "./errors.ts";
-import { openFileForReading } from "./files.ts";
+import { type FileStore, openFileForReading, type RandomAccessFile, storeFor } from "./files.ts";
 import type { TensorData } from "./tensor_data.ts";
 
 /** "GGUF" read as a little-endian uint32. */
@@ -420,10 +420,14 @@ function parseHeader(c: Cursor): ParsedHeader {
 const FIRST_READ = 1 << 20;
 
 /** Reads the header from an open file, growing the buffer until it parses. */
-async function readHeader(f: Deno.FsFile, fileSize: number, file: string): Promise<ParsedHeader> {
+async function readHeader(
+  f: RandomAccessFile,
+  fileSize: number,
+  file: string,
+): Promise<ParsedHeader> {
   let want = Math.min(FIRST_READ, fileSize);
   for (;;) {
-    const bytes = await readAt(f, 0, want, file);
+    const bytes = await f.read(0, want);
     try {
       return parseHeader(new Cursor(bytes, fileSize, file));
     } catch (e) {
@@ -431,19 +435,6 @@ async function readHeader(f: Deno.FsFile, fileSize: number, file: string): Promi
       want = Math.min(fileSize, Math.max(want * 2, e.end));
     }
   }
-}
-
-/** Exactly `n` bytes from position `at` (the caller has checked they exist). */
-async function readAt(f: Deno.FsFile, at: number, n: number, file: string): Promise<Uint8Array> {
-  const out = new Uint8Array(n);
-  await f.seek(at, Deno.SeekMode.Start);
-  let got = 0;
-  while (got < n) {
-    const r = await f.read(out.subarray(got));
-    if (r === null) throw new TruncatedFileError(file, at + n, at + got, "a read");
-    got += r;
-  }
-  return out;
 }
 
 /** The layout of every tensor: types known, whole blocks, aligned, inside the file, no overlaps. */
@@ -536,6 +527,8 @@ export class GgufFile {
     readonly alignment: number,
     /** Absolute position of the data section. */
     readonly dataOffset: number,
+    /** Where the file is read from (the local file system, the web, or chosen files). */
+    readonly store: FileStore = storeFor(file),
   ) {}
 
   /** `general.architecture` (undefined when absent). */
@@ -636,19 +629,14 @@ export class GgufFile {
   /** The stored bytes of a tensor (packed blocks for quantized types), read from the file. */
   async readTensorBytes(name: string): Promise<Uint8Array> {
     const t = this.tensor(name);
-    const f = await openFileForReading(this.file, "GGUF tensor data");
-    try {
-      const size = (await f.stat()).size;
-      if (size !== this.fileSize) {
-        throw new ModelFormatError(
-          this.file,
-          `changed on disk since its header was read (${this.fileSize} -> ${size} bytes)`,
-        );
-      }
-      return await readAt(f, t.fileOffset, t.byteLength, this.file);
-    } finally {
-      f.close();
+    const f = await openFileForReading(this.file, "GGUF tensor data", this.store);
+    if (f.size !== this.fileSize) {
+      throw new ModelFormatError(
+        this.file,
+        `changed on disk since its header was read (${this.fileSize} -> ${f.size} bytes)`,
+      );
     }
+    return await f.read(t.fileOffset, t.byteLength);
   }
 
   /**
@@ -701,52 +689,44 @@ export function bytesToTensorData(t: GgufTensorInfo, bytes: Uint8Array): TensorD
 }
 
 /** Whether the file at `path` starts with the GGUF magic (false for folders and short files). */
-export async function isGgufFile(path: string): Promise<boolean> {
-  const f = await openFileForReading(path, "file");
-  try {
-    if (!(await f.stat()).isFile) return false;
-    const head = new Uint8Array(4);
-    let got = 0;
-    while (got < 4) {
-      const r = await f.read(head.subarray(got));
-      if (r === null) return false;
-      got += r;
-    }
-    return new DataView(head.buffer).getUint32(0, true) === GGUF_MAGIC;
-  } finally {
-    f.close();
-  }
+export async function isGgufFile(
+  path: string,
+  store: FileStore = storeFor(path),
+): Promise<boolean> {
+  const f = await openFileForReading(path, "file", store).catch((error) => {
+    if (error instanceof ModelFormatError && /not a file/.test(error.problem)) return null;
+    throw error;
+  });
+  if (!f || f.size < 4) return false;
+  const head = await f.read(0, 4);
+  return new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true) === GGUF_MAGIC;
 }
 
 /**
  * Reads and validates a GGUF file's header: magic, version, counts and lengths bounded by the
  * file, every metadata value, tensor infos with known types, alignment (`general.alignment`, a
  * power of two, default 32), and tensor data inside the file without overlaps. No tensor data is
- * read; the file is closed before this returns, whatever happens.
+ * read (from the web: range requests for the header only).
  */
-export async function readGguf(path: string): Promise<GgufFile> {
-  const f = await openFileForReading(path, "GGUF file");
-  try {
-    const fileSize = (await f.stat()).size;
-    const h = await readHeader(f, fileSize, path);
-    let alignment = GGUF_DEFAULT_ALIGNMENT;
-    const a = h.metadata.get("general.alignment");
-    if (a !== undefined) {
-      if (a.type !== "uint32") {
-        throw new CorruptHeaderError(path, `general.alignment is ${a.type}, expected uint32`);
-      }
-      if (a.value === 0 || (a.value & (a.value - 1)) !== 0) {
-        throw new CorruptHeaderError(path, `general.alignment ${a.value} is not a power of two`);
-      }
-      alignment = a.value;
+export async function readGguf(path: string, store: FileStore = storeFor(path)): Promise<GgufFile> {
+  const f = await openFileForReading(path, "GGUF file", store);
+  const fileSize = f.size;
+  const h = await readHeader(f, fileSize, path);
+  let alignment = GGUF_DEFAULT_ALIGNMENT;
+  const a = h.metadata.get("general.alignment");
+  if (a !== undefined) {
+    if (a.type !== "uint32") {
+      throw new CorruptHeaderError(path, `general.alignment is ${a.type}, expected uint32`);
     }
-    const dataOffset = Math.ceil(h.end / alignment) * alignment;
-    const tensors = layout(path, h.infos, dataOffset, alignment, fileSize);
-    if (tensors.size > 0 && dataOffset > fileSize) {
-      throw new TruncatedFileError(path, dataOffset, fileSize, "the data section's start");
+    if (a.value === 0 || (a.value & (a.value - 1)) !== 0) {
+      throw new CorruptHeaderError(path, `general.alignment ${a.value} is not a power of two`);
     }
-    return new GgufFile(path, h.version, fileSize, h.metadata, tensors, alignment, dataOffset);
-  } finally {
-    f.close();
+    alignment = a.value;
   }
+  const dataOffset = Math.ceil(h.end / alignment) * alignment;
+  const tensors = layout(path, h.infos, dataOffset, alignment, fileSize);
+  if (tensors.size > 0 && dataOffset > fileSize) {
+    throw new TruncatedFileError(path, dataOffset, fileSize, "the data section's start");
+  }
+  return new GgufFile(path, h.version, fileSize, h.metadata, tensors, alignment, dataOffset, store);
 }

@@ -14,6 +14,7 @@ import {
   UnsupportedFeatureError,
 } from "./errors.ts";
 import { bytesToTensorData, type GgufFile, readGguf } from "./gguf.ts";
+import { type FileStore, storeFor } from "./files.ts";
 import type { ModelWeights, TensorData, WeightSource } from "./tensor_data.ts";
 
 /** GGUF architectures (`general.architecture`) read, with the Hugging Face class each becomes. */
@@ -193,8 +194,11 @@ export function ggufModelConfig(gguf: GgufFile): ModelConfig {
  * A `rope_freqs.weight` tensor (Llama 3) is read into config.ropeFreqFactors. No other tensor
  * data is read.
  */
-export async function readGgufModel(path: string): Promise<GgufModel> {
-  const gguf = await readGguf(path);
+export async function readGgufModel(
+  path: string,
+  store: FileStore = storeFor(path),
+): Promise<GgufModel> {
+  const gguf = await readGguf(path, store);
   const config = ggufModelConfig(gguf);
   const expected = tensorShapes(config);
   const tensors = new Map<string, GgufWeight>();

@@ -3,7 +3,6 @@
  * safetensors weights, plus
  * a converter that writes any ModelWeights (e.g. a llama2.c checkpoint) as such a folder.
  */
-import { join } from "node:path";
 import { deriveHeadDim, type ModelConfig, tensorShapes, validateConfig } from "./config.ts";
 import {
   CorruptHeaderError,
@@ -22,7 +21,15 @@ import {
   tensorToF32,
   type WeightDtype,
 } from "./tensor_data.ts";
-import { readJsonFile } from "./files.ts";
+import {
+  copyLocalFile,
+  type FileStore,
+  joinPath,
+  makeLocalFolder,
+  readJsonFile,
+  storeFor,
+  writeLocalFile,
+} from "./files.ts";
 import { llama3FrequencyDivisors } from "../core/rope.ts";
 
 /** Architectures (config.json "architectures") this reader accepts. */
@@ -181,9 +188,12 @@ function ropeDivisors(
 }
 
 /** Reads and parses `dir`/config.json. */
-export async function readHfConfig(dir: string): Promise<ModelConfig> {
-  const file = join(dir, "config.json");
-  return parseHfConfig(await readJsonFile(file, "config"), file);
+export async function readHfConfig(
+  dir: string,
+  store: FileStore = storeFor(dir),
+): Promise<ModelConfig> {
+  const file = store.join(dir, "config.json");
+  return parseHfConfig(await readJsonFile(file, "config", store), file);
 }
 
 /**
@@ -191,9 +201,12 @@ export async function readHfConfig(dir: string): Promise<ModelConfig> {
  * tensor the config implies must exist with its shape; tensors keep their stored dtype. Extra
  * tensors (a tied checkpoint's lm_head.weight, rotary caches) are left out.
  */
-export async function readHfModel(dir: string): Promise<ModelWeights> {
-  const config = await readHfConfig(dir);
-  const set = await readSafetensorsFolder(dir);
+export async function readHfModel(
+  dir: string,
+  store: FileStore = storeFor(dir),
+): Promise<ModelWeights> {
+  const config = await readHfConfig(dir, store);
+  const set = await readSafetensorsFolder(dir, store);
   const tensors = new Map<string, TensorData>();
   for (const [name, shape] of tensorShapes(config)) {
     if (!set.has(name)) {
@@ -314,11 +327,13 @@ export async function writeHfFolder(
     eos_token_id: 2,
     torch_dtype: torchDtype,
   };
-  await Deno.mkdir(dir, { recursive: true });
-  await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
-  await Deno.writeFile(
-    join(dir, "model.safetensors"),
+  await makeLocalFolder(dir);
+  await writeLocalFile(joinPath(dir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
+  await writeLocalFile(
+    joinPath(dir, "model.safetensors"),
     writeSafetensors(out, { format: "pt", converted_by: "templora" }),
   );
-  if (options.tokenizerBin) await Deno.copyFile(options.tokenizerBin, join(dir, "tokenizer.bin"));
+  if (options.tokenizerBin) {
+    await copyLocalFile(options.tokenizerBin, joinPath(dir, "tokenizer.bin"));
+  }
 }

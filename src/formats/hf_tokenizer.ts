@@ -3,9 +3,13 @@
  * JavaScript implementation. The package is imported on first use, so llama2.c-only users never
  * load it.
  */
-import { join } from "node:path";
-import { InvalidTokenIdError, ModelFormatError, TokenizerMismatchError } from "./errors.ts";
-import { readJsonFile } from "./files.ts";
+import {
+  InvalidTokenIdError,
+  ModelFileNotFoundError,
+  ModelFormatError,
+  TokenizerMismatchError,
+} from "./errors.ts";
+import { type FileStore, readFileText, readJsonFile, storeFor } from "./files.ts";
 import type { ChatTemplate, EncodeOptions, StreamDecoder, Tokenizer } from "./tokenizer.ts";
 
 type HfTokenizerImpl = import("@huggingface/tokenizers").Tokenizer;
@@ -187,12 +191,17 @@ function chatTemplateSource(value: unknown, file: string): string | undefined {
  * Reads `dir`/tokenizer.json (and tokenizer_config.json and chat_template.jinja when present). With `modelVocabSize`,
  * every tokenizer id must fit in the model's embedding (TokenizerMismatchError otherwise).
  */
-export async function readHfTokenizer(dir: string, modelVocabSize?: number): Promise<HfTokenizer> {
-  const file = join(dir, "tokenizer.json");
-  const tokenizerJson = await readJsonFile(file);
+export async function readHfTokenizer(
+  dir: string,
+  modelVocabSize?: number,
+  store: FileStore = storeFor(dir),
+): Promise<HfTokenizer> {
+  const join = (name: string) => store.join(dir, name);
+  const file = join("tokenizer.json");
+  const tokenizerJson = await readJsonFile(file, "JSON", store);
   let tokenizerConfig: unknown = {};
   try {
-    tokenizerConfig = await readJsonFile(join(dir, "tokenizer_config.json"));
+    tokenizerConfig = await readJsonFile(join("tokenizer_config.json"), "JSON", store);
   } catch (e) {
     if (!(e instanceof ModelFormatError && /no such file/.test(e.message))) throw e;
   }
@@ -200,21 +209,24 @@ export async function readHfTokenizer(dir: string, modelVocabSize?: number): Pro
   if (typeof config === "object" && config !== null && config.chat_template == null) {
     // Newer folders keep the template in a file of its own.
     try {
-      const template = await Deno.readTextFile(join(dir, "chat_template.jinja"));
+      const template = await readFileText(join("chat_template.jinja"), "chat template", store);
       tokenizerConfig = { ...config, chat_template: template };
     } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      if (!(e instanceof ModelFileNotFoundError)) throw e;
     }
   }
   let modelConfig: Record<string, unknown> = {};
   try {
-    modelConfig = (await readJsonFile(join(dir, "config.json"))) as Record<string, unknown>;
+    modelConfig = (await readJsonFile(join("config.json"), "JSON", store)) as Record<
+      string,
+      unknown
+    >;
   } catch {
     // Only used for bos/eos ids when tokenizer_config.json lacks them.
   }
   try {
     // generation_config.json lists every id that ends generation (Llama 3: three of them).
-    const generation = await readJsonFile(join(dir, "generation_config.json")) as Record<
+    const generation = await readJsonFile(join("generation_config.json"), "JSON", store) as Record<
       string,
       unknown
     >;

@@ -13,7 +13,7 @@ import {
   UnsupportedFeatureError,
 } from "./errors.ts";
 import type { ModelWeights, TensorData } from "./tensor_data.ts";
-import { readFileBytes } from "./files.ts";
+import { type FileStore, readFileBytes, storeFor } from "./files.ts";
 
 const HEADER_BYTES = 7 * 4;
 /** Magic of llama2.c's newer "version 1/2" exports ("ak42"), which this reader does not take. */
@@ -214,9 +214,12 @@ export function parseLlama2c(bytes: Uint8Array, file: string): ModelWeights {
   return { config, tensors };
 }
 
-/** Reads a llama2.c checkpoint from disk (see parseLlama2c). */
-export async function readLlama2c(path: string): Promise<ModelWeights> {
-  const bytes = await readFileBytes(path, "llama2.c checkpoint");
+/** Reads a llama2.c checkpoint from a file, a URL or chosen files (see parseLlama2c). */
+export async function readLlama2c(
+  path: string,
+  store: FileStore = storeFor(path),
+): Promise<ModelWeights> {
+  const bytes = await readFileBytes(path, "llama2.c checkpoint", store);
   return parseLlama2c(bytes, path);
 }
 

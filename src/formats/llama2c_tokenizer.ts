@@ -9,7 +9,7 @@ import {
   TruncatedFileError,
 } from "./errors.ts";
 import type { EncodeOptions, StreamDecoder, Tokenizer } from "./tokenizer.ts";
-import { readFileBytes } from "./files.ts";
+import { type FileStore, readFileBytes, storeFor } from "./files.ts";
 
 /** run.c's fixed ids. */
 const BOS_ID = 1;
@@ -349,11 +349,12 @@ function checkByteTokens(pieces: Uint8Array[], file: string): void {
   }
 }
 
-/** Reads tokenizer.bin from disk (see parseTokenizerBin). */
+/** Reads tokenizer.bin from a file, a URL or chosen files (see parseTokenizerBin). */
 export async function readTokenizerBin(
   path: string,
   vocabSize?: number,
+  store: FileStore = storeFor(path),
 ): Promise<Llama2cTokenizer> {
-  const bytes = await readFileBytes(path, "tokenizer");
+  const bytes = await readFileBytes(path, "tokenizer", store);
   return parseTokenizerBin(bytes, path, vocabSize);
 }

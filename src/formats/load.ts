@@ -1,7 +1,18 @@
-/** One entry point for "a model path": llama2.c .bin files, GGUF files and Hugging Face folders. */
-import { basename, dirname, join } from "node:path";
+/**
+ * One entry point for "a model": llama2.c .bin files, GGUF files and Hugging Face folders, read
+ * from a path (Deno), a URL or files a user picked (see {@link ModelSource}).
+ */
 import type { ModelConfig } from "./config.ts";
 import { ModelFileNotFoundError } from "./errors.ts";
+import {
+  type FileFacts,
+  type FileStore,
+  isUrlPath,
+  type ModelSource,
+  statPath,
+  storedPath,
+  urlFiles,
+} from "./files.ts";
 import { isGgufFile } from "./gguf.ts";
 import {
   type GgufModel,
@@ -20,7 +31,10 @@ import { readTokenizerBin } from "./llama2c_tokenizer.ts";
 
 /** Options of loadModelFiles. */
 export interface LoadOptions {
-  /** Tokenizer file (tokenizer.bin) or folder (with tokenizer.json) to use instead of the default. */
+  /**
+   * Tokenizer file (tokenizer.bin) or folder (with tokenizer.json) to use instead of the default:
+   * a path in the same place as the model (among chosen files: a name), or an http(s) URL.
+   */
   tokenizerPath?: string;
 }
 
@@ -44,67 +58,103 @@ export interface LoadedModel {
   source: WeightSource;
   /** The tokenizer, checked against config.vocabSize. */
   tokenizer: Tokenizer;
+  /** Where the model was read: its path, URL, or name among the chosen files. */
+  path: string;
 }
 
 /**
- * Loads a model and its tokenizer from `path`:
+ * Loads a model and its tokenizer from `source` (a path, a URL, a `File` or several):
  * - a llama2.c checkpoint (a file): the tokenizer is `tokenizerPath`, else tokenizer.bin beside
- *   it, else the only tok*.bin beside it;
+ *   it, else the only tok*.bin beside it (beside a URL, which cannot be listed:
+ *   tok{vocabulary size}.bin, llama2.c's name for a trained tokenizer);
  * - a GGUF file (`.gguf`, or any file starting with the GGUF magic): the tokenizer is the one in
  *   its metadata unless `tokenizerPath` is given; F32/F16/BF16 tensors are read now;
- * - a folder with config.json (Hugging Face): safetensors weights, and tokenizer.json from the
- *   folder (or `tokenizerPath`), falling back to a tokenizer.bin there (written by writeHfFolder).
+ * - a folder with config.json (Hugging Face; a URL ending in "/"): safetensors weights, and
+ *   tokenizer.json from the folder (or `tokenizerPath`), falling back to a tokenizer.bin there
+ *   (written by writeHfFolder).
+ * Among several chosen files the model is the folder with config.json, else the GGUF file, else
+ * the largest .bin that is not a tokenizer.
  * The tokenizer is checked against the model's vocabulary (TokenizerMismatchError).
  */
 export async function loadModelFiles(
-  path: string,
+  source: ModelSource,
   options: LoadOptions = {},
 ): Promise<LoadedModel> {
-  const info = await statOrNull(path);
+  const { store, path: given } = storedPath(source);
+  const path = given === "" ? await modelAmongFiles(store) : given;
+  const info = await statPath(path, store);
   if (!info) throw new ModelFileNotFoundError(path, "no such file or folder");
+  const tokenizerAt = (fallback: string) => {
+    const p = options.tokenizerPath ?? fallback;
+    return { store: isUrlPath(p) ? urlFiles : store, path: p };
+  };
   if (info.isDirectory) {
-    if (!(await statOrNull(join(path, "config.json")))?.isFile) {
+    if (!(await statPath(store.join(path, "config.json"), store))?.isFile) {
       throw new ModelFileNotFoundError(
         path,
         "folder has no config.json (a Hugging Face model folder is expected; a llama2.c " +
           "checkpoint is given as its .bin file)",
       );
     }
-    const weights = await readHfModel(path);
-    const tokenizer = await loadTokenizer(options.tokenizerPath ?? path, weights.config.vocabSize);
+    const weights = await readHfModel(path, store);
+    const tokenizer = await loadTokenizer(tokenizerAt(path), weights.config.vocabSize);
     return {
       format: "hf",
       config: weights.config,
       weights,
       tokenizer,
       source: weightSourceOf(weights),
+      path,
     };
   }
-  if (path.toLowerCase().endsWith(".gguf") || (await isGgufFile(path))) {
-    return await loadGguf(path, options);
+  if (path.toLowerCase().endsWith(".gguf") || (await isGgufFile(path, store))) {
+    return await loadGguf(path, store, options);
   }
-  const weights = await readLlama2c(path);
-  const tokPath = options.tokenizerPath ?? (await findTokenizerBin(path));
-  const tokenizer = await loadTokenizer(tokPath, weights.config.vocabSize);
+  const weights = await readLlama2c(path, store);
+  const tokenizer = await loadTokenizer(
+    options.tokenizerPath === undefined
+      ? { store, path: await findTokenizerBin(path, store, weights.config.vocabSize) }
+      : tokenizerAt(options.tokenizerPath),
+    weights.config.vocabSize,
+  );
   return {
     format: "llama2c",
     config: weights.config,
     weights,
     tokenizer,
     source: weightSourceOf(weights),
+    path,
   };
 }
 
 /** A GGUF model with its own tokenizer (or `tokenizerPath`'s). */
-async function loadGguf(path: string, options: LoadOptions): Promise<LoadedModel> {
-  const gguf = await readGgufModel(path);
+async function loadGguf(
+  path: string,
+  store: FileStore,
+  options: LoadOptions,
+): Promise<LoadedModel> {
+  const gguf = await readGgufModel(path, store);
   const { config } = gguf;
   const tokenizer = options.tokenizerPath === undefined
     ? await ggufTokenizer(gguf.gguf, config.vocabSize)
-    : await loadTokenizer(options.tokenizerPath, config.vocabSize);
+    : await loadTokenizer(
+      {
+        store: isUrlPath(options.tokenizerPath) ? urlFiles : store,
+        path: options.tokenizerPath,
+      },
+      config.vocabSize,
+    );
   if (gguf.quantized.length === 0) {
     const weights = await ggufModelWeights(gguf);
-    return { format: "gguf", config, weights, tokenizer, gguf, source: weightSourceOf(weights) };
+    return {
+      format: "gguf",
+      config,
+      weights,
+      tokenizer,
+      gguf,
+      source: weightSourceOf(weights),
+      path,
+    };
   }
   const source = ggufWeightSource(gguf);
   return {
@@ -116,35 +166,45 @@ async function loadGguf(path: string, options: LoadOptions): Promise<LoadedModel
     tokenizer,
     gguf,
     source,
+    path,
   };
 }
 
 /** A tokenizer file (tokenizer.bin format) or a folder (tokenizer.json, else tokenizer.bin). */
-async function loadTokenizer(path: string, vocabSize: number): Promise<Tokenizer> {
-  const info = await statOrNull(path);
+async function loadTokenizer(
+  { store, path }: { store: FileStore; path: string },
+  vocabSize: number,
+): Promise<Tokenizer> {
+  const info = await statPath(path, store);
   if (!info) throw new ModelFileNotFoundError(path, "tokenizer not found");
-  if (!info.isDirectory) return await readTokenizerBin(path, vocabSize);
-  if (await statOrNull(join(path, "tokenizer.json"))) return await readHfTokenizer(path, vocabSize);
-  if (await statOrNull(join(path, "tokenizer.bin"))) {
-    return await readTokenizerBin(join(path, "tokenizer.bin"), vocabSize);
+  if (!info.isDirectory) return await readTokenizerBin(path, vocabSize, store);
+  if (await statPath(store.join(path, "tokenizer.json"), store)) {
+    return await readHfTokenizer(path, vocabSize, store);
   }
+  const bin = store.join(path, "tokenizer.bin");
+  if (await statPath(bin, store)) return await readTokenizerBin(bin, vocabSize, store);
   throw new ModelFileNotFoundError(path, "folder has neither tokenizer.json nor tokenizer.bin");
 }
 
 /**
  * tokenizer.bin beside the checkpoint, else the single tok*.bin there (symbolic links count as
  * the files they point to); when the checkpoint is a link and nothing is beside it, the same
- * search beside the file it points to.
+ * search beside the file it points to. Where the folder cannot be listed (a URL):
+ * tok{vocabSize}.bin.
  */
-async function findTokenizerBin(modelPath: string): Promise<string> {
-  const found = await tokenizerBeside(modelPath);
+async function findTokenizerBin(
+  modelPath: string,
+  store: FileStore,
+  vocabSize: number,
+): Promise<string> {
+  const found = await tokenizerBeside(modelPath, store, vocabSize);
   if (typeof found === "string") return found;
-  const real = await Deno.realPath(modelPath).catch(() => modelPath);
-  if (found.length === 0 && dirname(real) !== dirname(modelPath)) {
-    const besideTarget = await tokenizerBeside(real);
+  const real = await store.realPath(modelPath).catch(() => modelPath);
+  if (found.length === 0 && store.dirname(real) !== store.dirname(modelPath)) {
+    const besideTarget = await tokenizerBeside(real, store, vocabSize);
     if (typeof besideTarget === "string") return besideTarget;
   }
-  const dir = dirname(modelPath);
+  const dir = store.dirname(modelPath);
   const how = "name it with the tokenizerPath option (--tokenizer on the command line)";
   throw new ModelFileNotFoundError(
     modelPath,
@@ -155,25 +215,56 @@ async function findTokenizerBin(modelPath: string): Promise<string> {
 }
 
 /** The tokenizer file beside `modelPath`, or the candidates when there is not exactly one. */
-async function tokenizerBeside(modelPath: string): Promise<string | string[]> {
-  const dir = dirname(modelPath);
-  const standard = join(dir, "tokenizer.bin");
-  if ((await statOrNull(standard))?.isFile) return standard;
-  const candidates: string[] = [];
-  for await (const e of Deno.readDir(dir)) {
-    if (!/^tok.*\.bin$/.test(e.name) || e.name === basename(modelPath)) continue;
-    if (e.isFile || (e.isSymlink && (await statOrNull(join(dir, e.name)))?.isFile)) {
-      candidates.push(e.name);
-    }
+async function tokenizerBeside(
+  modelPath: string,
+  store: FileStore,
+  vocabSize: number,
+): Promise<string | string[]> {
+  const dir = store.dirname(modelPath);
+  const standard = store.join(dir, "tokenizer.bin");
+  if ((await statPath(standard, store))?.isFile) return standard;
+  const entries = await store.list(dir);
+  if (entries === null) {
+    const named = store.join(dir, `tok${vocabSize}.bin`);
+    return (await statPath(named, store))?.isFile ? named : [];
   }
-  return candidates.length === 1 ? join(dir, candidates[0]) : candidates;
+  const candidates = entries
+    .filter((e) => e.isFile && /^tok.*\.bin$/.test(e.name) && e.name !== store.basename(modelPath))
+    .map((e) => e.name);
+  return candidates.length === 1 ? store.join(dir, candidates[0]) : candidates;
 }
 
-async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
-  try {
-    return await Deno.stat(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
+/**
+ * Which of several chosen files is the model: the folder holding config.json (the shallowest),
+ * else the only GGUF file, else the largest .bin that is not a tokenizer.
+ */
+async function modelAmongFiles(store: FileStore): Promise<string> {
+  const files: { path: string; facts: FileFacts }[] = [];
+  const walk = async (dir: string) => {
+    for (const e of (await store.list(dir)) ?? []) {
+      const path = store.join(dir, e.name);
+      if (e.isDirectory) await walk(path);
+      else files.push({ path, facts: e });
+    }
+  };
+  await walk("");
+  const configs = files.filter((f) => store.basename(f.path) === "config.json")
+    .sort((a, b) => a.path.split("/").length - b.path.split("/").length);
+  if (configs.length > 0) {
+    const dir = store.dirname(configs[0].path);
+    return dir === "." ? "" : dir;
   }
+  const ggufs = files.filter((f) => f.path.toLowerCase().endsWith(".gguf"));
+  if (ggufs.length === 1) return ggufs[0].path;
+  const bins = files
+    .filter((f) => /\.bin$/i.test(f.path) && !/^tok/.test(store.basename(f.path)))
+    .sort((a, b) => b.facts.size - a.facts.size);
+  if (ggufs.length === 0 && bins.length > 0) return bins[0].path;
+  throw new ModelFileNotFoundError(
+    store.description,
+    ggufs.length > 1
+      ? `several GGUF files (${ggufs.map((f) => f.path).join(", ")}); choose one`
+      : "no model among them (a llama2.c .bin with its tokenizer, a .gguf file, or a Hugging " +
+        "Face folder with config.json)",
+  );
 }

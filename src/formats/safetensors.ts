@@ -18,7 +18,7 @@ import {
   tensorToF32,
   type WeightDtype,
 } from "./tensor_data.ts";
-import { readFileBytes } from "./files.ts";
+import { type FileStore, readFileBytes, storeFor } from "./files.ts";
 
 /** Headers above this are taken for corruption (real ones are a few MB at most). */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -242,8 +242,11 @@ function checkLayout(
 }
 
 /** Reads one .safetensors file. */
-export async function readSafetensors(path: string): Promise<SafetensorsFile> {
-  return parseSafetensors(await readFileBytes(path, "safetensors"), path);
+export async function readSafetensors(
+  path: string,
+  store: FileStore = storeFor(path),
+): Promise<SafetensorsFile> {
+  return parseSafetensors(await readFileBytes(path, "safetensors", store), path);
 }
 
 /**

@@ -1,6 +1,5 @@
-import { join } from "node:path";
 import { CorruptHeaderError, MissingTensorError, ModelFileNotFoundError } from "./errors.ts";
-import { pathExists, readJsonFile } from "./files.ts";
+import { type FileStore, pathExists, readJsonFile, storeFor } from "./files.ts";
 import { readSafetensors, type SafetensorsFile, type TensorEntry } from "./safetensors.ts";
 import { type TensorData, tensorToF32 } from "./tensor_data.ts";
 
@@ -46,18 +45,20 @@ export class SafetensorsSet {
 
 /**
  * Reads a folder's weights: the shards of model.safetensors.index.json when it exists, else
- * model.safetensors, else the folder's only .safetensors file.
+ * model.safetensors, else the folder's only .safetensors file (where the store can list folders).
  */
-export async function readSafetensorsFolder(dir: string): Promise<SafetensorsSet> {
-  const indexPath = join(dir, "model.safetensors.index.json");
-  if (await pathExists(indexPath)) return await readSharded(dir, indexPath);
-  const single = join(dir, "model.safetensors");
+export async function readSafetensorsFolder(
+  dir: string,
+  store: FileStore = storeFor(dir),
+): Promise<SafetensorsSet> {
+  const indexPath = store.join(dir, "model.safetensors.index.json");
+  if (await pathExists(indexPath, store)) return await readSharded(dir, indexPath, store);
+  const single = store.join(dir, "model.safetensors");
   let path = single;
-  if (!(await pathExists(single))) {
-    const found: string[] = [];
-    for await (const e of Deno.readDir(dir)) {
-      if (e.isFile && e.name.endsWith(".safetensors")) found.push(e.name);
-    }
+  if (!(await pathExists(single, store))) {
+    const found = ((await store.list(dir)) ?? [])
+      .filter((e) => e.isFile && e.name.endsWith(".safetensors"))
+      .map((e) => e.name);
     if (found.length !== 1) {
       throw new ModelFileNotFoundError(
         dir,
@@ -67,14 +68,18 @@ export async function readSafetensorsFolder(dir: string): Promise<SafetensorsSet
             "model.safetensors.index.json to say which tensors are in which",
       );
     }
-    path = join(dir, found[0]);
+    path = store.join(dir, found[0]);
   }
-  const f = await readSafetensors(path);
+  const f = await readSafetensors(path, store);
   return new SafetensorsSet(path, new Map(f.names().map((n) => [n, f])));
 }
 
-async function readSharded(dir: string, indexPath: string): Promise<SafetensorsSet> {
-  const index = await readJsonFile(indexPath, "safetensors index");
+async function readSharded(
+  dir: string,
+  indexPath: string,
+  store: FileStore,
+): Promise<SafetensorsSet> {
+  const index = await readJsonFile(indexPath, "safetensors index", store);
   const weightMap = (index as { weight_map?: unknown })?.weight_map;
   if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
     throw new CorruptHeaderError(indexPath, "has no weight_map object");
@@ -87,7 +92,7 @@ async function readSharded(dir: string, indexPath: string): Promise<SafetensorsS
     }
     let f = shards.get(shard);
     if (!f) {
-      f = await readSafetensors(join(dir, shard));
+      f = await readSafetensors(store.join(dir, shard), store);
       shards.set(shard, f);
     }
     if (!f.has(name)) {

@@ -3,6 +3,7 @@ import { KernelRegistry } from "../gpu/kernel.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import type { ModelConfig } from "../formats/config.ts";
 import { loadModelFiles, type LoadOptions } from "../formats/load.ts";
+import type { ModelSource } from "../formats/files.ts";
 import type { Tokenizer } from "../formats/tokenizer.ts";
 import {
   generate,
@@ -21,7 +22,8 @@ export interface TextModelOptions extends LoadOptions, UploadWeightsOptions {
 
 /**
  * A language model ready to write: weights on the GPU, its tokenizer, and a recorder. Load it
- * from a llama2.c checkpoint (.bin, with its tokenizer.bin beside it) or a Hugging Face folder.
+ * from a llama2.c checkpoint (.bin, with its tokenizer.bin beside it), a GGUF file or a Hugging
+ * Face folder: by path (Deno), by URL, or from files a user picked (`File`s in a browser).
  */
 export class TextModel {
   /** Kernel cache for sessions and trainers built on this model. */
@@ -40,9 +42,13 @@ export class TextModel {
     this.recorder = new Recorder(gpu);
   }
 
-  /** Loads a model and its tokenizer from `path`. */
-  static async load(path: string, options: TextModelOptions = {}): Promise<TextModel> {
-    const files = await loadModelFiles(path, options);
+  /**
+   * Loads a model and its tokenizer from `source`: a path or an http(s) URL string, a URL, a
+   * `File`/`Blob`, or several files (a FileList) holding a model and its tokenizer.
+   */
+  static async load(source: ModelSource, options: TextModelOptions = {}): Promise<TextModel> {
+    const files = await loadModelFiles(source, options);
+    const { path } = files;
     const gpu = options.gpu ?? await acquireGpu();
     try {
       const model = await LlamaModel.create(gpu, new KernelRegistry(gpu), files.source, path, {
