@@ -52,7 +52,9 @@ fn ce_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         // (max - x_y) first: exact for close values, where max + logSum would round at 1e4.
         l = w * ((rowMax - logits[base + y]) + logSum);
       } else {
-        l = bitcast<f32>(0x7fc00000u);
+        // A quiet NaN built from a runtime value: a constant expression that evaluates to NaN
+        // is a shader-creation error in WGSL (Tint rejects it).
+        l = bitcast<f32>(0x7fc00000u | (y & 0u));
       }
     }
     loss[row] = l;

@@ -11,7 +11,12 @@ override WG: u32 = 256;
 // partials: (scale, sumsq, flag, 0) per workgroup.
 // Starting scale: values below it add (|g| / 2^-64)^2 <= 1; squares under ~1e-76 vanish harmlessly.
 const MIN_SCALE: f32 = 0x1p-64f;
-const INV_MIN_SCALE: f32 = 0x1p64f;
+// The running 1 / scale is kept times 2^32 (INV_BIAS): 1 / |g| is subnormal for |g| > 2^126, and
+// implementations may flush subnormals to zero (SwiftShader does). Powers of two scale exactly, so
+// a * (inv * 2^-32) rounds as a * (1 / scale) would.
+const INV_BIAS: f32 = 0x1p32f;
+const INV_UNBIAS: f32 = 0x1p-32f;
+const INV_MIN_SCALE: f32 = 0x1p96f;  // INV_BIAS / MIN_SCALE
 
 struct Params { n: u32, stride: u32, groups: u32, maxNorm: f32 }
 
@@ -66,9 +71,9 @@ fn partials(
       let r = scale / a;
       sumsq *= r * r;
       scale = a;
-      inv = 1.0 / a;
+      inv = INV_BIAS / a;
     }
-    let t = a * inv;
+    let t = (a * inv) * INV_UNBIAS;
     sumsq = fma(t, t, sumsq);
   }
   wScale[lid] = scale;

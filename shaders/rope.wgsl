@@ -6,8 +6,9 @@
 // hi + mid + lo where hi and mid carry 8 significant bits. With pos = 256 q + r (q < 2^16,
 // r < 2^8), q * 256 hi, q * 256 mid, r * hi and r * mid are exact in f32 and so are their
 // fractional parts; only pos * lo (about 2^-16 of the angle) rounds. So the angle is good to
-// about 1e-7 turns for every pos < 2^24. The reduced angle lies in [-pi, pi], where f32 cos and
-// sin are accurate.
+// about 1e-7 turns for every pos < 2^24. cos and sin of the reduced angle come from polynomials
+// on a quarter turn (cos_sin_turns) rather than the built-ins, whose error WGSL leaves to the
+// implementation (Vulkan allows 2^-11 absolute; SwiftShader's are that coarse).
 //
 // The source and destination take row offsets (srcRow, dstRow) so K can be rotated straight into
 // a KV cache [capacity, heads, headDim] at rows past .. past + tokens - 1.
@@ -53,8 +54,25 @@ fn cos_sin(pos: u32, i: u32) -> vec2<f32> {
   let high = fract(q * (256.0 * f.x)) + fract(q * (256.0 * f.y));
   let low = fract(r * f.x) + fract(r * f.y);
   let turns = fract(fract(high) + fract(low) + f32(pos) * f.z);
-  let angle = select(turns, turns - 1.0, turns > 0.5) * TAU;
-  return vec2<f32>(cos(angle), sin(angle));
+  return cos_sin_turns(select(turns, turns - 1.0, turns > 0.5));
+}
+
+// (cos, sin) of `turns` full turns, |turns| <= 1/2: the nearest quarter turn q is taken out
+// exactly, and the rest, |a| <= pi/4, goes through Taylor polynomials (truncation below 3e-8).
+fn cos_sin_turns(turns: f32) -> vec2<f32> {
+  let quarters = turns * 4.0;
+  let q = round(quarters);
+  let a = (quarters - q) * (TAU / 4.0);
+  let a2 = a * a;
+  let s = a * (1.0 + a2 * (-1.0 / 6.0 + a2 * (1.0 / 120.0 + a2 * (-1.0 / 5040.0 +
+    a2 * (1.0 / 362880.0)))));
+  let c = 1.0 + a2 * (-0.5 + a2 * (1.0 / 24.0 + a2 * (-1.0 / 720.0 + a2 * (1.0 / 40320.0))));
+  switch (i32(q) & 3) {
+    case 1: { return vec2<f32>(-s, c); }
+    case 2: { return vec2<f32>(-c, -s); }
+    case 3: { return vec2<f32>(s, -c); }
+    default: { return vec2<f32>(c, s); }
+  }
 }
 
 // Rotates (a, b) by the angle (direction 1) or back by it (direction -1).

@@ -630,7 +630,9 @@ fn ce_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         // (max - x_y) first: exact for close values, where max + logSum would round at 1e4.
         l = w * ((rowMax - logits[base + y]) + logSum);
       } else {
-        l = bitcast<f32>(0x7fc00000u);
+        // A quiet NaN built from a runtime value: a constant expression that evaluates to NaN
+        // is a shader-creation error in WGSL (Tint rejects it).
+        l = bitcast<f32>(0x7fc00000u | (y & 0u));
       }
     }
     loss[row] = l;
@@ -767,7 +769,12 @@ override WG: u32 = 256;
 // partials: (scale, sumsq, flag, 0) per workgroup.
 // Starting scale: values below it add (|g| / 2^-64)^2 <= 1; squares under ~1e-76 vanish harmlessly.
 const MIN_SCALE: f32 = 0x1p-64f;
-const INV_MIN_SCALE: f32 = 0x1p64f;
+// The running 1 / scale is kept times 2^32 (INV_BIAS): 1 / |g| is subnormal for |g| > 2^126, and
+// implementations may flush subnormals to zero (SwiftShader does). Powers of two scale exactly, so
+// a * (inv * 2^-32) rounds as a * (1 / scale) would.
+const INV_BIAS: f32 = 0x1p32f;
+const INV_UNBIAS: f32 = 0x1p-32f;
+const INV_MIN_SCALE: f32 = 0x1p96f;  // INV_BIAS / MIN_SCALE
 
 struct Params { n: u32, stride: u32, groups: u32, maxNorm: f32 }
 
@@ -822,9 +829,9 @@ fn partials(
       let r = scale / a;
       sumsq *= r * r;
       scale = a;
-      inv = 1.0 / a;
+      inv = INV_BIAS / a;
     }
-    let t = a * inv;
+    let t = (a * inv) * INV_UNBIAS;
     sumsq = fma(t, t, sumsq);
   }
   wScale[lid] = scale;
@@ -2049,8 +2056,9 @@ export const ROPE_WGSL: string =
 // hi + mid + lo where hi and mid carry 8 significant bits. With pos = 256 q + r (q < 2^16,
 // r < 2^8), q * 256 hi, q * 256 mid, r * hi and r * mid are exact in f32 and so are their
 // fractional parts; only pos * lo (about 2^-16 of the angle) rounds. So the angle is good to
-// about 1e-7 turns for every pos < 2^24. The reduced angle lies in [-pi, pi], where f32 cos and
-// sin are accurate.
+// about 1e-7 turns for every pos < 2^24. cos and sin of the reduced angle come from polynomials
+// on a quarter turn (cos_sin_turns) rather than the built-ins, whose error WGSL leaves to the
+// implementation (Vulkan allows 2^-11 absolute; SwiftShader's are that coarse).
 //
 // The source and destination take row offsets (srcRow, dstRow) so K can be rotated straight into
 // a KV cache [capacity, heads, headDim] at rows past .. past + tokens - 1.
@@ -2096,8 +2104,25 @@ fn cos_sin(pos: u32, i: u32) -> vec2<f32> {
   let high = fract(q * (256.0 * f.x)) + fract(q * (256.0 * f.y));
   let low = fract(r * f.x) + fract(r * f.y);
   let turns = fract(fract(high) + fract(low) + f32(pos) * f.z);
-  let angle = select(turns, turns - 1.0, turns > 0.5) * TAU;
-  return vec2<f32>(cos(angle), sin(angle));
+  return cos_sin_turns(select(turns, turns - 1.0, turns > 0.5));
+}
+
+// (cos, sin) of \`turns\` full turns, |turns| <= 1/2: the nearest quarter turn q is taken out
+// exactly, and the rest, |a| <= pi/4, goes through Taylor polynomials (truncation below 3e-8).
+fn cos_sin_turns(turns: f32) -> vec2<f32> {
+  let quarters = turns * 4.0;
+  let q = round(quarters);
+  let a = (quarters - q) * (TAU / 4.0);
+  let a2 = a * a;
+  let s = a * (1.0 + a2 * (-1.0 / 6.0 + a2 * (1.0 / 120.0 + a2 * (-1.0 / 5040.0 +
+    a2 * (1.0 / 362880.0)))));
+  let c = 1.0 + a2 * (-0.5 + a2 * (1.0 / 24.0 + a2 * (-1.0 / 720.0 + a2 * (1.0 / 40320.0))));
+  switch (i32(q) & 3) {
+    case 1: { return vec2<f32>(-s, c); }
+    case 2: { return vec2<f32>(-c, -s); }
+    case 3: { return vec2<f32>(s, -c); }
+    default: { return vec2<f32>(c, s); }
+  }
 }
 
 // Rotates (a, b) by the angle (direction 1) or back by it (direction -1).
