@@ -17,7 +17,9 @@ override TRANS_B: bool = false;
 override ACCUMULATE: bool = false;
 override DROP: u32 = 0;
 
-const THREADS_N: u32 = BN / 4u;
+const BM4: u32 = BM / 4u;
+const BN4: u32 = BN / 4u;
+const THREADS_N: u32 = BN4;
 const THREADS: u32 = (BM / 4u) * THREADS_N;
 
 // seedMix = dropoutSeedMix(seed); an element is kept when its hash >= dropThreshold,
@@ -31,8 +33,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;        // [K, N], or [N, K] if TRANS_B
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;  // [M, N]
 
-var<workgroup> tileA: array<vec4<f32>, BK * BM / 4u>;  // [BK, BM] op(A) slice, k-major
-var<workgroup> tileB: array<vec4<f32>, BK * BN / 4u>;  // [BK, BN] op(B) slice
+var<workgroup> tileA: array<vec4<f32>, BK * BM4>;  // [BK, BM] op(A) slice, k-major
+var<workgroup> tileB: array<vec4<f32>, BK * BN4>;  // [BK, BN] op(B) slice
 
 // lowbias32 (Chris Wellons); mirrored bit for bit by hash32 in src/reference/lora.ts.
 fn hash32(v: u32) -> u32 {
@@ -50,45 +52,59 @@ fn dropout(value: f32, index: u32) -> f32 {
   return select(0.0, value * params.keepScale, keep);
 }
 
-fn load_tiles(m0: u32, n0: u32, k0: u32, lid: u32) {
-  // Consecutive threads take consecutive addresses of the stored layout.
-  for (var i = lid; i < BM * BK; i += THREADS) {
-    var mm = i / BK;
-    var kk = i % BK;
-    if (TRANS_A) {
-      mm = i % BM;
-      kk = i / BM;
-    }
-    let gm = m0 + mm;
-    let gk = k0 + kk;
-    var v = 0.0;
-    if (gm < params.m && gk < params.k) {
-      let index = select(gm * params.k + gk, gk * params.m + gm, TRANS_A);
-      v = a[index];
-      if (DROP == 1u) {
-        v = dropout(v, index);
-      }
-    }
-    tileA[kk * (BM / 4u) + mm / 4u][mm % 4u] = v;
+// op(A)[gm, gk], zero outside; dropped when DROP == 1.
+fn op_a(gm: u32, gk: u32) -> f32 {
+  if (gm >= params.m || gk >= params.k) {
+    return 0.0;
   }
-  for (var i = lid; i < BN * BK; i += THREADS) {
-    var nn = i % BN;
-    var kk = i / BN;
-    if (TRANS_B) {
-      nn = i / BK;
-      kk = i % BK;
+  let index = select(gm * params.k + gk, gk * params.m + gm, TRANS_A);
+  var v = a[index];
+  if (DROP == 1u) {
+    v = dropout(v, index);
+  }
+  return v;
+}
+
+// op(B)[gk, gn], zero outside; dropped when DROP == 2.
+fn op_b(gk: u32, gn: u32) -> f32 {
+  if (gn >= params.n || gk >= params.k) {
+    return 0.0;
+  }
+  let index = select(gk * params.n + gn, gn * params.k + gk, TRANS_B);
+  var v = b[index];
+  if (DROP == 2u) {
+    v = dropout(v, index);
+  }
+  return v;
+}
+
+// Each invocation assembles whole vec4s of the tiles (four rows of op(A), four columns of op(B)),
+// so no two invocations write parts of one workgroup vector. Consecutive invocations walk the
+// stored matrix's contiguous dimension where the slice has it.
+fn load_tiles(m0: u32, n0: u32, k0: u32, lid: u32) {
+  for (var e = lid; e < BK * BM4; e += THREADS) {
+    var kk = e % BK;
+    var m4 = e / BK;
+    if (TRANS_A) {
+      kk = e / BM4;
+      m4 = e % BM4;
     }
-    let gn = n0 + nn;
+    let gm = m0 + 4u * m4;
     let gk = k0 + kk;
-    var v = 0.0;
-    if (gn < params.n && gk < params.k) {
-      let index = select(gk * params.n + gn, gn * params.k + gk, TRANS_B);
-      v = b[index];
-      if (DROP == 2u) {
-        v = dropout(v, index);
-      }
+    tileA[kk * BM4 + m4] =
+      vec4<f32>(op_a(gm, gk), op_a(gm + 1u, gk), op_a(gm + 2u, gk), op_a(gm + 3u, gk));
+  }
+  for (var e = lid; e < BK * BN4; e += THREADS) {
+    var kk = e / BN4;
+    var n4 = e % BN4;
+    if (TRANS_B) {
+      kk = e % BK;
+      n4 = e / BK;
     }
-    tileB[kk * (BN / 4u) + nn / 4u][nn % 4u] = v;
+    let gn = n0 + 4u * n4;
+    let gk = k0 + kk;
+    tileB[kk * BN4 + n4] =
+      vec4<f32>(op_b(gk, gn), op_b(gk, gn + 1u), op_b(gk, gn + 2u), op_b(gk, gn + 3u));
   }
 }
 
@@ -106,8 +122,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     load_tiles(m0, n0, k0, lid);
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
-      let av = tileA[kk * (BM / 4u) + ty];
-      let bv = tileB[kk * (BN / 4u) + tx];
+      let av = tileA[kk * BM4 + ty];
+      let bv = tileB[kk * BN4 + tx];
       acc0 = fma(vec4<f32>(av.x), bv, acc0);
       acc1 = fma(vec4<f32>(av.y), bv, acc1);
       acc2 = fma(vec4<f32>(av.z), bv, acc2);

@@ -1,10 +1,20 @@
 // LoRA for one token (decode), both products in one dispatch:
 //   h = x·Aᵀ (rank values), y += scale · h·Bᵀ.
 // A and B are read from the adapter's flat parameter buffer at element offsets, so every
-// projection of every layer binds the same buffer. Each workgroup recomputes h (rank x in
-// multiply-adds: thread j owns h[j]) into workgroup memory, then writes its slice of y.
-override WG: u32 = 64;        // threads; the rank must not exceed it
-override OUT_PER_WG: u32 = 512; // outputs each workgroup writes
+// projection of every layer binds the same buffer. Each workgroup first computes all of h into
+// workgroup memory: for each block of RANK_BLOCK rank rows its WG invocations split the input
+// (consecutive invocations, consecutive elements), keep one partial sum per row, and reduce.wgsl's
+// tree adds the partial sums of the block's rows at once. Then the invocations share the
+// workgroup's OUT_PER_WG outputs, each a dot of h with one row of B. Workgroups are few
+// (outDim / OUT_PER_WG), so the h each recomputes is cheap beside B.
+override WG: u32 = 64;            // invocations, a power of two
+override OUT_PER_WG: u32 = 512;   // outputs each workgroup writes
+override MAX_RANK: u32 = 64;      // largest rank (sizes h)
+override RANK_BLOCK: u32 = 16;    // rank rows reduced at once
+
+//!include "reduce.wgsl"
+// reduce_lanes is [RANK_BLOCK, WG]: per block of rank rows, each invocation's partial sums.
+const REDUCE_ROWS: u32 = RANK_BLOCK;
 
 struct Params { inDim: u32, outDim: u32, rank: u32, aOffset: u32, bOffset: u32, scale: f32 }
 
@@ -13,21 +23,27 @@ struct Params { inDim: u32, outDim: u32, rank: u32, aOffset: u32, bOffset: u32, 
 @group(0) @binding(2) var<storage, read> x: array<f32>;          // [in]
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;    // [out], added to
 
-var<workgroup> h: array<f32, WG>;
+var<workgroup> h: array<f32, MAX_RANK>;
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let j = lid.x;
-  if (j < params.rank) {
-    let row = params.aOffset + j * params.inDim;
-    var sum = 0.0;
-    for (var i = 0u; i < params.inDim; i++) { sum = fma(x[i], adapter[row + i], sum); }
-    h[j] = sum;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  for (var r0 = 0u; r0 < params.rank; r0 += RANK_BLOCK) {
+    let rows = min(RANK_BLOCK, params.rank - r0);
+    for (var r = 0u; r < rows; r++) {
+      let row = params.aOffset + (r0 + r) * params.inDim;
+      var sum = 0.0;
+      for (var i = lid; i < params.inDim; i += WG) { sum = fma(x[i], adapter[row + i], sum); }
+      reduce_lanes[r * WG + lid] = sum;
+    }
+    reduce_rows(lid, rows, REDUCE_SUM);
+    for (var r = lid; r < rows; r += WG) {
+      h[r0 + r] = reduce_lanes[r * WG];
+    }
+    workgroupBarrier(); // the block's sums are taken before the next block overwrites the lanes
   }
-  workgroupBarrier();
   let first = wg.x * OUT_PER_WG;
   let last = min(first + OUT_PER_WG, params.outDim);
-  for (var o = first + j; o < last; o += WG) {
+  for (var o = first + lid; o < last; o += WG) {
     let row = params.bOffset + o * params.rank;
     var sum = 0.0;
     for (var r = 0u; r < params.rank; r++) { sum = fma(h[r], adapter[row + r], sum); }

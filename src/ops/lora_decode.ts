@@ -3,15 +3,16 @@ import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import { PORTABLE_OFFSET_ALIGNMENT, type Recorder } from "../gpu/recorder.ts";
 import { describeTensor, expectShape, expectSize } from "./shapes.ts";
+import { SHADER_SNIPPETS } from "./snippets.ts";
 import { Tensor } from "../gpu/tensor.ts";
 
 const OP = "lora decode";
 
-const WG = 64;
 const OUT_PER_WG = 512;
+const RANK_BLOCK = 16;
 
-/** Largest rank the one-dispatch LoRA decode handles: one invocation per rank row of a workgroup. */
-export const LORA_DECODE_MAX_RANK: number = WG;
+/** Largest rank the one-dispatch LoRA decode handles (it sizes the kernel's h). */
+export const LORA_DECODE_MAX_RANK = 64;
 
 /**
  * LoRA for a single token in one dispatch: y += scale · (x·Aᵀ)·Bᵀ, with A and B read from views
@@ -21,10 +22,19 @@ export const LORA_DECODE_MAX_RANK: number = WG;
 export class LoraDecodeOp {
   private constructor(private readonly kernel: Kernel) {}
 
-  /** Compiles the kernel. */
+  /**
+   * Compiles the kernel: on llvmpipe, where a workgroup runs as one 8-wide SIMD group and every
+   * barrier is a coroutine switch, eight invocations; elsewhere 64.
+   */
   static async create(registry: KernelRegistry): Promise<LoraDecodeOp> {
+    const WG = registry.gpu.capabilities.isFallbackAdapter ? 8 : 64;
     return new LoraDecodeOp(
-      await registry.get({ file: "lora_decode.wgsl", source, constants: { WG, OUT_PER_WG } }),
+      await registry.get({
+        file: "lora_decode.wgsl",
+        source,
+        includes: SHADER_SNIPPETS,
+        constants: { WG, OUT_PER_WG, MAX_RANK: LORA_DECODE_MAX_RANK, RANK_BLOCK },
+      }),
     );
   }
 

@@ -890,7 +890,9 @@ override TRANS_B: bool = false;
 override ACCUMULATE: bool = false;
 override DROP: u32 = 0;
 
-const THREADS_N: u32 = BN / 4u;
+const BM4: u32 = BM / 4u;
+const BN4: u32 = BN / 4u;
+const THREADS_N: u32 = BN4;
 const THREADS: u32 = (BM / 4u) * THREADS_N;
 
 // seedMix = dropoutSeedMix(seed); an element is kept when its hash >= dropThreshold,
@@ -904,8 +906,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;        // [K, N], or [N, K] if TRANS_B
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;  // [M, N]
 
-var<workgroup> tileA: array<vec4<f32>, BK * BM / 4u>;  // [BK, BM] op(A) slice, k-major
-var<workgroup> tileB: array<vec4<f32>, BK * BN / 4u>;  // [BK, BN] op(B) slice
+var<workgroup> tileA: array<vec4<f32>, BK * BM4>;  // [BK, BM] op(A) slice, k-major
+var<workgroup> tileB: array<vec4<f32>, BK * BN4>;  // [BK, BN] op(B) slice
 
 // lowbias32 (Chris Wellons); mirrored bit for bit by hash32 in src/reference/lora.ts.
 fn hash32(v: u32) -> u32 {
@@ -923,45 +925,59 @@ fn dropout(value: f32, index: u32) -> f32 {
   return select(0.0, value * params.keepScale, keep);
 }
 
-fn load_tiles(m0: u32, n0: u32, k0: u32, lid: u32) {
-  // Consecutive threads take consecutive addresses of the stored layout.
-  for (var i = lid; i < BM * BK; i += THREADS) {
-    var mm = i / BK;
-    var kk = i % BK;
-    if (TRANS_A) {
-      mm = i % BM;
-      kk = i / BM;
-    }
-    let gm = m0 + mm;
-    let gk = k0 + kk;
-    var v = 0.0;
-    if (gm < params.m && gk < params.k) {
-      let index = select(gm * params.k + gk, gk * params.m + gm, TRANS_A);
-      v = a[index];
-      if (DROP == 1u) {
-        v = dropout(v, index);
-      }
-    }
-    tileA[kk * (BM / 4u) + mm / 4u][mm % 4u] = v;
+// op(A)[gm, gk], zero outside; dropped when DROP == 1.
+fn op_a(gm: u32, gk: u32) -> f32 {
+  if (gm >= params.m || gk >= params.k) {
+    return 0.0;
   }
-  for (var i = lid; i < BN * BK; i += THREADS) {
-    var nn = i % BN;
-    var kk = i / BN;
-    if (TRANS_B) {
-      nn = i / BK;
-      kk = i % BK;
+  let index = select(gm * params.k + gk, gk * params.m + gm, TRANS_A);
+  var v = a[index];
+  if (DROP == 1u) {
+    v = dropout(v, index);
+  }
+  return v;
+}
+
+// op(B)[gk, gn], zero outside; dropped when DROP == 2.
+fn op_b(gk: u32, gn: u32) -> f32 {
+  if (gn >= params.n || gk >= params.k) {
+    return 0.0;
+  }
+  let index = select(gk * params.n + gn, gn * params.k + gk, TRANS_B);
+  var v = b[index];
+  if (DROP == 2u) {
+    v = dropout(v, index);
+  }
+  return v;
+}
+
+// Each invocation assembles whole vec4s of the tiles (four rows of op(A), four columns of op(B)),
+// so no two invocations write parts of one workgroup vector. Consecutive invocations walk the
+// stored matrix's contiguous dimension where the slice has it.
+fn load_tiles(m0: u32, n0: u32, k0: u32, lid: u32) {
+  for (var e = lid; e < BK * BM4; e += THREADS) {
+    var kk = e % BK;
+    var m4 = e / BK;
+    if (TRANS_A) {
+      kk = e / BM4;
+      m4 = e % BM4;
     }
-    let gn = n0 + nn;
+    let gm = m0 + 4u * m4;
     let gk = k0 + kk;
-    var v = 0.0;
-    if (gn < params.n && gk < params.k) {
-      let index = select(gk * params.n + gn, gn * params.k + gk, TRANS_B);
-      v = b[index];
-      if (DROP == 2u) {
-        v = dropout(v, index);
-      }
+    tileA[kk * BM4 + m4] =
+      vec4<f32>(op_a(gm, gk), op_a(gm + 1u, gk), op_a(gm + 2u, gk), op_a(gm + 3u, gk));
+  }
+  for (var e = lid; e < BK * BN4; e += THREADS) {
+    var kk = e / BN4;
+    var n4 = e % BN4;
+    if (TRANS_B) {
+      kk = e % BK;
+      n4 = e / BK;
     }
-    tileB[kk * (BN / 4u) + nn / 4u][nn % 4u] = v;
+    let gn = n0 + 4u * n4;
+    let gk = k0 + kk;
+    tileB[kk * BN4 + n4] =
+      vec4<f32>(op_b(gk, gn), op_b(gk, gn + 1u), op_b(gk, gn + 2u), op_b(gk, gn + 3u));
   }
 }
 
@@ -979,8 +995,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     load_tiles(m0, n0, k0, lid);
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
-      let av = tileA[kk * (BM / 4u) + ty];
-      let bv = tileB[kk * (BN / 4u) + tx];
+      let av = tileA[kk * BM4 + ty];
+      let bv = tileB[kk * BN4 + tx];
       acc0 = fma(vec4<f32>(av.x), bv, acc0);
       acc1 = fma(vec4<f32>(av.y), bv, acc1);
       acc2 = fma(vec4<f32>(av.z), bv, acc2);
@@ -1014,10 +1030,20 @@ export const LORA_DECODE_WGSL: string =
   `// LoRA for one token (decode), both products in one dispatch:
 //   h = x·Aᵀ (rank values), y += scale · h·Bᵀ.
 // A and B are read from the adapter's flat parameter buffer at element offsets, so every
-// projection of every layer binds the same buffer. Each workgroup recomputes h (rank x in
-// multiply-adds: thread j owns h[j]) into workgroup memory, then writes its slice of y.
-override WG: u32 = 64;        // threads; the rank must not exceed it
-override OUT_PER_WG: u32 = 512; // outputs each workgroup writes
+// projection of every layer binds the same buffer. Each workgroup first computes all of h into
+// workgroup memory: for each block of RANK_BLOCK rank rows its WG invocations split the input
+// (consecutive invocations, consecutive elements), keep one partial sum per row, and reduce.wgsl's
+// tree adds the partial sums of the block's rows at once. Then the invocations share the
+// workgroup's OUT_PER_WG outputs, each a dot of h with one row of B. Workgroups are few
+// (outDim / OUT_PER_WG), so the h each recomputes is cheap beside B.
+override WG: u32 = 64;            // invocations, a power of two
+override OUT_PER_WG: u32 = 512;   // outputs each workgroup writes
+override MAX_RANK: u32 = 64;      // largest rank (sizes h)
+override RANK_BLOCK: u32 = 16;    // rank rows reduced at once
+
+//!include "reduce.wgsl"
+// reduce_lanes is [RANK_BLOCK, WG]: per block of rank rows, each invocation's partial sums.
+const REDUCE_ROWS: u32 = RANK_BLOCK;
 
 struct Params { inDim: u32, outDim: u32, rank: u32, aOffset: u32, bOffset: u32, scale: f32 }
 
@@ -1026,21 +1052,27 @@ struct Params { inDim: u32, outDim: u32, rank: u32, aOffset: u32, bOffset: u32, 
 @group(0) @binding(2) var<storage, read> x: array<f32>;          // [in]
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;    // [out], added to
 
-var<workgroup> h: array<f32, WG>;
+var<workgroup> h: array<f32, MAX_RANK>;
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let j = lid.x;
-  if (j < params.rank) {
-    let row = params.aOffset + j * params.inDim;
-    var sum = 0.0;
-    for (var i = 0u; i < params.inDim; i++) { sum = fma(x[i], adapter[row + i], sum); }
-    h[j] = sum;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  for (var r0 = 0u; r0 < params.rank; r0 += RANK_BLOCK) {
+    let rows = min(RANK_BLOCK, params.rank - r0);
+    for (var r = 0u; r < rows; r++) {
+      let row = params.aOffset + (r0 + r) * params.inDim;
+      var sum = 0.0;
+      for (var i = lid; i < params.inDim; i += WG) { sum = fma(x[i], adapter[row + i], sum); }
+      reduce_lanes[r * WG + lid] = sum;
+    }
+    reduce_rows(lid, rows, REDUCE_SUM);
+    for (var r = lid; r < rows; r += WG) {
+      h[r0 + r] = reduce_lanes[r * WG];
+    }
+    workgroupBarrier(); // the block's sums are taken before the next block overwrites the lanes
   }
-  workgroupBarrier();
   let first = wg.x * OUT_PER_WG;
   let last = min(first + OUT_PER_WG, params.outDim);
-  for (var o = first + j; o < last; o += WG) {
+  for (var o = first + lid; o < last; o += WG) {
     let row = params.bOffset + o * params.rank;
     var sum = 0.0;
     for (var r = 0u; r < params.rank; r++) { sum = fma(h[r], adapter[row + r], sum); }
