@@ -15,10 +15,16 @@ async function stats(op: GradNormOp, grads: Float32Array, maxNorm: number, what:
   return result;
 }
 
+/** Below f32's smallest normal number WGSL lets an implementation flush a result to zero. */
+const F32_MIN_NORMAL = 2 ** -126;
+
 function checkStats(out: Float32Array, grads: Float32Array, maxNorm: number, what: string): void {
   const [norm, clip, flag] = gradNormRef(grads, maxNorm);
   assertClose([out[STATS.norm]], [norm], `${what} norm`);
-  assertClose([out[STATS.clipScale]], [clip], `${what} clipScale`);
+  // A clip factor that is subnormal in f32 (a norm past 2^126) may come back flushed to zero.
+  if (!(Math.abs(clip) < F32_MIN_NORMAL && out[STATS.clipScale] === 0)) {
+    assertClose([out[STATS.clipScale]], [clip], `${what} clipScale`);
+  }
   if (out[STATS.nonFinite] !== flag) {
     throw new Error(`${what}: non-finite flag ${out[STATS.nonFinite]}, expected ${flag}`);
   }

@@ -1,4 +1,4 @@
-import { GpuLimitError, GpuUnavailableError } from "./errors.ts";
+import { GpuDeviceLostError, GpuLimitError, GpuUnavailableError } from "./errors.ts";
 import { GpuMemory } from "./memory.ts";
 
 /** What the adapter and device can do, read once at acquisition. */
@@ -52,6 +52,8 @@ export class Gpu {
   /** Accounting of every buffer made on this device. */
   readonly memory: GpuMemory;
   #lostReason: string | undefined;
+  /** Rejects with a GpuDeviceLostError when the device is lost (never resolves). */
+  readonly #lost: Promise<never>;
 
   /** Wraps an opened device; use {@link acquireGpu} to get one. */
   constructor(
@@ -59,9 +61,11 @@ export class Gpu {
     readonly capabilities: GpuCapabilities,
   ) {
     this.memory = new GpuMemory(device);
-    device.lost.then((info) => {
+    this.#lost = device.lost.then((info) => {
       this.#lostReason = `${info.reason}: ${info.message}`;
+      throw new GpuDeviceLostError(this.#lostReason);
     });
+    this.#lost.catch(() => {}); // observed through guard(); never an unhandled rejection
   }
 
   /** The device's limits (raised to the adapter's maxima by {@link acquireGpu}). */
@@ -84,9 +88,22 @@ export class Gpu {
     }
   }
 
-  /** Waits until every submitted command has finished. */
+  /**
+   * `work` (a pending WebGPU call: a map, a pipeline, a queue wait), or a
+   * {@link GpuDeviceLostError} as soon as the device is lost, whichever comes first: a lost
+   * device never leaves a caller waiting on a promise that will not settle.
+   */
+  guard<T>(work: Promise<T>): Promise<T> {
+    if (this.#lostReason) {
+      work.catch(() => {});
+      return Promise.reject(new GpuDeviceLostError(this.#lostReason));
+    }
+    return Promise.race([work, this.#lost]);
+  }
+
+  /** Waits until every submitted command has finished (GpuDeviceLostError if the device is lost). */
   async sync(): Promise<void> {
-    await this.device.queue.onSubmittedWorkDone();
+    await this.guard(this.device.queue.onSubmittedWorkDone());
   }
 
   /** Frees the device; every buffer made from it becomes invalid. */
@@ -96,8 +113,11 @@ export class Gpu {
   }
 }
 
-const HOW_TO_GET_ONE = "templora needs WebGPU. Use Deno 2.x; on a machine without a GPU, install " +
-  "Mesa's software Vulkan driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`).";
+const HOW_TO_GET_ONE = typeof Deno === "undefined"
+  ? "templora needs WebGPU: use a browser that has it (Chrome or Edge 113 and later, Safari 26), " +
+    "on a page served over https or from localhost."
+  : "templora needs WebGPU. Use Deno 2.x; on a machine without a GPU, install " +
+    "Mesa's software Vulkan driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`).";
 
 const INSTALL_VULKAN = "install the GPU's Vulkan driver, or on a machine without a GPU Mesa's " +
   "software one (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`)";
@@ -230,14 +250,38 @@ enable f16;
 
 async function probeF16(device: GPUDevice): Promise<boolean> {
   device.pushErrorScope("validation");
+  const module = device.createShaderModule({ code: F16_PROBE });
+  const moduleError = device.popErrorScope();
   try {
-    const module = device.createShaderModule({ code: F16_PROBE });
-    device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+    await device.createComputePipelineAsync({
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    });
   } catch {
-    await device.popErrorScope();
+    await moduleError;
     return false;
   }
-  return (await device.popErrorScope()) === null;
+  return (await moduleError) === null;
+}
+
+/** What adapters report about themselves (older browsers have `requestAdapterInfo()` instead). */
+type AdapterInfo = Partial<GPUAdapterInfo> & {
+  isFallbackAdapter?: boolean;
+  subgroupMinSize?: number;
+  subgroupMaxSize?: number;
+};
+
+async function adapterInfo(adapter: GPUAdapter): Promise<AdapterInfo> {
+  const withInfo = adapter as GPUAdapter & {
+    info?: AdapterInfo;
+    requestAdapterInfo?: () => Promise<AdapterInfo>;
+  };
+  if (withInfo.info) return withInfo.info;
+  try {
+    return (await withInfo.requestAdapterInfo?.()) ?? {};
+  } catch {
+    return {};
+  }
 }
 
 /**
@@ -263,12 +307,9 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
   if (!adapter) throw new GpuUnavailableError(`no WebGPU adapter was found. ${HOW_TO_GET_ONE}`);
 
   // Read the adapter's info before requestDevice: some runtimes empty it afterwards.
-  const info = adapter.info as GPUAdapterInfo & {
-    isFallbackAdapter?: boolean;
-    subgroupMinSize?: number;
-    subgroupMaxSize?: number;
-  };
-  const description = info.description || info.device || "unknown adapter";
+  const info = await adapterInfo(adapter);
+  const description = info.description || info.device ||
+    [info.vendor, info.architecture].filter(Boolean).join(" ") || "unknown adapter";
   const isFallbackAdapter = Boolean(
     info.isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
   );
@@ -314,8 +355,8 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
   const shaderF16 = wantF16 && await probeF16(device);
   return new Gpu(device, {
     description,
-    vendor: info.vendor,
-    architecture: info.architecture,
+    vendor: info.vendor ?? "",
+    architecture: info.architecture ?? "",
     isFallbackAdapter,
     backend,
     shaderF16,

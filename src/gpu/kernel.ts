@@ -1,5 +1,10 @@
 import type { Gpu } from "./device.ts";
-import { KernelUsageError, ShaderCompileError, type ShaderDiagnostic } from "./errors.ts";
+import {
+  GpuDeviceLostError,
+  KernelUsageError,
+  ShaderCompileError,
+  type ShaderDiagnostic,
+} from "./errors.ts";
 import {
   type BindingDecl,
   bindingsUsedBy,
@@ -75,8 +80,12 @@ export class KernelRegistry {
     return this.#cache.size;
   }
 
-  /** The compiled kernel for a spec; compile errors reject with {@link ShaderCompileError}. */
+  /**
+   * The compiled kernel for a spec; compile errors reject with {@link ShaderCompileError}, and
+   * every call once the device is lost with {@link GpuDeviceLostError}.
+   */
   get(spec: KernelSpec): Promise<Kernel> {
+    if (this.gpu.lostReason) return Promise.reject(new GpuDeviceLostError(this.gpu.lostReason));
     const entryPoint = spec.entryPoint ?? "main";
     const constants = spec.constants ?? {};
     const key = `${spec.file}#${entryPoint}#${
@@ -105,6 +114,9 @@ export class KernelRegistry {
     if (uniforms.length > 1) throw new KernelUsageError(`${label}: at most one uniform binding`);
     const params = uniforms.length ? parseParamStruct(code, uniforms[0].type, file) : [];
     const device = this.gpu.device;
+    // The scope is popped before anything is awaited, so that kernels compiled concurrently never
+    // see each other's errors; the pipeline is made asynchronously (what browsers prefer: no
+    // stall while the driver compiles) and reports its own errors by rejecting.
     device.pushErrorScope("validation");
     const module = device.createShaderModule({ code, label });
     const layout = device.createBindGroupLayout({
@@ -117,18 +129,31 @@ export class KernelRegistry {
           : { type: b.kind },
       })),
     });
-    const pipeline = device.createComputePipeline({
-      label,
-      layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-      compute: { module, entryPoint },
-    });
-    const error = await device.popErrorScope();
-    if (error) {
-      const info = await module.getCompilationInfo();
+    const pipelineLayout = device.createPipelineLayout({ bindGroupLayouts: [layout] });
+    const scope = device.popErrorScope();
+    let pipeline: GPUComputePipeline | undefined;
+    let pipelineError: unknown;
+    try {
+      pipeline = await this.gpu.guard(
+        device.createComputePipelineAsync({
+          label,
+          layout: pipelineLayout,
+          compute: { module, entryPoint },
+        }),
+      );
+    } catch (e) {
+      if (e instanceof GpuDeviceLostError) throw e;
+      pipelineError = e;
+    }
+    const error = await this.gpu.guard(scope);
+    if (error || pipelineError || !pipeline) {
+      const info = await this.gpu.guard(module.getCompilationInfo());
       const diagnostics = info.messages.map((m) => diagnosticOf(m, expanded, code));
+      const reason = error?.message ??
+        (pipelineError instanceof Error ? pipelineError.message : String(pipelineError));
       throw new ShaderCompileError(
         `${label} failed to compile: ${
-          diagnostics.length ? diagnostics.map(formatDiagnostic).join("\n") : error.message
+          diagnostics.length ? diagnostics.map(formatDiagnostic).join("\n") : reason
         }`,
         diagnostics,
       );

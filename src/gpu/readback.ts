@@ -22,7 +22,7 @@ export async function readBytes(gpu: Gpu, tensor: Tensor): Promise<ArrayBuffer> 
     const encoder = gpu.device.createCommandEncoder();
     encoder.copyBufferToBuffer(tensor.buffer, tensor.byteOffset, staging, 0, size);
     gpu.device.queue.submit([encoder.finish()]);
-    await staging.mapAsync(GPUMapMode.READ, 0, size);
+    await gpu.guard(staging.mapAsync(GPUMapMode.READ, 0, size));
     const copy = staging.getMappedRange(0, size).slice(0, tensor.byteLength);
     staging.unmap();
     return copy;
