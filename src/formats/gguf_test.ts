@@ -28,169 +28,19 @@ import {
   shortestFloat32,
 } from "./gguf.ts";
 import { ggufModelWeights, hfToGgufTensorName, readGgufModel } from "./gguf_model.ts";
+import {
+  ggufHeader,
+  type GgufRawValue,
+  type GgufSpec,
+  type GgufTensorSpec,
+  writeGguf,
+} from "./gguf_writer.ts";
 import { loadModelFiles } from "./load.ts";
 import { f32ArrayToBf16, f32ArrayToF16, type TensorData } from "./tensor_data.ts";
 
-// ---------------------------------------------------------------------------------------------
-// A small GGUF writer for the tests: metadata as the reader returns it (plus raw values for
-// malformed files), tensors with their bytes, offsets laid out like llama.cpp (or given).
-
-/** A value written as its type id and these bytes, whatever they are. */
-interface RawValue {
-  type: "raw";
-  typeId: number;
-  bytes: Uint8Array;
-}
-
-interface TensorSpec {
-  name: string;
-  /** ggml ne (innermost first). */
-  dims: number[];
-  typeId: number;
-  data: Uint8Array;
-  /** Offset in the data section; by default the next multiple of the alignment. */
-  offset?: number;
-}
-
-interface GgufSpec {
-  version?: number;
-  magic?: number;
-  metadata?: [string, GgufValue | RawValue][];
-  tensors?: TensorSpec[];
-  /** Layout alignment (write general.alignment in the metadata to make the reader use it). */
-  alignment?: number;
-  tensorCount?: bigint;
-  kvCount?: bigint;
-}
-
-class Bytes {
-  parts: Uint8Array[] = [];
-  length = 0;
-  push(b: Uint8Array): void {
-    this.parts.push(b);
-    this.length += b.length;
-  }
-  fixed(n: number, write: (v: DataView) => void): void {
-    const b = new Uint8Array(n);
-    write(new DataView(b.buffer));
-    this.push(b);
-  }
-  u32(x: number): void {
-    this.fixed(4, (v) => v.setUint32(0, x, true));
-  }
-  u64(x: number | bigint): void {
-    this.fixed(8, (v) => v.setBigUint64(0, BigInt(x), true));
-  }
-  str(s: string): void {
-    const b = new TextEncoder().encode(s);
-    this.u64(b.length);
-    this.push(b);
-  }
-  concat(total = this.length): Uint8Array {
-    const out = new Uint8Array(total);
-    let at = 0;
-    for (const p of this.parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    return out;
-  }
-}
-
-const TYPE_ID = Object.fromEntries(GGUF_VALUE_TYPES.map((t, i) => [t, i])) as Record<
-  string,
-  number
->;
-
-function typeIdOf(v: GgufValue | RawValue): number {
-  return v.type === "raw" ? v.typeId : TYPE_ID[v.type];
-}
-
-function writeScalar(out: Bytes, type: string, x: unknown): void {
-  switch (type) {
-    case "uint8":
-      return out.fixed(1, (v) => v.setUint8(0, x as number));
-    case "int8":
-      return out.fixed(1, (v) => v.setInt8(0, x as number));
-    case "uint16":
-      return out.fixed(2, (v) => v.setUint16(0, x as number, true));
-    case "int16":
-      return out.fixed(2, (v) => v.setInt16(0, x as number, true));
-    case "uint32":
-      return out.u32(x as number);
-    case "int32":
-      return out.fixed(4, (v) => v.setInt32(0, x as number, true));
-    case "float32":
-      return out.fixed(4, (v) => v.setFloat32(0, x as number, true));
-    case "float64":
-      return out.fixed(8, (v) => v.setFloat64(0, x as number, true));
-    case "uint64":
-      return out.u64(x as bigint);
-    case "int64":
-      return out.fixed(8, (v) => v.setBigInt64(0, x as bigint, true));
-    case "bool":
-      return out.fixed(1, (v) => v.setUint8(0, x ? 1 : 0));
-    case "string":
-      return out.str(x as string);
-    case "array":
-      return writeArray(out, x as GgufArray);
-  }
-  throw new Error(`writer: type ${type}`);
-}
-
-function writeArray(out: Bytes, a: GgufArray): void {
-  out.u32(TYPE_ID[a.elementType]);
-  out.u64(a.value.length);
-  for (const x of a.value as Iterable<unknown>) writeScalar(out, a.elementType, x);
-}
-
-function writeValue(out: Bytes, v: GgufValue | RawValue): void {
-  if (v.type === "raw") out.push(v.bytes);
-  else if (v.type === "array") writeArray(out, v);
-  else writeScalar(out, v.type, v.value);
-}
-
-/** The header (up to the data section) and the tensors' offsets; `writeGguf` adds the data. */
-function ggufHeader(spec: GgufSpec): { header: Uint8Array; offsets: number[]; dataStart: number } {
-  const alignment = spec.alignment ?? 32;
-  const out = new Bytes();
-  out.u32(spec.magic ?? 0x46554747);
-  out.u32(spec.version ?? 3);
-  const metadata = spec.metadata ?? [];
-  const tensors = spec.tensors ?? [];
-  out.u64(spec.tensorCount ?? BigInt(tensors.length));
-  out.u64(spec.kvCount ?? BigInt(metadata.length));
-  for (const [key, value] of metadata) {
-    out.str(key);
-    out.u32(typeIdOf(value));
-    writeValue(out, value);
-  }
-  const offsets: number[] = [];
-  let next = 0;
-  for (const t of tensors) {
-    const offset = t.offset ?? next;
-    offsets.push(offset);
-    next = Math.ceil((offset + t.data.length) / alignment) * alignment;
-    out.str(t.name);
-    out.u32(t.dims.length);
-    for (const d of t.dims) out.u64(d);
-    out.u32(t.typeId);
-    out.u64(offset);
-  }
-  const dataStart = Math.ceil(out.length / alignment) * alignment;
-  return { header: out.concat(dataStart), offsets, dataStart };
-}
-
-function writeGguf(spec: GgufSpec): Uint8Array {
-  const { header, offsets, dataStart } = ggufHeader(spec);
-  const tensors = spec.tensors ?? [];
-  let end = dataStart;
-  tensors.forEach((t, i) => end = Math.max(end, dataStart + offsets[i] + t.data.length));
-  const out = new Uint8Array(end);
-  out.set(header);
-  tensors.forEach((t, i) => out.set(t.data, dataStart + offsets[i]));
-  return out;
-}
+// Files are made with the GGUF writer (gguf_writer.ts); raw values and offsets make malformed ones.
+type RawValue = GgufRawValue;
+type TensorSpec = GgufTensorSpec;
 
 // Value constructors.
 const u32 = (value: number): GgufValue => ({ type: "uint32", value });
@@ -200,9 +50,10 @@ const bool = (value: boolean): GgufValue => ({ type: "bool", value });
 const strings = (value: string[]): GgufValue => ({ type: "array", elementType: "string", value });
 const raw = (typeId: number, bytes: Uint8Array): RawValue => ({ type: "raw", typeId, bytes });
 const u64Bytes = (...xs: (number | bigint)[]): Uint8Array => {
-  const b = new Bytes();
-  for (const x of xs) b.u64(x);
-  return b.concat();
+  const b = new Uint8Array(8 * xs.length);
+  const v = new DataView(b.buffer);
+  xs.forEach((x, i) => v.setBigUint64(8 * i, BigInt(x), true));
+  return b;
 };
 
 function seed(what: string): Rng {
@@ -483,9 +334,13 @@ Deno.test("gguf: a 5 GB (sparse) file: the header is read alone, a tensor past 4
   });
 });
 
-/** A small valid file with metadata of several types and two tensors. */
+/**
+ * A small valid file with metadata of several types and two tensors, ending right after the last
+ * tensor's bytes (no padding), so that every shorter prefix cuts something off.
+ */
 function smallFile(rng: Rng): Uint8Array {
   return writeGguf({
+    padEnd: false,
     metadata: [
       ["general.architecture", str("llama")],
       ["tokenizer.ggml.tokens", strings(["<unk>", "a", "bc"])],
