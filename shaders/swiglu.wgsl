@@ -13,17 +13,7 @@ struct Params { n4: u32, stride: u32 }
 @group(0) @binding(5) var<storage, read_write> dGate: array<vec4<f32>>;   // [tokens, hidden]
 @group(0) @binding(6) var<storage, read_write> dUp: array<vec4<f32>>;     // [tokens, hidden]
 
-// (sigmoid(x), sigmoid(-x)) from exp(-|x|), which never overflows; neither is formed as 1 - the
-// other, so both keep full relative precision for large |x|.
-struct Sigmoids { pos: vec4<f32>, neg: vec4<f32> }
-
-fn sigmoids(x: vec4<f32>) -> Sigmoids {
-  let e = exp(-abs(x));
-  let big = 1.0 / (1.0 + e);
-  let small = e * big;
-  let positive = x >= vec4<f32>(0.0);
-  return Sigmoids(select(small, big, positive), select(big, small, positive));
-}
+//!include "sigmoid.wgsl"
 
 @compute @workgroup_size(WG)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {

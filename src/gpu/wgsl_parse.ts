@@ -225,3 +225,251 @@ export function parseParamStruct(source: string, structName: string, file: strin
   }
   return fields;
 }
+
+/** `code` with every comment but `//!` directives blanked to spaces (same length, same lines). */
+function maskComments(code: string): string {
+  return code.replace(/\/\/(?!!).*$/gm, (c) => " ".repeat(c.length)).replace(
+    /\/\*[\s\S]*?\*\//g,
+    (c) => c.replace(/[^\n]/g, " "),
+  );
+}
+
+type Folded = boolean | number | undefined;
+
+/** A WGSL scalar literal's value: true, false, 3, 3u, 2.5; undefined for anything else. */
+function literalValue(text: string): Folded {
+  if (text === "true") return true;
+  if (text === "false") return false;
+  const m = text.match(/^(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)[uif]?$/);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * The value of a condition made of known constants, literals, `!`, comparisons, `&&`, `||` and
+ * parentheses; undefined when any part that decides it is unknown (a variable, a call, an index)
+ * or the text is not of that form. `false && x` is false and `true || x` true whatever x is.
+ */
+function evaluateCondition(text: string, known: ReadonlyMap<string, boolean | number>): Folded {
+  const tokens = text.match(/\d+(?:\.\d*)?(?:[eE][-+]?\d+)?[uif]?|\w+|&&|\|\||[=!<>]=|<<|>>|\S/g) ??
+    [];
+  let i = 0;
+  let broken = false;
+  const peek = () => tokens[i];
+  // An operand we cannot read: a name with member accesses, indexes and calls after it.
+  const skipGroup = (open: string, close: string) => {
+    let depth = 0;
+    do {
+      const t = tokens[i++];
+      if (t === undefined) {
+        broken = true;
+        return;
+      }
+      if (t === open) depth++;
+      if (t === close) depth--;
+    } while (depth > 0);
+  };
+  const primary = (): Folded => {
+    const t = tokens[i++];
+    if (t === undefined) {
+      broken = true;
+      return undefined;
+    }
+    if (t === "(") {
+      const v = or();
+      if (tokens[i++] !== ")") broken = true;
+      return v;
+    }
+    if (t === "!") {
+      const v = primary();
+      return typeof v === "boolean" ? !v : undefined;
+    }
+    if (t === "-") {
+      const v = primary();
+      return typeof v === "number" ? -v : undefined;
+    }
+    const literal = literalValue(t);
+    if (literal !== undefined) return literal;
+    if (!/^\w+$/.test(t)) {
+      broken = true;
+      return undefined;
+    }
+    let value: Folded = known.get(t);
+    for (;;) {
+      if (peek() === ".") {
+        i += 2;
+        value = undefined;
+      } else if (peek() === "[") {
+        skipGroup("[", "]");
+        value = undefined;
+      } else if (peek() === "(") {
+        skipGroup("(", ")");
+        value = undefined;
+      } else break;
+    }
+    return value;
+  };
+  const arith = (): Folded => {
+    let v = primary();
+    while (["+", "-", "*", "/", "%", "&", "|", "^", "<<", ">>"].includes(peek())) {
+      i++;
+      primary();
+      v = undefined;
+    }
+    return v;
+  };
+  const relation = (): Folded => {
+    const a = arith();
+    const op = peek();
+    if (!["==", "!=", "<", ">", "<=", ">="].includes(op)) return a;
+    i++;
+    const b = arith();
+    if (a === undefined || b === undefined) return undefined;
+    switch (op) {
+      case "==":
+        return a === b;
+      case "!=":
+        return a !== b;
+      case "<":
+        return a < b;
+      case ">":
+        return a > b;
+      case "<=":
+        return a <= b;
+      default:
+        return a >= b;
+    }
+  };
+  const chain = (op: string, absorbing: boolean): Folded => {
+    let v = relation();
+    while (peek() === op) {
+      i++;
+      const next = relation();
+      if (v === absorbing || next === absorbing) v = absorbing;
+      else if (v === undefined || next === undefined) v = undefined;
+      else v = next;
+    }
+    return v;
+  };
+  const or = (): Folded => {
+    const v = chain("&&", false);
+    if (peek() !== "||") return v;
+    let acc = v;
+    while (peek() === "||") {
+      i++;
+      const next = chain("&&", false);
+      if (acc === true || next === true) acc = true;
+      else if (acc === undefined || next === undefined) acc = undefined;
+      else acc = false;
+    }
+    return acc;
+  };
+  const value = or();
+  return broken || i !== tokens.length || typeof value !== "boolean" ? undefined : value;
+}
+
+/**
+ * Removes the branches of `if` statements whose condition the specialisation constants decide:
+ * `if (NORM) { ... }` with NORM false disappears (or leaves its `else`), with NORM true becomes
+ * its block. Conditions may use `constants`, the file's own `const NAME: T = literal;`
+ * declarations, literals, `!`, comparisons, `&&` and `||`; anything else keeps the statement.
+ * Removed text becomes spaces, so line numbers do not move. The point is WebGPU's rule that a
+ * pipeline's layout must hold every binding its entry point statically uses, dead branches
+ * included: one source with flags can then leave out the bindings a variant does not use.
+ */
+export function foldConstantBranches(
+  source: string,
+  constants: Readonly<Record<string, ConstantValue>>,
+): string {
+  const masked = maskComments(source);
+  const known = new Map<string, boolean | number>(Object.entries(constants));
+  for (const m of masked.matchAll(/\bconst\s+(\w+)\s*:\s*\w+\s*=\s*([^;]+);/g)) {
+    const v = literalValue(m[2].trim());
+    if (v !== undefined && !known.has(m[1])) known.set(m[1], v);
+  }
+  const skipSpace = (p: number) => {
+    while (p < masked.length && /\s/.test(masked[p])) p++;
+    return p;
+  };
+  /** The index after the bracket matching the one at `open`. */
+  const matching = (open: number): number => {
+    const [a, b] = masked[open] === "(" ? ["(", ")"] : ["{", "}"];
+    let depth = 0;
+    for (let p = open; p < masked.length; p++) {
+      if (masked[p] === a) depth++;
+      else if (masked[p] === b && --depth === 0) return p + 1;
+    }
+    throw new ShaderCompileError(`unbalanced ${a} at character ${open}`);
+  };
+  interface IfStatement {
+    start: number; // at "if"
+    cond: string;
+    blockStart: number; // at "{"
+    blockEnd: number; // after "}"
+    elseAt?: number; // at "else"
+    elseTarget?: number; // at the "if" or "{" after it
+    end: number; // after the whole chain
+  }
+  const parse = (start: number): IfStatement | undefined => {
+    const open = masked.indexOf("(", start);
+    const close = matching(open);
+    const blockStart = skipSpace(close);
+    if (masked[blockStart] !== "{") return undefined;
+    const blockEnd = matching(blockStart);
+    const s: IfStatement = {
+      start,
+      cond: masked.slice(open + 1, close - 1),
+      blockStart,
+      blockEnd,
+      end: blockEnd,
+    };
+    const e = skipSpace(blockEnd);
+    if (/^else\b/.test(masked.slice(e, e + 5)) && !/\w/.test(masked[e + 4] ?? "")) {
+      const target = skipSpace(e + 4);
+      s.elseAt = e;
+      s.elseTarget = target;
+      if (masked[target] === "{") s.end = matching(target);
+      else {
+        const next = parse(target);
+        if (!next) return undefined;
+        s.end = next.end;
+      }
+    }
+    return s;
+  };
+  const out = source.split("");
+  const blank = (from: number, to: number) => {
+    for (let p = from; p < to; p++) if (out[p] !== "\n") out[p] = " ";
+  };
+  const ifPattern = /\bif\s*\(/g;
+  let at = 0;
+  for (;;) {
+    ifPattern.lastIndex = at;
+    const m = ifPattern.exec(masked);
+    if (!m) break;
+    const s = parse(m.index);
+    const value = s && evaluateCondition(s.cond, known);
+    if (!s || value === undefined) {
+      at = m.index + 2;
+      continue;
+    }
+    const afterElse = /\belse\s*$/.test(masked.slice(Math.max(0, s.start - 16), s.start));
+    if (value) {
+      // Keep the block; drop the condition and every else.
+      blank(s.start, s.blockStart);
+      blank(s.blockEnd, s.end);
+      at = s.blockStart + 1;
+    } else if (s.elseTarget !== undefined) {
+      blank(s.start, s.elseTarget);
+      at = s.elseTarget;
+    } else {
+      blank(s.start, s.end);
+      // `else if (false) { }` leaves an else that needs a statement.
+      if (afterElse) {
+        out[s.start] = "{";
+        out[s.start + 1] = "}";
+      }
+      at = s.end;
+    }
+  }
+  return out.join("");
+}

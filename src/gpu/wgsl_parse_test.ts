@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ShaderCompileError } from "./errors.ts";
-import { describeLine, expandIncludes, specialise } from "./wgsl_parse.ts";
+import { describeLine, expandIncludes, foldConstantBranches, specialise } from "./wgsl_parse.ts";
 
 const lineOf = (code: string, text: string) => code.split("\n").indexOf(text);
 
@@ -68,4 +68,49 @@ Deno.test("specialise keeps the line count of a declaration over several lines",
   const source = "override WG: u32 =\n  64;\nfn f() {}";
   const out = specialise(source, { WG: 8 }, "k.wgsl");
   assert.equal(out, "const WG: u32 = 8u;\n\nfn f() {}");
+});
+
+Deno.test("foldConstantBranches drops the branches constants decide and keeps the rest", () => {
+  const src = [
+    "const MODE_B: u32 = 2u;",
+    "fn f(p: u32) -> f32 {",
+    "  if (NORM) { return g(p); } // a comment with ( and {",
+    "  if (MODE == 1u) {",
+    "    a();",
+    "  } else if (MODE == MODE_B && p < 3u) {",
+    "    b();",
+    "  } else {",
+    "    c();",
+    "  }",
+    "  if (!NORM || p == 0u) { d(); }",
+    "  if (p == 1u && FLAG) { e(); } else { h(); }",
+    "  if (p > 2u) { if (FLAG) { i(); } }",
+    "  return 0.0;",
+    "}",
+  ].join("\n");
+  const folded = foldConstantBranches(src, { NORM: false, MODE: 2, FLAG: false });
+  assert.equal(folded.length, src.length);
+  assert.equal(folded.split("\n").length, src.split("\n").length);
+  const calls = (code: string) => [...code.matchAll(/\b([abcdeghi])\(/g)].map((m) => m[1]);
+  assert.deepEqual(calls(folded), ["b", "c", "d", "h"]);
+  assert.ok(/\{\s*d\(\);\s*\}/.test(folded), "a true condition leaves its block");
+  assert.ok(!folded.includes("MODE == 1u") && folded.includes("if (MODE == MODE_B && p < 3u)"));
+  // MODE 1: only a(); the else chain goes.
+  assert.deepEqual(calls(foldConstantBranches(src, { NORM: true, MODE: 1, FLAG: true })), [
+    "g",
+    "a",
+    "d",
+    "e",
+    "h",
+    "i",
+  ]);
+  // An else-if that folds away entirely leaves an empty block for its else.
+  const tail = "fn k() { if (x) { a(); } else if (OFF) { b(); } }";
+  assert.equal(
+    foldConstantBranches(tail, { OFF: false }).replace(/\s+/g, " "),
+    "fn k() { if (x) { a(); } else {} }",
+  );
+  // Unknown or unreadable conditions stay.
+  const kept = "fn m() { if (v.x > 0.0) { a(); } if (FLAG[0]) { b(); } }";
+  assert.equal(foldConstantBranches(kept, { FLAG: true }), kept);
 });

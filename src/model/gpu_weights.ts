@@ -13,12 +13,20 @@ import {
   isPacked,
   type ModelWeights,
   shapeSize,
+  type StoredTensor,
   type TensorData,
   tensorToF32,
   type WeightSource,
   weightSourceOf,
 } from "../formats/tensor_data.ts";
 import { type QuantMatrix, uploadQuantMatrix } from "../ops/quant_weight.ts";
+import {
+  type FusedPartData,
+  fusedPartMatrix,
+  type FusedParts,
+  type FusedWeightKind,
+  uploadFusedParts,
+} from "../ops/fused_matvec.ts";
 
 /**
  * How float projection and LM-head matrices are stored on the GPU: "f32"; "f16" (half the
@@ -73,6 +81,15 @@ export interface GpuLayer {
   up: GpuMatrix;
   /** SwiGLU down projection, [dim, hidden]. */
   down: GpuMatrix;
+  /**
+   * q, k and v back to back in one buffer (q, k and v above are views of it), when they share a
+   * storage kind and fit one binding: what the fused decode kernel reads.
+   */
+  qkv?: FusedParts;
+  /** gate and up in one buffer the same way. */
+  gateUp?: FusedParts;
+  /** The q, k and v biases in one buffer (qBias, kBias, vBias are views), at element offsets. */
+  qkvBias?: { data: Tensor; offsets: number[] };
 }
 
 /** A model's weights on the GPU. `head` is `embed` when the embeddings are tied. */
@@ -153,7 +170,70 @@ export async function uploadWeights(
     return m;
   };
   const matrix = async (name: string, shape: number[]): Promise<GpuMatrix> => {
-    const data = await read(name, shape);
+    return placeMatrix(name, shape, await read(name, shape));
+  };
+  /** How a matrix is stored: its blocks' type, or f32 or f16 as the mode says. */
+  const kindOf = (data: StoredTensor, shape: number[]): FusedWeightKind =>
+    isPacked(data) ? data.dtype : floatMatrixDtype(4 * shapeSize(shape), mode, limit);
+  /**
+   * Matrices of one layer that one fused kernel reads (q, k, v; gate, up): back to back in one
+   * buffer when they share a kind and fit one binding, else each on its own.
+   */
+  const matrixGroup = async (
+    names: string[],
+    shapes: number[][],
+  ): Promise<{ matrices: GpuMatrix[]; group?: FusedParts }> => {
+    const datas: StoredTensor[] = [];
+    for (const [i, name] of names.entries()) datas.push(await read(name, shapes[i]));
+    const kinds = datas.map((d, i) => kindOf(d, shapes[i]));
+    const kind = kinds[0];
+    const bytesOf = (d: StoredTensor, shape: number[]) =>
+      isPacked(d) ? d.data.length : shapeSize(shape) * (kind === "f16" ? 2 : 4);
+    const padded = datas.reduce(
+      (sum, d, i) => sum + Math.ceil(bytesOf(d, shapes[i]) / 256) * 256,
+      0,
+    );
+    const cols = shapes[0][1];
+    if (kinds.some((k) => k !== kind) || shapes.some((sh) => sh[1] !== cols) || padded > limit) {
+      return { matrices: datas.map((d, i) => placeMatrix(names[i], shapes[i], d)) };
+    }
+    const host: FusedPartData[] = datas.map((d) =>
+      isPacked(d) ? d.data : kind === "f16" ? toF16Bits(d) : tensorToF32(d)
+    );
+    const group = uploadFusedParts(gpu, kind, cols, host, shapes.map((sh) => sh[0]), names[0]);
+    made.push(group.data);
+    bytes += host.reduce((sum, h) => sum + h.byteLength, 0);
+    if (kind === "f16") f16Tensors.push(...names);
+    else if (kind !== "f32") quantTypes.add(kind);
+    return { matrices: names.map((_, i) => fusedPartMatrix(group, i)), group };
+  };
+  /** The q, k and v biases in one buffer, each at a portable binding offset. */
+  const biasGroup = async (names: string[], sizes: number[]) => {
+    const align = 64;
+    const offsets: number[] = [];
+    let end = 0;
+    for (const n of sizes) {
+      offsets.push(Math.ceil(end / align) * align);
+      end = offsets[offsets.length - 1] + n;
+    }
+    const flat = new Float32Array(end);
+    for (const [i, name] of names.entries()) {
+      const data = await read(name, [sizes[i]]);
+      if (isPacked(data)) {
+        throw new UnsupportedDtypeError(
+          file,
+          `tensor ${name} is ${data.dtype}; biases must be float`,
+        );
+      }
+      flat.set(tensorToF32(data), offsets[i]);
+    }
+    const data = uploadTensor(gpu, flat, [end], "f32", "qkv bias");
+    made.push(data);
+    bytes += 4 * sizes.reduce((a, b) => a + b, 0);
+    const views = sizes.map((n, i) => new Tensor(data.buffer, [n], "f32", 4 * offsets[i]));
+    return { data, offsets, views };
+  };
+  const placeMatrix = (name: string, shape: number[], data: StoredTensor): GpuMatrix => {
     if (isPacked(data)) {
       const m = packedOf(name, data.dtype, data.data, shape);
       keep(m.data);
@@ -183,21 +263,44 @@ export async function uploadWeights(
     for (let l = 0; l < c.nLayers; l++) {
       const p = `model.layers.${l}`;
       const attn = `${p}.self_attn`;
+      const attnNorm = await vector(`${p}.input_layernorm.weight`, [c.dim]);
+      const qkv = await matrixGroup(
+        ["q", "k", "v"].map((t) => `${attn}.${t}_proj.weight`),
+        [[qDim(c), c.dim], [kvDim(c), c.dim], [kvDim(c), c.dim]],
+      );
+      const o = await matrix(`${attn}.o_proj.weight`, [c.dim, qDim(c)]);
+      const qkvBias = c.qkvBias
+        ? await biasGroup(
+          ["q", "k", "v"].map((t) => `${attn}.${t}_proj.bias`),
+          [qDim(c), kvDim(c), kvDim(c)],
+        )
+        : undefined;
+      const qNorm = c.qkNorm ? await vector(`${attn}.q_norm.weight`, [c.headDim]) : undefined;
+      const kNorm = c.qkNorm ? await vector(`${attn}.k_norm.weight`, [c.headDim]) : undefined;
+      const ffnNorm = await vector(`${p}.post_attention_layernorm.weight`, [c.dim]);
+      const gateUp = await matrixGroup(
+        ["gate", "up"].map((t) => `${p}.mlp.${t}_proj.weight`),
+        [[c.hiddenDim, c.dim], [c.hiddenDim, c.dim]],
+      );
+      const down = await matrix(`${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]);
       layers.push({
-        attnNorm: await vector(`${p}.input_layernorm.weight`, [c.dim]),
-        q: await matrix(`${attn}.q_proj.weight`, [qDim(c), c.dim]),
-        k: await matrix(`${attn}.k_proj.weight`, [kvDim(c), c.dim]),
-        v: await matrix(`${attn}.v_proj.weight`, [kvDim(c), c.dim]),
-        o: await matrix(`${attn}.o_proj.weight`, [c.dim, qDim(c)]),
-        qBias: c.qkvBias ? await vector(`${attn}.q_proj.bias`, [qDim(c)]) : undefined,
-        kBias: c.qkvBias ? await vector(`${attn}.k_proj.bias`, [kvDim(c)]) : undefined,
-        vBias: c.qkvBias ? await vector(`${attn}.v_proj.bias`, [kvDim(c)]) : undefined,
-        qNorm: c.qkNorm ? await vector(`${attn}.q_norm.weight`, [c.headDim]) : undefined,
-        kNorm: c.qkNorm ? await vector(`${attn}.k_norm.weight`, [c.headDim]) : undefined,
-        ffnNorm: await vector(`${p}.post_attention_layernorm.weight`, [c.dim]),
-        gate: await matrix(`${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]),
-        up: await matrix(`${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]),
-        down: await matrix(`${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]),
+        attnNorm,
+        q: qkv.matrices[0],
+        k: qkv.matrices[1],
+        v: qkv.matrices[2],
+        o,
+        qBias: qkvBias?.views[0],
+        kBias: qkvBias?.views[1],
+        vBias: qkvBias?.views[2],
+        qNorm,
+        kNorm,
+        ffnNorm,
+        gate: gateUp.matrices[0],
+        up: gateUp.matrices[1],
+        down,
+        qkv: qkv.group,
+        gateUp: gateUp.group,
+        qkvBias: qkvBias && { data: qkvBias.data, offsets: qkvBias.offsets },
       });
     }
     const norm = await vector("model.norm.weight", [c.dim]);

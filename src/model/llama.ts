@@ -3,7 +3,12 @@ import { KernelUsageError } from "../gpu/errors.ts";
 import type { KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { LORA_TARGETS, type LoraTarget, projectionDropoutSeed } from "../core/lora.ts";
+import {
+  LORA_TARGETS,
+  type LoraTarget,
+  projectionDims,
+  projectionDropoutSeed,
+} from "../core/lora.ts";
 import { kvDim, type ModelConfig } from "../formats/config.ts";
 import type { ModelWeights, WeightSource } from "../formats/tensor_data.ts";
 import { AttentionOp } from "../ops/attention.ts";
@@ -18,6 +23,14 @@ import { RmsNormOp } from "../ops/rmsnorm.ts";
 import { RopeOp } from "../ops/rope.ts";
 import { SwiGluOp } from "../ops/swiglu.ts";
 import {
+  type FusedLora,
+  FusedMatvecOp,
+  type FusedParts,
+  type FusedVariant,
+  MAX_RANK as FUSED_MAX_RANK,
+  singlePart,
+} from "../ops/fused_matvec.ts";
+import {
   type GpuMatrix,
   type GpuWeights,
   isQuantized,
@@ -28,7 +41,7 @@ import { QuantEmbeddingOp } from "../ops/quant_embedding.ts";
 import { QuantMatmulOp } from "../ops/quant_matmul.ts";
 import { QuantMatvecOp } from "../ops/quant_matvec.ts";
 import { KvCache } from "./kv_cache.ts";
-import type { ModelAdapter } from "./adapter.ts";
+import type { AdapterMatrices, ModelAdapter } from "./adapter.ts";
 import {
   type ForwardBuffers,
   type LayerBuffers,
@@ -99,6 +112,20 @@ export interface ForwardOps {
   loraDecode: LoraDecodeOp;
   /** Kernels over quantized blocks, compiled for the block types the weights use. */
   quant?: QuantOps;
+  /**
+   * Decode's fused products (RMSNorm, q/k/v with RoPE and the cache write, gate/up with SwiGLU,
+   * the residual adds, the adapter), compiled for the model's weights; absent when turned off.
+   */
+  fused?: FusedMatvecOp;
+}
+
+/** Options of {@link LlamaModel.create}. */
+export interface LlamaModelOptions extends UploadWeightsOptions {
+  /**
+   * Decode one token with the fused kernels (default true): about five dispatches a layer
+   * instead of fourteen. false keeps the unfused kernels everywhere (tests compare the two).
+   */
+  fusedDecode?: boolean;
 }
 
 /** The kernels of a model whose weights stay in quantized blocks. */
@@ -125,6 +152,35 @@ async function compileAll<T extends Record<string, unknown>>(
   return Object.fromEntries(keys.map((k, i) => [k, values[i]])) as T;
 }
 
+/**
+ * The fused decode kernels a model's weights need: per layer q/k/v (where q, k and v share a
+ * buffer and there are no head norms) and gate/up (where they share one), the residual adds of o
+ * and down, each with and without an adapter, and the LM head with the final norm.
+ */
+function fusedVariants(config: ModelConfig, weights: GpuWeights): FusedVariant[] {
+  const kind = (m: GpuMatrix) => singlePart(m).kind;
+  const out: FusedVariant[] = [{ kind: kind(weights.head), epilogue: "store", norm: true }];
+  const rope = config.ropePairs ?? "interleaved";
+  for (const [l, layer] of weights.layers.entries()) {
+    for (const lora of [false, true]) {
+      if (layer.qkv && !layer.qNorm) {
+        out.push({
+          kind: layer.qkv.kind,
+          epilogue: "qkv",
+          norm: true,
+          bias: layer.qkvBias !== undefined,
+          lora,
+          rope: (config.ropeLayers?.[l] ?? true) ? rope : undefined,
+        });
+      }
+      if (layer.gateUp) out.push({ kind: layer.gateUp.kind, epilogue: "swiglu", norm: true, lora });
+      out.push({ kind: kind(layer.o), epilogue: "add", lora });
+      out.push({ kind: kind(layer.down), epilogue: "add", lora });
+    }
+  }
+  return out;
+}
+
 /** A Llama-family model on the GPU: weights, compiled kernels, and the forward pass. */
 export class LlamaModel {
   private constructor(
@@ -140,12 +196,13 @@ export class LlamaModel {
     registry: KernelRegistry,
     model: ModelWeights | WeightSource,
     file = "model",
-    options: UploadWeightsOptions = {},
+    options: LlamaModelOptions = {},
   ): Promise<LlamaModel> {
     const config = model.config;
     const weights = await uploadWeights(gpu, model, file, options);
     const types = weights.quantTypes;
     try {
+      const variants = options.fusedDecode === false ? [] : fusedVariants(config, weights);
       const ops = await compileAll({
         embedding: EmbeddingOp.create(registry),
         rmsnorm: RmsNormOp.create(registry),
@@ -172,6 +229,9 @@ export class LlamaModel {
             matmul: QuantMatmulOp.create(registry, { types }),
             embedding: QuantEmbeddingOp.create(registry, { types }),
           })
+          : Promise.resolve(undefined),
+        fused: variants.length
+          ? FusedMatvecOp.create(registry, variants)
           : Promise.resolve(undefined),
       });
       return new LlamaModel(gpu, config, weights, ops);
@@ -273,6 +333,19 @@ export class LlamaModel {
       cache.length = past + t;
       return;
     }
+    const head = this.#fused("store", w.head, { norm: true });
+    if (t === 1 && head && !act.final(1).rstd) {
+      // One row: the final norm inside the LM head's product, no copy of the last row.
+      rec.countWeightBytes(matrixBytes(w.head));
+      head.op.record(rec, "store", {
+        x: rows.reshape([c.dim]),
+        weights: head.weights,
+        y: act.logits.rows(0, 1).reshape([c.vocabSize]),
+        norm: { weight: w.norm, eps: c.normEps },
+      });
+      cache.length = past + t;
+      return;
+    }
     if (step.logits === "last") {
       copy.record(rec, rows, act.lastRow, { srcOffset: (t - 1) * c.dim, count: c.dim });
       rows = act.lastRow;
@@ -302,6 +375,11 @@ export class LlamaModel {
     const layer = this.weights.layers[l];
     const t = step.tokens;
     const flat = (x: Tensor) => x.reshape([t, x.size / t]);
+    const vec = (x: Tensor) => x.reshape([x.size]);
+    // Decode (one row of inference, no dropout) takes the fused kernels where they cover the
+    // weights; prefill and the training forward keep the tiled ones.
+    const decode = t === 1 && !b.rstd1 && !(step.dropout && step.dropout.p > 0);
+    const fusedLora = (targets: LoraTarget[]) => decode ? this.#fusedLora(l, targets, step) : null;
     const project = (
       target: LoraTarget,
       x: Tensor,
@@ -309,30 +387,72 @@ export class LlamaModel {
       y: Tensor,
       options: { accumulate?: boolean; bias?: Tensor } = {},
     ) => {
+      const lora = fusedLora([target]);
+      const fused = options.accumulate && !options.bias && lora !== null &&
+        this.#fused("add", weight, { lora: lora !== undefined });
+      if (fused) {
+        this.#countProjection(rec, weight, lora);
+        fused.op.record(rec, "add", { x: vec(x), weights: fused.weights, y: vec(y), lora });
+        return;
+      }
       this.recordLinear(rec, x, weight, y, options);
       this.#recordAdapter(rec, l, target, x, y, b, step);
     };
 
-    rmsnorm.recordForward(rec, b.xIn, layer.attnNorm, b.h1, c.normEps, b.rstd1);
-    rec.countWeightBytes(layer.attnNorm.byteLength);
-    project("q", b.h1, layer.q, b.qProj ?? flat(b.q), { bias: layer.qBias });
-    project("k", b.h1, layer.k, b.kProj ?? flat(b.k), { bias: layer.kBias });
-    project("v", b.h1, layer.v, flat(b.v), { bias: layer.vBias });
-    if (layer.qNorm && layer.kNorm && b.qProj && b.kProj) {
-      // Qwen3: RMSNorm over each head of q and k, before RoPE.
-      const heads = (x: Tensor) => x.reshape([x.size / c.headDim, c.headDim]);
-      rmsnorm.recordForward(rec, heads(b.qProj), layer.qNorm, heads(b.q), c.normEps, b.qRstd);
-      rmsnorm.recordForward(rec, heads(b.kProj), layer.kNorm, heads(b.k), c.normEps, b.kRstd);
-      rec.countWeightBytes(layer.qNorm.byteLength + layer.kNorm.byteLength);
-    }
-    // Keys are rotated on their way into the cache; values are copied; both land at row past.
-    if (this.rotates(l)) {
-      rope.recordForwardInPlace(rec, b.q, { pos0: past });
-      rope.recordForward(rec, b.k, cache.k[l], { pos0: past, dstRow: past });
+    const qkvLora = fusedLora(["q", "k", "v"]);
+    const qkv = decode && !layer.qNorm && qkvLora !== null && layer.qkv &&
+      this.#fused("qkv", layer.qkv, {
+        norm: true,
+        bias: layer.qkvBias !== undefined,
+        lora: qkvLora !== undefined,
+        rope: this.rotates(l) ? rope.pairs : undefined,
+      });
+    if (qkv) {
+      // RMSNorm, q, k and v, bias, adapter, RoPE, and the cache append: one dispatch.
+      rec.countWeightBytes(layer.attnNorm.byteLength + (layer.qkvBias?.data.byteLength ?? 0));
+      for (const target of ["q", "k", "v"] as const) {
+        this.#countProjection(rec, layer[target], undefined);
+      }
+      this.#countAdapter(rec, qkvLora);
+      const kvRow = past * kvDim(c);
+      qkv.op.record(rec, "qkv", {
+        x: vec(b.xIn),
+        weights: qkv.weights,
+        y: vec(b.q),
+        norm: { weight: layer.attnNorm, eps: c.normEps },
+        bias: layer.qkvBias,
+        lora: qkvLora,
+        kv: {
+          kv: cache.kv[l],
+          kAt: kvRow,
+          vAt: cache.vOffset + kvRow,
+          rope: this.rotates(l)
+            ? { freqs: rope.frequencies, pos: past, headDim: c.headDim, pairs: rope.pairs }
+            : undefined,
+        },
+      });
     } else {
-      copy.record(rec, flat(b.k), cache.k[l], { dstOffset: past * kvDim(c) });
+      rmsnorm.recordForward(rec, b.xIn, layer.attnNorm, b.h1, c.normEps, b.rstd1);
+      rec.countWeightBytes(layer.attnNorm.byteLength);
+      project("q", b.h1, layer.q, b.qProj ?? flat(b.q), { bias: layer.qBias });
+      project("k", b.h1, layer.k, b.kProj ?? flat(b.k), { bias: layer.kBias });
+      project("v", b.h1, layer.v, flat(b.v), { bias: layer.vBias });
+      if (layer.qNorm && layer.kNorm && b.qProj && b.kProj) {
+        // Qwen3: RMSNorm over each head of q and k, before RoPE.
+        const heads = (x: Tensor) => x.reshape([x.size / c.headDim, c.headDim]);
+        rmsnorm.recordForward(rec, heads(b.qProj), layer.qNorm, heads(b.q), c.normEps, b.qRstd);
+        rmsnorm.recordForward(rec, heads(b.kProj), layer.kNorm, heads(b.k), c.normEps, b.kRstd);
+        rec.countWeightBytes(layer.qNorm.byteLength + layer.kNorm.byteLength);
+      }
+      // Keys are rotated on their way into the cache; values are copied; both land at row past.
+      if (this.rotates(l)) {
+        rope.recordForwardInPlace(rec, b.q, { pos0: past });
+        rope.recordForward(rec, b.k, cache.k[l], { pos0: past, dstRow: past });
+      } else {
+        copy.record(rec, flat(b.k), cache.k[l], { dstOffset: past * kvDim(c) });
+      }
+      copy.record(rec, flat(b.v), cache.v[l], { dstOffset: past * kvDim(c) });
     }
-    copy.record(rec, flat(b.v), cache.v[l], { dstOffset: past * kvDim(c) });
     attention.recordForward(rec, {
       q: b.q,
       k: cache.k[l],
@@ -343,13 +463,76 @@ export class LlamaModel {
     });
     if (b.x2 !== b.xIn) copy.record(rec, b.xIn, b.x2);
     project("o", flat(b.attn), layer.o, b.x2, { accumulate: true });
-    rmsnorm.recordForward(rec, b.x2, layer.ffnNorm, b.h2, c.normEps, b.rstd2);
-    rec.countWeightBytes(layer.ffnNorm.byteLength);
-    project("gate", b.h2, layer.gate, b.gate);
-    project("up", b.h2, layer.up, b.up);
-    swiglu.recordForward(rec, b.gate, b.up, b.act);
+    const mlpLora = fusedLora(["gate", "up"]);
+    const gateUp = decode && mlpLora !== null && layer.gateUp &&
+      this.#fused("swiglu", layer.gateUp, { norm: true, lora: mlpLora !== undefined });
+    if (gateUp) {
+      // RMSNorm, gate and up, adapter, SwiGLU: one dispatch.
+      rec.countWeightBytes(layer.ffnNorm.byteLength);
+      this.#countProjection(rec, layer.gate, undefined);
+      this.#countProjection(rec, layer.up, undefined);
+      this.#countAdapter(rec, mlpLora);
+      gateUp.op.record(rec, "swiglu", {
+        x: vec(b.x2),
+        weights: gateUp.weights,
+        y: vec(b.act),
+        norm: { weight: layer.ffnNorm, eps: c.normEps },
+        lora: mlpLora,
+      });
+    } else {
+      rmsnorm.recordForward(rec, b.x2, layer.ffnNorm, b.h2, c.normEps, b.rstd2);
+      rec.countWeightBytes(layer.ffnNorm.byteLength);
+      project("gate", b.h2, layer.gate, b.gate);
+      project("up", b.h2, layer.up, b.up);
+      swiglu.recordForward(rec, b.gate, b.up, b.act);
+    }
     if (b.xOut !== b.x2) copy.record(rec, b.x2, b.xOut);
     project("down", b.act, layer.down, b.xOut, { accumulate: true });
+  }
+
+  /**
+   * The fused kernel for `epilogue` over `weights` (one matrix or a group), when it was compiled
+   * for them; undefined otherwise (the caller takes the unfused kernels).
+   */
+  #fused(
+    epilogue: FusedVariant["epilogue"],
+    weights: GpuMatrix | FusedParts,
+    flags: Omit<FusedVariant, "kind" | "epilogue">,
+  ): { op: FusedMatvecOp; weights: FusedParts } | undefined {
+    const op = this.ops.fused;
+    if (!op) return undefined;
+    const parts = "parts" in weights ? weights : singlePart(weights);
+    if (!op.has({ kind: parts.kind, epilogue, ...flags })) return undefined;
+    return { op, weights: parts };
+  }
+
+  /**
+   * The adapter of layer `l`'s `targets` for a fused kernel: undefined when none is adapted (or
+   * no adapter is on), null when the fused kernel cannot take it (only some adapted, a rank above
+   * its maximum).
+   */
+  #fusedLora(l: number, targets: LoraTarget[], step: ForwardStep): FusedLora | undefined | null {
+    const adapter = step.adapter;
+    if (!adapter) return undefined;
+    const parts = targets.map((t) => adapter.get(l, t));
+    if (parts.every((p) => !p)) return undefined;
+    if (parts.some((p) => !p) || adapter.rank > FUSED_MAX_RANK || !this.ops.fused) return null;
+    const c = this.config;
+    const dims = targets.map((t) => projectionDims(c, t));
+    const epilogue = targets.length === 3 ? "qkv" : targets.length === 2 ? "swiglu" : "add";
+    const rows = dims.map(([, out]) => out);
+    if (!this.ops.fused.loraFits(epilogue, rows, dims[0][0], adapter.rank)) return null;
+    return { parts: parts as AdapterMatrices[], scale: adapter.scale };
+  }
+
+  /** Counts a projection's weight (and its adapter's) as read. */
+  #countProjection(rec: Recorder, weight: GpuMatrix, lora: FusedLora | undefined): void {
+    rec.countWeightBytes(matrixBytes(weight));
+    this.#countAdapter(rec, lora);
+  }
+
+  #countAdapter(rec: Recorder, lora: FusedLora | undefined): void {
+    for (const p of lora?.parts ?? []) rec.countWeightBytes(p.a.byteLength + p.b.byteLength);
   }
 
   /** Whether layer `layer` applies RoPE (all do, except those a SmolLM3 config exempts). */

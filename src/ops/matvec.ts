@@ -15,7 +15,7 @@ const OP = "matvec";
  * more rows is fastest there (measured: about 2x the GPU-style shape); on real GPUs a wide group
  * striding over K keeps loads coalesced.
  */
-function tiling(gpu: Gpu): { WG: number; ROWS: number } {
+export function matvecTiling(gpu: Gpu): { WG: number; ROWS: number } {
   return gpu.capabilities.isFallbackAdapter ? { WG: 8, ROWS: 8 } : { WG: 64, ROWS: 4 };
 }
 
@@ -55,7 +55,7 @@ export class MatvecOp {
     const entries: Variant[] = ["main", "main_bias"];
     if (f16) entries.push("main_f16", "main_f16_bias");
     const kernels = new Map<string, Kernel>();
-    const { WG, ROWS } = tiling(registry.gpu);
+    const { WG, ROWS } = matvecTiling(registry.gpu);
     await Promise.all(
       entries.flatMap((entryPoint) =>
         [false, true].map(async (accumulate) => {

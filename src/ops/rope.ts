@@ -5,6 +5,7 @@ import type { Recorder } from "../gpu/recorder.ts";
 import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { RopePairs } from "../core/rope.ts";
 import { expectArgument, expectShape, expectWindow, strideGrid } from "./shapes.ts";
+import { SHADER_SNIPPETS } from "./snippets.ts";
 
 export type { RopePairs } from "../core/rope.ts";
 
@@ -90,7 +91,14 @@ export class RopeOp {
     private readonly freqs: Tensor,
     readonly headDim: number,
     private readonly wg: number,
+    /** The pair convention. */
+    readonly pairs: RopePairs,
   ) {}
+
+  /** The frequency table ([headDim / 2, 4], see {@link ropeFrequencyTable}), for fused kernels. */
+  get frequencies(): Tensor {
+    return this.freqs;
+  }
 
   /** Compiles the kernels for one pair convention and uploads the frequency table. */
   static async create(registry: KernelRegistry, options: RopeOptions): Promise<RopeOp> {
@@ -103,7 +111,13 @@ export class RopeOp {
     const entries = ["forward", "backward", "forward_in_place", "backward_in_place"];
     const kernels: Record<string, Kernel> = {};
     await Promise.all(entries.map(async (entryPoint) => {
-      kernels[entryPoint] = await registry.get({ file: FILE, source, entryPoint, constants });
+      kernels[entryPoint] = await registry.get({
+        file: FILE,
+        source,
+        includes: SHADER_SNIPPETS,
+        entryPoint,
+        constants,
+      });
     }));
     const divisors = options.frequencyDivisors;
     if (divisors) {
@@ -119,7 +133,7 @@ export class RopeOp {
     }
     const table = ropeFrequencyTable(headDim, base, divisors);
     const freqs = uploadTensor(registry.gpu, table, [headDim / 2, 4], "f32", "rope frequencies");
-    return new RopeOp(kernels, freqs, headDim, WG);
+    return new RopeOp(kernels, freqs, headDim, WG, pairs);
   }
 
   /** Records dst[dstRow + t] = rotate(src[srcRow + t], pos0 + t); both [rows, heads, headDim]. */

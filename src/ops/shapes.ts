@@ -192,3 +192,25 @@ export function strideGrid(items: number, workgroupSize: number, maxGroups: numb
   const groups = Math.max(1, Math.min(maxGroups, Math.ceil(items / workgroupSize)));
   return { groups, stride: groups * workgroupSize };
 }
+
+/**
+ * The kind of adapter a kernel's tile and workgroup sizes are chosen for: "fallback" for software
+ * adapters (llvmpipe, SwiftShader: a workgroup is one CPU thread's SIMD loop and a barrier a
+ * coroutine switch), "integrated" for GPUs that share the CPU's memory (by vendor: Intel, Apple,
+ * Arm, Qualcomm, Imagination), "discrete" for the rest.
+ */
+export type AdapterClass = "fallback" | "integrated" | "discrete";
+
+/** The {@link AdapterClass} of a device, from what its adapter reported. */
+export function adapterClass(capabilities: {
+  isFallbackAdapter: boolean;
+  vendor: string;
+  architecture: string;
+  description: string;
+}): AdapterClass {
+  if (capabilities.isFallbackAdapter) return "fallback";
+  const text = `${capabilities.vendor} ${capabilities.architecture} ${capabilities.description}`;
+  return /intel|apple|arm|mali|qualcomm|adreno|imagination|powervr/i.test(text)
+    ? "integrated"
+    : "discrete";
+}

@@ -3,11 +3,15 @@
  * name: ops pass this map as {@link KernelSpec.includes}, so the registry needs no file access.
  */
 import { REDUCE_WGSL as reduce } from "./shaders.generated.ts";
+import { ROPE_ANGLES_WGSL as ropeAngles } from "./shaders.generated.ts";
 import { ROW_STATS_WGSL as rowStats } from "./shaders.generated.ts";
+import { SIGMOID_WGSL as sigmoid } from "./shaders.generated.ts";
 import type { KernelSpec } from "../gpu/kernel.ts";
 
 /** Every shared snippet in shaders/, by the name an include directive gives. */
 export const SHADER_SNIPPETS: NonNullable<KernelSpec["includes"]> = {
   "reduce.wgsl": reduce,
+  "rope_angles.wgsl": ropeAngles,
   "row_stats.wgsl": rowStats,
+  "sigmoid.wgsl": sigmoid,
 };

@@ -3,6 +3,7 @@ import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { expectMultiple, expectShape, strideGrid } from "./shapes.ts";
+import { SHADER_SNIPPETS } from "./snippets.ts";
 
 const FILE = "swiglu.wgsl";
 const MAX_GROUPS = 4096;
@@ -29,7 +30,13 @@ export class SwiGluOp {
     const WG = options.workgroupSize ?? 64;
     const [forward, backward] = await Promise.all(
       ["forward", "backward"].map((entryPoint) =>
-        registry.get({ file: FILE, source, entryPoint, constants: { WG } })
+        registry.get({
+          file: FILE,
+          source,
+          includes: SHADER_SNIPPETS,
+          entryPoint,
+          constants: { WG },
+        })
       ),
     );
     return new SwiGluOp(forward, backward, WG);

@@ -1,0 +1,377 @@
+import assert from "node:assert/strict";
+import {
+  assertClose,
+  gpuTest,
+  POISON_BITS,
+  poisoned,
+  readWritten,
+  seededRng,
+  testGpu,
+} from "./helpers.ts";
+import { assertCloseDots } from "./quant_fixtures.ts";
+import {
+  FUSED_TILES,
+  type FusedLora,
+  FusedMatvecOp,
+  type FusedPartData,
+  fusedPartMatrix,
+  type FusedParts,
+  type FusedTiles,
+  type FusedVariant,
+  type FusedWeightKind,
+  singlePart,
+  uploadFusedParts,
+} from "../src/ops/fused_matvec.ts";
+import { ropeFrequencyTable } from "../src/ops/rope.ts";
+import { MatvecOp, matvecTiling } from "../src/ops/matvec.ts";
+import { RmsNormOp } from "../src/ops/rmsnorm.ts";
+import { GGML_QUANT_TYPES, GGML_TYPES, type GgmlQuantType } from "../src/core/quant.ts";
+import { readF32 } from "../src/gpu/readback.ts";
+import { createTensor, Tensor, uploadTensor } from "../src/gpu/tensor.ts";
+import { KernelUsageError, ShapeError } from "../src/gpu/errors.ts";
+import type { Rng } from "../src/core/random.ts";
+import { toF16 } from "../src/reference/matvec.ts";
+import { dequantizeMatrix, quantizeRandom } from "../src/reference/quant.ts";
+import {
+  fusedAddRef,
+  type FusedPartRef,
+  fusedQkvRef,
+  type FusedRefArgs,
+  fusedStoreRef,
+  fusedSwigluRef,
+} from "../src/reference/fused_matvec.ts";
+
+const ROPE_BASE = 10000;
+
+/** Random weights of one kind: what to upload and the values the twin uses. */
+function randomMatrix(
+  rng: Rng,
+  kind: FusedWeightKind,
+  rows: number,
+  cols: number,
+): { data: FusedPartData; values: ArrayLike<number> } {
+  if (kind === "f32") {
+    const v = rng.normals(rows * cols, 0.5);
+    return { data: v, values: v };
+  }
+  if (kind === "f16") {
+    const half = toF16(rng.normals(rows * cols, 0.5));
+    return { data: half.bits, values: half.values };
+  }
+  const bytes = quantizeRandom(kind, rng, rows, cols);
+  return { data: bytes, values: dequantizeMatrix(kind, bytes, rows, cols) };
+}
+
+/** The adapter's layout: every A and B in one flat buffer at 64-float boundaries. */
+function randomLora(
+  rng: Rng,
+  gpu: Awaited<ReturnType<typeof testGpu>>["gpu"],
+  rank: number,
+  k: number,
+  rows: number[],
+): { lora: FusedLora; refs: FusedPartRef["lora"][]; buffer: Tensor } {
+  const pad = (n: number) => Math.ceil(n / 64) * 64;
+  const layout: { a: number; b: number }[] = [];
+  let n = 64 * 3; // something before the first A, as in a real adapter
+  for (const r of rows) {
+    const a = n;
+    n += pad(rank * k);
+    layout.push({ a, b: n });
+    n += pad(r * rank);
+  }
+  const flat = rng.normals(n, 0.5);
+  const buffer = uploadTensor(gpu, flat, [n]);
+  const scale = 0.25 + rng.next();
+  const parts = layout.map(({ a, b }, i) => ({
+    a: new Tensor(buffer.buffer, [rank, k], "f32", a * 4),
+    b: new Tensor(buffer.buffer, [rows[i], rank], "f32", b * 4),
+  }));
+  const refs = layout.map(({ a, b }, i) => ({
+    a: flat.subarray(a, a + rank * k),
+    b: flat.subarray(b, b + rows[i] * rank),
+    rank,
+    scale,
+  }));
+  return { lora: { parts, scale }, refs, buffer };
+}
+
+interface Case {
+  kind: FusedWeightKind;
+  epilogue: FusedVariant["epilogue"];
+  k: number;
+  rows: number[];
+  norm?: boolean;
+  bias?: boolean;
+  rank?: number;
+  rope?: "interleaved" | "half";
+  headDim?: number;
+}
+
+/** The relative error of out against ref, or the dot-scaled one for blocks. */
+function check(
+  out: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  kind: FusedWeightKind,
+  k: number,
+  what: string,
+): void {
+  if (kind === "f32" || kind === "f16") {
+    assertClose(out, ref, what);
+    return;
+  }
+  // Blocks: the tolerance of quant_matvec_test, scaled by the dots of absolute values.
+  const abs = Float64Array.from(ref, Math.abs);
+  assertCloseDots(out, ref, abs, k, what, 2e-4);
+}
+
+async function runCase(op: FusedMatvecOp, rng: Rng, c: Case): Promise<void> {
+  const { gpu, recorder } = await testGpu();
+  const what = `fused ${c.epilogue} ${c.kind} K=${c.k} rows=[${c.rows}] norm=${!!c.norm} ` +
+    `bias=${!!c.bias} rank=${c.rank ?? 0} rope=${
+      c.rope ?? "none"
+    } tiles=${op.tiles.wg}x${op.tiles.rows}`;
+  const mats = c.rows.map((r) => randomMatrix(rng, c.kind, r, c.k));
+  const weights = uploadFusedParts(gpu, c.kind, c.k, mats.map((m) => m.data), c.rows);
+  const xValues = rng.normals(c.k);
+  const x = uploadTensor(gpu, xValues, [c.k]);
+  const made: Tensor[] = [weights.data, x];
+  const normValues = rng.normals(c.k, 0.5).map((v) => 1 + v);
+  const norm = c.norm ? { weight: uploadTensor(gpu, normValues, [c.k]), eps: 1e-5 } : undefined;
+  if (norm) made.push(norm.weight);
+  const biasParts = c.rows.map((r) => rng.normals(r));
+  let bias: { data: Tensor; offsets: number[] } | undefined;
+  if (c.bias) {
+    const offsets = c.rows.map((_, i) => c.rows.slice(0, i).reduce((a, b) => a + b, 0) + 7 * i);
+    const flat = new Float32Array(offsets[offsets.length - 1] + c.rows[c.rows.length - 1]);
+    biasParts.forEach((b, i) => flat.set(b, offsets[i]));
+    bias = { data: uploadTensor(gpu, flat, [flat.length]), offsets };
+    made.push(bias.data);
+  }
+  const adapter = c.rank ? randomLora(rng, gpu, c.rank, c.k, c.rows) : undefined;
+  if (adapter) made.push(adapter.buffer);
+  const refArgs: FusedRefArgs = {
+    x: xValues,
+    k: c.k,
+    norm: c.norm ? { weight: normValues, eps: 1e-5 } : undefined,
+    parts: c.rows.map((rows, i) => ({
+      w: mats[i].values,
+      rows,
+      bias: c.bias ? biasParts[i] : undefined,
+      lora: adapter?.refs[i],
+    })),
+  };
+  const args = { x, weights, norm, bias: bias, lora: adapter?.lora };
+  try {
+    if (c.epilogue === "qkv") {
+      const hd = c.headDim!;
+      const kvRows = c.rows[1];
+      const capacity = 5;
+      const row = 3;
+      // The layer's KV buffer: keys [capacity, kvRows], then values at an offset.
+      const vStart = capacity * kvRows + 13;
+      const kv = poisoned(gpu, [vStart + capacity * kvRows]);
+      const q = poisoned(gpu, [c.rows[0]]);
+      const freqs = uploadTensor(gpu, ropeFrequencyTable(hd, ROPE_BASE), [hd / 2, 4]);
+      made.push(kv, q, freqs);
+      const pos = 1000 + rng.int(3000);
+      op.record(recorder, "qkv", {
+        ...args,
+        y: q,
+        kv: {
+          kv,
+          kAt: row * kvRows,
+          vAt: vStart + row * kvRows,
+          rope: c.rope ? { freqs, pos, headDim: hd, pairs: c.rope } : undefined,
+        },
+      });
+      recorder.submit();
+      const ref = fusedQkvRef(
+        refArgs,
+        c.rope ? { pos, headDim: hd, base: ROPE_BASE, pairs: c.rope } : undefined,
+      );
+      check(await readWritten(gpu, q, `${what}: q`), ref.q, c.kind, c.k, `${what}: q`);
+      const all = await readF32(gpu, kv);
+      const words = new Uint32Array(all.buffer);
+      const kAt = row * kvRows, vAt = vStart + row * kvRows;
+      for (let i = 0; i < words.length; i++) {
+        const inside = (i >= kAt && i < kAt + kvRows) || (i >= vAt && i < vAt + kvRows);
+        if (inside === (words[i] === POISON_BITS)) {
+          throw new Error(`${what}: kv element ${i} ${inside ? "not written" : "overwritten"}`);
+        }
+      }
+      check(all.subarray(kAt, kAt + kvRows), ref.k, c.kind, c.k, `${what}: k`);
+      check(all.subarray(vAt, vAt + kvRows), ref.v, c.kind, c.k, `${what}: v`);
+    } else if (c.epilogue === "swiglu") {
+      const y = poisoned(gpu, [c.rows[0]]);
+      made.push(y);
+      op.record(recorder, "swiglu", { ...args, y });
+      recorder.submit();
+      check(await readWritten(gpu, y, what), fusedSwigluRef(refArgs), c.kind, c.k, what);
+    } else if (c.epilogue === "add") {
+      const start = rng.normals(c.rows[0]);
+      const y = uploadTensor(gpu, start, [c.rows[0]]);
+      made.push(y);
+      op.record(recorder, "add", { ...args, y });
+      recorder.submit();
+      check(await readF32(gpu, y), fusedAddRef(refArgs, start), c.kind, c.k, what);
+    } else {
+      const y = poisoned(gpu, [c.rows[0]]);
+      made.push(y);
+      op.record(recorder, "store", { ...args, y });
+      recorder.submit();
+      check(await readWritten(gpu, y, what), fusedStoreRef(refArgs), c.kind, c.k, what);
+    }
+  } finally {
+    for (const t of made) t.destroy();
+  }
+}
+
+function variantsOf(cases: Case[]): FusedVariant[] {
+  return cases.map((c) => ({
+    kind: c.kind,
+    epilogue: c.epilogue,
+    norm: c.norm,
+    lora: c.rank !== undefined,
+    bias: c.bias,
+    rope: c.rope,
+  }));
+}
+
+/** Every epilogue with and without its options, odd sizes (rows not a multiple of the slots). */
+function floatCases(kind: FusedWeightKind): Case[] {
+  return [
+    { kind, epilogue: "store", k: 4, rows: [1] },
+    { kind, epilogue: "store", k: 260, rows: [37], norm: true },
+    { kind, epilogue: "store", k: 68, rows: [19], bias: true, rank: 13 },
+    { kind, epilogue: "add", k: 172, rows: [64], rank: 16 },
+    { kind, epilogue: "add", k: 12, rows: [7], norm: true, bias: true },
+    { kind, epilogue: "swiglu", k: 64, rows: [43, 43], norm: true },
+    { kind, epilogue: "swiglu", k: 36, rows: [17, 17], norm: true, rank: 5 },
+    // q: 3 heads of 6, k and v: one head: every block ends part-way.
+    { kind, epilogue: "qkv", k: 24, rows: [18, 6, 6], norm: true, rope: "interleaved", headDim: 6 },
+    { kind, epilogue: "qkv", k: 64, rows: [64, 32, 32], norm: true, rope: "half", headDim: 8 },
+    {
+      kind,
+      epilogue: "qkv",
+      k: 40,
+      rows: [30, 10, 10],
+      norm: true,
+      bias: true,
+      rank: 7,
+      rope: "half",
+      headDim: 10,
+    },
+    { kind, epilogue: "qkv", k: 16, rows: [12, 4, 4], rank: 3, headDim: 4 },
+  ];
+}
+
+gpuTest("fused_matvec.wgsl f32 matches its twin, for every adapter class's tiles", async () => {
+  const { registry } = await testGpu();
+  const rng = seededRng("fused matvec f32");
+  const cases = floatCases("f32");
+  for (const tiles of Object.values(FUSED_TILES) as FusedTiles[]) {
+    const op = await FusedMatvecOp.create(registry, variantsOf(cases), tiles);
+    for (const c of cases) await runCase(op, rng, c);
+  }
+  // A shape no adapter class uses: more slots than invocations.
+  const odd = await FusedMatvecOp.create(registry, variantsOf(cases), { wg: 4, rows: 10 });
+  for (const c of cases) await runCase(odd, rng, c);
+});
+
+gpuTest("fused_matvec.wgsl f16 weights match the twin on f16-rounded weights", async () => {
+  const { registry } = await testGpu();
+  const rng = seededRng("fused matvec f16");
+  const cases = floatCases("f16");
+  const op = await FusedMatvecOp.create(registry, variantsOf(cases));
+  for (const c of cases) await runCase(op, rng, c);
+});
+
+gpuTest("fused_matvec.wgsl over GGUF blocks matches the twin for every type", async () => {
+  const { registry } = await testGpu();
+  const rng = seededRng("fused matvec blocks");
+  for (const kind of GGML_QUANT_TYPES as readonly GgmlQuantType[]) {
+    const qk = GGML_TYPES[kind].blockElems;
+    const cases: Case[] = [
+      { kind, epilogue: "store", k: qk, rows: [1] },
+      { kind, epilogue: "add", k: 3 * qk, rows: [37], norm: true, rank: 9 },
+      { kind, epilogue: "swiglu", k: 2 * qk, rows: [13, 13], norm: true },
+      { kind, epilogue: "qkv", k: qk, rows: [24, 8, 8], norm: true, rope: "half", headDim: 8 },
+    ];
+    const op = await FusedMatvecOp.create(registry, variantsOf(cases));
+    for (const c of cases) await runCase(op, rng, c);
+  }
+});
+
+gpuTest("fused matvec equals rmsnorm then matvec bit for bit (same tiles)", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("fused matvec bitwise");
+  const { WG, ROWS } = matvecTiling(gpu);
+  const fused = await FusedMatvecOp.create(registry, [
+    { kind: "f32", epilogue: "store", norm: true, bias: true },
+  ], { wg: WG, rows: ROWS });
+  const matvec = await MatvecOp.create(registry, { f16: false });
+  const rmsnorm = await RmsNormOp.create(registry);
+  for (const [n, k] of [[37, 260], [64, 64], [301, 576]]) {
+    const wm = rng.normals(n * k);
+    const w = uploadTensor(gpu, wm, [n, k]);
+    const x = uploadTensor(gpu, rng.normals(k), [1, k]);
+    const nw = uploadTensor(gpu, rng.normals(k), [k]);
+    const b = uploadTensor(gpu, rng.normals(n), [n]);
+    const h = createTensor(gpu, [1, k]);
+    const y1 = poisoned(gpu, [n]);
+    const y2 = poisoned(gpu, [n]);
+    rmsnorm.recordForward(recorder, x, nw, h, 1e-5);
+    matvec.record(recorder, w, h.reshape([k]), y1, { bias: b });
+    fused.record(recorder, "store", {
+      x: x.reshape([k]),
+      weights: singlePart(w),
+      y: y2,
+      norm: { weight: nw, eps: 1e-5 },
+      bias: { data: b, offsets: [0] },
+    });
+    recorder.submit();
+    const a = new Uint32Array((await readWritten(gpu, y1, "unfused")).buffer);
+    const c = new Uint32Array((await readWritten(gpu, y2, "fused")).buffer);
+    assert.deepEqual(c, a, `[${n}, ${k}]`);
+    for (const t of [w, x, nw, b, h, y1, y2]) t.destroy();
+  }
+});
+
+gpuTest("fused matvec: parts share a buffer, each also a matrix of its own", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("fused parts");
+  const rows = [5, 3, 9];
+  const k = 8;
+  const values = rows.map((r) => rng.normals(r * k));
+  const parts = uploadFusedParts(gpu, "f32", k, values, rows);
+  assert.deepEqual(parts.parts.map((p) => p.offset % 256), [0, 0, 0]);
+  for (let i = 0; i < rows.length; i++) {
+    const m = fusedPartMatrix(parts, i) as Tensor;
+    assert.deepEqual(m.shape, [rows[i], k]);
+    assertClose(await readF32(gpu, m), values[i], `part ${i}`, 1e-7);
+  }
+  // Argument checks: parts, sizes, variants not compiled.
+  const op = await FusedMatvecOp.create(registry, [{ kind: "f32", epilogue: "store" }]);
+  const x = createTensor(gpu, [k]);
+  const y = createTensor(gpu, [rows[0]]);
+  const one = { ...parts, parts: [parts.parts[0]] };
+  assert.throws(() => op.record(recorder, "store", { x, weights: parts, y }), KernelUsageError);
+  assert.throws(() => op.record(recorder, "add", { x, weights: one, y }), KernelUsageError);
+  assert.throws(
+    () => op.record(recorder, "store", { x: createTensor(gpu, [k + 4]), weights: one, y }),
+    ShapeError,
+  );
+  const bad: FusedParts = { ...one, parts: [{ offset: 0, rows: 1000 }] };
+  assert.throws(() => op.record(recorder, "store", { x, weights: bad, y }), ShapeError);
+  parts.data.destroy();
+});
+
+gpuTest("fused matvec: LoRA inside the product only where its h is cheap", async () => {
+  const { registry } = await testGpu();
+  const op = await FusedMatvecOp.create(registry, [], FUSED_TILES.fallback);
+  // stories260K's q/k/v at rank 16: 16 workgroups of 64-wide h rows, well inside the budget.
+  assert.ok(op.loraFits("qkv", [64, 32, 32], 64, 16));
+  // SmolLM2-135M's at rank 64: 120 workgroups each computing 64 x 576 for 960 rows of weights.
+  assert.ok(!op.loraFits("qkv", [576, 192, 192], 576, 64));
+  assert.ok(op.loraFits("swiglu", [172, 172], 64, 16));
+});

@@ -1,0 +1,169 @@
+/**
+ * The fused decode path against the unfused one: the same model built twice (fusedDecode on and
+ * off), the same prompt, then token after token through the cache. Without an adapter the logits
+ * are equal bit for bit where the fused kernels use the unfused ones' tiles (the fused products
+ * reduce in the same order); with an adapter, whose h the fused kernel sums in another order,
+ * they agree to float32 rounding. Dispatches per decoded token are counted too.
+ */
+import assert from "node:assert/strict";
+import { assertClose, gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
+import { randomizeAdapter, randomWeights } from "../../kernels_test/model_fixtures.ts";
+import { sharedDataTest, sharedPath, STORIES260K } from "../../kernels_test/test_data.ts";
+import type { ModelConfig } from "../formats/config.ts";
+import { readLlama2c } from "../formats/llama2c.ts";
+import { loadModelFiles } from "../formats/load.ts";
+import type { ModelWeights, WeightSource } from "../formats/tensor_data.ts";
+import { readF32 } from "../gpu/readback.ts";
+import { uploadTensor } from "../gpu/tensor.ts";
+import type { Rng } from "../core/random.ts";
+import { FUSED_TILES } from "../ops/fused_matvec.ts";
+import { matvecTiling } from "../ops/matvec.ts";
+import { adapterClass } from "../ops/shapes.ts";
+import { LORA_TARGETS, LoraAdapter } from "../templora/adapter.ts";
+import { LlamaModel, type LlamaModelOptions } from "./llama.ts";
+
+/** Qwen2-like: q/k/v biases, half-split pairs, a layer without RoPE, frequency divisors. */
+const BIASED: ModelConfig = {
+  architecture: "test",
+  dim: 48,
+  hiddenDim: 72,
+  nLayers: 2,
+  nHeads: 4,
+  nKvHeads: 2,
+  headDim: 16,
+  vocabSize: 97,
+  maxSeqLen: 64,
+  normEps: 1e-6,
+  ropeTheta: 1e6,
+  ropePairs: "half",
+  tiedEmbeddings: true,
+  qkvBias: true,
+  ropeFreqFactors: Float32Array.from([1, 1, 1.5, 3, 7, 20, 32, 32]),
+  ropeLayers: [true, false],
+};
+
+/** With Qwen3's head norms, which the fused q/k/v kernel leaves to the unfused path. */
+const HEAD_NORMS: ModelConfig = { ...BIASED, qkNorm: true, qkvBias: false };
+
+/** Whether this adapter's fused tiles are the unfused matvec's (so sums run in one order). */
+async function sameTiles(): Promise<boolean> {
+  const { gpu } = await testGpu();
+  const fused = FUSED_TILES[adapterClass(gpu.capabilities)];
+  const mv = matvecTiling(gpu);
+  return fused.wg === mv.WG && fused.rows === mv.ROWS;
+}
+
+async function compare(
+  what: string,
+  weights: ModelWeights | WeightSource,
+  rng: Rng,
+  options: LlamaModelOptions = {},
+): Promise<void> {
+  const { gpu, registry, recorder } = await testGpu();
+  const config = weights.config;
+  const fused = await LlamaModel.create(gpu, registry, weights, what, options);
+  const plain = await LlamaModel.create(gpu, registry, weights, what, {
+    ...options,
+    fusedDecode: false,
+  });
+  const adapter = new LoraAdapter(gpu, config, {
+    rank: 8,
+    alpha: 16,
+    targets: LORA_TARGETS,
+    seed: 3,
+  });
+  randomizeAdapter(gpu, adapter, rng);
+  const bitwise = await sameTiles();
+  const v = config.vocabSize;
+  const prompt = 5;
+  const steps = 6;
+  const tokens = [1, ...Array.from({ length: prompt + steps }, () => rng.int(v))];
+  const ids = uploadTensor(gpu, Uint32Array.from(tokens), [tokens.length]);
+  try {
+    for (const withAdapter of [false, true]) {
+      const runs = [fused, plain].map((model) => ({
+        model,
+        cache: model.createCache(tokens.length),
+        act: model.createActivations(prompt),
+      }));
+      const step = (r: (typeof runs)[number], offset: number, t: number) =>
+        r.model.recordForward(recorder, {
+          ids,
+          offset,
+          tokens: t,
+          cache: r.cache,
+          activations: r.act,
+          logits: "last",
+          adapter: withAdapter ? adapter : undefined,
+        });
+      for (const r of runs) step(r, 0, prompt);
+      for (let i = prompt; i < prompt + steps; i++) {
+        const before = recorder.totals.dispatches;
+        step(runs[0], i, 1);
+        const dispatches = recorder.totals.dispatches - before;
+        step(runs[1], i, 1);
+        recorder.submit();
+        const [a, b] = await Promise.all(
+          runs.map(async (r) => (await readF32(gpu, r.act.logits)).subarray(0, v)),
+        );
+        const label = `${what}${withAdapter ? " with an adapter" : ""}, token ${i}`;
+        if (bitwise && !withAdapter) {
+          assert.deepEqual(
+            new Uint32Array(a.slice().buffer),
+            new Uint32Array(b.slice().buffer),
+            label,
+          );
+        } else {
+          assertClose(a, b, label, 1e-5);
+        }
+        if (i === prompt) {
+          console.log(`  ${label}: ${dispatches} dispatches for the forward`);
+          const grouped = fused.weights.layers.every((l) => l.qkv && l.gateUp);
+          if (!config.qkNorm && grouped) {
+            // Per layer: q/k/v, attention, o, gate/up, down; then the embedding and the head.
+            // (Q4_K_M keeps v in Q6_K: its q, k and v are not one kind, and take the unfused
+            // path.)
+            assert.equal(dispatches, 5 * config.nLayers + 2, label);
+          }
+        }
+      }
+      for (const r of runs) {
+        r.cache.destroy();
+        r.act.destroy();
+      }
+    }
+  } finally {
+    recorder.submit();
+    ids.destroy();
+    adapter.destroy();
+    fused.destroy();
+    plain.destroy();
+  }
+}
+
+gpuTest("fused decode: stories260K f32 and f16 decode as the unfused kernels do", async () => {
+  const rng = seededRng("fused decode stories260K");
+  const weights = await readLlama2c(STORIES260K);
+  await compare("stories260K", weights, rng);
+  await compare("stories260K f16", weights, rng, { weightDtype: "f16" });
+});
+
+gpuTest("fused decode: biases, half pairs, a layer without RoPE, head norms", async () => {
+  const rng = seededRng("fused decode architectures");
+  await compare("biased", randomWeights(BIASED, rng), rng);
+  await compare("head norms", randomWeights(HEAD_NORMS, rng), rng);
+});
+
+for (const fixture of ["stories260K-q8_0.gguf", "tiny-llama-spm-q4_k_m.gguf"]) {
+  sharedDataTest({
+    name: `fused decode: ${fixture} (quantized blocks) decodes as the unfused kernels do`,
+    needs: [`models/gguf/${fixture}`],
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const rng = seededRng(`fused decode ${fixture}`);
+      const files = await loadModelFiles(sharedPath(`models/gguf/${fixture}`));
+      await compare(fixture, files.source, rng);
+    },
+  });
+}
