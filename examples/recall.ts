@@ -115,6 +115,9 @@ export function recallPlot(r: RecallResult, title: string): string {
       title,
       xLabel: "tokens between the statements and the query",
       yLabel: "answer NLL per token (nats)",
+      yMin:
+        Math.floor(Math.min(...r.distances.flatMap((d) => CONDITIONS.map(([k]) => d[k].nll))) * 2) /
+        2,
     },
   );
 }

@@ -16,6 +16,8 @@ export interface ChartOptions {
   height?: number;
   /** Logarithmic y axis (for values spanning orders of magnitude, like perplexity). */
   yLog?: boolean;
+  /** Bottom of a linear y axis (default: 0, or the least value when it is negative). */
+  yMin?: number;
 }
 
 const escape = (s: string) =>
@@ -56,7 +58,7 @@ export function lineChartSvg(series: readonly Series[], options: ChartOptions): 
   const ys = all.map((p) => p[1]);
   const xMin = Math.min(...xs), xMax = Math.max(...xs);
   const log = options.yLog ?? false;
-  const yMin = log ? Math.min(...ys) / 1.1 : Math.min(0, ...ys);
+  const yMin = log ? Math.min(...ys) / 1.1 : options.yMin ?? Math.min(0, ...ys);
   const yMax = Math.max(...ys) * (log ? 1.1 : 1.05);
   const fy = (y: number) => (log ? Math.log(y) : y);
   const plotW = width - margin.left - margin.right;
