@@ -55,6 +55,7 @@ interface NlcLlama {
   readonly cpuMathCores: number;
   readonly systemInfo: string;
   readonly llamaCppRelease: { repo: string; release: string };
+  getGpuDeviceNames(): Promise<string[]>;
   loadModel(options: { modelPath: string; gpuLayers: number | "max"; useMmap?: boolean }): Promise<
     NlcModel
   >;
@@ -110,8 +111,16 @@ export async function loadPeer(gpu: false | "vulkan" | "cuda" = false): Promise<
       progressLogs: false,
       skipDownload: true,
     });
-    const version =
+    let version =
       `node-llama-cpp 3.21.1 (${llama.buildType} llama.cpp ${llama.llamaCppRelease.release})`;
+    if (gpu) {
+      // llama.cpp's Vulkan backend skips CPU devices such as lavapipe: it then computes on the
+      // CPU, one thread, and says so only through an empty device list.
+      const names = await llama.getGpuDeviceNames();
+      version += names.length
+        ? ` on ${names.join(", ")}`
+        : ", no GPU device found: llama.cpp computes on the CPU";
+    }
     return { ok: true, llama, backend: gpu || "CPU", version };
   } catch (error) {
     return {
