@@ -1,6 +1,6 @@
 import type { Gpu } from "../gpu/device.ts";
 import { GpuLimitError } from "../gpu/errors.ts";
-import { Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { createTensor, Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { GgmlQuantType } from "../core/quant.ts";
 import { kvDim, type ModelConfig, qDim, tensorShapes } from "../formats/config.ts";
 import {
@@ -19,7 +19,14 @@ import {
   type WeightSource,
   weightSourceOf,
 } from "../formats/tensor_data.ts";
-import { type QuantMatrix, uploadQuantMatrix } from "../ops/quant_weight.ts";
+import {
+  type QuantMatrix,
+  quantMatrix,
+  quantRowBytes,
+  uploadQuantMatrix,
+} from "../ops/quant_weight.ts";
+import type { LoraTarget } from "../core/lora.ts";
+import { PORTABLE_OFFSET_ALIGNMENT } from "../gpu/recorder.ts";
 import {
   type FusedPartData,
   fusedPartMatrix,
@@ -90,6 +97,24 @@ export interface GpuLayer {
   gateUp?: FusedParts;
   /** The q, k and v biases in one buffer (qBias, kBias, vBias are views), at element offsets. */
   qkvBias?: { data: Tensor; offsets: number[] };
+  /**
+   * The whole layer in one buffer, when its matrices share a storage kind and fit one binding:
+   * every tensor above except the head norms is a view of it (what the one-workgroup decode
+   * kernel reads through a single binding).
+   */
+  packed?: PackedLayer;
+}
+
+/** A layer's weights in one buffer: each tensor's first byte, a multiple of 256. */
+export interface PackedLayer {
+  /** The buffer as u32 words. */
+  data: Tensor;
+  /** Storage of the matrices (norms and biases are f32). */
+  kind: FusedWeightKind;
+  /** Byte offset of each piece: the norms, the biases (q, k, v at `bias` + 4 · biasAt), the matrices. */
+  at: Record<"attnNorm" | "ffnNorm" | "bias" | LoraTarget, number>;
+  /** Element offsets of the k and v biases from the q bias. */
+  biasAt: [number, number, number];
 }
 
 /** A model's weights on the GPU. `head` is `embed` when the embeddings are tied. */
@@ -207,6 +232,126 @@ export async function uploadWeights(
     else if (kind !== "f32") quantTypes.add(kind);
     return { matrices: names.map((_, i) => fusedPartMatrix(group, i)), group };
   };
+  /**
+   * Layer `l` in one buffer when its seven matrices share a kind and everything fits one binding;
+   * undefined otherwise (nothing uploaded).
+   */
+  const packedLayer = async (l: number): Promise<GpuLayer | undefined> => {
+    const p = `model.layers.${l}`;
+    const attn = `${p}.self_attn`;
+    const shapes: Record<LoraTarget, number[]> = {
+      q: [qDim(c), c.dim],
+      k: [kvDim(c), c.dim],
+      v: [kvDim(c), c.dim],
+      o: [c.dim, qDim(c)],
+      gate: [c.hiddenDim, c.dim],
+      up: [c.hiddenDim, c.dim],
+      down: [c.dim, c.hiddenDim],
+    };
+    const nameOf = (t: LoraTarget) =>
+      `${["gate", "up", "down"].includes(t) ? `${p}.mlp` : attn}.${t}_proj.weight`;
+    const targets = Object.keys(shapes) as LoraTarget[];
+    const stored = targets.map((t) => source.shape(nameOf(t)));
+    if (stored.some((sh) => !sh)) return undefined; // the usual path names what is missing
+    const datas = new Map<LoraTarget, StoredTensor>();
+    for (const t of targets) datas.set(t, await read(nameOf(t), shapes[t]));
+    const kinds = targets.map((t) => kindOf(datas.get(t)!, shapes[t]));
+    const kind = kinds[0];
+    if (kinds.some((k) => k !== kind)) return undefined; // the usual path reads them again
+    const f32 = async (name: string, n: number) => {
+      const d = await read(name, [n]);
+      if (isPacked(d)) {
+        throw new UnsupportedDtypeError(
+          file,
+          `tensor ${name} is ${d.dtype}; vectors must be float`,
+        );
+      }
+      return tensorToF32(d);
+    };
+    const pieces: [string, Uint8Array][] = [];
+    const bytesOf = (a: Float32Array | Uint16Array | Uint8Array) =>
+      new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    pieces.push(["attnNorm", bytesOf(await f32(`${p}.input_layernorm.weight`, c.dim))]);
+    pieces.push(["ffnNorm", bytesOf(await f32(`${p}.post_attention_layernorm.weight`, c.dim))]);
+    const biasAt: [number, number, number] = [0, Math.ceil(qDim(c) / 64) * 64, 0];
+    biasAt[2] = biasAt[1] + Math.ceil(kvDim(c) / 64) * 64;
+    if (c.qkvBias) {
+      const flat = new Float32Array(biasAt[2] + kvDim(c));
+      flat.set(await f32(`${attn}.q_proj.bias`, qDim(c)), 0);
+      flat.set(await f32(`${attn}.k_proj.bias`, kvDim(c)), biasAt[1]);
+      flat.set(await f32(`${attn}.v_proj.bias`, kvDim(c)), biasAt[2]);
+      pieces.push(["bias", bytesOf(flat)]);
+    }
+    for (const t of targets) {
+      const d = datas.get(t)!;
+      const host = isPacked(d) ? d.data : kind === "f16" ? toF16Bits(d) : tensorToF32(d);
+      pieces.push([t, bytesOf(host)]);
+    }
+    const align = PORTABLE_OFFSET_ALIGNMENT;
+    const at: Record<string, number> = { bias: 0 };
+    let end = 0;
+    for (const [name, b] of pieces) {
+      at[name] = Math.ceil(end / align) * align;
+      end = at[name] + b.length;
+    }
+    end = Math.ceil(end / 16) * 16;
+    if (end > limit) return undefined;
+    const data = createTensor(gpu, [end / 4], "u32", `layer ${l}`);
+    made.push(data);
+    for (const [name, b] of pieces) {
+      const padded = new Uint8Array(Math.ceil(b.length / 4) * 4);
+      padded.set(b);
+      gpu.device.queue.writeBuffer(data.buffer, at[name], padded);
+    }
+    // Counted as uploaded: the tensors' own bytes (the biases without their padding).
+    bytes += pieces.reduce((sum, [name, b]) => sum + (name === "bias" ? 0 : b.length), 0) +
+      (c.qkvBias ? 4 * (qDim(c) + 2 * kvDim(c)) : 0);
+    const names = targets.map(nameOf);
+    if (kind === "f16") f16Tensors.push(...names);
+    else if (kind !== "f32") quantTypes.add(kind);
+    const typed = new Tensor(
+      data.buffer,
+      [kind === "f16" ? end / 2 : end / 4],
+      kind === "f16" ? "f16" : kind === "f32" ? "f32" : "u32",
+    );
+    const group = (ts: LoraTarget[]): FusedParts => ({
+      data: typed,
+      kind,
+      cols: shapes[ts[0]][1],
+      parts: ts.map((t) => ({ offset: at[t], rows: shapes[t][0] })),
+    });
+    const matrixAt = (t: LoraTarget): GpuMatrix => {
+      const [rows, cols] = shapes[t];
+      if (kind === "f32" || kind === "f16") {
+        return new Tensor(data.buffer, [rows, cols], kind, at[t]);
+      }
+      const words = Math.ceil(rows * quantRowBytes(kind, cols) / 4);
+      return quantMatrix(new Tensor(data.buffer, [words], "u32", at[t]), kind, rows, cols);
+    };
+    const vec = (name: string, n: number, offset = 0) =>
+      new Tensor(data.buffer, [n], "f32", at[name] + 4 * offset);
+    const bias = c.qkvBias ? vec("bias", biasAt[2] + kvDim(c)) : undefined;
+    return {
+      attnNorm: vec("attnNorm", c.dim),
+      ffnNorm: vec("ffnNorm", c.dim),
+      q: matrixAt("q"),
+      k: matrixAt("k"),
+      v: matrixAt("v"),
+      o: matrixAt("o"),
+      gate: matrixAt("gate"),
+      up: matrixAt("up"),
+      down: matrixAt("down"),
+      qBias: bias && vec("bias", qDim(c)),
+      kBias: bias && vec("bias", kvDim(c), biasAt[1]),
+      vBias: bias && vec("bias", kvDim(c), biasAt[2]),
+      qNorm: c.qkNorm ? await vector(`${attn}.q_norm.weight`, [c.headDim]) : undefined,
+      kNorm: c.qkNorm ? await vector(`${attn}.k_norm.weight`, [c.headDim]) : undefined,
+      qkv: group(["q", "k", "v"]),
+      gateUp: group(["gate", "up"]),
+      qkvBias: bias && { data: bias, offsets: [...biasAt] },
+      packed: { data, kind, at: at as PackedLayer["at"], biasAt },
+    };
+  };
   /** The q, k and v biases in one buffer, each at a portable binding offset. */
   const biasGroup = async (names: string[], sizes: number[]) => {
     const align = 64;
@@ -261,6 +406,11 @@ export async function uploadWeights(
     if (isQuantized(embed)) keep(embed.data);
     const layers: GpuLayer[] = [];
     for (let l = 0; l < c.nLayers; l++) {
+      const packed = await packedLayer(l);
+      if (packed) {
+        layers.push(packed);
+        continue;
+      }
       const p = `model.layers.${l}`;
       const attn = `${p}.self_attn`;
       const attnNorm = await vector(`${p}.input_layernorm.weight`, [c.dim]);

@@ -23,11 +23,17 @@ import { RmsNormOp } from "../ops/rmsnorm.ts";
 import { RopeOp } from "../ops/rope.ts";
 import { SwiGluOp } from "../ops/swiglu.ts";
 import {
+  DECODE_LAYER_MAX_RANK,
+  type DecodeLayerArgs,
+  DecodeLayerOp,
+  type DecodeLayerShape,
+} from "../ops/decode_layer.ts";
+import {
+  FUSED_MAX_RANK,
   type FusedLora,
   FusedMatvecOp,
   type FusedParts,
   type FusedVariant,
-  MAX_RANK as FUSED_MAX_RANK,
   singlePart,
 } from "../ops/fused_matvec.ts";
 import {
@@ -117,6 +123,11 @@ export interface ForwardOps {
    * the residual adds, the adapter), compiled for the model's weights; absent when turned off.
    */
   fused?: FusedMatvecOp;
+  /**
+   * Whole layers in one workgroup (small models), by the layer's RoPE pairs ("none" for a layer
+   * without RoPE); absent when the model's layers do not suit it or it is turned off.
+   */
+  layer?: Map<string, DecodeLayerOp>;
 }
 
 /** Options of {@link LlamaModel.create}. */
@@ -126,6 +137,11 @@ export interface LlamaModelOptions extends UploadWeightsOptions {
    * instead of fourteen. false keeps the unfused kernels everywhere (tests compare the two).
    */
   fusedDecode?: boolean;
+  /**
+   * With fusedDecode, run a whole layer in one workgroup where the model is small enough
+   * ({@link DecodeLayerOp.suits}; default true): one dispatch a layer.
+   */
+  oneWorkgroupLayers?: boolean;
 }
 
 /** The kernels of a model whose weights stay in quantized blocks. */
@@ -181,6 +197,36 @@ function fusedVariants(config: ModelConfig, weights: GpuWeights): FusedVariant[]
   return out;
 }
 
+/**
+ * The one-workgroup layer kernels a model can use, by RoPE pairs ("none": a layer without RoPE):
+ * every layer packed in one buffer of one kind, no head norms, a shape that suits the kernel.
+ */
+function decodeLayerShapes(
+  gpu: Gpu,
+  config: ModelConfig,
+  weights: GpuWeights,
+): Map<string, DecodeLayerShape> {
+  const shapes = new Map<string, DecodeLayerShape>();
+  const packed = weights.layers.map((l) => l.packed);
+  if (config.qkNorm || packed.some((p) => !p || p.kind !== packed[0]!.kind)) return shapes;
+  for (let l = 0; l < config.nLayers; l++) {
+    const rope = (config.ropeLayers?.[l] ?? true) ? config.ropePairs ?? "interleaved" : undefined;
+    const shape: DecodeLayerShape = {
+      dim: config.dim,
+      hiddenDim: config.hiddenDim,
+      nHeads: config.nHeads,
+      nKvHeads: config.nKvHeads,
+      headDim: config.headDim,
+      kind: packed[0]!.kind,
+      bias: config.qkvBias,
+      rope,
+    };
+    if (!DecodeLayerOp.suits(gpu, shape)) return new Map();
+    shapes.set(rope ?? "none", shape);
+  }
+  return shapes;
+}
+
 /** A Llama-family model on the GPU: weights, compiled kernels, and the forward pass. */
 export class LlamaModel {
   private constructor(
@@ -203,6 +249,9 @@ export class LlamaModel {
     const types = weights.quantTypes;
     try {
       const variants = options.fusedDecode === false ? [] : fusedVariants(config, weights);
+      const layerShapes = options.fusedDecode === false || options.oneWorkgroupLayers === false
+        ? new Map<string, DecodeLayerShape>()
+        : decodeLayerShapes(gpu, config, weights);
       const ops = await compileAll({
         embedding: EmbeddingOp.create(registry),
         rmsnorm: RmsNormOp.create(registry),
@@ -232,6 +281,13 @@ export class LlamaModel {
           : Promise.resolve(undefined),
         fused: variants.length
           ? FusedMatvecOp.create(registry, variants)
+          : Promise.resolve(undefined),
+        layer: layerShapes.size
+          ? Promise.all(
+            [...layerShapes].map(async ([key, shape]) =>
+              [key, await DecodeLayerOp.create(registry, shape)] as const
+            ),
+          ).then((entries) => new Map(entries))
           : Promise.resolve(undefined),
       });
       return new LlamaModel(gpu, config, weights, ops);
@@ -379,6 +435,7 @@ export class LlamaModel {
     // Decode (one row of inference, no dropout) takes the fused kernels where they cover the
     // weights; prefill and the training forward keep the tiled ones.
     const decode = t === 1 && !b.rstd1 && !(step.dropout && step.dropout.p > 0);
+    if (decode && this.#recordWholeLayer(rec, l, b, cache, past, step)) return;
     const fusedLora = (targets: LoraTarget[]) => decode ? this.#fusedLora(l, targets, step) : null;
     const project = (
       target: LoraTarget,
@@ -488,6 +545,54 @@ export class LlamaModel {
     }
     if (b.xOut !== b.x2) copy.record(rec, b.x2, b.xOut);
     project("down", b.act, layer.down, b.xOut, { accumulate: true });
+  }
+
+  /**
+   * Records layer `l` for one token in one workgroup when the model has that kernel and the
+   * adapter (if any) adapts every projection of the layer at a rank it takes; false otherwise.
+   */
+  #recordWholeLayer(
+    rec: Recorder,
+    l: number,
+    b: LayerBuffers,
+    cache: KvCache,
+    past: number,
+    step: ForwardStep,
+  ): boolean {
+    const layer = this.weights.layers[l];
+    const op = this.ops.layer?.get(this.rotates(l) ? this.ops.rope.pairs : "none");
+    if (!op || !layer.packed || op.shape.kind !== layer.packed.kind) return false;
+    const adapter = step.adapter;
+    let lora: DecodeLayerArgs["lora"];
+    if (adapter) {
+      const parts = Object.fromEntries(LORA_TARGETS.map((t) => [t, adapter.get(l, t)]));
+      const all = LORA_TARGETS.every((t) => parts[t]);
+      if (!all || adapter.rank > DECODE_LAYER_MAX_RANK) {
+        if (LORA_TARGETS.some((t) => parts[t])) return false;
+      } else {
+        lora = { parts: parts as Record<LoraTarget, AdapterMatrices>, scale: adapter.scale };
+      }
+    }
+    const c = this.config;
+    rec.countWeightBytes(
+      layer.attnNorm.byteLength + layer.ffnNorm.byteLength + (layer.qkvBias?.data.byteLength ?? 0),
+    );
+    for (const t of LORA_TARGETS) {
+      rec.countWeightBytes(matrixBytes(layer[t]));
+      const p = lora?.parts[t];
+      if (p) rec.countWeightBytes(p.a.byteLength + p.b.byteLength);
+    }
+    op.record(rec, {
+      x: b.xIn.reshape([c.dim]),
+      weights: layer.packed,
+      kv: cache.kv[l],
+      vOffset: cache.vOffset,
+      past,
+      eps: c.normEps,
+      freqs: this.rotates(l) ? this.ops.rope.frequencies : undefined,
+      lora,
+    });
+    return true;
   }
 
   /**

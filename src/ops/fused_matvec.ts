@@ -25,7 +25,7 @@ import {
 const OP = "fused matvec";
 
 /** Largest LoRA rank the kernels take (it sizes their workgroup copy of h). */
-export const MAX_RANK = 64;
+export const FUSED_MAX_RANK = 64;
 
 /** How matrices of one fused product are stored: f32, f16, or GGUF blocks of one type. */
 export type FusedWeightKind = "f32" | "f16" | GgmlQuantType;
@@ -180,7 +180,7 @@ export class FusedMatvecOp {
         BIAS: v.bias ?? false,
         ROPE: v.rope !== undefined,
         INTERLEAVED: v.rope !== "half",
-        MAX_RANK,
+        MAX_RANK: FUSED_MAX_RANK,
       };
       // The branches the flags decide go before compiling (see foldConstantBranches), so the
       // variant's layout holds only the buffers it reads.
@@ -375,7 +375,13 @@ export class FusedMatvecOp {
     }
     const rank = parts[0].a.shape[0];
     const buffer = parts[0].a.buffer;
-    expectArgument(OP, "LoRA rank", rank >= 1 && rank <= MAX_RANK, `in 1..${MAX_RANK}`, rank);
+    expectArgument(
+      OP,
+      "LoRA rank",
+      rank >= 1 && rank <= FUSED_MAX_RANK,
+      `in 1..${FUSED_MAX_RANK}`,
+      rank,
+    );
     let lo = Infinity;
     let hi = 0;
     for (const [i, { a, b }] of parts.entries()) {

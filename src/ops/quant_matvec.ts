@@ -23,7 +23,7 @@ export interface QuantMatvecTiles {
  * switches, so one SIMD group with several rows is fastest there (as for the f32 matvec); on GPUs
  * a wider group keeps loads coalesced.
  */
-function defaultTiles(gpu: Gpu): QuantMatvecTiles {
+export function quantMatvecTiles(gpu: Gpu): QuantMatvecTiles {
   return gpu.capabilities.isFallbackAdapter ? { wg: 8, rows: 8 } : { wg: 64, rows: 4 };
 }
 
@@ -60,7 +60,7 @@ export class QuantMatvecOp {
     registry: KernelRegistry,
     options: QuantMatvecCreateOptions = {},
   ): Promise<QuantMatvecOp> {
-    const tiles = options.tiles ?? defaultTiles(registry.gpu);
+    const tiles = options.tiles ?? quantMatvecTiles(registry.gpu);
     const { wg, rows } = tiles;
     if (!Number.isInteger(Math.log2(wg)) || rows < 1 || rows > wg) {
       throw new KernelUsageError(`quant matvec: bad tiles ${JSON.stringify(tiles)}`);

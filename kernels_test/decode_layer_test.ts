@@ -1,0 +1,276 @@
+import assert from "node:assert/strict";
+import { assertClose, gpuTest, POISON_BITS, seededRng, testGpu } from "./helpers.ts";
+import { randomWeights } from "./model_fixtures.ts";
+import { DecodeLayerOp, type DecodeLayerShape } from "../src/ops/decode_layer.ts";
+import type { FusedWeightKind } from "../src/ops/fused_matvec.ts";
+import { ropeFrequencyTable } from "../src/ops/rope.ts";
+import { LORA_TARGETS, type LoraTarget, projectionDims } from "../src/core/lora.ts";
+import type { ModelConfig } from "../src/formats/config.ts";
+import {
+  f16ArrayToF32,
+  f32ArrayToF16,
+  type StoredTensor,
+  tensorToF32,
+  type WeightSource,
+} from "../src/formats/tensor_data.ts";
+import { readF32 } from "../src/gpu/readback.ts";
+import { Tensor, uploadTensor, writeTensor } from "../src/gpu/tensor.ts";
+import { uploadWeights } from "../src/model/gpu_weights.ts";
+import { KvCache } from "../src/model/kv_cache.ts";
+import type { Rng } from "../src/core/random.ts";
+import { dequantizeMatrix, quantizeRandom } from "../src/reference/quant.ts";
+import { decodeLayerRef, type LayerWeightsRef } from "../src/reference/decode_layer.ts";
+
+const ROPE_BASE = 10000;
+
+const MATRIX: Record<LoraTarget, string> = {
+  q: "self_attn.q_proj",
+  k: "self_attn.k_proj",
+  v: "self_attn.v_proj",
+  o: "self_attn.o_proj",
+  gate: "mlp.gate_proj",
+  up: "mlp.up_proj",
+  down: "mlp.down_proj",
+};
+
+/** A one-layer model's weights of one kind, and the float64 values the kernel should see. */
+function layerSource(
+  config: ModelConfig,
+  kind: FusedWeightKind,
+  rng: Rng,
+): { source: WeightSource; ref: LayerWeightsRef } {
+  const weights = randomWeights(config, rng);
+  const tensors = new Map<string, StoredTensor>(weights.tensors);
+  const values = (name: string) => Float64Array.from(tensorToF32(weights.tensors.get(name)!));
+  const matrices = {} as Record<LoraTarget, ArrayLike<number>>;
+  for (const t of LORA_TARGETS) {
+    const name = `model.layers.0.${MATRIX[t]}.weight`;
+    const [rows, cols] = weights.tensors.get(name)!.shape;
+    if (kind === "f32") matrices[t] = values(name);
+    else if (kind === "f16") {
+      matrices[t] = f16ArrayToF32(f32ArrayToF16(tensorToF32(weights.tensors.get(name)!)));
+    } else {
+      const bytes = quantizeRandom(kind, rng, rows, cols);
+      tensors.set(name, { dtype: kind, shape: [rows, cols], data: bytes });
+      matrices[t] = dequantizeMatrix(kind, bytes, rows, cols);
+    }
+  }
+  const source: WeightSource = {
+    config,
+    names: () => tensors.keys(),
+    shape: (name) => tensors.get(name)?.shape,
+    read: (name) => Promise.resolve(tensors.get(name)!),
+  };
+  const bias = config.qkvBias
+    ? (["q", "k", "v"].map((t) => values(`model.layers.0.self_attn.${t}_proj.bias`)) as [
+      Float64Array,
+      Float64Array,
+      Float64Array,
+    ])
+    : undefined;
+  return {
+    source,
+    ref: {
+      attnNorm: values("model.layers.0.input_layernorm.weight"),
+      ffnNorm: values("model.layers.0.post_attention_layernorm.weight"),
+      matrices,
+      bias,
+    },
+  };
+}
+
+interface Case {
+  config: ModelConfig;
+  kind: FusedWeightKind;
+  rank?: number;
+  past: number;
+}
+
+async function runCase(rng: Rng, c: Case): Promise<void> {
+  const { gpu, registry, recorder } = await testGpu();
+  const { config, kind, past } = c;
+  const what = `decode layer ${kind} dim=${config.dim} hidden=${config.hiddenDim} heads=` +
+    `${config.nHeads}/${config.nKvHeads}x${config.headDim} bias=${config.qkvBias} ` +
+    `rope=${config.ropePairs} rank=${c.rank ?? 0} past=${past}`;
+  const { source, ref } = layerSource(config, kind, rng);
+  const weights = await uploadWeights(gpu, source, what, {
+    weightDtype: kind === "f16" ? "f16" : "f32",
+  });
+  const layer = weights.layers[0];
+  assert.ok(layer.packed, `${what}: the layer is packed`);
+  const rope = config.ropeLayers?.[0] === false ? undefined : config.ropePairs;
+  const shape: DecodeLayerShape = {
+    dim: config.dim,
+    hiddenDim: config.hiddenDim,
+    nHeads: config.nHeads,
+    nKvHeads: config.nKvHeads,
+    headDim: config.headDim,
+    kind,
+    bias: config.qkvBias,
+    rope,
+  };
+  assert.ok(DecodeLayerOp.suits(gpu, shape), `${what}: suits`);
+  const op = await DecodeLayerOp.create(registry, shape);
+  const kvDim = config.nKvHeads * config.headDim;
+  const cache = new KvCache(gpu, config, past + 3);
+  const kvBuffer = cache.kv[0];
+  // Poison everywhere, then earlier rows of keys and values.
+  const poison = new Uint32Array(kvBuffer.size).fill(POISON_BITS);
+  const pastK = rng.normals(past * kvDim);
+  const pastV = rng.normals(past * kvDim);
+  const host = new Float32Array(poison.buffer);
+  host.set(pastK, 0);
+  host.set(pastV, cache.vOffset);
+  writeTensor(gpu, kvBuffer, host);
+  const xValues = rng.normals(config.dim);
+  const x = uploadTensor(gpu, xValues, [config.dim]);
+  const freqs = rope
+    ? uploadTensor(gpu, ropeFrequencyTable(config.headDim, ROPE_BASE), [config.headDim / 2, 4])
+    : undefined;
+  let loraBuffer: Tensor | undefined;
+  let lora: Parameters<DecodeLayerOp["record"]>[1]["lora"];
+  if (c.rank) {
+    const rank = c.rank;
+    const pad = (n: number) => Math.ceil(n / 64) * 64;
+    let n = 64;
+    const layout = LORA_TARGETS.map((t) => {
+      const [inDim, outDim] = projectionDims(config, t);
+      const a = n;
+      n += pad(rank * inDim);
+      const b = n;
+      n += pad(outDim * rank);
+      return { t, a, b, inDim, outDim };
+    });
+    const flat = rng.normals(n, 0.3);
+    loraBuffer = uploadTensor(gpu, flat, [n]);
+    const scale = 0.5 + rng.next();
+    const parts = {} as Record<LoraTarget, { a: Tensor; b: Tensor }>;
+    const a = {} as Record<LoraTarget, ArrayLike<number>>;
+    const b = {} as Record<LoraTarget, ArrayLike<number>>;
+    for (const l of layout) {
+      parts[l.t] = {
+        a: new Tensor(loraBuffer.buffer, [rank, l.inDim], "f32", 4 * l.a),
+        b: new Tensor(loraBuffer.buffer, [l.outDim, rank], "f32", 4 * l.b),
+      };
+      a[l.t] = flat.subarray(l.a, l.a + rank * l.inDim);
+      b[l.t] = flat.subarray(l.b, l.b + l.outDim * rank);
+    }
+    lora = { parts, scale };
+    ref.lora = { a, b, rank, scale };
+  }
+  op.record(recorder, {
+    x,
+    weights: layer.packed!,
+    kv: kvBuffer,
+    vOffset: cache.vOffset,
+    past,
+    eps: config.normEps,
+    freqs,
+    lora,
+  });
+  recorder.submit();
+  const expected = decodeLayerRef(
+    {
+      dim: config.dim,
+      hiddenDim: config.hiddenDim,
+      nHeads: config.nHeads,
+      nKvHeads: config.nKvHeads,
+      headDim: config.headDim,
+      eps: config.normEps,
+      rope: rope && { base: ROPE_BASE, pairs: rope },
+    },
+    ref,
+    xValues,
+    pastK,
+    pastV,
+    past,
+  );
+  const tol = kind === "f32" || kind === "f16" ? 1e-4 : 3e-4;
+  assertClose(await readF32(gpu, x), expected.x, `${what}: x`, tol);
+  const all = await readF32(gpu, kvBuffer);
+  const words = new Uint32Array(all.buffer);
+  const kAt = past * kvDim, vAt = cache.vOffset + past * kvDim;
+  for (let i = 0; i < words.length; i++) {
+    const written = (i >= kAt && i < kAt + kvDim) || (i >= vAt && i < vAt + kvDim);
+    const earlier = i < kAt || (i >= cache.vOffset && i < vAt);
+    if (written || earlier) continue;
+    if (words[i] !== POISON_BITS) throw new Error(`${what}: kv element ${i} overwritten`);
+  }
+  assert.deepEqual(all.subarray(0, kAt), Float32Array.from(pastK), `${what}: earlier keys kept`);
+  assertClose(all.subarray(kAt, kAt + kvDim), expected.k, `${what}: k`, tol);
+  assertClose(all.subarray(vAt, vAt + kvDim), expected.v, `${what}: v`, tol);
+  for (const t of [x, freqs, loraBuffer]) t?.destroy();
+  cache.destroy();
+  weights.destroy();
+}
+
+/** stories260K's shape. */
+const STORIES: ModelConfig = {
+  architecture: "test",
+  dim: 64,
+  hiddenDim: 172,
+  nLayers: 1,
+  nHeads: 8,
+  nKvHeads: 4,
+  headDim: 8,
+  vocabSize: 32,
+  maxSeqLen: 64,
+  normEps: 1e-5,
+  ropeTheta: ROPE_BASE,
+  ropePairs: "interleaved",
+  tiedEmbeddings: true,
+  qkvBias: false,
+};
+
+/** Odd sizes: q wider than the model, heads of 6, biases, half pairs. */
+const ODD: ModelConfig = {
+  ...STORIES,
+  dim: 20,
+  hiddenDim: 28,
+  nHeads: 4,
+  nKvHeads: 2,
+  headDim: 6,
+  ropePairs: "half",
+  qkvBias: true,
+};
+
+gpuTest("decode_layer.wgsl matches its twin (f32, f16; adapter; biases; no RoPE)", async () => {
+  const rng = seededRng("decode layer");
+  for (const kind of ["f32", "f16"] as const) {
+    await runCase(rng, { config: STORIES, kind, past: 0 });
+    await runCase(rng, { config: STORIES, kind, past: 9, rank: 16 });
+    await runCase(rng, { config: ODD, kind, past: 5 });
+    await runCase(rng, { config: ODD, kind, past: 2, rank: 3 });
+  }
+  await runCase(rng, { config: { ...ODD, ropeLayers: [false] }, kind: "f32", past: 4, rank: 2 });
+});
+
+gpuTest("decode_layer.wgsl over GGUF blocks matches its twin", async () => {
+  const rng = seededRng("decode layer blocks");
+  const config = { ...STORIES, dim: 64, hiddenDim: 96 };
+  for (const kind of ["Q8_0", "Q4_0", "Q5_1"] as const) {
+    await runCase(rng, { config, kind, past: 6 });
+    await runCase(rng, { config, kind, past: 3, rank: 5 });
+  }
+  const k256 = { ...STORIES, dim: 256, hiddenDim: 256, nHeads: 4, nKvHeads: 2, headDim: 64 };
+  await runCase(rng, { config: k256, kind: "Q4_K", past: 4, rank: 4 });
+});
+
+gpuTest("decode layer: which shapes suit one workgroup", async () => {
+  const { gpu } = await testGpu();
+  const shape = (c: ModelConfig, kind: FusedWeightKind = "f32"): DecodeLayerShape => ({
+    dim: c.dim,
+    hiddenDim: c.hiddenDim,
+    nHeads: c.nHeads,
+    nKvHeads: c.nKvHeads,
+    headDim: c.headDim,
+    kind,
+    bias: false,
+    rope: "half",
+  });
+  assert.ok(DecodeLayerOp.suits(gpu, shape(STORIES)));
+  // SmolLM2-135M: 3.5 M weights a layer and more values than 16 KiB hold.
+  const smol = { ...STORIES, dim: 576, hiddenDim: 1536, nHeads: 9, nKvHeads: 3, headDim: 64 };
+  assert.ok(!DecodeLayerOp.suits(gpu, shape(smol)));
+  assert.ok(!DecodeLayerOp.suits(gpu, shape(STORIES, "Q8_0")), "172 is not whole blocks");
+});

@@ -1,0 +1,370 @@
+// One decoder layer for one token in one workgroup, for models small enough that a layer's
+// values fit workgroup memory (stories260K): RMSNorm, q/k/v (+ biases, + adapter), RoPE, the KV
+// cache append, attention over the cache, o and the residual, RMSNorm, gate/up (+ adapter),
+// SwiGLU, down and the residual, with workgroup barriers between the stages instead of
+// dispatches. The layer's weights are one buffer (src/model/gpu_weights.ts's packed layer), bound
+// as u32 words (qweight: GGUF blocks, the f32 norms and biases) and as the matrices' own kind
+// (weight: f32 vec4s; weight16: f16 pairs).
+//
+// Each product row is one invocation's: it sums the row the way matvec.wgsl / quant_matvec.wgsl
+// would with MV_LANES invocations (lane l takes vec4s l, l + MV_LANES, ...; then the same tree),
+// and the norms take rmsnorm.wgsl's order (NORM_LANES lanes, its tree), so the products equal the
+// unfused and fused kernels' bit for bit. (On llvmpipe this measured faster than all invocations
+// sharing each row: the tree's barriers cost more than the rows' scattered loads.) Attention gives each invocation one head and walks the
+// keys with an online softmax (its own order: float32 rounding apart from attention.wgsl).
+//
+// Flags are plain `if (FLAG ...)` conditions, folded before compiling (foldConstantBranches), so a
+// variant binds only the buffers it reads.
+
+override WG: u32 = 8;         // invocations
+override MV_LANES: u32 = 8;   // the unfused matvec's invocations, a power of two
+override DIM: u32 = 64;       // model width
+override QDIM: u32 = 64;      // nHeads * headDim
+override KVDIM: u32 = 32;     // nKvHeads * headDim
+override HIDDEN: u32 = 172;   // MLP width
+override HD: u32 = 8;         // head size (even)
+override NH: u32 = 8;         // query heads
+override NKV: u32 = 4;        // key/value heads
+override WTYPE: u32 = 0u;     // 0 f32, 1 f16, 2 GGUF blocks (QTYPE)
+override BIAS: bool = false;
+override LORA: bool = false;
+override ROPE: bool = true;
+override INTERLEAVED: bool = true;
+override NORM_LANES: u32 = 64; // rmsnorm.wgsl's invocations, a power of two
+override MAX_RANK: u32 = 64;
+
+const DIM4: u32 = DIM / 4u;
+const QDIM4: u32 = QDIM / 4u;
+const HIDDEN4: u32 = HIDDEN / 4u;
+const MAXK4: u32 = max(max(DIM4, QDIM4), HIDDEN4);
+const QKV: u32 = QDIM + 2u * KVDIM;
+const GROUP: u32 = NH / NKV;
+
+//!include "quant_blocks.wgsl"
+//!include "rope_angles.wgsl"
+//!include "sigmoid.wgsl"
+
+// Byte offsets in the layer buffer: the norms, the q bias (k's and v's at biasK, biasV more
+// floats), the matrices. kRow, vRow: where this token's key and value go in kv; vBase: where the
+// values start. aAt_t, bAt_t: floats from the adapter binding's start to target t's A and B.
+struct Params {
+  eps: f32, scale: f32, pos: u32, keys: u32,
+  kRow: u32, vRow: u32, vBase: u32,
+  attnNormAt: u32, ffnNormAt: u32, biasAt: u32, biasK: u32, biasV: u32,
+  qAt: u32, kAt: u32, vAt: u32, oAt: u32, gateAt: u32, upAt: u32, downAt: u32,
+  rank: u32, loraScale: f32,
+  aQ: u32, aK: u32, aV: u32, aO: u32, aGate: u32, aUp: u32, aDown: u32,
+  bQ: u32, bK: u32, bV: u32, bO: u32, bGate: u32, bUp: u32, bDown: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;       // [DIM] the residual stream
+@group(0) @binding(2) var<storage, read> qweight: array<u32>;        // the layer's weights
+@group(0) @binding(3) var<storage, read> weight: array<vec4<f32>>;   // the same buffer (f32)
+@group(0) @binding(7) var<storage, read> weight16: array<vec2<u32>>; // the same buffer (f16)
+@group(0) @binding(4) var<storage, read_write> kv: array<f32>;      // the layer's KV cache
+@group(0) @binding(5) var<storage, read> freqs: array<vec4<f32>>;   // RoPE frequencies
+@group(0) @binding(6) var<storage, read> adapter: array<vec4<f32>>; // flat LoRA parameters
+
+var<workgroup> vin: array<vec4<f32>, MAXK4>;  // the input of the product at hand
+var<workgroup> xs: array<f32, DIM>;            // the residual entering the layer
+var<workgroup> x2: array<f32, DIM>;            // ... after attention
+var<workgroup> qkv: array<f32, QKV>;           // q, k, v before RoPE
+var<workgroup> qr: array<f32, QDIM>;           // q after RoPE
+var<workgroup> ao: array<f32, QDIM>;           // attention output
+var<workgroup> gu: array<f32, 2u * HIDDEN>;    // gate, then up
+var<workgroup> norm_lanes: array<f32, NORM_LANES>;
+var<workgroup> lh: array<f32, 3u * MAX_RANK>;  // LoRA h of the stage's targets
+
+fn f32_at(byte: u32) -> f32 {
+  return bitcast<f32>(qweight[byte >> 2u]);
+}
+
+fn f32x4_at(byte: u32) -> vec4<f32> {
+  let w = byte >> 2u;
+  return bitcast<vec4<f32>>(vec4<u32>(qweight[w], qweight[w + 1u], qweight[w + 2u], qweight[w + 3u]));
+}
+
+// vin normalised in place: vin * rstd * w, w the norm at byte `at`, rstd in rmsnorm's order.
+fn normalise(at: u32, lid: u32) {
+  for (var j = lid; j < NORM_LANES; j += WG) {
+    var squares = 0.0;
+    for (var c = j; c < DIM4; c += NORM_LANES) {
+      let v = vin[c];
+      squares += dot(v, v);
+    }
+    norm_lanes[j] = squares;
+  }
+  workgroupBarrier();
+  for (var width = NORM_LANES / 2u; width > 0u; width >>= 1u) {
+    for (var j = lid; j < width; j += WG) {
+      norm_lanes[j] = norm_lanes[j] + norm_lanes[j + width];
+    }
+    workgroupBarrier();
+  }
+  let r = inverseSqrt(norm_lanes[0] / f32(DIM) + params.eps);
+  for (var c = lid; c < DIM4; c += WG) {
+    vin[c] = vin[c] * r * f32x4_at(at + 16u * c);
+  }
+  workgroupBarrier();
+}
+
+// Row `row` of the matrix at byte `at` (K = 4 k4 values a row) dotted with vin, summed as
+// MV_LANES invocations of matvec.wgsl or quant_matvec.wgsl would.
+fn row_dot(at: u32, row: u32, k4: u32) -> f32 {
+  var lanes = array<f32, MV_LANES>();
+  if (WTYPE == 2u) {
+    let base = at + row * (4u * k4 / QK) * QBYTES;
+    let pieces = k4 / 8u;
+    for (var l = 0u; l < MV_LANES; l++) {
+      var acc = 0.0;
+      for (var p = l; p < pieces; p += MV_LANES) {
+        let col = 32u * p;
+        acc += q_dot32(base + (col / QK) * QBYTES, col % QK, vin[8u * p], vin[8u * p + 1u],
+          vin[8u * p + 2u], vin[8u * p + 3u], vin[8u * p + 4u], vin[8u * p + 5u],
+          vin[8u * p + 6u], vin[8u * p + 7u]);
+      }
+      lanes[l] = acc;
+    }
+  } else if (WTYPE == 1u) {
+    let base = (at >> 3u) + row * k4;
+    for (var l = 0u; l < MV_LANES; l++) {
+      var acc = vec4<f32>(0.0);
+      for (var k = l; k < k4; k += MV_LANES) {
+        let packed = weight16[base + k];
+        acc = fma(vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y)), vin[k], acc);
+      }
+      lanes[l] = acc.x + acc.y + acc.z + acc.w;
+    }
+  } else if (MV_LANES == 8u) {
+    // The same sums with the eight lanes in named registers (an indexed array lives in memory on
+    // llvmpipe, which is where eight lanes are the matvec's).
+    let base = (at >> 4u) + row * k4;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var k = 0u;
+    for (; k + 8u <= k4; k += 8u) {
+      a0 = fma(weight[base + k], vin[k], a0);
+      a1 = fma(weight[base + k + 1u], vin[k + 1u], a1);
+      a2 = fma(weight[base + k + 2u], vin[k + 2u], a2);
+      a3 = fma(weight[base + k + 3u], vin[k + 3u], a3);
+      a4 = fma(weight[base + k + 4u], vin[k + 4u], a4);
+      a5 = fma(weight[base + k + 5u], vin[k + 5u], a5);
+      a6 = fma(weight[base + k + 6u], vin[k + 6u], a6);
+      a7 = fma(weight[base + k + 7u], vin[k + 7u], a7);
+    }
+    if (k < k4) { a0 = fma(weight[base + k], vin[k], a0); }
+    if (k + 1u < k4) { a1 = fma(weight[base + k + 1u], vin[k + 1u], a1); }
+    if (k + 2u < k4) { a2 = fma(weight[base + k + 2u], vin[k + 2u], a2); }
+    if (k + 3u < k4) { a3 = fma(weight[base + k + 3u], vin[k + 3u], a3); }
+    if (k + 4u < k4) { a4 = fma(weight[base + k + 4u], vin[k + 4u], a4); }
+    if (k + 5u < k4) { a5 = fma(weight[base + k + 5u], vin[k + 5u], a5); }
+    if (k + 6u < k4) { a6 = fma(weight[base + k + 6u], vin[k + 6u], a6); }
+    let s = array<f32, 7>(
+      a0.x + a0.y + a0.z + a0.w, a1.x + a1.y + a1.z + a1.w, a2.x + a2.y + a2.z + a2.w,
+      a3.x + a3.y + a3.z + a3.w, a4.x + a4.y + a4.z + a4.w, a5.x + a5.y + a5.z + a5.w,
+      a6.x + a6.y + a6.z + a6.w,
+    );
+    let s7 = a7.x + a7.y + a7.z + a7.w;
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s7));
+  } else {
+    let base = (at >> 4u) + row * k4;
+    for (var l = 0u; l < MV_LANES; l++) {
+      var acc = vec4<f32>(0.0);
+      for (var k = l; k < k4; k += MV_LANES) {
+        acc = fma(weight[base + k], vin[k], acc);
+      }
+      lanes[l] = acc.x + acc.y + acc.z + acc.w;
+    }
+  }
+  for (var width = MV_LANES / 2u; width > 0u; width >>= 1u) {
+    for (var i = 0u; i < width; i++) {
+      lanes[i] = lanes[i] + lanes[i + width];
+    }
+  }
+  return lanes[0];
+}
+
+// ---- LoRA ------------------------------------------------------------------------------------
+
+fn adapter_at(i: u32) -> f32 {
+  return adapter[i >> 2u][i & 3u];
+}
+
+// lh[j * rank + r] = row r of A_j · vin, for the n targets whose A start at floats a0, a1, a2.
+fn lora_h(n: u32, a0: u32, a1: u32, a2: u32, k4: u32, lid: u32) {
+  for (var i = lid; i < n * params.rank; i += WG) {
+    let j = i / params.rank;
+    let a = select(select(a0, a1, j == 1u), a2, j == 2u) / 4u + (i % params.rank) * k4;
+    var acc = vec4<f32>(0.0);
+    for (var k = 0u; k < k4; k++) {
+      acc = fma(adapter[a + k], vin[k], acc);
+    }
+    lh[i] = acc.x + acc.y + acc.z + acc.w;
+  }
+  workgroupBarrier();
+}
+
+// scale · h_j·B[row] for the stage's target j, whose B starts at float b.
+fn lora_delta(j: u32, b: u32, row: u32) -> f32 {
+  var sum = 0.0;
+  for (var r = 0u; r < params.rank; r++) {
+    sum = fma(lh[j * params.rank + r], adapter_at(b + row * params.rank + r), sum);
+  }
+  return params.loraScale * sum;
+}
+
+// ---- the layer ---------------------------------------------------------------------------------
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  // Attention's input: the residual, normalised.
+  for (var c = lid; c < DIM4; c += WG) {
+    let v = vec4<f32>(x[4u * c], x[4u * c + 1u], x[4u * c + 2u], x[4u * c + 3u]);
+    vin[c] = v;
+    xs[4u * c] = v.x;
+    xs[4u * c + 1u] = v.y;
+    xs[4u * c + 2u] = v.z;
+    xs[4u * c + 3u] = v.w;
+  }
+  workgroupBarrier();
+  normalise(params.attnNormAt, lid);
+  if (LORA) {
+    lora_h(3u, params.aQ, params.aK, params.aV, DIM4, lid);
+  }
+  for (var r = lid; r < QKV; r += WG) {
+    let part = select(select(0u, 1u, r >= QDIM), 2u, r >= QDIM + KVDIM);
+    let row = r - select(select(0u, QDIM, r >= QDIM), QDIM + KVDIM, r >= QDIM + KVDIM);
+    var v = row_dot(select(select(params.qAt, params.kAt, part == 1u), params.vAt, part == 2u), row, DIM4);
+    if (BIAS) {
+      let b = select(select(0u, params.biasK, part == 1u), params.biasV, part == 2u);
+      v += f32_at(params.biasAt + 4u * (b + row));
+    }
+    if (LORA) {
+      v += lora_delta(part, select(select(params.bQ, params.bK, part == 1u), params.bV, part == 2u), row);
+    }
+    qkv[r] = v;
+  }
+  workgroupBarrier();
+  // RoPE on q and k; q stays here, k and v go to the cache.
+  for (var e = lid; e < QKV; e += WG) {
+    var v = qkv[e];
+    if (ROPE && e < QDIM + KVDIM) {
+      let d = e % HD;
+      var i = d / 2u;
+      var first = e - (d % 2u);
+      var second = first + 1u;
+      var member = d % 2u;
+      if (!INTERLEAVED) {
+        i = d % (HD / 2u);
+        member = d / (HD / 2u);
+        first = e - member * (HD / 2u);
+        second = first + HD / 2u;
+      }
+      let cs = cos_sin(params.pos, i);
+      let a = qkv[first];
+      let b = qkv[second];
+      v = select(a * cs.y + b * cs.x, a * cs.x - b * cs.y, member == 0u);
+    }
+    if (e < QDIM) {
+      qr[e] = v;
+    } else if (e < QDIM + KVDIM) {
+      kv[params.kRow + e - QDIM] = v;
+    } else {
+      kv[params.vRow + e - QDIM - KVDIM] = v;
+    }
+  }
+  storageBarrier();
+  workgroupBarrier();
+  // Attention: one head an invocation, an online softmax over the keys.
+  for (var h = lid; h < NH; h += WG) {
+    let g = h / GROUP;
+    var q: array<f32, HD>;
+    var acc: array<f32, HD>;
+    for (var d = 0u; d < HD; d++) {
+      q[d] = qr[h * HD + d] * params.scale;
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var j = 0u; j < params.keys; j++) {
+      let kb = j * KVDIM + g * HD;
+      var s = 0.0;
+      for (var d = 0u; d < HD; d++) {
+        s = fma(q[d], kv[kb + d], s);
+      }
+      let mNew = max(m, s);
+      let correction = exp(m - mNew);
+      let p = exp(s - mNew);
+      l = l * correction + p;
+      let vb = params.vBase + kb;
+      for (var d = 0u; d < HD; d++) {
+        acc[d] = fma(p, kv[vb + d], acc[d] * correction);
+      }
+      m = mNew;
+    }
+    for (var d = 0u; d < HD; d++) {
+      ao[h * HD + d] = acc[d] / l;
+    }
+  }
+  workgroupBarrier();
+  // o and the residual.
+  for (var c = lid; c < QDIM4; c += WG) {
+    vin[c] = vec4<f32>(ao[4u * c], ao[4u * c + 1u], ao[4u * c + 2u], ao[4u * c + 3u]);
+  }
+  workgroupBarrier();
+  if (LORA) {
+    lora_h(1u, params.aO, 0u, 0u, QDIM4, lid);
+  }
+  for (var r = lid; r < DIM; r += WG) {
+    var v = row_dot(params.oAt, r, QDIM4);
+    if (LORA) {
+      v += lora_delta(0u, params.bO, r);
+    }
+    x2[r] = xs[r] + v;
+  }
+  workgroupBarrier();
+  // The MLP's input: the residual, normalised.
+  for (var c = lid; c < DIM4; c += WG) {
+    vin[c] = vec4<f32>(x2[4u * c], x2[4u * c + 1u], x2[4u * c + 2u], x2[4u * c + 3u]);
+  }
+  workgroupBarrier();
+  normalise(params.ffnNormAt, lid);
+  if (LORA) {
+    lora_h(2u, params.aGate, params.aUp, 0u, DIM4, lid);
+  }
+  for (var r = lid; r < 2u * HIDDEN; r += WG) {
+    let up = r >= HIDDEN;
+    let row = r - select(0u, HIDDEN, up);
+    var v = row_dot(select(params.gateAt, params.upAt, up), row, DIM4);
+    if (LORA) {
+      v += lora_delta(select(0u, 1u, up), select(params.bGate, params.bUp, up), row);
+    }
+    gu[r] = v;
+  }
+  workgroupBarrier();
+  for (var c = lid; c < HIDDEN4; c += WG) {
+    var a: vec4<f32>;
+    for (var i = 0u; i < 4u; i++) {
+      let gate = gu[4u * c + i];
+      a[i] = gate * sigmoids(vec4<f32>(gate)).pos.x * gu[HIDDEN + 4u * c + i];
+    }
+    vin[c] = a;
+  }
+  workgroupBarrier();
+  if (LORA) {
+    lora_h(1u, params.aDown, 0u, 0u, HIDDEN4, lid);
+  }
+  for (var r = lid; r < DIM; r += WG) {
+    var v = row_dot(params.downAt, r, HIDDEN4);
+    if (LORA) {
+      v += lora_delta(0u, params.bDown, r);
+    }
+    x[r] = x2[r] + v;
+  }
+}

@@ -1,0 +1,255 @@
+import { DECODE_LAYER_WGSL as source } from "./shaders.generated.ts";
+import { GGML_TYPES, type GgmlQuantType } from "../core/quant.ts";
+import { LORA_TARGETS, type LoraTarget } from "../core/lora.ts";
+import { GpuLimitError, KernelUsageError, ShapeError } from "../gpu/errors.ts";
+import type { Gpu } from "../gpu/device.ts";
+import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
+import { PORTABLE_OFFSET_ALIGNMENT, type Recorder } from "../gpu/recorder.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import { foldConstantBranches } from "../gpu/wgsl_parse.ts";
+import type { FusedWeightKind } from "./fused_matvec.ts";
+import { qtypeConstant, QUANT_SNIPPETS } from "./quant_weight.ts";
+import { adapterClass, describeTensor, expectArgument, expectSize } from "./shapes.ts";
+import { matvecTiling } from "./matvec.ts";
+import { quantMatvecTiles } from "./quant_matvec.ts";
+
+const OP = "decode layer";
+
+/** Largest LoRA rank the kernel takes. */
+export const DECODE_LAYER_MAX_RANK = 64;
+
+/** The sizes of one layer, and how its weights are stored. */
+export interface DecodeLayerShape {
+  /** Model width (a multiple of 4, and of 32 for blocks). */
+  dim: number;
+  /** MLP width (a multiple of 4, and of 32 for blocks). */
+  hiddenDim: number;
+  /** Query heads. */
+  nHeads: number;
+  /** Key/value heads (dividing nHeads). */
+  nKvHeads: number;
+  /** Head size (even). */
+  headDim: number;
+  /** Storage of the matrices. */
+  kind: FusedWeightKind;
+  /** q/k/v biases. */
+  bias: boolean;
+  /** RoPE pair convention, or none (a layer without RoPE). */
+  rope?: "interleaved" | "half";
+}
+
+/** Where the layer's tensors lie in its one buffer (see src/model/gpu_weights.ts). */
+export interface DecodeLayerWeights {
+  /** The buffer, as u32 words. */
+  data: Tensor;
+  /** Byte offsets of the norms, the q bias, and the matrices. */
+  at: Record<"attnNorm" | "ffnNorm" | "bias" | LoraTarget, number>;
+  /** Element offsets of the q, k and v biases from `at.bias`. */
+  biasAt: readonly [number, number, number];
+}
+
+/** One layer for one token. */
+export interface DecodeLayerArgs {
+  /** [dim] the residual stream, updated in place. */
+  x: Tensor;
+  /** The layer's weights. */
+  weights: DecodeLayerWeights;
+  /** The layer's KV buffer: keys [capacity, nKvHeads, headDim] from 0, values from vOffset. */
+  kv: Tensor;
+  /** Element of kv where the values start. */
+  vOffset: number;
+  /** Cache rows before this token (its position). */
+  past: number;
+  /** RMSNorm epsilon. */
+  eps: number;
+  /** RoPE frequency table ([headDim / 2, 4]), when the layer rotates. */
+  freqs?: Tensor;
+  /** A LoRA adapter on all seven projections: A, B views of one f32 buffer, and alpha / rank. */
+  lora?: { parts: Record<LoraTarget, { a: Tensor; b: Tensor }>; scale: number };
+}
+
+/**
+ * A whole decoder layer for one token in one workgroup (shaders/decode_layer.wgsl), for models
+ * whose layers fit one workgroup's memory and take little work: one dispatch a layer instead of
+ * five, with or without an adapter. Its products and norms sum in the unfused kernels' order.
+ */
+export class DecodeLayerOp {
+  private constructor(
+    private readonly kernels: Map<boolean, Kernel>,
+    readonly shape: DecodeLayerShape,
+  ) {}
+
+  /**
+   * Whether a layer of `shape` suits the one-workgroup kernel on `gpu`: its values fit the
+   * workgroup memory WebGPU guarantees (16 KiB), and a layer is little enough work for one
+   * workgroup (on llvmpipe one CPU thread) to beat several dispatches.
+   */
+  static suits(gpu: Gpu, shape: DecodeLayerShape): boolean {
+    const { dim, hiddenDim: hidden, nHeads, nKvHeads, headDim: hd, kind } = shape;
+    const q = nHeads * hd;
+    const kvDim = nKvHeads * hd;
+    const quant = kind !== "f32" && kind !== "f16";
+    // Every product's input width whole vec4s, and whole blocks for blocks.
+    const multiple = quant ? GGML_TYPES[kind as GgmlQuantType].blockElems : 4;
+    if (dim % multiple || hidden % multiple || q % multiple || hd % 2 || nHeads % nKvHeads) {
+      return false;
+    }
+    if (hd > 256) return false;
+    // vin, xs, x2, qkv, qr, ao, gu, the norm's lanes, h.
+    const floats = Math.max(dim, q, hidden) + 2 * dim + q + 2 * kvDim + 2 * q + 2 * hidden + 64 +
+      3 * DECODE_LAYER_MAX_RANK;
+    const weights = (q + 2 * kvDim) * dim + dim * q + 3 * dim * hidden;
+    const budget = adapterClass(gpu.capabilities) === "fallback" ? 2 ** 20 : 2 ** 17;
+    return 4 * floats <= Math.min(16384, gpu.limits.maxComputeWorkgroupStorageSize) &&
+      weights <= budget;
+  }
+
+  /** Compiles the kernel for `shape`, with and without an adapter. */
+  static async create(registry: KernelRegistry, shape: DecodeLayerShape): Promise<DecodeLayerOp> {
+    if (!DecodeLayerOp.suits(registry.gpu, shape)) {
+      throw new KernelUsageError(`${OP}: a layer of ${JSON.stringify(shape)} does not suit it`);
+    }
+    const gpu = registry.gpu;
+    const quant = shape.kind !== "f32" && shape.kind !== "f16";
+    const WG = adapterClass(gpu.capabilities) === "fallback" ? 8 : 64;
+    const kernels = new Map<boolean, Kernel>();
+    await Promise.all([false, true].map(async (lora) => {
+      const constants = {
+        WG,
+        DIM: shape.dim,
+        QDIM: shape.nHeads * shape.headDim,
+        KVDIM: shape.nKvHeads * shape.headDim,
+        HIDDEN: shape.hiddenDim,
+        HD: shape.headDim,
+        NH: shape.nHeads,
+        NKV: shape.nKvHeads,
+        WTYPE: quant ? 2 : shape.kind === "f16" ? 1 : 0,
+        QTYPE: quant ? qtypeConstant(shape.kind as GgmlQuantType) : 8,
+        BIAS: shape.bias,
+        LORA: lora,
+        ROPE: shape.rope !== undefined,
+        INTERLEAVED: shape.rope !== "half",
+        // Each row sums as the unfused products do with their invocations.
+        MV_LANES: quant ? quantMatvecTiles(gpu).wg : matvecTiling(gpu).WG,
+        NORM_LANES: 64,
+        MAX_RANK: DECODE_LAYER_MAX_RANK,
+      };
+      const kernel = await registry.get({
+        file: "decode_layer.wgsl",
+        source: foldConstantBranches(source, constants),
+        includes: QUANT_SNIPPETS,
+        constants,
+      });
+      const storage = gpu.limits.maxStorageBuffersPerShaderStage;
+      if (kernel.storage.length > storage) {
+        throw new GpuLimitError(
+          `${OP}: ${kernel.storage.length} storage buffers; ${storage} allowed`,
+        );
+      }
+      kernels.set(lora, kernel);
+    }));
+    return new DecodeLayerOp(kernels, shape);
+  }
+
+  /** Records the layer for one token. */
+  record(rec: Recorder, args: DecodeLayerArgs): void {
+    const { x, weights, kv, vOffset, past, eps, freqs, lora } = args;
+    const s = this.shape;
+    const kvDim = s.nKvHeads * s.headDim;
+    expectSize(OP, "x", x, "f32", s.dim);
+    expectArgument(OP, "past", Number.isInteger(past) && past >= 0, "an integer >= 0", past);
+    const fits = kv.dtype === "f32" && vOffset >= (past + 1) * kvDim &&
+      vOffset + (past + 1) * kvDim <= kv.size;
+    if (!fits) {
+      throw new ShapeError(
+        `${OP}: row ${past} does not fit the KV buffer ${
+          describeTensor(kv)
+        } (values at ${vOffset})`,
+      );
+    }
+    if (weights.data.dtype !== "u32") {
+      throw new ShapeError(
+        `${OP}: weights must be a u32 tensor, got ${describeTensor(weights.data)}`,
+      );
+    }
+    if ((s.rope !== undefined) !== (freqs !== undefined)) {
+      throw new KernelUsageError(`${OP}: RoPE frequencies go with a rotating layer only`);
+    }
+    if (freqs) expectSize(OP, "RoPE frequencies", freqs, "f32", 2 * s.headDim);
+    const kernel = this.kernels.get(lora !== undefined)!;
+    const bindings: Record<string, Tensor> = { x, qweight: weights.data, kv };
+    const { buffer, byteOffset, size } = weights.data;
+    if (s.kind === "f32") bindings.weight = new Tensor(buffer, [size], "f32", byteOffset);
+    if (s.kind === "f16") bindings.weight16 = new Tensor(buffer, [2 * size], "f16", byteOffset);
+    if (freqs) bindings.freqs = freqs;
+    const at = weights.at;
+    const params: Record<string, number> = {
+      eps,
+      scale: 1 / Math.sqrt(s.headDim),
+      pos: past,
+      keys: past + 1,
+      kRow: past * kvDim,
+      vRow: vOffset + past * kvDim,
+      vBase: vOffset,
+      attnNormAt: at.attnNorm,
+      ffnNormAt: at.ffnNorm,
+      biasAt: at.bias,
+      biasK: weights.biasAt[1],
+      biasV: weights.biasAt[2],
+      qAt: at.q,
+      kAt: at.k,
+      vAt: at.v,
+      oAt: at.o,
+      gateAt: at.gate,
+      upAt: at.up,
+      downAt: at.down,
+      rank: 0,
+      loraScale: 0,
+    };
+    const names: Record<LoraTarget, string> = {
+      q: "Q",
+      k: "K",
+      v: "V",
+      o: "O",
+      gate: "Gate",
+      up: "Up",
+      down: "Down",
+    };
+    for (const t of LORA_TARGETS) params[`a${names[t]}`] = params[`b${names[t]}`] = 0;
+    if (lora) {
+      const parts = LORA_TARGETS.map((t) => lora.parts[t]);
+      const rank = parts[0].a.shape[0];
+      expectArgument(
+        OP,
+        "LoRA rank",
+        rank >= 1 && rank <= DECODE_LAYER_MAX_RANK,
+        `in 1..${DECODE_LAYER_MAX_RANK}`,
+        rank,
+      );
+      const buffer = parts[0].a.buffer;
+      const lo = Math.min(...parts.flatMap((p) => [p.a.byteOffset, p.b.byteOffset]));
+      const hi = Math.max(
+        ...parts.flatMap((p) => [p.a.byteOffset + p.a.byteLength, p.b.byteOffset + p.b.byteLength]),
+      );
+      const start = Math.floor(lo / PORTABLE_OFFSET_ALIGNMENT) * PORTABLE_OFFSET_ALIGNMENT;
+      for (const [i, t] of LORA_TARGETS.entries()) {
+        const { a, b } = parts[i];
+        if (
+          a.buffer !== buffer || b.buffer !== buffer || a.byteOffset % 16 || b.byteOffset % 4 ||
+          a.shape[0] !== rank || b.shape[1] !== rank
+        ) {
+          throw new KernelUsageError(
+            `${OP}: every A and B must be rank-${rank} views of one f32 buffer, A at multiples of 16 bytes`,
+          );
+        }
+        params[`a${names[t]}`] = (a.byteOffset - start) / 4;
+        params[`b${names[t]}`] = (b.byteOffset - start) / 4;
+      }
+      const bytes = Math.min(Math.ceil((hi - start) / 16) * 16, buffer.size - start);
+      bindings.adapter = new Tensor(buffer, [bytes / 4], "f32", start);
+      params.rank = rank;
+      params.loraScale = lora.scale;
+    }
+    rec.dispatch(kernel, bindings, params, [1]);
+  }
+}
