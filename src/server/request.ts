@@ -39,6 +39,11 @@ export interface SamplingRequest {
   stream: boolean;
   /** `stream_options.include_usage`: a last chunk with usage before `[DONE]`. */
   includeUsage: boolean;
+  /**
+   * `stream_options.include_training` (an extension): after each training step, a chunk with
+   * empty `choices` and a `templora_training` object (chunk, epoch, loss, tokens, seconds).
+   */
+  includeTraining: boolean;
   templora: TempLoraRequest;
 }
 
@@ -376,6 +381,7 @@ function samplingFields(body: Record<string, unknown>, limits: RequestLimits): S
     );
   }
   const includeUsage = streamOptions?.include_usage;
+  const includeTraining = streamOptions?.include_training;
   return {
     model: body.model as string | undefined,
     maxTokens: optionalNumber(body, "max_tokens", Math.min(16, limits.maxTokens), {
@@ -397,6 +403,9 @@ function samplingFields(body: Record<string, unknown>, limits: RequestLimits): S
     includeUsage: includeUsage === undefined || includeUsage === null
       ? false
       : boolean("stream_options.include_usage", includeUsage),
+    includeTraining: includeTraining === undefined || includeTraining === null
+      ? false
+      : boolean("stream_options.include_training", includeTraining),
     templora: templora(body.templora),
   };
 }

@@ -2,7 +2,7 @@ import type { Context } from "hono";
 import type { TextModel } from "../model/text_model.ts";
 import type { TempLoraSettings } from "../templora/settings.ts";
 import { tempLoraSettingsJson } from "../templora/settings_json.ts";
-import type { WriterSession } from "../templora/writer.ts";
+import type { TrainEvent, WriterSession } from "../templora/writer.ts";
 import { type CompletionOutcome, type OpenAiFinishReason, runCompletion } from "./completion.ts";
 import { ApiError, shutdownError } from "./errors.ts";
 import type { ModelLease } from "./host.ts";
@@ -146,6 +146,8 @@ export async function respond(
     outcome ? "completed" : shuttingDown() ? "shutdown" : "disconnected";
   const createdAt = Math.floor(Date.now() / 1000);
   const seed = request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0];
+  // Set while a stream with stream_options.include_training runs.
+  let onTraining: ((event: TrainEvent) => void) | undefined;
   const run = (onText: (text: string) => void) =>
     runCompletion(lease.lm, promptIds, request, settings, {
       clientSignal: client.signal,
@@ -160,6 +162,7 @@ export async function respond(
         } else if (e.type === "train") {
           m.trainingSteps.inc();
           if (e.skipped) m.skippedSteps.inc();
+          onTraining?.(e);
         }
       },
     }, onText);
@@ -202,6 +205,21 @@ export async function respond(
         let outcome: CompletionOutcome | null = null;
         let failed = false;
         try {
+          if (request.includeTraining) {
+            onTraining = (e) =>
+              send({
+                ...chunk,
+                choices: [],
+                templora_training: {
+                  chunk: e.chunk,
+                  epoch: e.epoch,
+                  loss: e.loss,
+                  tokens: e.exampleTokens,
+                  seconds: e.seconds,
+                  skipped: e.skipped ?? false,
+                },
+              });
+          }
           const opening = shape.opening();
           if (opening) send({ ...chunk, choices: [opening] });
           outcome = await run((text) => send({ ...chunk, choices: [shape.piece(text)] }));
