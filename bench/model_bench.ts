@@ -1,7 +1,8 @@
 /**
  * End-to-end model throughput: prefill tokens/s (a 128-token prompt) and decode tokens/s
- * (64 tokens, 32 for the larger model, sampled greedily on the GPU, 8 steps per submission,
- * tokens read back after each batch, as generation runs), without and with a LoRA adapter of the
+ * (256 tokens, 32 for the larger model, sampled greedily on the GPU, tokens read back after each
+ * batch, batches of 8 steps growing while they take under 50 ms, as generation runs: see
+ * src/model/decode_loop.ts), without and with a LoRA adapter of the
  * Temp-Lora defaults' rank, for stories260K and for a random-weight model of SmolLM2-135M's
  * shape. Each rate is given per wall-clock second and per CPU-second of this process (llvmpipe's
  * threads run in it, so on a shared machine the CPU figure stays comparable). The decode step's
@@ -19,12 +20,14 @@ import { CopyOp } from "../src/ops/copy.ts";
 import { Rng } from "../src/core/random.ts";
 import { DecodeSession, type SamplingSettings } from "../src/model/decode_session.ts";
 import { LlamaModel } from "../src/model/llama.ts";
+import { BATCH_TARGET_MS, MAX_STEP_GROWTH } from "../src/model/decode_loop.ts";
 import type { ModelAdapter } from "../src/model/adapter.ts";
 import { LoraAdapter } from "../src/templora/adapter.ts";
 import { resolveTempLoraSettings } from "../src/templora/settings.ts";
 
 const PROMPT = 128;
 const STEPS_PER_SUBMIT = 8;
+const MAX_STEPS = STEPS_PER_SUBMIT * MAX_STEP_GROWTH;
 const GREEDY: SamplingSettings = {
   temperature: 0,
   topK: 0,
@@ -184,7 +187,8 @@ function benchDecode(
 ): void {
   const lora = adapter ? `, LoRA r=${adapter.rank}` : "";
   Deno.bench({
-    name: `${label} decode ${decodeTokens} tokens (${STEPS_PER_SUBMIT} per submit${lora})`,
+    name:
+      `${label} decode ${decodeTokens} tokens (${STEPS_PER_SUBMIT}-${MAX_STEPS} per submit${lora})`,
     group: label,
     n: iterations,
     warmup: 1,
@@ -199,8 +203,15 @@ function benchDecode(
       await recorder.flush();
       b.start();
       const sample = await timed(async () => {
-        for (let done = 0; done < decodeTokens; done += STEPS_PER_SUBMIT) {
-          await session.decode(recorder, STEPS_PER_SUBMIT, GREEDY);
+        let batch = STEPS_PER_SUBMIT;
+        for (let done = 0; done < decodeTokens;) {
+          const steps = Math.min(batch, decodeTokens - done);
+          const t0 = performance.now();
+          await session.decode(recorder, steps, GREEDY);
+          if (steps === batch && performance.now() - t0 < BATCH_TARGET_MS) {
+            batch = Math.min(2 * batch, MAX_STEPS);
+          }
+          done += steps;
         }
       });
       row.decode.push({ wall: sample.wall / decodeTokens, cpu: sample.cpu / decodeTokens });
@@ -239,7 +250,7 @@ await benchModel(
   "stories260K",
   await readLlama2c("../shared/models/stories260K/stories260K.bin"),
   5,
-  64,
+  256,
 );
 await benchModel("SmolLM2-135M shape (random f32)", syntheticWeights(SMOLLM2_135M), 2, 32);
 

@@ -375,3 +375,14 @@ gpuTest("fused matvec: LoRA inside the product only where its h is cheap", async
   assert.ok(!op.loraFits("qkv", [576, 192, 192], 576, 64));
   assert.ok(op.loraFits("swiglu", [172, 172], 64, 16));
 });
+
+gpuTest("fused matvec: the RMSNorm inside the product only where the product is small", () => {
+  const tiles = FUSED_TILES.fallback;
+  // stories260K: q/k/v over 64 inputs in 16 workgroups, the LM head's 512 rows in 64.
+  assert.ok(FusedMatvecOp.normFits(tiles, "qkv", [64, 32, 32], 64));
+  assert.ok(FusedMatvecOp.normFits(tiles, "store", [512], 64));
+  // SmolLM2-135M: 120 workgroups each normalising 576 inputs; the head's 6144.
+  assert.ok(!FusedMatvecOp.normFits(tiles, "qkv", [576, 192, 192], 576));
+  assert.ok(!FusedMatvecOp.normFits(tiles, "store", [49152], 576));
+  return Promise.resolve();
+});

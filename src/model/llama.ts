@@ -30,12 +30,14 @@ import {
 } from "../ops/decode_layer.ts";
 import {
   FUSED_MAX_RANK,
+  FUSED_TILES,
   type FusedLora,
   FusedMatvecOp,
   type FusedParts,
   type FusedVariant,
   singlePart,
 } from "../ops/fused_matvec.ts";
+import { adapterClass } from "../ops/shapes.ts";
 import {
   type GpuMatrix,
   type GpuWeights,
@@ -173,9 +175,13 @@ async function compileAll<T extends Record<string, unknown>>(
  * buffer and there are no head norms) and gate/up (where they share one), the residual adds of o
  * and down, each with and without an adapter, and the LM head with the final norm.
  */
-function fusedVariants(config: ModelConfig, weights: GpuWeights): FusedVariant[] {
+function fusedVariants(gpu: Gpu, config: ModelConfig, weights: GpuWeights): FusedVariant[] {
   const kind = (m: GpuMatrix) => singlePart(m).kind;
-  const out: FusedVariant[] = [{ kind: kind(weights.head), epilogue: "store", norm: true }];
+  const tiles = FUSED_TILES[adapterClass(gpu.capabilities)];
+  const norm = (epilogue: FusedVariant["epilogue"], parts: FusedParts) =>
+    FusedMatvecOp.normFits(tiles, epilogue, parts.parts.map((p) => p.rows), parts.cols);
+  const head = singlePart(weights.head);
+  const out: FusedVariant[] = [{ kind: head.kind, epilogue: "store", norm: norm("store", head) }];
   const rope = config.ropePairs ?? "interleaved";
   for (const [l, layer] of weights.layers.entries()) {
     for (const lora of [false, true]) {
@@ -183,13 +189,16 @@ function fusedVariants(config: ModelConfig, weights: GpuWeights): FusedVariant[]
         out.push({
           kind: layer.qkv.kind,
           epilogue: "qkv",
-          norm: true,
+          norm: norm("qkv", layer.qkv),
           bias: layer.qkvBias !== undefined,
           lora,
           rope: (config.ropeLayers?.[l] ?? true) ? rope : undefined,
         });
       }
-      if (layer.gateUp) out.push({ kind: layer.gateUp.kind, epilogue: "swiglu", norm: true, lora });
+      if (layer.gateUp) {
+        const gateUp = layer.gateUp;
+        out.push({ kind: gateUp.kind, epilogue: "swiglu", norm: norm("swiglu", gateUp), lora });
+      }
       out.push({ kind: kind(layer.o), epilogue: "add", lora });
       out.push({ kind: kind(layer.down), epilogue: "add", lora });
     }
@@ -248,7 +257,7 @@ export class LlamaModel {
     const weights = await uploadWeights(gpu, model, file, options);
     const types = weights.quantTypes;
     try {
-      const variants = options.fusedDecode === false ? [] : fusedVariants(config, weights);
+      const variants = options.fusedDecode === false ? [] : fusedVariants(gpu, config, weights);
       const layerShapes = options.fusedDecode === false || options.oneWorkgroupLayers === false
         ? new Map<string, DecodeLayerShape>()
         : decodeLayerShapes(gpu, config, weights);
@@ -389,8 +398,9 @@ export class LlamaModel {
       cache.length = past + t;
       return;
     }
-    const head = this.#fused("store", w.head, { norm: true });
-    if (t === 1 && head && !act.final(1).rstd) {
+    const head = t === 1 && this.#normFits("store", singlePart(w.head)) &&
+      this.#fused("store", w.head, { norm: true });
+    if (head && !act.final(1).rstd) {
       // One row: the final norm inside the LM head's product, no copy of the last row.
       rec.countWeightBytes(matrixBytes(w.head));
       head.op.record(rec, "store", {
@@ -402,7 +412,7 @@ export class LlamaModel {
       cache.length = past + t;
       return;
     }
-    if (step.logits === "last") {
+    if (step.logits === "last" && t > 1) {
       copy.record(rec, rows, act.lastRow, { srcOffset: (t - 1) * c.dim, count: c.dim });
       rows = act.lastRow;
     }
@@ -457,15 +467,18 @@ export class LlamaModel {
     };
 
     const qkvLora = fusedLora(["q", "k", "v"]);
+    const qkvNorm = layer.qkv !== undefined && this.#normFits("qkv", layer.qkv);
     const qkv = decode && !layer.qNorm && qkvLora !== null && layer.qkv &&
       this.#fused("qkv", layer.qkv, {
-        norm: true,
+        norm: qkvNorm,
         bias: layer.qkvBias !== undefined,
         lora: qkvLora !== undefined,
         rope: this.rotates(l) ? rope.pairs : undefined,
       });
     if (qkv) {
-      // RMSNorm, q, k and v, bias, adapter, RoPE, and the cache append: one dispatch.
+      // RMSNorm, q, k and v, bias, adapter, RoPE, and the cache append: one dispatch (the norm
+      // its own where the product is large, see FusedMatvecOp.normFits).
+      if (!qkvNorm) rmsnorm.recordForward(rec, b.xIn, layer.attnNorm, b.h1, c.normEps);
       rec.countWeightBytes(layer.attnNorm.byteLength + (layer.qkvBias?.data.byteLength ?? 0));
       for (const target of ["q", "k", "v"] as const) {
         this.#countProjection(rec, layer[target], undefined);
@@ -473,10 +486,10 @@ export class LlamaModel {
       this.#countAdapter(rec, qkvLora);
       const kvRow = past * kvDim(c);
       qkv.op.record(rec, "qkv", {
-        x: vec(b.xIn),
+        x: vec(qkvNorm ? b.xIn : b.h1),
         weights: qkv.weights,
         y: vec(b.q),
-        norm: { weight: layer.attnNorm, eps: c.normEps },
+        norm: qkvNorm ? { weight: layer.attnNorm, eps: c.normEps } : undefined,
         bias: layer.qkvBias,
         lora: qkvLora,
         kv: {
@@ -521,19 +534,21 @@ export class LlamaModel {
     if (b.x2 !== b.xIn) copy.record(rec, b.xIn, b.x2);
     project("o", flat(b.attn), layer.o, b.x2, { accumulate: true });
     const mlpLora = fusedLora(["gate", "up"]);
+    const mlpNorm = layer.gateUp !== undefined && this.#normFits("swiglu", layer.gateUp);
     const gateUp = decode && mlpLora !== null && layer.gateUp &&
-      this.#fused("swiglu", layer.gateUp, { norm: true, lora: mlpLora !== undefined });
+      this.#fused("swiglu", layer.gateUp, { norm: mlpNorm, lora: mlpLora !== undefined });
     if (gateUp) {
-      // RMSNorm, gate and up, adapter, SwiGLU: one dispatch.
+      // RMSNorm, gate and up, adapter, SwiGLU: one dispatch (the norm as for q, k and v).
+      if (!mlpNorm) rmsnorm.recordForward(rec, b.x2, layer.ffnNorm, b.h2, c.normEps);
       rec.countWeightBytes(layer.ffnNorm.byteLength);
       this.#countProjection(rec, layer.gate, undefined);
       this.#countProjection(rec, layer.up, undefined);
       this.#countAdapter(rec, mlpLora);
       gateUp.op.record(rec, "swiglu", {
-        x: vec(b.x2),
+        x: vec(mlpNorm ? b.x2 : b.h2),
         weights: gateUp.weights,
         y: vec(b.act),
-        norm: { weight: layer.ffnNorm, eps: c.normEps },
+        norm: mlpNorm ? { weight: layer.ffnNorm, eps: c.normEps } : undefined,
         lora: mlpLora,
       });
     } else {
@@ -628,6 +643,11 @@ export class LlamaModel {
     const rows = dims.map(([, out]) => out);
     if (!this.ops.fused.loraFits(epilogue, rows, dims[0][0], adapter.rank)) return null;
     return { parts: parts as AdapterMatrices[], scale: adapter.scale };
+  }
+
+  /** Whether the RMSNorm before `parts` goes inside the fused product (FusedMatvecOp.normFits). */
+  #normFits(epilogue: FusedVariant["epilogue"], parts: FusedParts): boolean {
+    return this.ops.fused?.normFits(epilogue, parts.parts.map((p) => p.rows), parts.cols) ?? false;
   }
 
   /** Counts a projection's weight (and its adapter's) as read. */

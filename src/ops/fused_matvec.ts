@@ -221,6 +221,30 @@ export class FusedMatvecOp {
     return groups * parts * rank * k <= this.loraBudget;
   }
 
+  /**
+   * Whether the RMSNorm before a product is worth doing inside it with these tiles: every
+   * workgroup reduces the whole input again (K values and the norm's tree), which beside a few
+   * rows of weights costs little when the product is small and more than the separate norm's
+   * dispatch when it is large (measured on llvmpipe: a SmolLM2-sized model decoded about 10%
+   * slower per CPU-second with every norm fused).
+   */
+  static normFits(
+    tiles: FusedTiles,
+    epilogue: FusedVariant["epilogue"],
+    rows: readonly number[],
+    k: number,
+  ): boolean {
+    const groups = epilogue === "swiglu"
+      ? Math.ceil(rows[0] / (tiles.rows / 2))
+      : rows.reduce((sum, n) => sum + Math.ceil(n / tiles.rows), 0);
+    return groups * k <= (tiles.wg <= 8 ? 2 ** 16 : 2 ** 22);
+  }
+
+  /** {@link FusedMatvecOp.normFits} with this op's tiles. */
+  normFits(epilogue: FusedVariant["epilogue"], rows: readonly number[], k: number): boolean {
+    return FusedMatvecOp.normFits(this.tiles, epilogue, rows, k);
+  }
+
   /** Multiply-adds of in-kernel LoRA h per dispatch that {@link loraFits} allows. */
   get loraBudget(): number {
     return this.tiles.wg <= 8 ? 2 ** 18 : 2 ** 22;
