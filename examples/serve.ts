@@ -3,9 +3,10 @@
  * temporary Temp-Lora adapter, freed when the request ends.
  *
  *   deno task serve [--model PATH] [--port 8080] [--host 127.0.0.1] [--max-sessions N]
- *                   [--max-queue N]
+ *                   [--max-queue N] [--allow-origin ORIGINS]
  *
- * Then point any OpenAI client at http://HOST:PORT/v1 (the API key is not checked). Ctrl-C or
+ * Then point any OpenAI client at http://HOST:PORT/v1 (the API key is not checked); the writing
+ * page (examples/web/) is at http://HOST:PORT/. Ctrl-C or
  * SIGTERM shuts down: no new connections, running requests are stopped (streams end with a
  * `server_shutdown` error event), their sessions and the model freed. When the GPU device is lost
  * the model is loaded again on a new one, requests getting 503 meanwhile. Exit codes: 0 after
@@ -13,6 +14,7 @@
  * command line.
  */
 import { createApp } from "../src/server/app.ts";
+import { withWritingPage } from "./web/page_route.ts";
 import {
   CommandError,
   loadModel,
@@ -21,6 +23,7 @@ import {
   numberFlag,
   parseFlags,
   runCommand,
+  UsageError,
 } from "./cli.ts";
 
 const USAGE = `usage: deno task serve [options]
@@ -32,11 +35,31 @@ ${MODEL_HELP}
   --max-queue N              requests waiting for a session before 429 (default 16)
   --max-tokens N             largest max_tokens a request may ask for (default 4096)
   --timeout S                seconds one completion may run (default 300)
+  --allow-origin ORIGINS     comma-separated origins whose pages may call the API (CORS), or *
   --help                     this help
 
 Endpoints: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (for
 models with a chat template), each with an optional "templora" object: enabled, chunk, epochs,
-lr, rank, alpha, window, train_context, kv_refresh, sink. The README lists every field.`;
+lr, rank, alpha, window, train_context, kv_refresh, sink. The README lists every field. GET /
+is the writing page.`;
+
+/** --allow-origin's origins ("*", or scheme://host[:port] each). */
+function allowedOrigins(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  return value.split(",").map((o) => o.trim()).filter(Boolean).map((o) => {
+    let origin: string | undefined;
+    try {
+      origin = new URL(o).origin;
+    } catch { /* not a URL */ }
+    if (o !== "*" && origin !== o) {
+      throw new UsageError(
+        `--allow-origin must be * or origins like http://127.0.0.1:8000 (scheme, host and ` +
+          `port, no path), got ${o}`,
+      );
+    }
+    return o;
+  });
+}
 
 /** Why the server cannot listen at `hostname`:`port`, as a {@link CommandError} naming the flag. */
 function listenError(error: unknown, hostname: string, port: number): unknown {
@@ -83,6 +106,7 @@ async function main(): Promise<number> {
     "max-queue": { type: "string" },
     "max-tokens": { type: "string" },
     timeout: { type: "string" },
+    "allow-origin": { type: "string" },
     help: { type: "boolean" },
   });
   if (v.help) {
@@ -98,6 +122,7 @@ async function main(): Promise<number> {
     requestTimeoutMs: 1000 * numberFlag(v, "timeout", 300, { above: 0 }),
   };
 
+  const allowOrigins = allowedOrigins(v["allow-origin"] as string | undefined);
   checkListen(hostname, port);
   const loaded = await loadModel(v);
   const { lm } = loaded;
@@ -125,10 +150,11 @@ async function main(): Promise<number> {
       onListen: ({ hostname, port }) => {
         const host = hostname.includes(":") ? `[${hostname}]` : hostname;
         console.log(
-          `templora: serving ${loaded.path} at http://${host}:${port}/v1 (Ctrl-C stops)`,
+          `templora: serving ${loaded.path} at http://${host}:${port}/v1 and the writing ` +
+            `page at http://${host}:${port}/ (Ctrl-C stops)`,
         );
       },
-    }, app.fetch);
+    }, withWritingPage(app.fetch, { allowOrigins }));
   } catch (error) {
     loaded.close();
     throw listenError(error, hostname, port);

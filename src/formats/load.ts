@@ -189,8 +189,8 @@ async function loadTokenizer(
 /**
  * tokenizer.bin beside the checkpoint, else the single tok*.bin there (symbolic links count as
  * the files they point to); when the checkpoint is a link and nothing is beside it, the same
- * search beside the file it points to. Where the folder cannot be listed (a URL):
- * tok{vocabSize}.bin.
+ * search beside the file it points to. Where the folder cannot be listed (a URL): tokenizer.bin
+ * or tok{vocabSize}.bin.
  */
 async function findTokenizerBin(
   modelPath: string,
@@ -222,12 +222,17 @@ async function tokenizerBeside(
 ): Promise<string | string[]> {
   const dir = store.dirname(modelPath);
   const standard = store.join(dir, "tokenizer.bin");
-  if ((await statPath(standard, store))?.isFile) return standard;
   const entries = await store.list(dir);
   if (entries === null) {
+    // Probe the likelier name first (each miss is a request): llama2.c's own tokenizer.bin has
+    // 32000 tokens, the ones its scripts train are saved as tok{vocab size}.bin.
     const named = store.join(dir, `tok${vocabSize}.bin`);
-    return (await statPath(named, store))?.isFile ? named : [];
+    for (const candidate of vocabSize === 32000 ? [standard, named] : [named, standard]) {
+      if ((await statPath(candidate, store))?.isFile) return candidate;
+    }
+    return [];
   }
+  if (entries.some((e) => e.name === "tokenizer.bin" && e.isFile)) return standard;
   const candidates = entries
     .filter((e) => e.isFile && /^tok.*\.bin$/.test(e.name) && e.name !== store.basename(modelPath))
     .map((e) => e.name);
