@@ -74,12 +74,19 @@ export function kernelTestBundle(files = kernelTestFiles()): Promise<string> {
   });
 }
 
-/** browser/model_check.ts as a module that sets `globalThis.temploraModelCheck`. */
-export function modelCheckBundle(): Promise<string> {
+/**
+ * browser/model_check.ts as a module that sets `globalThis.temploraModelCheck`. It imports the
+ * library from `libraryUrl` (serve buildLibrary()'s output there: the check runs against the
+ * very bundle `deno task build:web` writes) instead of bundling mod.ts again.
+ */
+export function modelCheckBundle(libraryUrl: string): Promise<string> {
   const contents = [
     `import * as check from ${JSON.stringify(here("model_check.ts"))};`,
     `globalThis.temploraModelCheck = check;`,
     `document.title = "ready";`,
   ].join("\n");
-  return bundle({ entry: { contents, resolveDir: here("."), name: "browser_model.ts" } });
+  return bundle({
+    entry: { contents, resolveDir: here("."), name: "browser_model.ts" },
+    externals: { [here("../mod.ts")]: libraryUrl },
+  });
 }

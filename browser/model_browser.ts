@@ -1,7 +1,8 @@
 /**
  * The model check (browser/model_check.ts) in Deno and in headless Chromium: stories260K loaded
  * from a URL in the page, from its path in Deno; the greedy text must be the same token for
- * token, and every Temp-Lora training step's loss the same to 1e-4.
+ * token, and every Temp-Lora training step's loss the same to 1e-4. The page runs the check
+ * against the library bundle of `deno task build:web` (dist/templora.js), built afresh.
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
@@ -9,7 +10,7 @@ import { launchChromium, openPage, waitForTitle } from "./driver.ts";
 import { serveStatic } from "./static_server.ts";
 import { modelCheckBundle, modulePage, REPO_PREFIX } from "./bundles.ts";
 import { type ModelCheckResult, runModelCheck } from "./model_check.ts";
-import { stopBundler } from "../tools/web_build.ts";
+import { buildLibrary, stopBundler } from "../tools/web_build.ts";
 
 const REPO = fileURLToPath(new URL("../", import.meta.url));
 const MODEL = "models/stories260K/stories260K.bin";
@@ -23,12 +24,14 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const deno = await runModelCheck(`${REPO}${MODEL}`);
-    const script = await modelCheckBundle();
+    const library = await buildLibrary();
+    const script = await modelCheckBundle("./templora.js");
     await stopBundler();
     const server = await serveStatic({
       mounts: { [REPO_PREFIX]: REPO },
       files: new Map([
         ["/check/model.js", script],
+        ["/check/templora.js", library],
         ["/check/index.html", modulePage("model check", "model.js")],
       ]),
     });

@@ -26,6 +26,8 @@ export interface BundleOptions {
   outfile?: string;
   /** Module specifiers (node:assert, ...) bundled from these files instead. */
   aliases?: Readonly<Record<string, string>>;
+  /** Files (absolute paths) left out and imported at run time from these URLs instead. */
+  externals?: Readonly<Record<string, string>>;
   /** esbuild `define`: expressions replaced at build time. */
   define?: Readonly<Record<string, string>>;
   /** Minify (default false: readable stack traces). */
@@ -55,7 +57,10 @@ export async function bundle(options: BundleOptions): Promise<string> {
     legalComments: "none",
     logLevel: "silent",
     define: options.define ? { ...options.define } : undefined,
-    plugins: [denoResolver(options.aliases ?? {})],
+    plugins: [
+      ...(options.externals ? [externalFiles(options.externals)] : []),
+      denoResolver(options.aliases ?? {}),
+    ],
   });
   const text = result.outputFiles[0].text;
   if (options.outfile) {
@@ -165,6 +170,19 @@ function packageEntry(dir: string, subpath: string): string {
   }
   if (!file) file = subpath;
   return `${dir}/${file.replace(/^\.\//, "")}`;
+}
+
+/** Imports of the given files become imports of the given URLs (not bundled). */
+function externalFiles(externals: Readonly<Record<string, string>>): esbuild.Plugin {
+  return {
+    name: "templora-external-files",
+    setup(build) {
+      build.onResolve({ filter: /^\./ }, (args) => {
+        const target = externals[fileURLToPath(new URL(args.path, `file://${args.resolveDir}/`))];
+        return target ? { path: target, external: true } : undefined;
+      });
+    },
+  };
 }
 
 /** Resolves npm: specifiers, deno.json's bare names and aliased built-ins. */
