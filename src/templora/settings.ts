@@ -35,17 +35,20 @@ export interface TempLoraSettings {
 }
 
 /**
- * Defaults scaled to the model. The paper's settings (Δ 1024, context 3072, r 64, lr 5e-5) are
- * for 7B models with 4k windows; for a small model the window is its trained length (at most
- * 1024), Δ a quarter of it, the training context the rest of the window, r at most d_model / 4,
- * and for small models a larger learning rate and three steps a chunk instead of two (tiny
- * models need more movement per chunk; lr 3e-3 or more steps at it overshoot; see bench/SWEEP.md
- * for the sweep behind these numbers).
+ * Defaults scaled to the model. The paper's settings (W 4096 with Δ 1024 and a training context
+ * of 3072, r 64, lr 5e-5, two steps a chunk) are for 7B models; they are used as they are for
+ * models of d_model 1024 and more (Qwen2.5-1.5B, Llama 3.2 1B and 3B, Llama 3.1 8B all get them),
+ * with the window capped at the model's trained length and Δ a quarter of it. Smaller models
+ * get a window of at most 1024 (their attention is cheap and a longer one buys little), three
+ * steps a chunk, and a larger learning rate: 1e-3 up to d_model 256 (swept on stories260K, see
+ * bench/SWEEP.md: tiny models need more movement per chunk; 3e-3 overshoots), falling
+ * geometrically with d_model to the paper's 5e-5 at 2048 (SmolLM2-135M at 576 gets 3.1e-4,
+ * Qwen2.5-0.5B at 896 1.6e-4). The rank is d_model / 4 within 4..64, alpha equal to it.
  */
 export function defaultTempLoraSettings(config: ModelConfig): TempLoraSettings {
-  const window = Math.min(config.maxSeqLen, 1024);
-  const chunk = Math.max(16, Math.floor(window / 4));
   const small = config.dim < 1024;
+  const window = Math.min(config.maxSeqLen, small ? 1024 : 4096);
+  const chunk = Math.max(16, Math.floor(window / 4));
   return {
     enabled: true,
     chunk,
@@ -58,8 +61,17 @@ export function defaultTempLoraSettings(config: ModelConfig): TempLoraSettings {
     alpha: Math.max(4, Math.min(64, Math.floor(config.dim / 4))),
     targets: LORA_TARGETS,
     seed: 0,
-    optimizer: { ...DEFAULT_OPTIMIZER, lr: small ? 1e-3 : DEFAULT_OPTIMIZER.lr },
+    optimizer: { ...DEFAULT_OPTIMIZER, lr: defaultLearningRate(config.dim) },
   };
+}
+
+/** 1e-3 up to d_model 256, the paper's 5e-5 from 2048, geometric between (see above). */
+function defaultLearningRate(dim: number): number {
+  const [tiny, large] = [256, 2048];
+  if (dim <= tiny) return 1e-3;
+  if (dim >= large) return DEFAULT_OPTIMIZER.lr;
+  const t = Math.log(dim / tiny) / Math.log(large / tiny);
+  return Number((1e-3 * Math.pow(DEFAULT_OPTIMIZER.lr / 1e-3, t)).toPrecision(2));
 }
 
 /** Settings to change from the model's defaults; undefined fields keep the default. */

@@ -45,3 +45,20 @@ Deno.test("Temp-Lora settings: alpha follows the rank, and undefined overrides k
   });
   assert.deepEqual(blank, defaults);
 });
+
+Deno.test("Temp-Lora settings: real models get the paper's settings, small ones scaled", () => {
+  const model = (dim: number, maxSeqLen: number) => ({ ...SMALL_LLAMA, dim, maxSeqLen });
+  const llama8b = resolveTempLoraSettings(model(4096, 131072));
+  assert.deepEqual(
+    [llama8b.window, llama8b.chunk, llama8b.trainContext, llama8b.rank, llama8b.epochs],
+    [4096, 1024, 3072, 64, 2],
+  );
+  assert.equal(llama8b.optimizer.lr, 5e-5);
+  assert.equal(resolveTempLoraSettings(model(2048, 131072)).optimizer.lr, 5e-5);
+  const short = resolveTempLoraSettings(model(2048, 2048));
+  assert.deepEqual([short.window, short.chunk], [2048, 512], "the window is capped by the model");
+  const smol = resolveTempLoraSettings(model(576, 8192));
+  assert.deepEqual([smol.window, smol.chunk, smol.epochs, smol.rank], [1024, 256, 3, 64]);
+  assert.equal(smol.optimizer.lr, 3.1e-4);
+  assert.equal(resolveTempLoraSettings(model(64, 512)).optimizer.lr, 1e-3, "stories260K's, swept");
+});
