@@ -5,11 +5,13 @@ import { readF32 } from "../gpu/readback.ts";
 import { createTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
 import type { ForwardStep, LlamaModel } from "../model/llama.ts";
 import type { ModelConfig } from "../formats/config.ts";
-import type {
-  LayerBuffers,
-  TrainingActivationOptions,
+import {
+  type LayerBuffers,
+  type TrainingActivationOptions,
   TrainingActivations,
 } from "../model/activations.ts";
+import type { AdapterMatrices } from "../model/adapter.ts";
+import { planningGpu } from "../gpu/planning.ts";
 import type { KvCache } from "../model/kv_cache.ts";
 import { InvalidSettingError } from "../model/errors.ts";
 import { AdamWOp } from "../ops/adamw.ts";
@@ -472,16 +474,21 @@ export interface TrainerOptions {
   logitBytes?: number;
 }
 
-/** Bytes every layer's kept activations would take, per token (what recompute saves). */
-export function keptActivationBytesPerToken(config: ModelConfig, rank: number): number {
-  const { dim, nHeads, nKvHeads, headDim, hiddenDim } = config;
-  const perLayer = 4 * dim + 2 + nHeads * headDim * 2 + nHeads + 3 * hiddenDim + 7 * rank +
-    (config.qkNorm ? (nHeads + nKvHeads) * (headDim + 1) : 0);
-  return 4 * perLayer * config.nLayers;
-}
-
 const RECOMPUTE_ABOVE_BYTES = 1 << 30;
 const DEFAULT_LOGIT_BYTES = 64 << 20;
+
+/**
+ * Bytes the training activations take when every layer keeps its own (what recompute saves),
+ * counted by building them on a device that allocates nothing.
+ */
+function keptActivationBytes(config: ModelConfig, tokens: number, rank: number): number {
+  const everyProjection = { rank, scale: 1, get: () => ({}) as AdapterMatrices };
+  const kept = new TrainingActivations(planningGpu(), config, tokens, everyProjection, {
+    recompute: false,
+    logitRows: 1,
+  });
+  return kept.bytes;
+}
 
 /** The activation layout a trainer for `tokens` tokens with an adapter of `rank` uses. */
 export function trainingLayout(
@@ -491,7 +498,7 @@ export function trainingLayout(
   rank: number,
 ): TrainingActivationOptions {
   const recompute = options.recompute === "auto" || options.recompute === undefined
-    ? keptActivationBytesPerToken(config, rank) * tokens > RECOMPUTE_ABOVE_BYTES
+    ? keptActivationBytes(config, tokens, rank) > RECOMPUTE_ABOVE_BYTES
     : options.recompute;
   // Logits and dLogits: two f32 tiles of [rows, vocab].
   const fit = Math.floor((options.logitBytes ?? DEFAULT_LOGIT_BYTES) / (8 * config.vocabSize));
