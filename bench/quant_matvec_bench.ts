@@ -5,7 +5,9 @@
  * with `deno bench -A bench/quant_matvec_bench.ts`. Every iteration records many dispatches over
  * distinct weight copies (so caches do not flatter small matrices), submits once and waits once;
  * a table at the end gives GB/s of weight bytes read and billions of weights per second (the
- * figure that sets decode speed, whatever the bytes per weight).
+ * figure that sets decode speed, whatever the bytes per weight), with the plain read kernel
+ * (bench/read_bandwidth.wgsl) measured in the same run as the yardstick, and the quantized kernels
+ * also with the tiles of before (8 rows per workgroup) where the adapter's default has more.
  */
 import process from "node:process";
 import { acquireGpu } from "../src/gpu/device.ts";
@@ -19,12 +21,21 @@ import { GGML_QUANT_TYPES, GGML_TYPES } from "../src/core/quant.ts";
 import { Rng } from "../src/core/random.ts";
 import { quantizeRandom } from "../src/reference/quant.ts";
 import { toF16 } from "../src/reference/matvec.ts";
+import readSource from "./read_bandwidth.wgsl" with { type: "text" };
 
 const gpu = await acquireGpu();
 const registry = new KernelRegistry(gpu);
 const recorder = new Recorder(gpu);
 const matvec = await MatvecOp.create(registry);
 const quant = await QuantMatvecOp.create(registry);
+const eightRows = quant.tiles.rows === 8
+  ? undefined
+  : await QuantMatvecOp.create(registry, { tiles: { wg: quant.tiles.wg, rows: 8 } });
+const readKernel = await registry.get({
+  file: "read_bandwidth.wgsl",
+  source: readSource,
+  constants: { WG: 256 },
+});
 const rng = new Rng(1234);
 
 /** Weight bytes read per iteration, spread over as many distinct copies as that takes. */
@@ -85,6 +96,17 @@ function copies<W>(bytes: number, n: number, k: number, upload: () => W) {
   return sets;
 }
 
+{
+  const big = uploadTensor(gpu, rng.uniforms(BYTES_PER_ITERATION / 4), [BYTES_PER_ITERATION / 4]);
+  const sums = createTensor(gpu, [1024 * 256]);
+  bench("read kernel", BYTES_PER_ITERATION, BYTES_PER_ITERATION / 4, () => {
+    recorder.dispatch(readKernel, { src: big, dst: sums }, {
+      n4: BYTES_PER_ITERATION / 16,
+      stride: 1024 * 256,
+    }, [1024]);
+  });
+}
+
 for (const [n, k] of SHAPES) {
   const shape = `${n}x${k}`;
   const values = rng.normals(n * k, 0.05);
@@ -111,6 +133,12 @@ for (const [n, k] of SHAPES) {
       const { w, x, y } = sets[rep % sets.length];
       quant.record(recorder, w, x, y);
     });
+    if (eightRows) {
+      bench(`${type}(8-rows) ${shape}`, size, n * k, (rep) => {
+        const { w, x, y } = sets[rep % sets.length];
+        eightRows.record(recorder, w, x, y);
+      });
+    }
   }
 }
 
@@ -119,16 +147,20 @@ globalThis.addEventListener("unload", () => {
     `\n${gpu.capabilities.description} (fallback: ${gpu.capabilities.isFallbackAdapter})`,
   );
   console.log(`quant matvec tiles ${JSON.stringify(quant.tiles)}\n`);
-  console.log("| kernel | weights | GB/s read | Gweights/s | Gweights per CPU-s | runs |");
-  console.log("| --- | ---: | ---: | ---: | ---: | ---: |");
+  const read = results.get("read kernel");
+  const readRate = read ? read.bytes / (read.cpuMs / 1000) : NaN;
+  console.log(
+    "| kernel | weights | GB/s read | Gweights/s | GB per CPU-s | % of read kernel per CPU-s | runs |",
+  );
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const [name, m] of results) {
     const seconds = m.ms / 1000;
-    const [type, shape] = name.split(" ");
+    const [type, shape = ""] = name.split(" ");
+    const perCpu = m.bytes / (m.cpuMs / 1000);
     console.log(
       `| ${type} | ${shape} | ${(m.bytes / seconds / 1e9).toFixed(2)} | ` +
-        `${(m.weights / seconds / 1e9).toFixed(2)} | ${
-          (m.weights / (m.cpuMs / 1000) / 1e9).toFixed(2)
-        } | ${m.runs} |`,
+        `${(m.weights / seconds / 1e9).toFixed(2)} | ${(perCpu / 1e9).toFixed(2)} | ` +
+        `${(100 * perCpu / readRate).toFixed(0)}% | ${m.runs} |`,
     );
   }
 });

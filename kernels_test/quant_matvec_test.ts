@@ -90,6 +90,14 @@ gpuTest(
       await checkCase(op, rng, "Q4_0", 45, 32 * 50, true, false);
       await checkCase(op, rng, "Q6_K", 13, 256 * 3, false, true);
     }
+    // More rows than invocations (each stores several), and blocks starting in either half of a
+    // word (rows of an odd number of 18-, 22- and 34-byte blocks).
+    for (const tiles of [{ wg: 8, rows: 32 }, { wg: 4, rows: 9 }]) {
+      const op = await QuantMatvecOp.create(registry, { types: ["Q4_0", "Q5_0", "Q8_0"], tiles });
+      await checkCase(op, rng, "Q8_0", 70, 32 * 7, true, false, { edgeFraction: 0.2 });
+      await checkCase(op, rng, "Q5_0", 33, 32 * 5, false, true, { fill: "ramp" });
+      await checkCase(op, rng, "Q4_0", 41, 32 * 3, true, true);
+    }
     const one = await QuantMatvecOp.create(registry, {
       types: ["Q8_0"],
       tiles: { wg: 8, rows: 1 },

@@ -6,7 +6,7 @@
 // pieces (a whole block of the 32-value types, a sub-block of the K-quants): a thread loads the
 // piece's eight x vec4s once, dots them with the piece of each of its ROWS rows, so every weight
 // byte is read once and every x load serves ROWS rows; then the per-thread sums of all ROWS rows
-// are reduced at once with reduce.wgsl's tree. WG must be a power of two, ROWS <= WG.
+// are reduced at once with reduce.wgsl's tree. WG must be a power of two.
 override WG: u32 = 64;
 override ROWS: u32 = 4;
 override ACCUMULATE: bool = false;
@@ -67,8 +67,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let row0 = first_row(wg);
   partials(row0, lid);
   reduce_rows(lid, ROWS, REDUCE_SUM);
-  if (lid < ROWS && row0 + lid < params.rows) {
-    store(row0 + lid, reduce_lanes[lid * WG]);
+  for (var r = lid; r < ROWS; r += WG) {
+    if (row0 + r < params.rows) {
+      store(row0 + r, reduce_lanes[r * WG]);
+    }
   }
 }
 
@@ -77,7 +79,9 @@ fn main_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
   let row0 = first_row(wg);
   partials(row0, lid);
   reduce_rows(lid, ROWS, REDUCE_SUM);
-  if (lid < ROWS && row0 + lid < params.rows) {
-    store(row0 + lid, reduce_lanes[lid * WG] + bias[row0 + lid]);
+  for (var r = lid; r < ROWS; r += WG) {
+    if (row0 + r < params.rows) {
+      store(row0 + r, reduce_lanes[r * WG] + bias[row0 + r]);
+    }
   }
 }

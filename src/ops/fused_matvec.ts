@@ -51,15 +51,23 @@ export interface FusedTiles {
   wg: number;
   /** Row slots per workgroup. */
   rows: number;
+  /** Row slots per workgroup of the kernels over GGUF blocks (even; default `rows`). */
+  quantRows?: number;
+}
+
+/** The row slots per workgroup of the kernels over `kind`'s weights. */
+export function fusedRows(tiles: FusedTiles, kind: FusedWeightKind): number {
+  return kind === "f32" || kind === "f16" ? tiles.rows : tiles.quantRows ?? tiles.rows;
 }
 
 /**
  * Tiles per adapter class. On llvmpipe one SIMD group of eight with eight rows, as matvec.wgsl
- * (barriers are coroutine switches there); on GPUs a wider group striding over K keeps loads
+ * (barriers are coroutine switches there), and 32 over blocks as quant_matvec.wgsl (each x load
+ * then serves 32 rows: see quantMatvecTiles); on GPUs a wider group striding over K keeps loads
  * coalesced, wider still on discrete ones where a workgroup's share of a row is short.
  */
 export const FUSED_TILES: Readonly<Record<AdapterClass, FusedTiles>> = {
-  fallback: { wg: 8, rows: 8 },
+  fallback: { wg: 8, rows: 8, quantRows: 32 },
   integrated: { wg: 64, rows: 4 },
   discrete: { wg: 128, rows: 4 },
 };
@@ -160,8 +168,9 @@ export class FusedMatvecOp {
     variants: readonly FusedVariant[],
     tiles: FusedTiles = FUSED_TILES[adapterClass(registry.gpu.capabilities)],
   ): Promise<FusedMatvecOp> {
-    const okTiles = Number.isInteger(Math.log2(tiles.wg)) && tiles.rows >= 2 &&
-      tiles.rows % 2 === 0;
+    const even = (r: number) => Number.isInteger(r) && r >= 2 && r % 2 === 0;
+    const okTiles = Number.isInteger(Math.log2(tiles.wg)) && even(tiles.rows) &&
+      even(tiles.quantRows ?? tiles.rows);
     expectArgument(OP, "tiles", okTiles, "wg a power of two, rows even", JSON.stringify(tiles));
     const kernels = new Map<string, Kernel>();
     const storage = registry.gpu.limits.maxStorageBuffersPerShaderStage;
@@ -171,7 +180,7 @@ export class FusedMatvecOp {
       const quant = v.kind !== "f32" && v.kind !== "f16";
       const constants = {
         WG: tiles.wg,
-        ROWS: tiles.rows,
+        ROWS: fusedRows(tiles, v.kind),
         NORM: v.norm ?? false,
         WTYPE: quant ? 2 : v.kind === "f16" ? 1 : 0,
         QTYPE: quant ? qtypeConstant(v.kind as GgmlQuantType) : 8,
@@ -303,7 +312,7 @@ export class FusedMatvecOp {
     if (!kernel) {
       throw new KernelUsageError(`${OP}: variant ${variantKey(variant)} was not compiled`);
     }
-    const R = this.tiles.rows;
+    const R = fusedRows(this.tiles, w.kind);
     const blocks = rows.map((n) => Math.ceil(n / R));
     const groups = epilogue === "swiglu"
       ? Math.ceil(rows[0] / (R / 2))
