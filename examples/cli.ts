@@ -162,6 +162,7 @@ export const MODEL_OPTIONS = {
   model: { type: "string" },
   tokenizer: { type: "string" },
   "require-gpu": { type: "boolean" },
+  "kv-cache": { type: "string" },
 } as const;
 
 /** Help lines of {@link MODEL_OPTIONS}, aligned like the commands' other flags. */
@@ -169,7 +170,9 @@ export const MODEL_HELP =
   `  --model PATH               llama2.c checkpoint (.bin, tokenizer beside it) or Hugging Face
                              folder (default: the stories260K model in models/stories260K/)
   --tokenizer PATH           tokenizer file or folder, when it is not beside the model
-  --require-gpu              refuse to run on an OpenGL fallback or a software (CPU) adapter`;
+  --require-gpu              refuse to run on an OpenGL fallback or a software (CPU) adapter
+  --kv-cache f32|f16         how the KV cache stores keys and values (default f32; f16 halves
+                             its memory, each value rounded to half precision)`;
 
 /** A loaded model and the GPU it owns; `close` frees both. */
 export interface LoadedModel {
@@ -188,9 +191,14 @@ export async function loadModel(values: {
   model?: string;
   tokenizer?: string;
   "require-gpu"?: boolean;
+  "kv-cache"?: string;
 }): Promise<LoadedModel> {
   const path = values.model ?? DEFAULT_MODEL;
   if (path === "") throw new UsageError("--model needs a path");
+  const kvCache = values["kv-cache"] ?? "f32";
+  if (kvCache !== "f32" && kvCache !== "f16") {
+    throw new UsageError(`--kv-cache must be f32 or f16, got ${JSON.stringify(kvCache)}`);
+  }
   let gpu;
   try {
     gpu = await acquireGpu({ requireGpu: values["require-gpu"] });
@@ -201,7 +209,11 @@ export async function loadModel(values: {
     throw error;
   }
   try {
-    const lm = await TextModel.load(path, { gpu, tokenizerPath: values.tokenizer });
+    const lm = await TextModel.load(path, {
+      gpu,
+      tokenizerPath: values.tokenizer,
+      kvCacheDtype: kvCache,
+    });
     return {
       lm,
       path,

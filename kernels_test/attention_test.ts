@@ -18,8 +18,11 @@ import {
   attentionBackward,
   attentionForward,
   type AttentionShape,
+  kvCacheValues,
 } from "../src/reference/attention.ts";
-import { uploadTensor } from "../src/gpu/tensor.ts";
+import { type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
+import type { Gpu } from "../src/gpu/device.ts";
+import { f32ArrayToF16 } from "../src/formats/tensor_data.ts";
 import { ShapeError } from "../src/gpu/errors.ts";
 import type { Rng } from "../src/core/random.ts";
 
@@ -58,22 +61,41 @@ const SMALL_TILES: AttentionOptions = {
   rowsKeysPerThread: 1,
 };
 
+/** Cases of an f16 cache (nKvHeads * headDim even): decode and prefill, head dims of 5 and 6. */
+const F16_FORWARD_CASES: Case[] = [
+  [1, 37, 8, 4, 8],
+  [1, 300, 9, 3, 64],
+  [37, 11, 9, 3, 64],
+  [13, 4, 4, 2, 5], // odd head dim: rows start mid-word
+  [6, 9, 4, 2, 6], // a multiple of 2, not of 4
+  [20, 3, 4, 4, 128],
+];
+
+const F16_BACKWARD_CASES: Case[] = [[37, 0, 9, 3, 64], [13, 3, 4, 2, 5], [1, 5, 8, 4, 8]];
+
 interface Inputs {
   shape: AttentionShape;
   q: Float32Array;
-  /** Cache-sized: rows past the valid ones hold NaN, so reading one shows. */
+  /**
+   * Cache-sized, as the cache holds them (halves for f16): rows past the valid ones hold NaN, so
+   * reading one shows.
+   */
   k: Float32Array;
   v: Float32Array;
   capacity: number;
 }
 
-function makeInputs(rng: Rng, [tokens, past, nHeads, nKvHeads, headDim]: Case): Inputs {
+function makeInputs(
+  rng: Rng,
+  [tokens, past, nHeads, nKvHeads, headDim]: Case,
+  kvDtype: "f32" | "f16" = "f32",
+): Inputs {
   const shape = { tokens, past, nHeads, nKvHeads, headDim, scale: 1 / Math.sqrt(headDim) };
   const capacity = past + tokens + 3;
   const valid = (past + tokens) * nKvHeads * headDim;
   const cache = () => {
     const c = new Float32Array(capacity * nKvHeads * headDim).fill(NaN);
-    c.set(rng.normals(valid));
+    c.set(kvCacheValues(rng.normals(valid), kvDtype));
     return c;
   };
   return {
@@ -93,8 +115,20 @@ function opFor(g: TestGpu, headDim: number, options: AttentionOptions = {}): Pro
   return op;
 }
 
-function describe(c: Case): string {
-  return `T=${c[0]} past=${c[1]} heads=${c[2]}/${c[3]} hd=${c[4]}`;
+function describe(c: Case, kvDtype: "f32" | "f16" = "f32"): string {
+  return `T=${c[0]} past=${c[1]} heads=${c[2]}/${c[3]} hd=${c[4]} kv=${kvDtype}`;
+}
+
+/** A cache tensor [capacity, nKvHeads, headDim] of values already representable in `dtype`. */
+function uploadCache(
+  gpu: Gpu,
+  values: Float32Array,
+  shape: number[],
+  dtype: "f32" | "f16",
+): Tensor {
+  return dtype === "f16"
+    ? uploadTensor(gpu, f32ArrayToF16(values), shape, "f16")
+    : uploadTensor(gpu, values, shape);
 }
 
 async function checkForward(
@@ -106,13 +140,14 @@ async function checkForward(
 ): Promise<void> {
   const { gpu, recorder } = g;
   const op = await opFor(g, c[4], options);
-  const inp = makeInputs(rng, c);
+  const kvDtype = options?.kvDtype ?? "f32";
+  const inp = makeInputs(rng, c, kvDtype);
   const { tokens, nHeads, nKvHeads, headDim } = inp.shape;
-  const what = `attention forward ${path} ${describe(c)}`;
+  const what = `attention forward ${path} ${describe(c, kvDtype)}`;
   const ref = attentionForward(inp.q, inp.k, inp.v, inp.shape);
   const q = uploadTensor(gpu, inp.q, [tokens, nHeads, headDim]);
-  const k = uploadTensor(gpu, inp.k, [inp.capacity, nKvHeads, headDim]);
-  const v = uploadTensor(gpu, inp.v, [inp.capacity, nKvHeads, headDim]);
+  const k = uploadCache(gpu, inp.k, [inp.capacity, nKvHeads, headDim], kvDtype);
+  const v = uploadCache(gpu, inp.v, [inp.capacity, nKvHeads, headDim], kvDtype);
   for (const saveLse of [false, true]) {
     const out = poisoned(gpu, [tokens, nHeads, headDim]);
     const lse = saveLse ? poisoned(gpu, [tokens, nHeads]) : undefined;
@@ -134,17 +169,18 @@ async function checkBackward(
 ): Promise<void> {
   const { gpu, recorder } = g;
   const op = await opFor(g, c[4], options);
-  const inp = makeInputs(rng, c);
+  const kvDtype = options?.kvDtype ?? "f32";
+  const inp = makeInputs(rng, c, kvDtype);
   const { tokens, past, nHeads, nKvHeads, headDim } = inp.shape;
   const keys = past + tokens;
-  const what = `attention backward ${describe(c)}`;
+  const what = `attention backward ${describe(c, kvDtype)}`;
   const dOutData = rng.normals(tokens * nHeads * headDim);
   const ref = attentionBackward(dOutData, inp.q, inp.k, inp.v, inp.shape);
   const qShape = [tokens, nHeads, headDim];
   const kvShape = [keys, nKvHeads, headDim];
   const q = uploadTensor(gpu, inp.q, qShape);
-  const k = uploadTensor(gpu, inp.k, [inp.capacity, nKvHeads, headDim]);
-  const v = uploadTensor(gpu, inp.v, [inp.capacity, nKvHeads, headDim]);
+  const k = uploadCache(gpu, inp.k, [inp.capacity, nKvHeads, headDim], kvDtype);
+  const v = uploadCache(gpu, inp.v, [inp.capacity, nKvHeads, headDim], kvDtype);
   const dOut = uploadTensor(gpu, dOutData, qShape);
   const out = poisoned(gpu, qShape);
   const lse = poisoned(gpu, [tokens, nHeads]);
@@ -185,6 +221,37 @@ gpuTest("attention.wgsl backward (dQ, dK, dV) matches float64", async () => {
   for (const c of [[37, 6, 9, 3, 64], [13, 3, 3, 1, 5]] as Case[]) {
     await checkBackward(g, rng, c, SMALL_TILES);
   }
+});
+
+gpuTest(
+  "attention.wgsl over an f16 KV cache (forward both paths, backward) matches float64",
+  async () => {
+    const g = await testGpu();
+    const rng = seededRng("attention f16 cache");
+    const f16: AttentionOptions = { kvDtype: "f16" };
+    for (const c of F16_FORWARD_CASES) {
+      for (const path of ["tiled", "rows"] as const) await checkForward(g, rng, c, path, f16);
+    }
+    for (const c of [[37, 11, 9, 3, 64], [1, 200, 6, 2, 6]] as Case[]) {
+      for (const path of ["tiled", "rows"] as const) {
+        await checkForward(g, rng, c, path, { ...SMALL_TILES, ...f16 });
+      }
+    }
+    for (const c of F16_BACKWARD_CASES) await checkBackward(g, rng, c, f16);
+  },
+);
+
+gpuTest("attention op over an f16 cache rejects an f32 one, and the other way round", async () => {
+  const g = await testGpu();
+  const { gpu, recorder } = g;
+  const [op32, op16] = await Promise.all([opFor(g, 8), opFor(g, 8, { kvDtype: "f16" })]);
+  const q = poisoned(gpu, [1, 8, 8]);
+  const out = poisoned(gpu, [1, 8, 8]);
+  const k32 = poisoned(gpu, [4, 4, 8]);
+  const k16 = poisoned(gpu, [4, 4, 8], "f16");
+  assertThrows(() => op16.recordForward(recorder, { q, k: k32, v: k32, out, past: 0 }), ShapeError);
+  assertThrows(() => op32.recordForward(recorder, { q, k: k16, v: k16, out, past: 0 }), ShapeError);
+  for (const t of [q, out, k32, k16]) t.destroy();
 });
 
 /** sum(w ⊙ out) as a function of q, k, v, for finite differences. */

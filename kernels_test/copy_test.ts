@@ -1,7 +1,16 @@
 import assert from "node:assert/strict";
-import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
+import {
+  assertClose,
+  gpuTest,
+  POISON_BITS,
+  poisoned,
+  readWritten,
+  seededRng,
+  testGpu,
+} from "./helpers.ts";
 import { CopyOp } from "../src/ops/copy.ts";
-import { readF32 } from "../src/gpu/readback.ts";
+import { readBytes, readF32 } from "../src/gpu/readback.ts";
+import { f32ArrayToF16 } from "../src/formats/tensor_data.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { KernelUsageError } from "../src/gpu/errors.ts";
 
@@ -39,6 +48,29 @@ gpuTest("copy.wgsl moves a range between offsets and leaves the rest alone", asy
     KernelUsageError,
   );
   assert.throws(() => op.record(recorder, src, dst, { srcOffset: 2 }), KernelUsageError);
+  src.destroy();
+  dst.destroy();
+});
+
+gpuTest("copy.wgsl into an f16 tensor rounds each value to the nearest half", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("copy f16");
+  const op = await CopyOp.create(registry);
+  const srcData = rng.normals(64, 3);
+  // Ties to even both ways, and values between halves. (Subnormal halves may flush to zero and
+  // values past the largest half are indeterminate in WGSL, so none are here.)
+  srcData.set([1 + 2 ** -11, 1 + 3 * 2 ** -11, -2049, 1 / 3, 65504, -1e-3, 0.1, -0], 8);
+  const src = uploadTensor(gpu, srcData, [16, 4]);
+  const dst = poisoned(gpu, [20, 4], "f16");
+  op.record(recorder, src, dst, { srcOffset: 4, dstOffset: 40, count: 24 });
+  recorder.submit();
+  const words = new Uint32Array(await readBytes(gpu, dst));
+  const halves = new Uint16Array(words.buffer);
+  words.forEach((w, i) => {
+    const inside = i >= 20 && i < 32;
+    if (inside === (w === POISON_BITS)) throw new Error(`copy f16: word ${i} wrong side`);
+  });
+  assert.deepEqual(halves.subarray(40, 64), f32ArrayToF16(srcData.subarray(4, 28)));
   src.destroy();
   dst.destroy();
 });

@@ -13,13 +13,14 @@ import {
   tensorToF32,
   type WeightSource,
 } from "../src/formats/tensor_data.ts";
-import { readF32 } from "../src/gpu/readback.ts";
+import { readBytes, readF32 } from "../src/gpu/readback.ts";
 import { Tensor, uploadTensor, writeTensor } from "../src/gpu/tensor.ts";
 import { uploadWeights } from "../src/model/gpu_weights.ts";
-import { KvCache } from "../src/model/kv_cache.ts";
+import { KvCache, type KvCacheDtype } from "../src/model/kv_cache.ts";
 import type { Rng } from "../src/core/random.ts";
 import { dequantizeMatrix, quantizeRandom } from "../src/reference/quant.ts";
 import { decodeLayerRef, type LayerWeightsRef } from "../src/reference/decode_layer.ts";
+import { kvCacheValues } from "../src/reference/attention.ts";
 
 const ROPE_BASE = 10000;
 
@@ -84,14 +85,17 @@ interface Case {
   kind: FusedWeightKind;
   rank?: number;
   past: number;
+  /** The KV cache's element type (default f32). */
+  kvDtype?: KvCacheDtype;
 }
 
 async function runCase(rng: Rng, c: Case): Promise<void> {
   const { gpu, registry, recorder } = await testGpu();
   const { config, kind, past } = c;
+  const kvDtype = c.kvDtype ?? "f32";
   const what = `decode layer ${kind} dim=${config.dim} hidden=${config.hiddenDim} heads=` +
     `${config.nHeads}/${config.nKvHeads}x${config.headDim} bias=${config.qkvBias} ` +
-    `rope=${config.ropePairs} rank=${c.rank ?? 0} past=${past}`;
+    `rope=${config.ropePairs} rank=${c.rank ?? 0} past=${past} kv=${kvDtype}`;
   const { source, ref } = layerSource(config, kind, rng);
   const weights = await uploadWeights(gpu, source, what, {
     weightDtype: kind === "f16" ? "f16" : "f32",
@@ -108,20 +112,29 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
     kind,
     bias: config.qkvBias,
     rope,
+    kvDtype,
   };
   assert.ok(DecodeLayerOp.suits(gpu, shape), `${what}: suits`);
   const op = await DecodeLayerOp.create(registry, shape);
   const kvDim = config.nKvHeads * config.headDim;
-  const cache = new KvCache(gpu, config, past + 3);
+  const cache = new KvCache(gpu, config, past + 3, kvDtype);
   const kvBuffer = cache.kv[0];
-  // Poison everywhere, then earlier rows of keys and values.
-  const poison = new Uint32Array(kvBuffer.size).fill(POISON_BITS);
-  const pastK = rng.normals(past * kvDim);
-  const pastV = rng.normals(past * kvDim);
-  const host = new Float32Array(poison.buffer);
-  host.set(pastK, 0);
-  host.set(pastV, cache.vOffset);
-  writeTensor(gpu, kvBuffer, host);
+  const f16 = kvDtype === "f16";
+  // Poison everywhere, then earlier rows of keys and values (as the cache holds them).
+  const poison = new Uint32Array(kvBuffer.byteLength / 4).fill(POISON_BITS);
+  const pastK = kvCacheValues(rng.normals(past * kvDim), kvDtype);
+  const pastV = kvCacheValues(rng.normals(past * kvDim), kvDtype);
+  if (f16) {
+    const host = new Uint16Array(poison.buffer);
+    host.set(f32ArrayToF16(pastK), 0);
+    host.set(f32ArrayToF16(pastV), cache.vOffset);
+    writeTensor(gpu, kvBuffer, host);
+  } else {
+    const host = new Float32Array(poison.buffer);
+    host.set(pastK, 0);
+    host.set(pastV, cache.vOffset);
+    writeTensor(gpu, kvBuffer, host);
+  }
   const xValues = rng.normals(config.dim);
   const x = uploadTensor(gpu, xValues, [config.dim]);
   const freqs = rope
@@ -184,21 +197,32 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
     pastK,
     pastV,
     past,
+    kvDtype,
   );
+  // With an f16 cache the kernel's f32 k or v can round to the half next to the twin's.
   const tol = kind === "f32" || kind === "f16" ? 1e-4 : 3e-4;
-  assertClose(await readF32(gpu, x), expected.x, `${what}: x`, tol);
-  const all = await readF32(gpu, kvBuffer);
-  const words = new Uint32Array(all.buffer);
+  const kvTol = f16 ? Math.max(tol, 1e-3) : tol;
+  assertClose(await readF32(gpu, x), expected.x, `${what}: x`, f16 ? kvTol : tol);
+  const bytes = await readBytes(gpu, kvBuffer);
+  const words = new Uint32Array(bytes);
+  const all = f16 ? f16ArrayToF32(new Uint16Array(bytes)) : new Float32Array(bytes);
   const kAt = past * kvDim, vAt = cache.vOffset + past * kvDim;
+  const perWord = f16 ? 2 : 1;
   for (let i = 0; i < words.length; i++) {
-    const written = (i >= kAt && i < kAt + kvDim) || (i >= vAt && i < vAt + kvDim);
-    const earlier = i < kAt || (i >= cache.vOffset && i < vAt);
+    const e = i * perWord; // the word's first element
+    const written = (e >= kAt && e < kAt + kvDim) || (e >= vAt && e < vAt + kvDim);
+    const earlier = e < kAt || (e >= cache.vOffset && e < vAt);
     if (written || earlier) continue;
-    if (words[i] !== POISON_BITS) throw new Error(`${what}: kv element ${i} overwritten`);
+    if (words[i] !== POISON_BITS) throw new Error(`${what}: kv word ${i} overwritten`);
   }
   assert.deepEqual(all.subarray(0, kAt), Float32Array.from(pastK), `${what}: earlier keys kept`);
-  assertClose(all.subarray(kAt, kAt + kvDim), expected.k, `${what}: k`, tol);
-  assertClose(all.subarray(vAt, vAt + kvDim), expected.v, `${what}: v`, tol);
+  assert.deepEqual(
+    all.subarray(cache.vOffset, vAt),
+    Float32Array.from(pastV),
+    `${what}: earlier values kept`,
+  );
+  assertClose(all.subarray(kAt, kAt + kvDim), expected.k, `${what}: k`, kvTol);
+  assertClose(all.subarray(vAt, vAt + kvDim), expected.v, `${what}: v`, kvTol);
   for (const t of [x, freqs, loraBuffer]) t?.destroy();
   cache.destroy();
   weights.destroy();
@@ -243,6 +267,22 @@ gpuTest("decode_layer.wgsl matches its twin (f32, f16; adapter; biases; no RoPE)
     await runCase(rng, { config: ODD, kind, past: 2, rank: 3 });
   }
   await runCase(rng, { config: { ...ODD, ropeLayers: [false] }, kind: "f32", past: 4, rank: 2 });
+});
+
+gpuTest("decode_layer.wgsl over an f16 KV cache matches its twin", async () => {
+  const rng = seededRng("decode layer f16 cache");
+  await runCase(rng, { config: STORIES, kind: "f32", past: 0, kvDtype: "f16" });
+  await runCase(rng, { config: STORIES, kind: "f16", past: 11, rank: 8, kvDtype: "f16" });
+  await runCase(rng, { config: ODD, kind: "f32", past: 5, kvDtype: "f16" });
+  await runCase(rng, { config: ODD, kind: "f16", past: 3, rank: 3, kvDtype: "f16" });
+  const noRope = { ...ODD, ropeLayers: [false] };
+  await runCase(rng, { config: noRope, kind: "f32", past: 4, rank: 2, kvDtype: "f16" });
+  await runCase(rng, {
+    config: { ...STORIES, dim: 64, hiddenDim: 96 },
+    kind: "Q8_0",
+    past: 6,
+    kvDtype: "f16",
+  });
 });
 
 gpuTest("decode_layer.wgsl over GGUF blocks matches its twin", async () => {

@@ -16,7 +16,6 @@ import {
   type FusedPartData,
   fusedPartMatrix,
   type FusedParts,
-  fusedRows,
   type FusedTiles,
   type FusedVariant,
   type FusedWeightKind,
@@ -27,7 +26,9 @@ import { ropeFrequencyTable } from "../src/ops/rope.ts";
 import { MatvecOp, matvecTiling } from "../src/ops/matvec.ts";
 import { RmsNormOp } from "../src/ops/rmsnorm.ts";
 import { GGML_QUANT_TYPES, GGML_TYPES, type GgmlQuantType } from "../src/core/quant.ts";
-import { readF32 } from "../src/gpu/readback.ts";
+import { readBytes, readF32 } from "../src/gpu/readback.ts";
+import { f16ArrayToF32 } from "../src/formats/tensor_data.ts";
+import { kvCacheValues } from "../src/reference/attention.ts";
 import { createTensor, Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { KernelUsageError, ShapeError } from "../src/gpu/errors.ts";
 import type { Rng } from "../src/core/random.ts";
@@ -106,6 +107,8 @@ interface Case {
   rank?: number;
   rope?: "interleaved" | "half";
   headDim?: number;
+  /** "qkv": the KV buffer's element type (default f32). */
+  kvDtype?: "f32" | "f16";
 }
 
 /** The relative error of out against ref, or the dot-scaled one for blocks. */
@@ -128,9 +131,9 @@ function check(
 async function runCase(op: FusedMatvecOp, rng: Rng, c: Case): Promise<void> {
   const { gpu, recorder } = await testGpu();
   const what = `fused ${c.epilogue} ${c.kind} K=${c.k} rows=[${c.rows}] norm=${!!c.norm} ` +
-    `bias=${!!c.bias} rank=${c.rank ?? 0} rope=${c.rope ?? "none"} tiles=${op.tiles.wg}x${
-      fusedRows(op.tiles, c.kind)
-    }`;
+    `bias=${!!c.bias} rank=${c.rank ?? 0} rope=${
+      c.rope ?? "none"
+    } tiles=${op.tiles.wg}x${op.tiles.rows}`;
   const mats = c.rows.map((r) => randomMatrix(rng, c.kind, r, c.k));
   const weights = uploadFusedParts(gpu, c.kind, c.k, mats.map((m) => m.data), c.rows);
   const xValues = rng.normals(c.k);
@@ -168,9 +171,11 @@ async function runCase(op: FusedMatvecOp, rng: Rng, c: Case): Promise<void> {
       const kvRows = c.rows[1];
       const capacity = 5;
       const row = 3;
-      // The layer's KV buffer: keys [capacity, kvRows], then values at an offset.
-      const vStart = capacity * kvRows + 13;
-      const kv = poisoned(gpu, [vStart + capacity * kvRows]);
+      const f16 = c.kvDtype === "f16";
+      // The layer's KV buffer: keys [capacity, kvRows], then values at an offset (a whole word
+      // for f16).
+      const vStart = capacity * kvRows + (f16 ? 14 : 13);
+      const kv = poisoned(gpu, [vStart + capacity * kvRows], f16 ? "f16" : "f32");
       const q = poisoned(gpu, [c.rows[0]]);
       const freqs = uploadTensor(gpu, ropeFrequencyTable(hd, ROPE_BASE), [hd / 2, 4]);
       made.push(kv, q, freqs);
@@ -191,17 +196,26 @@ async function runCase(op: FusedMatvecOp, rng: Rng, c: Case): Promise<void> {
         c.rope ? { pos, headDim: hd, base: ROPE_BASE, pairs: c.rope } : undefined,
       );
       check(await readWritten(gpu, q, `${what}: q`), ref.q, c.kind, c.k, `${what}: q`);
-      const all = await readF32(gpu, kv);
-      const words = new Uint32Array(all.buffer);
+      const bytes = await readBytes(gpu, kv);
+      const words = new Uint32Array(bytes);
+      const all = f16 ? f16ArrayToF32(new Uint16Array(bytes)) : new Float32Array(bytes);
       const kAt = row * kvRows, vAt = vStart + row * kvRows;
       for (let i = 0; i < words.length; i++) {
-        const inside = (i >= kAt && i < kAt + kvRows) || (i >= vAt && i < vAt + kvRows);
+        const e = f16 ? 2 * i : i; // the word's first element
+        const inside = (e >= kAt && e < kAt + kvRows) || (e >= vAt && e < vAt + kvRows);
         if (inside === (words[i] === POISON_BITS)) {
-          throw new Error(`${what}: kv element ${i} ${inside ? "not written" : "overwritten"}`);
+          throw new Error(`${what}: kv word ${i} ${inside ? "not written" : "overwritten"}`);
         }
       }
-      check(all.subarray(kAt, kAt + kvRows), ref.k, c.kind, c.k, `${what}: k`);
-      check(all.subarray(vAt, vAt + kvRows), ref.v, c.kind, c.k, `${what}: v`);
+      if (f16) {
+        // The kernel's f32 value may round to the half beside the twin's.
+        const k = all.subarray(kAt, kAt + kvRows), v = all.subarray(vAt, vAt + kvRows);
+        assertClose(k, kvCacheValues(ref.k, "f16"), `${what}: k`, 1e-3);
+        assertClose(v, kvCacheValues(ref.v, "f16"), `${what}: v`, 1e-3);
+      } else {
+        check(all.subarray(kAt, kAt + kvRows), ref.k, c.kind, c.k, `${what}: k`);
+        check(all.subarray(vAt, vAt + kvRows), ref.v, c.kind, c.k, `${what}: v`);
+      }
     } else if (c.epilogue === "swiglu") {
       const y = poisoned(gpu, [c.rows[0]]);
       made.push(y);
@@ -235,6 +249,7 @@ function variantsOf(cases: Case[]): FusedVariant[] {
     lora: c.rank !== undefined,
     bias: c.bias,
     rope: c.rope,
+    kvDtype: c.kvDtype,
   }));
 }
 
@@ -279,6 +294,59 @@ gpuTest("fused_matvec.wgsl f32 matches its twin, for every adapter class's tiles
   for (const c of cases) await runCase(odd, rng, c);
 });
 
+/** "qkv" into an f16 KV cache: RoPE pairs of both conventions, biases, an adapter, no RoPE. */
+function f16KvCases(kind: FusedWeightKind): Case[] {
+  const qkv = { kind, epilogue: "qkv", kvDtype: "f16" } as const;
+  return [
+    { ...qkv, k: 24, rows: [18, 6, 6], norm: true, rope: "interleaved", headDim: 6 },
+    { ...qkv, k: 64, rows: [64, 32, 32], norm: true, rope: "half", headDim: 8 },
+    { ...qkv, k: 40, rows: [32, 16, 16], bias: true, rank: 7, rope: "half", headDim: 8 },
+    { ...qkv, k: 16, rows: [12, 4, 4], rank: 3, headDim: 4 },
+  ];
+}
+
+gpuTest(
+  "fused_matvec.wgsl appends to an f16 KV cache, for every adapter class's tiles",
+  async () => {
+    const { gpu, registry, recorder } = await testGpu();
+    const rng = seededRng("fused matvec f16 kv");
+    for (const kind of ["f32", "f16", "Q8_0"] as const) {
+      const cases = f16KvCases(kind).filter((c) => kind !== "Q8_0" || c.k % 32 === 0);
+      for (const tiles of Object.values(FUSED_TILES) as FusedTiles[]) {
+        const op = await FusedMatvecOp.create(registry, variantsOf(cases), tiles);
+        for (const c of cases) await runCase(op, rng, c);
+      }
+    }
+    // Ten slots a workgroup scatter a half-split word's rows over two: the op says so.
+    const tiles = { wg: 4, rows: 10 };
+    const cases = f16KvCases("f32");
+    assert.ok(!FusedMatvecOp.kvF16Fits(tiles, "half", 8));
+    assert.ok(FusedMatvecOp.kvF16Fits(tiles, "interleaved", 6));
+    const odd = await FusedMatvecOp.create(registry, variantsOf(cases), tiles);
+    for (const c of cases.filter((c) => c.rope !== "half")) await runCase(odd, rng, c);
+    const half = cases[1];
+    const weights = uploadFusedParts(
+      gpu,
+      "f32",
+      half.k,
+      half.rows.map((r) => rng.normals(r * half.k)),
+      half.rows,
+    );
+    const x = uploadTensor(gpu, rng.normals(half.k), [half.k]);
+    const q = createTensor(gpu, [64]);
+    const kv = createTensor(gpu, [512], "f16");
+    const norm = { weight: uploadTensor(gpu, rng.normals(half.k), [half.k]), eps: 1e-5 };
+    const freqs = uploadTensor(gpu, ropeFrequencyTable(8, ROPE_BASE), [4, 4]);
+    const rope = { freqs, pos: 3, headDim: 8, pairs: "half" as const };
+    assert.throws(
+      () =>
+        odd.record(recorder, "qkv", { x, weights, y: q, norm, kv: { kv, kAt: 0, vAt: 256, rope } }),
+      KernelUsageError,
+    );
+    for (const t of [weights.data, x, q, kv, norm.weight, freqs]) t.destroy();
+  },
+);
+
 gpuTest("fused_matvec.wgsl f16 weights match the twin on f16-rounded weights", async () => {
   const { registry } = await testGpu();
   const rng = seededRng("fused matvec f16");
@@ -299,21 +367,6 @@ gpuTest("fused_matvec.wgsl over GGUF blocks matches the twin for every type", as
       { kind, epilogue: "qkv", k: qk, rows: [24, 8, 8], norm: true, rope: "half", headDim: 8 },
     ];
     const op = await FusedMatvecOp.create(registry, variantsOf(cases));
-    for (const c of cases) await runCase(op, rng, c);
-  }
-  // Slots over blocks other than the float kernels' (more than the invocations), rows of an odd
-  // number of blocks (blocks starting in either half of a word).
-  for (const kind of ["Q8_0", "Q5_0", "Q4_0"] as const) {
-    const cases: Case[] = [
-      { kind, epilogue: "store", k: 96, rows: [29], bias: true },
-      { kind, epilogue: "swiglu", k: 160, rows: [19, 19], norm: true },
-      { kind, epilogue: "qkv", k: 96, rows: [24, 12, 12], rope: "interleaved", headDim: 6 },
-    ];
-    const op = await FusedMatvecOp.create(registry, variantsOf(cases), {
-      wg: 4,
-      rows: 2,
-      quantRows: 10,
-    });
     for (const c of cases) await runCase(op, rng, c);
   }
 });

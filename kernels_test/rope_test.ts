@@ -1,8 +1,18 @@
 import assert from "node:assert/strict";
-import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
+import {
+  assertClose,
+  gpuTest,
+  POISON_BITS,
+  poisoned,
+  readWritten,
+  seededRng,
+  testGpu,
+} from "./helpers.ts";
 import { ropeFrequencyTable, RopeOp } from "../src/ops/rope.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
-import { readF32 } from "../src/gpu/readback.ts";
+import { readF32, readU32 } from "../src/gpu/readback.ts";
+import { f16ArrayToF32, f32ArrayToF16 } from "../src/formats/tensor_data.ts";
+import { kvCacheValues } from "../src/reference/attention.ts";
 import {
   ropeBackward,
   type RopeConfig,
@@ -193,4 +203,40 @@ gpuTest("rope op rejects row ranges past the tensors and overlapping copies", as
   }
   for (const t of [a, b]) t.destroy();
   op.destroy();
+});
+
+gpuTest("rope writes K into an f16 KV cache: the f32 rotation rounded to halves", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("rope f16 cache");
+  // headDim 6: half-split pairs (i, i + 3) put a word's two elements in different pairs.
+  for (const [heads, headDim] of [[3, 6], [2, 32]]) {
+    for (const pairs of PAIRS) {
+      const [capacity, srcRows, srcRow, tokens, past, base] = [40, 12, 3, 9, 21, 10000];
+      const what = `rope ${pairs} hd=${headDim} into an f16 cache rows ${past}..`;
+      const op = await RopeOp.create(registry, { headDim, base, pairs });
+      const rowLen = heads * headDim;
+      const kData = rng.normals(srcRows * rowLen);
+      const k = uploadTensor(gpu, kData, [srcRows, heads, headDim]);
+      const cache = poisoned(gpu, [capacity, heads, headDim], "f16");
+      const f32 = poisoned(gpu, [capacity, heads, headDim]);
+      const placement = { pos0: past, srcRow, dstRow: past, tokens };
+      op.recordForward(recorder, k, cache, placement);
+      op.recordForward(recorder, k, f32, placement);
+      recorder.submit();
+      const words = await readU32(gpu, cache);
+      const rows = [past * rowLen / 2, (past + tokens) * rowLen / 2];
+      words.forEach((w, i) => {
+        const inside = i >= rows[0] && i < rows[1];
+        if (inside === (w === POISON_BITS)) throw new Error(`${what}: word ${i} wrong side`);
+      });
+      const halves = new Uint16Array(words.buffer).subarray(2 * rows[0], 2 * rows[1]);
+      const rotated = (await readF32(gpu, f32)).subarray(2 * rows[0], 2 * rows[1]);
+      assert.deepEqual(halves, f32ArrayToF16(rotated), `${what}: the f32 values rounded`);
+      const slice = kData.subarray(srcRow * rowLen, (srcRow + tokens) * rowLen);
+      const ref = ropeForward(slice, tokens, past, { heads, headDim, base, pairs });
+      assertClose(f16ArrayToF32(halves), kvCacheValues(ref, "f16"), `${what}: twin`, 1e-3);
+      for (const t of [k, cache, f32]) t.destroy();
+      op.destroy();
+    }
+  }
 });

@@ -18,6 +18,9 @@
 //                        reduced. Decode, where one query row per head leaves a tile mostly empty.
 // The _lse variants also save logsumexp per (t, head) for the backward.
 //
+// The cache (k, v) is bound as u32 words: f32 values (KV_F16 false) or f16 pairs packed two to
+// a word, element 2i in the low half (KV_F16 true; unpack2x16float, so no shader-f16 needed).
+//
 // Backward (FlashAttention-style: probabilities are recomputed as P = exp(s - lse) from the
 // saved logsumexp, never stored), in two dispatches so that no two workgroups write one element:
 //   backward_dq    BQ invocations per (BQ query rows, head): delta_t = dOut_t·out_t (saved for
@@ -32,6 +35,7 @@ override BK: u32 = 32; // key rows per tile
 override WG: u32 = 64; // forward_rows: invocations per workgroup
 override KPT: u32 = 4; // forward_rows: keys per invocation per chunk
 override GR: u32 = 4; // forward_rows: heads of one kv group per workgroup
+override KV_F16: bool = false; // k and v hold f16 pairs, else f32
 
 const HD4: u32 = (HD + 3u) / 4u; // head dim in vec4s; workgroup copies are zero-padded
 const CHUNK: u32 = WG * KPT;
@@ -51,8 +55,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;             // [tokens, nHeads, HD]
-@group(0) @binding(2) var<storage, read> k: array<f32>;             // [>= keys, nKvHeads, HD]
-@group(0) @binding(3) var<storage, read> v: array<f32>;             // [>= keys, nKvHeads, HD]
+@group(0) @binding(2) var<storage, read> k: array<u32>;             // [>= keys, nKvHeads, HD] f32 or f16
+@group(0) @binding(3) var<storage, read> v: array<u32>;             // [>= keys, nKvHeads, HD] f32 or f16
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;     // [tokens, nHeads, HD]
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;     // [tokens, nHeads]
 @group(0) @binding(6) var<storage, read> dOut: array<f32>;          // [tokens, nHeads, HD]
@@ -86,17 +90,33 @@ fn load4_q(base: u32, d4: u32) -> vec4<f32> {
 
 fn load4_k(base: u32, d4: u32) -> vec4<f32> {
   let d = base + d4 * 4u;
-  if (HD % 4u == 0u) { return vec4<f32>(k[d], k[d + 1u], k[d + 2u], k[d + 3u]); }
+  if (KV_F16 && HD % 4u == 0u) {
+    return vec4<f32>(unpack2x16float(k[d / 2u]), unpack2x16float(k[d / 2u + 1u]));
+  }
+  if (HD % 4u == 0u) { return bitcast<vec4<f32>>(vec4<u32>(k[d], k[d + 1u], k[d + 2u], k[d + 3u])); }
   var r = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { r[i] = k[d + i]; } }
+  for (var i = 0u; i < 4u; i++) {
+    if (d4 * 4u + i < HD) {
+      let e = d + i;
+      if (KV_F16) { r[i] = unpack2x16float(k[e / 2u])[e % 2u]; } else { r[i] = bitcast<f32>(k[e]); }
+    }
+  }
   return r;
 }
 
 fn load4_v(base: u32, d4: u32) -> vec4<f32> {
   let d = base + d4 * 4u;
-  if (HD % 4u == 0u) { return vec4<f32>(v[d], v[d + 1u], v[d + 2u], v[d + 3u]); }
+  if (KV_F16 && HD % 4u == 0u) {
+    return vec4<f32>(unpack2x16float(v[d / 2u]), unpack2x16float(v[d / 2u + 1u]));
+  }
+  if (HD % 4u == 0u) { return bitcast<vec4<f32>>(vec4<u32>(v[d], v[d + 1u], v[d + 2u], v[d + 3u])); }
   var r = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { r[i] = v[d + i]; } }
+  for (var i = 0u; i < 4u; i++) {
+    if (d4 * 4u + i < HD) {
+      let e = d + i;
+      if (KV_F16) { r[i] = unpack2x16float(v[e / 2u])[e % 2u]; } else { r[i] = bitcast<f32>(v[e]); }
+    }
+  }
   return r;
 }
 

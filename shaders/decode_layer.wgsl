@@ -13,6 +13,9 @@
 // sharing each row: the tree's barriers cost more than the rows' scattered loads.) Attention gives each invocation one head and walks the
 // keys with an online softmax (its own order: float32 rounding apart from attention.wgsl).
 //
+// The KV cache is bound as u32 words: f32 values, or with KV_F16 f16 pairs (element 2i in the
+// low half), which the append writes a word (two elements) per invocation.
+//
 // Flags are plain `if (FLAG ...)` conditions, folded before compiling (foldConstantBranches), so a
 // variant binds only the buffers it reads.
 
@@ -32,6 +35,7 @@ override ROPE: bool = true;
 override INTERLEAVED: bool = true;
 override NORM_LANES: u32 = 64; // rmsnorm.wgsl's invocations, a power of two
 override MAX_RANK: u32 = 64;
+override KV_F16: bool = false;
 
 const DIM4: u32 = DIM / 4u;
 const QDIM4: u32 = QDIM / 4u;
@@ -62,7 +66,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> qweight: array<u32>;        // the layer's weights
 @group(0) @binding(3) var<storage, read> weight: array<vec4<f32>>;   // the same buffer (f32)
 @group(0) @binding(7) var<storage, read> weight16: array<vec2<u32>>; // the same buffer (f16)
-@group(0) @binding(4) var<storage, read_write> kv: array<f32>;      // the layer's KV cache
+@group(0) @binding(4) var<storage, read_write> kv: array<u32>;      // the layer's KV cache (f32 or f16 pairs)
 @group(0) @binding(5) var<storage, read> freqs: array<vec4<f32>>;   // RoPE frequencies
 @group(0) @binding(6) var<storage, read> adapter: array<vec4<f32>>; // flat LoRA parameters
 
@@ -75,6 +79,14 @@ var<workgroup> ao: array<f32, QDIM>;           // attention output
 var<workgroup> gu: array<f32, 2u * HIDDEN>;    // gate, then up
 var<workgroup> norm_lanes: array<f32, NORM_LANES>;
 var<workgroup> lh: array<f32, 3u * MAX_RANK>;  // LoRA h of the stage's targets
+
+// Element i of the KV cache.
+fn kv_at(i: u32) -> f32 {
+  if (KV_F16) {
+    return unpack2x16float(kv[i >> 1u])[i & 1u];
+  }
+  return bitcast<f32>(kv[i]);
+}
 
 fn f32_at(byte: u32) -> f32 {
   return bitcast<f32>(qweight[byte >> 2u]);
@@ -222,6 +234,29 @@ fn lora_delta(j: u32, b: u32, row: u32) -> f32 {
 
 // ---- the layer ---------------------------------------------------------------------------------
 
+// Element e of q, k, v (qkv) after RoPE: q and k rotated when ROPE, v as it is.
+fn roped(e: u32) -> f32 {
+  var v = qkv[e];
+  if (ROPE && e < QDIM + KVDIM) {
+    let d = e % HD;
+    var i = d / 2u;
+    var first = e - (d % 2u);
+    var second = first + 1u;
+    var member = d % 2u;
+    if (!INTERLEAVED) {
+      i = d % (HD / 2u);
+      member = d / (HD / 2u);
+      first = e - member * (HD / 2u);
+      second = first + HD / 2u;
+    }
+    let cs = cos_sin(params.pos, i);
+    let a = qkv[first];
+    let b = qkv[second];
+    v = select(a * cs.y + b * cs.x, a * cs.x - b * cs.y, member == 0u);
+  }
+  return v;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
   // Attention's input: the residual, normalised.
@@ -253,31 +288,30 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   }
   workgroupBarrier();
   // RoPE on q and k; q stays here, k and v go to the cache.
-  for (var e = lid; e < QKV; e += WG) {
-    var v = qkv[e];
-    if (ROPE && e < QDIM + KVDIM) {
-      let d = e % HD;
-      var i = d / 2u;
-      var first = e - (d % 2u);
-      var second = first + 1u;
-      var member = d % 2u;
-      if (!INTERLEAVED) {
-        i = d % (HD / 2u);
-        member = d / (HD / 2u);
-        first = e - member * (HD / 2u);
-        second = first + HD / 2u;
-      }
-      let cs = cos_sin(params.pos, i);
-      let a = qkv[first];
-      let b = qkv[second];
-      v = select(a * cs.y + b * cs.x, a * cs.x - b * cs.y, member == 0u);
+  if (KV_F16) {
+    for (var e = lid; e < QDIM; e += WG) {
+      qr[e] = roped(e);
     }
-    if (e < QDIM) {
-      qr[e] = v;
-    } else if (e < QDIM + KVDIM) {
-      kv[params.kRow + e - QDIM] = v;
-    } else {
-      kv[params.vRow + e - QDIM - KVDIM] = v;
+    // Word w holds k (or v) elements 2w and 2w + 1.
+    for (var w = lid; w < KVDIM; w += WG) {
+      let e = QDIM + 2u * w;
+      let word = pack2x16float(vec2<f32>(roped(e), roped(e + 1u)));
+      if (w < KVDIM / 2u) {
+        kv[params.kRow / 2u + w] = word;
+      } else {
+        kv[params.vRow / 2u + w - KVDIM / 2u] = word;
+      }
+    }
+  } else {
+    for (var e = lid; e < QKV; e += WG) {
+      let v = roped(e);
+      if (e < QDIM) {
+        qr[e] = v;
+      } else if (e < QDIM + KVDIM) {
+        kv[params.kRow + e - QDIM] = bitcast<u32>(v);
+      } else {
+        kv[params.vRow + e - QDIM - KVDIM] = bitcast<u32>(v);
+      }
     }
   }
   storageBarrier();
@@ -296,7 +330,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
       let kb = j * KVDIM + g * HD;
       var s = 0.0;
       for (var d = 0u; d < HD; d++) {
-        s = fma(q[d], kv[kb + d], s);
+        s = fma(q[d], kv_at(kb + d), s);
       }
       let mNew = max(m, s);
       let correction = exp(m - mNew);
@@ -304,7 +338,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
       l = l * correction + p;
       let vb = params.vBase + kb;
       for (var d = 0u; d < HD; d++) {
-        acc[d] = fma(p, kv[vb + d], acc[d] * correction);
+        acc[d] = fma(p, kv_at(vb + d), acc[d] * correction);
       }
       m = mNew;
     }

@@ -19,7 +19,10 @@
 //             y[j] = silu(gate_j) * up_j.
 //
 // For RoPE a workgroup must hold both rows of each rotated pair: slots are taken in pair order
-// (slot 2i and 2i + 1 of a head are the pair's two rows), so ROWS must be even. For EPI_SWIGLU
+// (slot 2i and 2i + 1 of a head are the pair's two rows), so ROWS must be even. With KV_F16 the
+// KV buffer holds f16 pairs packed in u32 words (element 2i in the low half; else f32 values in
+// the words), and the slot of each even k or v row writes the word with the next row: slot s + 1,
+// or s + 2 for half-split RoPE pairs (the host asks ROWS and headDim to be multiples of 4 there). For EPI_SWIGLU
 // slots 0 .. ROWS/2 - 1 are gate rows and the rest the up rows of the same hidden units.
 // Every barrier is reached by every invocation (grid-tail workgroups leave before the first).
 // The flags are written as plain `if (FLAG ...)` conditions: src/ops/fused_matvec.ts folds the
@@ -36,6 +39,7 @@ override BIAS: bool = false;
 override ROPE: bool = false;
 override INTERLEAVED: bool = true;  // RoPE pairs (2i, 2i + 1); else (i, i + headDim / 2)
 override MAX_RANK: u32 = 64;
+override KV_F16: bool = false;
 
 const EPI_STORE: u32 = 0u;
 const EPI_ADD: u32 = 1u;
@@ -76,11 +80,12 @@ struct Params {
 @group(0) @binding(6) var<storage, read> bias: array<f32>;             // parts' biases
 @group(0) @binding(7) var<storage, read> adapter: array<vec4<f32>>;    // flat LoRA parameters
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;          // output (q for EPI_QKV)
-@group(0) @binding(9) var<storage, read_write> kv: array<f32>;         // EPI_QKV: the KV buffer
+@group(0) @binding(9) var<storage, read_write> kv: array<u32>;         // EPI_QKV: the KV buffer (f32 or f16 pairs)
 @group(0) @binding(10) var<storage, read> freqs: array<vec4<f32>>;     // RoPE frequencies
 
 var<workgroup> norm_lanes: array<f32, NORM_LANES>;
 var<workgroup> vals: array<f32, ROWS>;                     // the slots' products
+var<workgroup> kv_vals: array<f32, ROWS>;                  // KV_F16: the slots' k or v values
 var<workgroup> lora_h: array<f32, PARTS_PER_GROUP * MAX_RANK>;  // h of the workgroup's parts
 var<private> rstd: f32;
 var<private> offs: array<u32, ROWS>;  // where each slot's row starts in the weights
@@ -271,11 +276,13 @@ fn lora_delta(gs: vec2<u32>, p: u32, row: u32) -> f32 {
 
 // ---- the kernel -------------------------------------------------------------------------------
 
-fn store_slot(p: u32, row: u32, v: f32) {
-  if (EPI == EPI_QKV && p == 1u) {
-    kv[params.kAt + row] = v;
+fn store_slot(s: u32, p: u32, row: u32, v: f32) {
+  if (EPI == EPI_QKV && KV_F16 && p > 0u) {
+    kv_vals[s] = v;
+  } else if (EPI == EPI_QKV && p == 1u) {
+    kv[params.kAt + row] = bitcast<u32>(v);
   } else if (EPI == EPI_QKV && p == 2u) {
-    kv[params.vAt + row] = v;
+    kv[params.vAt + row] = bitcast<u32>(v);
   } else if (EPI == EPI_ADD) {
     y[row] = y[row] + v;
   } else {
@@ -355,7 +362,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
           v = a * cs.y + b * cs.x;
         }
       }
-      store_slot(at.x, row, v);
+      store_slot(s, at.x, row, v);
+    }
+  }
+  if (EPI == EPI_QKV && KV_F16) {
+    workgroupBarrier();  // every k or v slot's value is in kv_vals
+    for (var s = lid; s < ROWS; s += WG) {
+      let at = slot_at(gs, s);
+      if (at.x > 0u && at.y < part_rows(at.x)) {
+        let row = row_of(at.x, at.y);
+        if (row % 2u == 0u) {
+          let next = s + select(1u, 2u, rotated(at.x) && !INTERLEAVED);
+          let word = pack2x16float(vec2<f32>(kv_vals[s], kv_vals[next]));
+          kv[(select(params.kAt, params.vAt, at.x == 2u) + row) / 2u] = word;
+        }
+      }
     }
   }
 }

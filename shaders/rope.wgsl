@@ -11,7 +11,9 @@
 // implementation (Vulkan allows 2^-11 absolute; SwiftShader's are that coarse).
 //
 // The source and destination take row offsets (srcRow, dstRow) so K can be rotated straight into
-// a KV cache [capacity, heads, headDim] at rows past .. past + tokens - 1.
+// a KV cache [capacity, heads, headDim] at rows past .. past + tokens - 1. forward_f16 writes an
+// f16 cache (pairs packed two to a u32 word, element 2i in the low half): one invocation per
+// word, each of its two elements rotated with its own pair (for half-split pairs they are two).
 
 override WG: u32 = 64;
 // true: llama2.c / Meta pairs (2i, 2i + 1); false: Hugging Face half-split pairs (i, i + headDim/2).
@@ -33,6 +35,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> src: array<f32>;             // [srcRows, heads, headDim]
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;       // [dstRows, heads, headDim]
 @group(0) @binding(4) var<storage, read_write> data: array<f32>;      // [rows, heads, headDim], in place
+@group(0) @binding(5) var<storage, read_write> dst16: array<u32>;     // [dstRows, heads, headDim] f16 pairs
 
 //!include "rope_angles.wgsl"
 
@@ -58,6 +61,33 @@ fn rotate_copy(k: u32, direction: f32) {
   dst[dstAt + at.y] = v.y;
 }
 
+// Element d of row `srcAt` (token `token` of src) after the forward rotation.
+fn rotated_element(srcAt: u32, d: u32, token: u32) -> f32 {
+  var i = d / 2u;
+  var member = d % 2u;
+  if (!INTERLEAVED) {
+    i = d % params.half;
+    member = d / params.half;
+  }
+  let at = pair_at(i);
+  let cs = cos_sin(params.pos0 + token, i);
+  let v = rotate(vec2<f32>(src[srcAt + at.x], src[srcAt + at.y]), cs, 1.0);
+  return select(v.x, v.y, member == 1u);
+}
+
+// Word k of the f16 destination: elements 2w, 2w + 1 (w = k % half) of row k / half.
+fn rotate_copy_f16(k: u32) {
+  let tokenHead = k / params.half;
+  let w = k % params.half;
+  let token = tokenHead / params.heads;
+  let rowLen = 2u * params.half;
+  let srcAt = (params.srcRow * params.heads + tokenHead) * rowLen;
+  let dstAt = (params.dstRow * params.heads + tokenHead) * rowLen;
+  let x = rotated_element(srcAt, 2u * w, token);
+  let y = rotated_element(srcAt, 2u * w + 1u, token);
+  dst16[dstAt / 2u + w] = pack2x16float(vec2<f32>(x, y));
+}
+
 fn rotate_in_place(k: u32, direction: f32) {
   let at = pair_at(k);
   let token = at.z / params.heads;
@@ -72,6 +102,14 @@ fn rotate_in_place(k: u32, direction: f32) {
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var k = gid.x; k < params.pairs; k += params.stride) {
     rotate_copy(k, 1.0);
+  }
+}
+
+// pairs counts words here: tokens * heads * headDim / 2 as well.
+@compute @workgroup_size(WG)
+fn forward_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+  for (var k = gid.x; k < params.pairs; k += params.stride) {
+    rotate_copy_f16(k);
   }
 }
 

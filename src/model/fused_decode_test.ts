@@ -178,3 +178,14 @@ for (const fixture of ["stories260K-q8_0.gguf", "tiny-llama-spm-q4_k_m.gguf"]) {
     },
   });
 }
+
+gpuTest("fused decode: with an f16 KV cache, as the unfused kernels do", async () => {
+  const rng = seededRng("fused decode f16 kv");
+  const weights = await readLlama2c(STORIES260K);
+  const f16 = { kvCacheDtype: "f16" } as const;
+  await compare("stories260K, f16 cache", weights, rng, { ...f16, oneWorkgroupLayers: false });
+  await compare("stories260K, f16 cache, a layer a workgroup", weights, rng, f16);
+  const biased = randomWeights(BIASED, rng);
+  await compare("biased, f16 cache", biased, rng, { ...f16, oneWorkgroupLayers: false });
+  await compare("biased, f16 cache, a layer a workgroup", biased, rng, f16);
+});

@@ -48,7 +48,7 @@ import {
 import { QuantEmbeddingOp } from "../ops/quant_embedding.ts";
 import { QuantMatmulOp } from "../ops/quant_matmul.ts";
 import { QuantMatvecOp } from "../ops/quant_matvec.ts";
-import { KvCache } from "./kv_cache.ts";
+import { KV_CACHE_DTYPES, KvCache, type KvCacheDtype } from "./kv_cache.ts";
 import type { AdapterMatrices, ModelAdapter } from "./adapter.ts";
 import {
   type ForwardBuffers,
@@ -144,6 +144,11 @@ export interface LlamaModelOptions extends UploadWeightsOptions {
    * ({@link DecodeLayerOp.suits}; default true): one dispatch a layer.
    */
   oneWorkgroupLayers?: boolean;
+  /**
+   * How KV caches store keys and values (default "f32"): "f16" halves their memory and the bytes
+   * decode attention reads, each key and value rounded to nearest half (see KvCache).
+   */
+  kvCacheDtype?: KvCacheDtype;
 }
 
 /** The kernels of a model whose weights stay in quantized blocks. */
@@ -175,7 +180,12 @@ async function compileAll<T extends Record<string, unknown>>(
  * buffer and there are no head norms) and gate/up (where they share one), the residual adds of o
  * and down, each with and without an adapter, and the LM head with the final norm.
  */
-function fusedVariants(gpu: Gpu, config: ModelConfig, weights: GpuWeights): FusedVariant[] {
+function fusedVariants(
+  gpu: Gpu,
+  config: ModelConfig,
+  weights: GpuWeights,
+  kvDtype: KvCacheDtype,
+): FusedVariant[] {
   const kind = (m: GpuMatrix) => singlePart(m).kind;
   const tiles = FUSED_TILES[adapterClass(gpu.capabilities)];
   const norm = (epilogue: FusedVariant["epilogue"], parts: FusedParts) =>
@@ -185,14 +195,18 @@ function fusedVariants(gpu: Gpu, config: ModelConfig, weights: GpuWeights): Fuse
   const rope = config.ropePairs ?? "interleaved";
   for (const [l, layer] of weights.layers.entries()) {
     for (const lora of [false, true]) {
-      if (layer.qkv && !layer.qNorm) {
+      const layerRope = (config.ropeLayers?.[l] ?? true) ? rope : undefined;
+      const kvFits = kvDtype === "f32" ||
+        FusedMatvecOp.kvF16Fits(tiles, layerRope, config.headDim);
+      if (layer.qkv && !layer.qNorm && kvFits) {
         out.push({
           kind: layer.qkv.kind,
           epilogue: "qkv",
           norm: norm("qkv", layer.qkv),
           bias: layer.qkvBias !== undefined,
           lora,
-          rope: (config.ropeLayers?.[l] ?? true) ? rope : undefined,
+          rope: layerRope,
+          kvDtype: kvDtype === "f16" ? "f16" : undefined,
         });
       }
       if (layer.gateUp) {
@@ -214,6 +228,7 @@ function decodeLayerShapes(
   gpu: Gpu,
   config: ModelConfig,
   weights: GpuWeights,
+  kvDtype: KvCacheDtype,
 ): Map<string, DecodeLayerShape> {
   const shapes = new Map<string, DecodeLayerShape>();
   const packed = weights.layers.map((l) => l.packed);
@@ -229,6 +244,7 @@ function decodeLayerShapes(
       kind: packed[0]!.kind,
       bias: config.qkvBias,
       rope,
+      kvDtype: kvDtype === "f16" ? "f16" : undefined,
     };
     if (!DecodeLayerOp.suits(gpu, shape)) return new Map();
     shapes.set(rope ?? "none", shape);
@@ -243,6 +259,8 @@ export class LlamaModel {
     readonly config: ModelConfig,
     readonly weights: GpuWeights,
     private readonly ops: ForwardOps,
+    /** How this model's KV caches store keys and values. */
+    readonly kvCacheDtype: KvCacheDtype,
   ) {}
 
   /** Uploads the weights and compiles the kernels. */
@@ -254,13 +272,21 @@ export class LlamaModel {
     options: LlamaModelOptions = {},
   ): Promise<LlamaModel> {
     const config = model.config;
+    const kvDtype = options.kvCacheDtype ?? "f32";
+    if (!KV_CACHE_DTYPES.includes(kvDtype)) {
+      throw new KernelUsageError(
+        `kvCacheDtype ${JSON.stringify(kvDtype)}: expected ${KV_CACHE_DTYPES.join(" or ")}`,
+      );
+    }
     const weights = await uploadWeights(gpu, model, file, options);
     const types = weights.quantTypes;
     try {
-      const variants = options.fusedDecode === false ? [] : fusedVariants(gpu, config, weights);
+      const variants = options.fusedDecode === false
+        ? []
+        : fusedVariants(gpu, config, weights, kvDtype);
       const layerShapes = options.fusedDecode === false || options.oneWorkgroupLayers === false
         ? new Map<string, DecodeLayerShape>()
-        : decodeLayerShapes(gpu, config, weights);
+        : decodeLayerShapes(gpu, config, weights, kvDtype);
       const ops = await compileAll({
         embedding: EmbeddingOp.create(registry),
         rmsnorm: RmsNormOp.create(registry),
@@ -270,7 +296,7 @@ export class LlamaModel {
           pairs: config.ropePairs,
           frequencyDivisors: config.ropeFreqFactors,
         }),
-        attention: AttentionOp.create(registry, config.headDim),
+        attention: AttentionOp.create(registry, config.headDim, { kvDtype }),
         swiglu: SwiGluOp.create(registry),
         bias: BiasOp.create(registry),
         copy: CopyOp.create(registry),
@@ -299,7 +325,7 @@ export class LlamaModel {
           ).then((entries) => new Map(entries))
           : Promise.resolve(undefined),
       });
-      return new LlamaModel(gpu, config, weights, ops);
+      return new LlamaModel(gpu, config, weights, ops, kvDtype);
     } catch (error) {
       weights.destroy();
       throw error;
@@ -339,14 +365,14 @@ export class LlamaModel {
     return isQuantized(e) ? e.rowBytes : 4 * this.config.dim;
   }
 
-  /** A KV cache of `capacity` positions (at most the model's trained length). */
+  /** A KV cache of `capacity` positions (at most the model's trained length), of kvCacheDtype. */
   createCache(capacity: number): KvCache {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > this.config.maxSeqLen) {
       throw new KernelUsageError(
         `KV cache capacity ${capacity} must be in 1..${this.config.maxSeqLen} (the model's length)`,
       );
     }
-    return new KvCache(this.gpu, this.config, capacity);
+    return new KvCache(this.gpu, this.config, capacity, this.kvCacheDtype);
   }
 
   /** Activation buffers for inference steps of up to `maxRows` tokens. */
@@ -474,6 +500,7 @@ export class LlamaModel {
         bias: layer.qkvBias !== undefined,
         lora: qkvLora !== undefined,
         rope: this.rotates(l) ? rope.pairs : undefined,
+        kvDtype: cache.dtype === "f16" ? "f16" : undefined,
       });
     if (qkv) {
       // RMSNorm, q, k and v, bias, adapter, RoPE, and the cache append: one dispatch (the norm
@@ -514,7 +541,8 @@ export class LlamaModel {
         rmsnorm.recordForward(rec, heads(b.kProj), layer.kNorm, heads(b.k), c.normEps, b.kRstd);
         rec.countWeightBytes(layer.qNorm.byteLength + layer.kNorm.byteLength);
       }
-      // Keys are rotated on their way into the cache; values are copied; both land at row past.
+      // Keys are rotated on their way into the cache; values are copied; both land at row past
+      // (rounded to halves in an f16 cache).
       if (this.rotates(l)) {
         rope.recordForwardInPlace(rec, b.q, { pos0: past });
         rope.recordForward(rec, b.k, cache.k[l], { pos0: past, dstRow: past });
@@ -577,6 +605,7 @@ export class LlamaModel {
     const layer = this.weights.layers[l];
     const op = this.ops.layer?.get(this.rotates(l) ? this.ops.rope.pairs : "none");
     if (!op || !layer.packed || op.shape.kind !== layer.packed.kind) return false;
+    if ((op.shape.kvDtype ?? "f32") !== cache.dtype) return false;
     const adapter = step.adapter;
     let lora: DecodeLayerArgs["lora"];
     if (adapter) {

@@ -11,13 +11,15 @@ import {
   type GenerateOptions,
   type GenerationResult,
 } from "./generate.ts";
-import { LlamaModel } from "./llama.ts";
+import { LlamaModel, type LlamaModelOptions } from "./llama.ts";
 import type { UploadWeightsOptions } from "./gpu_weights.ts";
 
 /** Options of {@link TextModel.load}. */
 export interface TextModelOptions extends LoadOptions, UploadWeightsOptions {
   /** A device to use; by default one is acquired (and destroyed on dispose). */
   gpu?: Gpu;
+  /** How KV caches store keys and values (default "f32"; see {@link LlamaModelOptions}). */
+  kvCacheDtype?: LlamaModelOptions["kvCacheDtype"];
 }
 
 /**
@@ -53,6 +55,7 @@ export class TextModel {
     try {
       const model = await LlamaModel.create(gpu, new KernelRegistry(gpu), files.source, path, {
         weightDtype: options.weightDtype,
+        kvCacheDtype: options.kvCacheDtype,
       });
       return new TextModel(gpu, model, files.tokenizer, path, !options.gpu);
     } catch (error) {

@@ -39,12 +39,14 @@ export interface AttentionOptions {
   backwardDkdv?: AttentionTiles;
   /** forward rows kernel: keys each of its 64 invocations scores per chunk. */
   rowsKeysPerThread?: number;
+  /** Element type of the keys and values the kernels read (default "f32"; see KvCache). */
+  kvDtype?: "f32" | "f16";
 }
 
 /** Which forward kernel runs: "rows" (decode-shaped), "tiled" (prefill), or chosen by size. */
 export type AttentionPath = "auto" | "tiled" | "rows";
 
-/** Tensors and sizes of one forward call. All f32. */
+/** Tensors and sizes of one forward call. All f32, but k and v of the op's kvDtype. */
 export interface AttentionForwardArgs {
   /** [tokens, nHeads, headDim]: queries at positions past .. past + tokens - 1. */
   q: Tensor;
@@ -64,7 +66,7 @@ export interface AttentionForwardArgs {
   path?: AttentionPath;
 }
 
-/** Tensors and sizes of one backward call (keys = past + tokens). All f32. */
+/** Tensors and sizes of one backward call (keys = past + tokens). All f32, but k and v as in forward. */
 export interface AttentionBackwardArgs {
   /** [tokens, nHeads, headDim]: gradient of the forward output. */
   dOut: Tensor;
@@ -115,6 +117,7 @@ function defaultTiles(hd4: number, budget: number): Required<AttentionOptions> {
     backwardDq: { bq: ROWS_PER_GROUP, bk: stream },
     backwardDkdv: { bq: stream, bk: ROWS_PER_GROUP },
     rowsKeysPerThread: 4,
+    kvDtype: "f32",
   };
 }
 
@@ -122,6 +125,7 @@ function defaultTiles(hd4: number, budget: number): Required<AttentionOptions> {
  * Causal grouped-query attention over a KV cache for one head dim: forward (online softmax,
  * optionally saving logsumexp) and a FlashAttention-style backward that recomputes the
  * probabilities from the saved logsumexp. The backward takes any `past` (keys = past + tokens).
+ * Keys and values are f32 or f16 (`kvDtype`, one per op: the model's KV cache).
  */
 export class AttentionOp {
   private constructor(
@@ -144,6 +148,13 @@ export class AttentionOp {
     const hd4 = Math.ceil(headDim / 4);
     const budget = Math.min(STORAGE_BUDGET, registry.gpu.limits.maxComputeWorkgroupStorageSize);
     const tiles = { ...defaultTiles(hd4, budget), ...options };
+    expectArgument(
+      OP,
+      "kvDtype",
+      ["f32", "f16"].includes(tiles.kvDtype),
+      "f32 or f16",
+      tiles.kvDtype,
+    );
     const get = (entryPoint: string, t: AttentionTiles) =>
       registry.get({
         file: FILE,
@@ -156,6 +167,7 @@ export class AttentionOp {
           WG,
           KPT: tiles.rowsKeysPerThread,
           GR: ROWS_HEADS,
+          KV_F16: tiles.kvDtype === "f16",
         },
       });
     const rowTiles = { bq: 1, bk: 1 };
@@ -247,12 +259,14 @@ export class AttentionOp {
   }
 
   /**
-   * Checks a cache [rows >= past + tokens, nKvHeads, headDim] with nKvHeads dividing nHeads and
-   * the same for every cache tensor of the call; records nKvHeads in `sizes`.
+   * Checks a cache [rows >= past + tokens, nKvHeads, headDim] of the op's kvDtype with nKvHeads
+   * dividing nHeads and the same for every cache tensor of the call; records nKvHeads in `sizes`.
+   * An f16 cache starts at a whole u32 word.
    */
   #checkCache(t: Tensor, sizes: Sizes, past: number, name: string): void {
     const kvHeads = sizes.nKvHeads || "nKvHeads";
-    const [rows, nKv] = expectShape(OP, name, t, "f32", ["rows", kvHeads, this.headDim]);
+    const dtype = this.tiles.kvDtype;
+    const [rows, nKv] = expectShape(OP, name, t, dtype, ["rows", kvHeads, this.headDim]);
     if (nKv < 1 || sizes.nHeads % nKv !== 0) {
       throw new ShapeError(
         `${OP}: ${name} ${
@@ -261,6 +275,9 @@ export class AttentionOp {
       );
     }
     sizes.nKvHeads = nKv;
+    if (dtype === "f16" && t.byteOffset % 4 !== 0) {
+      throw new ShapeError(`${OP}: ${name} ${describeTensor(t)} must start at a whole u32 word`);
+    }
     if (rows < past + sizes.tokens) {
       throw new ShapeError(
         `${OP}: ${name} ${describeTensor(t)} has ${rows} rows; past ${past} + ${sizes.tokens} ` +

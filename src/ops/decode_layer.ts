@@ -12,6 +12,7 @@ import { qtypeConstant, QUANT_SNIPPETS } from "./quant_weight.ts";
 import { adapterClass, describeTensor, expectArgument, expectSize } from "./shapes.ts";
 import { matvecTiling } from "./matvec.ts";
 import { quantMatvecTiles } from "./quant_matvec.ts";
+import type { KvCacheDtype } from "../model/kv_cache.ts";
 
 const OP = "decode layer";
 
@@ -36,6 +37,8 @@ export interface DecodeLayerShape {
   bias: boolean;
   /** RoPE pair convention, or none (a layer without RoPE). */
   rope?: "interleaved" | "half";
+  /** Element type of the KV cache (default "f32"; see KvCache). */
+  kvDtype?: KvCacheDtype;
 }
 
 /** Where the layer's tensors lie in its one buffer (see src/model/gpu_weights.ts). */
@@ -54,7 +57,10 @@ export interface DecodeLayerArgs {
   x: Tensor;
   /** The layer's weights. */
   weights: DecodeLayerWeights;
-  /** The layer's KV buffer: keys [capacity, nKvHeads, headDim] from 0, values from vOffset. */
+  /**
+   * The layer's KV buffer of the shape's kvDtype: keys [capacity, nKvHeads, headDim] from 0,
+   * values from vOffset.
+   */
   kv: Tensor;
   /** Element of kv where the values start. */
   vOffset: number;
@@ -133,6 +139,7 @@ export class DecodeLayerOp {
         MV_LANES: quant ? quantMatvecTiles(gpu).wg : matvecTiling(gpu).WG,
         NORM_LANES: 64,
         MAX_RANK: DECODE_LAYER_MAX_RANK,
+        KV_F16: shape.kvDtype === "f16",
       };
       const kernel = await registry.get({
         file: "decode_layer.wgsl",
@@ -158,7 +165,10 @@ export class DecodeLayerOp {
     const kvDim = s.nKvHeads * s.headDim;
     expectSize(OP, "x", x, "f32", s.dim);
     expectArgument(OP, "past", Number.isInteger(past) && past >= 0, "an integer >= 0", past);
-    const fits = kv.dtype === "f32" && vOffset >= (past + 1) * kvDim &&
+    const f16 = s.kvDtype === "f16";
+    // f16 rows are whole u32 words (KvCache keeps kvDim even and vOffset aligned).
+    const words = !f16 || (kvDim % 2 === 0 && vOffset % 2 === 0 && kv.byteOffset % 4 === 0);
+    const fits = kv.dtype === (s.kvDtype ?? "f32") && words && vOffset >= (past + 1) * kvDim &&
       vOffset + (past + 1) * kvDim <= kv.size;
     if (!fits) {
       throw new ShapeError(

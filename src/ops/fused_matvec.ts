@@ -6,6 +6,7 @@ import { PORTABLE_OFFSET_ALIGNMENT, type Recorder } from "../gpu/recorder.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { createTensor, DTYPE_BYTES, Tensor } from "../gpu/tensor.ts";
 import { foldConstantBranches } from "../gpu/wgsl_parse.ts";
+import type { KvCacheDtype } from "../model/kv_cache.ts";
 import {
   qtypeConstant,
   QUANT_SNIPPETS,
@@ -51,23 +52,15 @@ export interface FusedTiles {
   wg: number;
   /** Row slots per workgroup. */
   rows: number;
-  /** Row slots per workgroup of the kernels over GGUF blocks (even; default `rows`). */
-  quantRows?: number;
-}
-
-/** The row slots per workgroup of the kernels over `kind`'s weights. */
-export function fusedRows(tiles: FusedTiles, kind: FusedWeightKind): number {
-  return kind === "f32" || kind === "f16" ? tiles.rows : tiles.quantRows ?? tiles.rows;
 }
 
 /**
  * Tiles per adapter class. On llvmpipe one SIMD group of eight with eight rows, as matvec.wgsl
- * (barriers are coroutine switches there), and 32 over blocks as quant_matvec.wgsl (each x load
- * then serves 32 rows: see quantMatvecTiles); on GPUs a wider group striding over K keeps loads
+ * (barriers are coroutine switches there); on GPUs a wider group striding over K keeps loads
  * coalesced, wider still on discrete ones where a workgroup's share of a row is short.
  */
 export const FUSED_TILES: Readonly<Record<AdapterClass, FusedTiles>> = {
-  fallback: { wg: 8, rows: 8, quantRows: 32 },
+  fallback: { wg: 8, rows: 8 },
   integrated: { wg: 64, rows: 4 },
   discrete: { wg: 128, rows: 4 },
 };
@@ -86,13 +79,22 @@ export interface FusedVariant {
   bias?: boolean;
   /** RoPE on q and k ("qkv" only): the pair convention, or none. */
   rope?: "interleaved" | "half";
+  /** The KV cache's element type ("qkv" only; default "f32"). */
+  kvDtype?: KvCacheDtype;
 }
 
 const EPILOGUES = { store: 0, add: 1, qkv: 2, swiglu: 3 } as const;
 
 function variantKey(v: FusedVariant): string {
-  return [v.kind, v.epilogue, v.norm ?? false, v.lora ?? false, v.bias ?? false, v.rope ?? "none"]
-    .join("|");
+  return [
+    v.kind,
+    v.epilogue,
+    v.norm ?? false,
+    v.lora ?? false,
+    v.bias ?? false,
+    v.rope ?? "none",
+    v.kvDtype ?? "f32",
+  ].join("|");
 }
 
 /** The RMSNorm applied to the input on its way in. */
@@ -113,7 +115,7 @@ export interface FusedLora {
 
 /** Where "qkv" puts the token's key and value, and its rotation. */
 export interface FusedKvTarget {
-  /** The layer's KV buffer (keys and values), f32. */
+  /** The layer's KV buffer (keys and values), f32 or f16 (the variant's kvDtype). */
   kv: Tensor;
   /** Element of kv where the token's key row starts. */
   kAt: number;
@@ -168,9 +170,8 @@ export class FusedMatvecOp {
     variants: readonly FusedVariant[],
     tiles: FusedTiles = FUSED_TILES[adapterClass(registry.gpu.capabilities)],
   ): Promise<FusedMatvecOp> {
-    const even = (r: number) => Number.isInteger(r) && r >= 2 && r % 2 === 0;
-    const okTiles = Number.isInteger(Math.log2(tiles.wg)) && even(tiles.rows) &&
-      even(tiles.quantRows ?? tiles.rows);
+    const okTiles = Number.isInteger(Math.log2(tiles.wg)) && tiles.rows >= 2 &&
+      tiles.rows % 2 === 0;
     expectArgument(OP, "tiles", okTiles, "wg a power of two, rows even", JSON.stringify(tiles));
     const kernels = new Map<string, Kernel>();
     const storage = registry.gpu.limits.maxStorageBuffersPerShaderStage;
@@ -180,7 +181,7 @@ export class FusedMatvecOp {
       const quant = v.kind !== "f32" && v.kind !== "f16";
       const constants = {
         WG: tiles.wg,
-        ROWS: fusedRows(tiles, v.kind),
+        ROWS: tiles.rows,
         NORM: v.norm ?? false,
         WTYPE: quant ? 2 : v.kind === "f16" ? 1 : 0,
         QTYPE: quant ? qtypeConstant(v.kind as GgmlQuantType) : 8,
@@ -190,6 +191,7 @@ export class FusedMatvecOp {
         ROPE: v.rope !== undefined,
         INTERLEAVED: v.rope !== "half",
         MAX_RANK: FUSED_MAX_RANK,
+        KV_F16: v.kvDtype === "f16",
       };
       // The branches the flags decide go before compiling (see foldConstantBranches), so the
       // variant's layout holds only the buffers it reads.
@@ -247,6 +249,18 @@ export class FusedMatvecOp {
       ? Math.ceil(rows[0] / (tiles.rows / 2))
       : rows.reduce((sum, n) => sum + Math.ceil(n / tiles.rows), 0);
     return groups * k <= (tiles.wg <= 8 ? 2 ** 16 : 2 ** 22);
+  }
+
+  /**
+   * Whether the "qkv" epilogue can append to an f16 KV cache with these tiles: each u32 word's
+   * two rows must land in one workgroup, which half-split RoPE pairs scatter to slots s and s + 2.
+   */
+  static kvF16Fits(
+    tiles: FusedTiles,
+    rope: "interleaved" | "half" | undefined,
+    headDim: number,
+  ): boolean {
+    return rope !== "half" || (tiles.rows % 4 === 0 && headDim % 4 === 0);
   }
 
   /** {@link FusedMatvecOp.normFits} with this op's tiles. */
@@ -307,12 +321,13 @@ export class FusedMatvecOp {
       lora: lora !== undefined,
       bias: bias !== undefined,
       rope: rope?.pairs,
+      kvDtype: kv?.kv.dtype === "f16" ? "f16" : undefined,
     };
     const kernel = this.kernels.get(variantKey(variant));
     if (!kernel) {
       throw new KernelUsageError(`${OP}: variant ${variantKey(variant)} was not compiled`);
     }
-    const R = fusedRows(this.tiles, w.kind);
+    const R = this.tiles.rows;
     const blocks = rows.map((n) => Math.ceil(n / R));
     const groups = epilogue === "swiglu"
       ? Math.ceil(rows[0] / (R / 2))
@@ -369,7 +384,18 @@ export class FusedMatvecOp {
       if (!kv) throw new KernelUsageError(`${OP}: "qkv" needs a KV target`);
       const kvRows = rows[1];
       const inKv = (at: number) => Number.isInteger(at) && at >= 0 && at + kvRows <= kv.kv.size;
-      if (rows[2] !== kvRows || kv.kv.dtype !== "f32" || !inKv(kv.kAt) || !inKv(kv.vAt)) {
+      const f16 = kv.kv.dtype === "f16";
+      // f16 rows are whole words, and each word's two rows are in one workgroup.
+      const words = !f16 || (kvRows % 2 === 0 && kv.kAt % 2 === 0 && kv.vAt % 2 === 0 &&
+        kv.kv.byteOffset % 4 === 0);
+      if (f16 && rope && !FusedMatvecOp.kvF16Fits(this.tiles, rope.pairs, rope.headDim)) {
+        throw new KernelUsageError(
+          `${OP}: an f16 KV cache with ${rope.pairs} RoPE pairs needs ROWS and headDim ` +
+            `multiples of 4 (ROWS ${this.tiles.rows}, headDim ${rope.headDim})`,
+        );
+      }
+      const dtypeOk = kv.kv.dtype === "f32" || f16;
+      if (rows[2] !== kvRows || !dtypeOk || !words || !inKv(kv.kAt) || !inKv(kv.vAt)) {
         throw new ShapeError(
           `${OP}: k and v rows [${rows[1]}, ${rows[2]}] at ${kv.kAt}, ${kv.vAt} do not fit ` +
             describeTensor(kv.kv),

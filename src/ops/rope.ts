@@ -108,7 +108,7 @@ export class RopeOp {
     expectArgument("rope", "headDim", even, "a positive even number", headDim);
     expectArgument("rope", "base", base > 1, "> 1", base);
     const constants = { WG, INTERLEAVED: pairs === "interleaved" };
-    const entries = ["forward", "backward", "forward_in_place", "backward_in_place"];
+    const entries = ["forward", "forward_f16", "backward", "forward_in_place", "backward_in_place"];
     const kernels: Record<string, Kernel> = {};
     await Promise.all(entries.map(async (entryPoint) => {
       kernels[entryPoint] = await registry.get({
@@ -136,9 +136,13 @@ export class RopeOp {
     return new RopeOp(kernels, freqs, headDim, WG, pairs);
   }
 
-  /** Records dst[dstRow + t] = rotate(src[srcRow + t], pos0 + t); both [rows, heads, headDim]. */
+  /**
+   * Records dst[dstRow + t] = rotate(src[srcRow + t], pos0 + t); both [rows, heads, headDim], src
+   * f32, dst f32 or f16 (an f16 KV cache: each value rounded to nearest half, starting at a u32
+   * word).
+   */
   recordForward(rec: Recorder, src: Tensor, dst: Tensor, placement: RopePlacement): void {
-    this.#recordCopy(rec, "forward", src, dst, placement);
+    this.#recordCopy(rec, dst.dtype === "f16" ? "forward_f16" : "forward", src, dst, placement);
   }
 
   /** Records dX[dstRow + t] = R^T dOut[srcRow + t]: the backward of {@link recordForward}. */
@@ -170,7 +174,11 @@ export class RopeOp {
   ): void {
     const op = `rope ${entry}`;
     const heads = this.#heads(op, "source", src);
-    expectShape(op, "destination", dst, "f32", ["rows", heads, this.headDim]);
+    const f16 = entry === "forward_f16";
+    expectShape(op, "destination", dst, f16 ? "f16" : "f32", ["rows", heads, this.headDim]);
+    if (f16 && dst.byteOffset % 4 !== 0) {
+      throw new KernelUsageError(`${op}: an f16 destination must start at a whole u32 word`);
+    }
     const { pos0, srcRow = 0, dstRow = 0 } = placement;
     const tokens = placement.tokens ?? src.shape[0] - srcRow;
     expectWindow(op, "source rows", srcRow, tokens, src.shape[0], "rows");
@@ -182,7 +190,8 @@ export class RopeOp {
     ) {
       throw new KernelUsageError(`${op}: source and destination overlap; use the in-place form`);
     }
-    this.#dispatch(rec, entry, { freqs: this.freqs, src, dst }, tokens, heads, {
+    const out: Record<string, Tensor> = f16 ? { dst16: dst } : { dst };
+    this.#dispatch(rec, entry, { freqs: this.freqs, src, ...out }, tokens, heads, {
       pos0,
       srcRow,
       dstRow,

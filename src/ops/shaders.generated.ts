@@ -66,6 +66,9 @@ export const ATTENTION_WGSL: string =
 //                        reduced. Decode, where one query row per head leaves a tile mostly empty.
 // The _lse variants also save logsumexp per (t, head) for the backward.
 //
+// The cache (k, v) is bound as u32 words: f32 values (KV_F16 false) or f16 pairs packed two to
+// a word, element 2i in the low half (KV_F16 true; unpack2x16float, so no shader-f16 needed).
+//
 // Backward (FlashAttention-style: probabilities are recomputed as P = exp(s - lse) from the
 // saved logsumexp, never stored), in two dispatches so that no two workgroups write one element:
 //   backward_dq    BQ invocations per (BQ query rows, head): delta_t = dOut_t·out_t (saved for
@@ -80,6 +83,7 @@ override BK: u32 = 32; // key rows per tile
 override WG: u32 = 64; // forward_rows: invocations per workgroup
 override KPT: u32 = 4; // forward_rows: keys per invocation per chunk
 override GR: u32 = 4; // forward_rows: heads of one kv group per workgroup
+override KV_F16: bool = false; // k and v hold f16 pairs, else f32
 
 const HD4: u32 = (HD + 3u) / 4u; // head dim in vec4s; workgroup copies are zero-padded
 const CHUNK: u32 = WG * KPT;
@@ -99,8 +103,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;             // [tokens, nHeads, HD]
-@group(0) @binding(2) var<storage, read> k: array<f32>;             // [>= keys, nKvHeads, HD]
-@group(0) @binding(3) var<storage, read> v: array<f32>;             // [>= keys, nKvHeads, HD]
+@group(0) @binding(2) var<storage, read> k: array<u32>;             // [>= keys, nKvHeads, HD] f32 or f16
+@group(0) @binding(3) var<storage, read> v: array<u32>;             // [>= keys, nKvHeads, HD] f32 or f16
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;     // [tokens, nHeads, HD]
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;     // [tokens, nHeads]
 @group(0) @binding(6) var<storage, read> dOut: array<f32>;          // [tokens, nHeads, HD]
@@ -134,17 +138,33 @@ fn load4_q(base: u32, d4: u32) -> vec4<f32> {
 
 fn load4_k(base: u32, d4: u32) -> vec4<f32> {
   let d = base + d4 * 4u;
-  if (HD % 4u == 0u) { return vec4<f32>(k[d], k[d + 1u], k[d + 2u], k[d + 3u]); }
+  if (KV_F16 && HD % 4u == 0u) {
+    return vec4<f32>(unpack2x16float(k[d / 2u]), unpack2x16float(k[d / 2u + 1u]));
+  }
+  if (HD % 4u == 0u) { return bitcast<vec4<f32>>(vec4<u32>(k[d], k[d + 1u], k[d + 2u], k[d + 3u])); }
   var r = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { r[i] = k[d + i]; } }
+  for (var i = 0u; i < 4u; i++) {
+    if (d4 * 4u + i < HD) {
+      let e = d + i;
+      if (KV_F16) { r[i] = unpack2x16float(k[e / 2u])[e % 2u]; } else { r[i] = bitcast<f32>(k[e]); }
+    }
+  }
   return r;
 }
 
 fn load4_v(base: u32, d4: u32) -> vec4<f32> {
   let d = base + d4 * 4u;
-  if (HD % 4u == 0u) { return vec4<f32>(v[d], v[d + 1u], v[d + 2u], v[d + 3u]); }
+  if (KV_F16 && HD % 4u == 0u) {
+    return vec4<f32>(unpack2x16float(v[d / 2u]), unpack2x16float(v[d / 2u + 1u]));
+  }
+  if (HD % 4u == 0u) { return bitcast<vec4<f32>>(vec4<u32>(v[d], v[d + 1u], v[d + 2u], v[d + 3u])); }
   var r = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { r[i] = v[d + i]; } }
+  for (var i = 0u; i < 4u; i++) {
+    if (d4 * 4u + i < HD) {
+      let e = d + i;
+      if (KV_F16) { r[i] = unpack2x16float(v[e / 2u])[e % 2u]; } else { r[i] = bitcast<f32>(v[e]); }
+    }
+  }
   return r;
 }
 
@@ -557,7 +577,8 @@ fn ban(@builtin(global_invocation_id) gid: vec3<u32>) {
 /** shaders/copy.wgsl */
 export const COPY_WGSL: string =
   `// dst[dstOffset + i] = src[srcOffset + i] for i < n4, in vec4s: whole-tensor copies (the bandwidth
-// yardstick) and row moves such as writing a step's values into the KV cache.
+// yardstick) and row moves such as writing a step's values into the KV cache. main_f16 writes an
+// f16 destination (an f16 KV cache: halves packed two to a u32 word, element 2i in the low half).
 override WG: u32 = 256;
 
 struct Params { n4: u32, srcOffset: u32, dstOffset: u32, stride: u32 }
@@ -565,11 +586,20 @@ struct Params { n4: u32, srcOffset: u32, dstOffset: u32, stride: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;        // [>= srcOffset + n4]
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;  // [>= dstOffset + n4]
+@group(0) @binding(3) var<storage, read_write> dst16: array<vec2<u32>>; // [>= dstOffset + n4] f16 x4
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var i = gid.x; i < params.n4; i += params.stride) {
     dst[params.dstOffset + i] = src[params.srcOffset + i];
+  }
+}
+
+@compute @workgroup_size(WG)
+fn main_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+  for (var i = gid.x; i < params.n4; i += params.stride) {
+    let x = src[params.srcOffset + i];
+    dst16[params.dstOffset + i] = vec2<u32>(pack2x16float(x.xy), pack2x16float(x.zw));
   }
 }
 `;
@@ -696,6 +726,9 @@ export const DECODE_LAYER_WGSL: string =
 // sharing each row: the tree's barriers cost more than the rows' scattered loads.) Attention gives each invocation one head and walks the
 // keys with an online softmax (its own order: float32 rounding apart from attention.wgsl).
 //
+// The KV cache is bound as u32 words: f32 values, or with KV_F16 f16 pairs (element 2i in the
+// low half), which the append writes a word (two elements) per invocation.
+//
 // Flags are plain \`if (FLAG ...)\` conditions, folded before compiling (foldConstantBranches), so a
 // variant binds only the buffers it reads.
 
@@ -715,6 +748,7 @@ override ROPE: bool = true;
 override INTERLEAVED: bool = true;
 override NORM_LANES: u32 = 64; // rmsnorm.wgsl's invocations, a power of two
 override MAX_RANK: u32 = 64;
+override KV_F16: bool = false;
 
 const DIM4: u32 = DIM / 4u;
 const QDIM4: u32 = QDIM / 4u;
@@ -745,7 +779,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> qweight: array<u32>;        // the layer's weights
 @group(0) @binding(3) var<storage, read> weight: array<vec4<f32>>;   // the same buffer (f32)
 @group(0) @binding(7) var<storage, read> weight16: array<vec2<u32>>; // the same buffer (f16)
-@group(0) @binding(4) var<storage, read_write> kv: array<f32>;      // the layer's KV cache
+@group(0) @binding(4) var<storage, read_write> kv: array<u32>;      // the layer's KV cache (f32 or f16 pairs)
 @group(0) @binding(5) var<storage, read> freqs: array<vec4<f32>>;   // RoPE frequencies
 @group(0) @binding(6) var<storage, read> adapter: array<vec4<f32>>; // flat LoRA parameters
 
@@ -758,6 +792,14 @@ var<workgroup> ao: array<f32, QDIM>;           // attention output
 var<workgroup> gu: array<f32, 2u * HIDDEN>;    // gate, then up
 var<workgroup> norm_lanes: array<f32, NORM_LANES>;
 var<workgroup> lh: array<f32, 3u * MAX_RANK>;  // LoRA h of the stage's targets
+
+// Element i of the KV cache.
+fn kv_at(i: u32) -> f32 {
+  if (KV_F16) {
+    return unpack2x16float(kv[i >> 1u])[i & 1u];
+  }
+  return bitcast<f32>(kv[i]);
+}
 
 fn f32_at(byte: u32) -> f32 {
   return bitcast<f32>(qweight[byte >> 2u]);
@@ -905,6 +947,29 @@ fn lora_delta(j: u32, b: u32, row: u32) -> f32 {
 
 // ---- the layer ---------------------------------------------------------------------------------
 
+// Element e of q, k, v (qkv) after RoPE: q and k rotated when ROPE, v as it is.
+fn roped(e: u32) -> f32 {
+  var v = qkv[e];
+  if (ROPE && e < QDIM + KVDIM) {
+    let d = e % HD;
+    var i = d / 2u;
+    var first = e - (d % 2u);
+    var second = first + 1u;
+    var member = d % 2u;
+    if (!INTERLEAVED) {
+      i = d % (HD / 2u);
+      member = d / (HD / 2u);
+      first = e - member * (HD / 2u);
+      second = first + HD / 2u;
+    }
+    let cs = cos_sin(params.pos, i);
+    let a = qkv[first];
+    let b = qkv[second];
+    v = select(a * cs.y + b * cs.x, a * cs.x - b * cs.y, member == 0u);
+  }
+  return v;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
   // Attention's input: the residual, normalised.
@@ -936,31 +1001,30 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   }
   workgroupBarrier();
   // RoPE on q and k; q stays here, k and v go to the cache.
-  for (var e = lid; e < QKV; e += WG) {
-    var v = qkv[e];
-    if (ROPE && e < QDIM + KVDIM) {
-      let d = e % HD;
-      var i = d / 2u;
-      var first = e - (d % 2u);
-      var second = first + 1u;
-      var member = d % 2u;
-      if (!INTERLEAVED) {
-        i = d % (HD / 2u);
-        member = d / (HD / 2u);
-        first = e - member * (HD / 2u);
-        second = first + HD / 2u;
-      }
-      let cs = cos_sin(params.pos, i);
-      let a = qkv[first];
-      let b = qkv[second];
-      v = select(a * cs.y + b * cs.x, a * cs.x - b * cs.y, member == 0u);
+  if (KV_F16) {
+    for (var e = lid; e < QDIM; e += WG) {
+      qr[e] = roped(e);
     }
-    if (e < QDIM) {
-      qr[e] = v;
-    } else if (e < QDIM + KVDIM) {
-      kv[params.kRow + e - QDIM] = v;
-    } else {
-      kv[params.vRow + e - QDIM - KVDIM] = v;
+    // Word w holds k (or v) elements 2w and 2w + 1.
+    for (var w = lid; w < KVDIM; w += WG) {
+      let e = QDIM + 2u * w;
+      let word = pack2x16float(vec2<f32>(roped(e), roped(e + 1u)));
+      if (w < KVDIM / 2u) {
+        kv[params.kRow / 2u + w] = word;
+      } else {
+        kv[params.vRow / 2u + w - KVDIM / 2u] = word;
+      }
+    }
+  } else {
+    for (var e = lid; e < QKV; e += WG) {
+      let v = roped(e);
+      if (e < QDIM) {
+        qr[e] = v;
+      } else if (e < QDIM + KVDIM) {
+        kv[params.kRow + e - QDIM] = bitcast<u32>(v);
+      } else {
+        kv[params.vRow + e - QDIM - KVDIM] = bitcast<u32>(v);
+      }
     }
   }
   storageBarrier();
@@ -979,7 +1043,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
       let kb = j * KVDIM + g * HD;
       var s = 0.0;
       for (var d = 0u; d < HD; d++) {
-        s = fma(q[d], kv[kb + d], s);
+        s = fma(q[d], kv_at(kb + d), s);
       }
       let mNew = max(m, s);
       let correction = exp(m - mNew);
@@ -987,7 +1051,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
       l = l * correction + p;
       let vb = params.vBase + kb;
       for (var d = 0u; d < HD; d++) {
-        acc[d] = fma(p, kv[vb + d], acc[d] * correction);
+        acc[d] = fma(p, kv_at(vb + d), acc[d] * correction);
       }
       m = mNew;
     }
@@ -1151,7 +1215,10 @@ export const FUSED_MATVEC_WGSL: string =
 //             y[j] = silu(gate_j) * up_j.
 //
 // For RoPE a workgroup must hold both rows of each rotated pair: slots are taken in pair order
-// (slot 2i and 2i + 1 of a head are the pair's two rows), so ROWS must be even. For EPI_SWIGLU
+// (slot 2i and 2i + 1 of a head are the pair's two rows), so ROWS must be even. With KV_F16 the
+// KV buffer holds f16 pairs packed in u32 words (element 2i in the low half; else f32 values in
+// the words), and the slot of each even k or v row writes the word with the next row: slot s + 1,
+// or s + 2 for half-split RoPE pairs (the host asks ROWS and headDim to be multiples of 4 there). For EPI_SWIGLU
 // slots 0 .. ROWS/2 - 1 are gate rows and the rest the up rows of the same hidden units.
 // Every barrier is reached by every invocation (grid-tail workgroups leave before the first).
 // The flags are written as plain \`if (FLAG ...)\` conditions: src/ops/fused_matvec.ts folds the
@@ -1168,6 +1235,7 @@ override BIAS: bool = false;
 override ROPE: bool = false;
 override INTERLEAVED: bool = true;  // RoPE pairs (2i, 2i + 1); else (i, i + headDim / 2)
 override MAX_RANK: u32 = 64;
+override KV_F16: bool = false;
 
 const EPI_STORE: u32 = 0u;
 const EPI_ADD: u32 = 1u;
@@ -1208,11 +1276,12 @@ struct Params {
 @group(0) @binding(6) var<storage, read> bias: array<f32>;             // parts' biases
 @group(0) @binding(7) var<storage, read> adapter: array<vec4<f32>>;    // flat LoRA parameters
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;          // output (q for EPI_QKV)
-@group(0) @binding(9) var<storage, read_write> kv: array<f32>;         // EPI_QKV: the KV buffer
+@group(0) @binding(9) var<storage, read_write> kv: array<u32>;         // EPI_QKV: the KV buffer (f32 or f16 pairs)
 @group(0) @binding(10) var<storage, read> freqs: array<vec4<f32>>;     // RoPE frequencies
 
 var<workgroup> norm_lanes: array<f32, NORM_LANES>;
 var<workgroup> vals: array<f32, ROWS>;                     // the slots' products
+var<workgroup> kv_vals: array<f32, ROWS>;                  // KV_F16: the slots' k or v values
 var<workgroup> lora_h: array<f32, PARTS_PER_GROUP * MAX_RANK>;  // h of the workgroup's parts
 var<private> rstd: f32;
 var<private> offs: array<u32, ROWS>;  // where each slot's row starts in the weights
@@ -1403,11 +1472,13 @@ fn lora_delta(gs: vec2<u32>, p: u32, row: u32) -> f32 {
 
 // ---- the kernel -------------------------------------------------------------------------------
 
-fn store_slot(p: u32, row: u32, v: f32) {
-  if (EPI == EPI_QKV && p == 1u) {
-    kv[params.kAt + row] = v;
+fn store_slot(s: u32, p: u32, row: u32, v: f32) {
+  if (EPI == EPI_QKV && KV_F16 && p > 0u) {
+    kv_vals[s] = v;
+  } else if (EPI == EPI_QKV && p == 1u) {
+    kv[params.kAt + row] = bitcast<u32>(v);
   } else if (EPI == EPI_QKV && p == 2u) {
-    kv[params.vAt + row] = v;
+    kv[params.vAt + row] = bitcast<u32>(v);
   } else if (EPI == EPI_ADD) {
     y[row] = y[row] + v;
   } else {
@@ -1487,7 +1558,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
           v = a * cs.y + b * cs.x;
         }
       }
-      store_slot(at.x, row, v);
+      store_slot(s, at.x, row, v);
+    }
+  }
+  if (EPI == EPI_QKV && KV_F16) {
+    workgroupBarrier();  // every k or v slot's value is in kv_vals
+    for (var s = lid; s < ROWS; s += WG) {
+      let at = slot_at(gs, s);
+      if (at.x > 0u && at.y < part_rows(at.x)) {
+        let row = row_of(at.x, at.y);
+        if (row % 2u == 0u) {
+          let next = s + select(1u, 2u, rotated(at.x) && !INTERLEAVED);
+          let word = pack2x16float(vec2<f32>(kv_vals[s], kv_vals[next]));
+          kv[(select(params.kAt, params.vAt, at.x == 2u) + row) / 2u] = word;
+        }
+      }
     }
   }
 }
@@ -2314,9 +2399,6 @@ fn q_dot32(
   x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
   x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>,
 ) -> f32 {
-  if (Q_HALF_ALIGNED) {
-    return q_dot32_half_aligned(b, x0, x1, x2, x3, x4, x5, x6, x7);
-  }
   var codes: f32;
   var second = 0.0;  // Q6_K: the codes of values e + 16 .. e + 31, under their own scale
   if (Q_SMALL) {
@@ -2353,76 +2435,6 @@ fn q_dot32(
     return ac.x * codes + ac.y * dot(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, vec4<f32>(1.0));
   }
   return ac.x * codes;
-}
-
-// Q4_0, Q5_0 and Q8_0 (18-, 22- and 34-byte blocks: an f16 scale, then whole words of qh / qs)
-// start at an even byte, so a block lies in the Q_SPAN words from b / 4 whichever half of a word
-// it starts in: q_dot32 reads those once each (no read joining two words) and takes the block's
-// body words from them, shifted down a half word where the block starts at a word's start. The
-// sums keep q_dot32's order for these types.
-const Q_HALF_ALIGNED: bool = QTYPE == 2u || QTYPE == 6u || QTYPE == 8u;
-const Q_SPAN: u32 = (QBYTES + 2u) / 4u;  // 5, 6, 9
-
-// Body word i of a block (the 4 bytes at b + 2 + 4 i) from its span's words i and i + 1.
-fn q_body(lo: u32, hi: u32, odd: bool) -> u32 {
-  return select((lo >> 16u) | (hi << 16u), hi, odd);
-}
-
-// Span words 5 .. 8, read only by the types whose span reaches them.
-fn q_span_word(w: u32, i: u32) -> u32 {
-  if (Q_SPAN > i) {
-    return qweight[w + i];
-  }
-  return 0u;
-}
-
-fn q_dot32_half_aligned(
-  b: u32,
-  x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
-  x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>,
-) -> f32 {
-  let w = b >> 2u;
-  let odd = (b & 2u) != 0u;  // the block starts in the high half of word w
-  let s0 = qweight[w];
-  let s1 = qweight[w + 1u];
-  let s2 = qweight[w + 2u];
-  let s3 = qweight[w + 3u];
-  let s4 = qweight[w + 4u];
-  let s5 = q_span_word(w, 5u);
-  let halves = unpack2x16float(s0);
-  let d = select(halves.x, halves.y, odd);
-  if (QTYPE == 8u) {
-    let s6 = q_span_word(w, 6u);
-    let s7 = q_span_word(w, 7u);
-    let s8 = q_span_word(w, 8u);
-    let codes = dot(q_wide_codes(q_body(s0, s1, odd), 0u, 0u), x0) +
-      dot(q_wide_codes(q_body(s1, s2, odd), 0u, 4u), x1) +
-      dot(q_wide_codes(q_body(s2, s3, odd), 0u, 8u), x2) +
-      dot(q_wide_codes(q_body(s3, s4, odd), 0u, 12u), x3);
-    let second = dot(q_wide_codes(q_body(s4, s5, odd), 0u, 16u), x4) +
-      dot(q_wide_codes(q_body(s5, s6, odd), 0u, 20u), x5) +
-      dot(q_wide_codes(q_body(s6, s7, odd), 0u, 24u), x6) +
-      dot(q_wide_codes(q_body(s7, s8, odd), 0u, 28u), x7);
-    return d * (codes + second);
-  }
-  // Q4_0: qs = body words 0 .. 3; Q5_0: qh = body word 0, qs = body words 1 .. 4.
-  var qh = 0u;
-  var w0 = q_body(s0, s1, odd);
-  var w1 = q_body(s1, s2, odd);
-  var w2 = q_body(s2, s3, odd);
-  var w3 = q_body(s3, s4, odd);
-  if (QTYPE == 6u) {
-    qh = w0;
-    w0 = w1;
-    w1 = w2;
-    w2 = w3;
-    w3 = q_body(s4, s5, odd);
-  }
-  let codes = dot(q_small_codes(w0, qh, 0u), x0) + dot(q_small_codes(w1, qh, 4u), x1) +
-    dot(q_small_codes(w2, qh, 8u), x2) + dot(q_small_codes(w3, qh, 12u), x3) +
-    dot(q_small_codes(w0, qh, 16u), x4) + dot(q_small_codes(w1, qh, 20u), x5) +
-    dot(q_small_codes(w2, qh, 24u), x6) + dot(q_small_codes(w3, qh, 28u), x7);
-  return d * codes;
 }
 
 // Byte offset of the block holding value \`col\` of row \`row\`, for rows of \`row_bytes\` bytes.
@@ -2650,7 +2662,7 @@ export const QUANT_MATVEC_WGSL: string =
 // pieces (a whole block of the 32-value types, a sub-block of the K-quants): a thread loads the
 // piece's eight x vec4s once, dots them with the piece of each of its ROWS rows, so every weight
 // byte is read once and every x load serves ROWS rows; then the per-thread sums of all ROWS rows
-// are reduced at once with reduce.wgsl's tree. WG must be a power of two.
+// are reduced at once with reduce.wgsl's tree. WG must be a power of two, ROWS <= WG.
 override WG: u32 = 64;
 override ROWS: u32 = 4;
 override ACCUMULATE: bool = false;
@@ -2711,10 +2723,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let row0 = first_row(wg);
   partials(row0, lid);
   reduce_rows(lid, ROWS, REDUCE_SUM);
-  for (var r = lid; r < ROWS; r += WG) {
-    if (row0 + r < params.rows) {
-      store(row0 + r, reduce_lanes[r * WG]);
-    }
+  if (lid < ROWS && row0 + lid < params.rows) {
+    store(row0 + lid, reduce_lanes[lid * WG]);
   }
 }
 
@@ -2723,10 +2733,8 @@ fn main_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
   let row0 = first_row(wg);
   partials(row0, lid);
   reduce_rows(lid, ROWS, REDUCE_SUM);
-  for (var r = lid; r < ROWS; r += WG) {
-    if (row0 + r < params.rows) {
-      store(row0 + r, reduce_lanes[r * WG] + bias[row0 + r]);
-    }
+  if (lid < ROWS && row0 + lid < params.rows) {
+    store(row0 + lid, reduce_lanes[lid * WG] + bias[row0 + lid]);
   }
 }
 `;
@@ -2909,7 +2917,9 @@ export const ROPE_WGSL: string =
 // implementation (Vulkan allows 2^-11 absolute; SwiftShader's are that coarse).
 //
 // The source and destination take row offsets (srcRow, dstRow) so K can be rotated straight into
-// a KV cache [capacity, heads, headDim] at rows past .. past + tokens - 1.
+// a KV cache [capacity, heads, headDim] at rows past .. past + tokens - 1. forward_f16 writes an
+// f16 cache (pairs packed two to a u32 word, element 2i in the low half): one invocation per
+// word, each of its two elements rotated with its own pair (for half-split pairs they are two).
 
 override WG: u32 = 64;
 // true: llama2.c / Meta pairs (2i, 2i + 1); false: Hugging Face half-split pairs (i, i + headDim/2).
@@ -2931,6 +2941,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> src: array<f32>;             // [srcRows, heads, headDim]
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;       // [dstRows, heads, headDim]
 @group(0) @binding(4) var<storage, read_write> data: array<f32>;      // [rows, heads, headDim], in place
+@group(0) @binding(5) var<storage, read_write> dst16: array<u32>;     // [dstRows, heads, headDim] f16 pairs
 
 //!include "rope_angles.wgsl"
 
@@ -2956,6 +2967,33 @@ fn rotate_copy(k: u32, direction: f32) {
   dst[dstAt + at.y] = v.y;
 }
 
+// Element d of row \`srcAt\` (token \`token\` of src) after the forward rotation.
+fn rotated_element(srcAt: u32, d: u32, token: u32) -> f32 {
+  var i = d / 2u;
+  var member = d % 2u;
+  if (!INTERLEAVED) {
+    i = d % params.half;
+    member = d / params.half;
+  }
+  let at = pair_at(i);
+  let cs = cos_sin(params.pos0 + token, i);
+  let v = rotate(vec2<f32>(src[srcAt + at.x], src[srcAt + at.y]), cs, 1.0);
+  return select(v.x, v.y, member == 1u);
+}
+
+// Word k of the f16 destination: elements 2w, 2w + 1 (w = k % half) of row k / half.
+fn rotate_copy_f16(k: u32) {
+  let tokenHead = k / params.half;
+  let w = k % params.half;
+  let token = tokenHead / params.heads;
+  let rowLen = 2u * params.half;
+  let srcAt = (params.srcRow * params.heads + tokenHead) * rowLen;
+  let dstAt = (params.dstRow * params.heads + tokenHead) * rowLen;
+  let x = rotated_element(srcAt, 2u * w, token);
+  let y = rotated_element(srcAt, 2u * w + 1u, token);
+  dst16[dstAt / 2u + w] = pack2x16float(vec2<f32>(x, y));
+}
+
 fn rotate_in_place(k: u32, direction: f32) {
   let at = pair_at(k);
   let token = at.z / params.heads;
@@ -2970,6 +3008,14 @@ fn rotate_in_place(k: u32, direction: f32) {
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var k = gid.x; k < params.pairs; k += params.stride) {
     rotate_copy(k, 1.0);
+  }
+}
+
+// pairs counts words here: tokens * heads * headDim / 2 as well.
+@compute @workgroup_size(WG)
+fn forward_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+  for (var k = gid.x; k < params.pairs; k += params.stride) {
+    rotate_copy_f16(k);
   }
 }
 

@@ -7,6 +7,21 @@
  * to keys 0..past + t; head h reads kv head floor(h / (nHeads / nKvHeads)).
  */
 
+import { f16BitsToF32, f32ToF16Bits } from "../formats/tensor_data.ts";
+
+/**
+ * Values as a KV cache of `dtype` holds them: as given for "f32" (a float64 twin keeps its own
+ * precision), else each rounded to float32 and then to the nearest half (ties to even), as the
+ * kernels' pack2x16float of their f32 results does.
+ */
+export function kvCacheValues(values: ArrayLike<number>, dtype: "f32" | "f16"): Float64Array {
+  const out = Float64Array.from(values);
+  if (dtype === "f16") {
+    for (let i = 0; i < out.length; i++) out[i] = f16BitsToF32(f32ToF16Bits(out[i]));
+  }
+  return out;
+}
+
 /** Sizes of one attention call. */
 export interface AttentionShape {
   tokens: number;

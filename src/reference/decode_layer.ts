@@ -5,7 +5,7 @@
  */
 import type { LoraTarget } from "../core/lora.ts";
 import type { RopePairs } from "../core/rope.ts";
-import { attentionForward } from "./attention.ts";
+import { attentionForward, kvCacheValues } from "./attention.ts";
 import { fusedAddRef, type FusedPartRef, fusedQkvRef, fusedSwigluRef } from "./fused_matvec.ts";
 
 /** A layer's sizes. */
@@ -38,7 +38,8 @@ export interface LayerWeightsRef {
 
 /**
  * The layer for the token at position `past`, given the cache's earlier keys and values
- * ([past, nKvHeads, headDim] each): the residual after the layer and the token's key and value.
+ * ([past, nKvHeads, headDim] each): the residual after the layer and the token's key and value
+ * as the cache holds them (rounded to halves in an f16 cache, and attention reads them so).
  */
 export function decodeLayerRef(
   shape: LayerShapeRef,
@@ -47,6 +48,7 @@ export function decodeLayerRef(
   pastK: ArrayLike<number>,
   pastV: ArrayLike<number>,
   past: number,
+  kvDtype: "f32" | "f16" = "f32",
 ): { x: Float64Array; k: Float64Array; v: Float64Array } {
   const { dim, hiddenDim: hidden, nHeads, nKvHeads, headDim: hd, eps } = shape;
   const q = nHeads * hd;
@@ -70,8 +72,10 @@ export function decodeLayerRef(
   const values = new Float64Array((past + 1) * kv);
   keys.set(Array.from(pastK).slice(0, past * kv));
   values.set(Array.from(pastV).slice(0, past * kv));
-  keys.set(qkv.k, past * kv);
-  values.set(qkv.v, past * kv);
+  const k = kvCacheValues(qkv.k, kvDtype);
+  const v = kvCacheValues(qkv.v, kvDtype);
+  keys.set(k, past * kv);
+  values.set(v, past * kv);
   const { out } = attentionForward(qkv.q, keys, values, {
     tokens: 1,
     past,
@@ -87,5 +91,5 @@ export function decodeLayerRef(
     parts: [part("gate", hidden), part("up", hidden)],
   });
   const x3 = fusedAddRef({ x: act, k: hidden, parts: [part("down", dim)] }, x2);
-  return { x: x3, k: qkv.k, v: qkv.v };
+  return { x: x3, k, v };
 }

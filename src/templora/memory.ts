@@ -8,7 +8,7 @@ import type { ModelConfig } from "../formats/config.ts";
 import { planningGpu } from "../gpu/planning.ts";
 import { StepActivations, TrainingActivations } from "../model/activations.ts";
 import { type GpuWeightDtype, plannedWeightBytes } from "../model/gpu_weights.ts";
-import { KvCache } from "../model/kv_cache.ts";
+import { KvCache, type KvCacheDtype } from "../model/kv_cache.ts";
 import { GRAD_NORM_SCRATCH_BYTES } from "../ops/grad_norm.ts";
 import { LoraAdapter } from "./adapter.ts";
 import { type TrainerOptions, TrainerScratch, trainingLayout } from "./trainer.ts";
@@ -25,6 +25,8 @@ export interface MemoryPlanOptions extends TrainerOptions {
   targets?: readonly LoraTarget[];
   /** Storage of the float matrices (default "f16": what a large model is run with). */
   weightDtype?: GpuWeightDtype;
+  /** How the KV caches (writing and training) store keys and values (default "f32"). */
+  kvCacheDtype?: KvCacheDtype;
   /** Tokens a prefill step processes at once (default 128). */
   prefillRows?: number;
   /** maxStorageBufferBindingSize the "auto" weight storage decides against (default 2^31). */
@@ -58,7 +60,7 @@ export function planMemory(config: ModelConfig, options: MemoryPlanOptions): Mem
   const weights = plannedWeightBytes(config, limit, {
     weightDtype: options.weightDtype ?? "f16",
   });
-  const kv = new KvCache(gpu, config, options.window);
+  const kv = new KvCache(gpu, config, options.window, options.kvCacheDtype);
   const step = new StepActivations(
     gpu,
     config,
@@ -74,7 +76,7 @@ export function planMemory(config: ModelConfig, options: MemoryPlanOptions): Mem
   const T = options.trainTokens;
   const layout = trainingLayout(config, T, options, options.rank);
   const kept = new TrainingActivations(gpu, config, T, adapter, layout);
-  const trainCache = new KvCache(gpu, config, T);
+  const trainCache = new KvCache(gpu, config, T, options.kvCacheDtype);
   const scratch = new TrainerScratch(gpu, config, T, options.rank, kept.logitRows);
   const training = kept.bytes + trainCache.bytes + scratch.bytes + GRAD_NORM_SCRATCH_BYTES;
   const plan = {

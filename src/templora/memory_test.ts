@@ -99,3 +99,25 @@ Deno.test("memory plan: a 3B model's Temp-Lora step at 4,096 tokens fits 16 GB",
   });
   assert.ok(kept.training > 3 * plan.training, "recomputing saves most of the training memory");
 });
+
+gpuTest("memory plan: an f16 KV cache halves the writing and training caches", async () => {
+  const { gpu, registry } = await testGpu();
+  const stories = await readLlama2c(STORIES260K);
+  const config = stories.config;
+  const options = { window: 256, trainTokens: 200, rank: 8, weightDtype: "f32" as const };
+  const f32 = planMemory(config, options);
+  const f16 = planMemory(config, { ...options, kvCacheDtype: "f16" });
+  assert.equal(f16.kvCache * 2, f32.kvCache);
+  // The training step's cache of trainTokens rows halves too; nothing else changes.
+  const trainCache = config.nLayers * 2 * 200 * config.nKvHeads * config.headDim * 2;
+  assert.equal(f32.training - f16.training, trainCache);
+  assert.equal(f32.total - f16.total, f32.kvCache / 2 + trainCache);
+  const model = await LlamaModel.create(gpu, registry, stories, "plan", {
+    weightDtype: "f32",
+    kvCacheDtype: "f16",
+  });
+  const session = await DecodeSession.create(model, registry, { capacity: 256, maxTokens: 1 });
+  assert.equal(session.cache.bytes, f16.kvCache);
+  session.destroy();
+  model.destroy();
+});

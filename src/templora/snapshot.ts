@@ -32,7 +32,7 @@ import {
   type SafetensorsTensorData,
   writeSafetensors,
 } from "../formats/safetensors.ts";
-import { type TensorData, tensorToF32 } from "../formats/tensor_data.ts";
+import { convertTensor, type TensorData, tensorToF32 } from "../formats/tensor_data.ts";
 import type { DecodeSession } from "../model/decode_session.ts";
 import type { GenerateOptions } from "../model/generate.ts";
 import type { TextModel } from "../model/text_model.ts";
@@ -155,7 +155,7 @@ export interface CacheSnapshot {
   sinkRows: number;
   /** History index of the cache's first row after the sinks. */
   start: number;
-  /** Keys of each layer, f32 [rows, nKvHeads, headDim]. */
+  /** Keys of each layer, [rows, nKvHeads, headDim], F32 or F16 as the session's cache held them. */
   k: TensorData[];
   /** Values of each layer, same shape. */
   v: TensorData[];
@@ -461,12 +461,15 @@ function checkAdapterTensors(
 export async function readSessionCache(session: DecodeSession): Promise<CacheSnapshot> {
   const gpu = session.model.gpu;
   const rows = session.cache.length;
-  const read = (t: Tensor) =>
-    readF32(gpu, t.rows(0, rows)).then((data): TensorData => ({
-      dtype: "F32",
-      shape: [rows, ...t.shape.slice(1)],
-      data,
-    }));
+  const shape = (t: Tensor) => [rows, ...t.shape.slice(1)];
+  const read = (t: Tensor): Promise<TensorData> =>
+    t.dtype === "f16"
+      ? readBytes(gpu, t.rows(0, rows)).then((bytes) => ({
+        dtype: "F16",
+        shape: shape(t),
+        data: new Uint16Array(bytes),
+      }))
+      : readF32(gpu, t.rows(0, rows)).then((data) => ({ dtype: "F32", shape: shape(t), data }));
   const v = session.model.config.vocabSize;
   const [k, vs, logits] = await Promise.all([
     Promise.all(session.cache.k.map(read)),
@@ -499,10 +502,13 @@ export function restoreSessionCache(
     throw new SnapshotMismatchError(path, "its KV cache does not fit this model and window");
   }
   const gpu = session.model.gpu;
+  // A snapshot restores into a cache of either element type (an f32 one into f16 rounds).
+  const data = (t: TensorData) =>
+    session.cache.dtype === "f16" ? convertTensor(t, "F16").data : tensorToF32(t);
   for (let l = 0; l < c.nLayers; l++) {
     if (rows === 0) break;
-    writeTensor(gpu, session.cache.k[l].rows(0, rows), tensorToF32(cache.k[l]));
-    writeTensor(gpu, session.cache.v[l].rows(0, rows), tensorToF32(cache.v[l]));
+    writeTensor(gpu, session.cache.k[l].rows(0, rows), data(cache.k[l]));
+    writeTensor(gpu, session.cache.v[l].rows(0, rows), data(cache.v[l]));
   }
   session.cache.length = rows;
   session.sinkRows = cache.sinkRows;
