@@ -16,6 +16,7 @@ import {
   type FusedPartData,
   fusedPartMatrix,
   type FusedParts,
+  fusedRows,
   type FusedTiles,
   type FusedVariant,
   type FusedWeightKind,
@@ -131,9 +132,9 @@ function check(
 async function runCase(op: FusedMatvecOp, rng: Rng, c: Case): Promise<void> {
   const { gpu, recorder } = await testGpu();
   const what = `fused ${c.epilogue} ${c.kind} K=${c.k} rows=[${c.rows}] norm=${!!c.norm} ` +
-    `bias=${!!c.bias} rank=${c.rank ?? 0} rope=${
-      c.rope ?? "none"
-    } tiles=${op.tiles.wg}x${op.tiles.rows}`;
+    `bias=${!!c.bias} rank=${c.rank ?? 0} rope=${c.rope ?? "none"} tiles=${op.tiles.wg}x${
+      fusedRows(op.tiles, c.kind)
+    } kv=${c.kvDtype ?? "f32"}`;
   const mats = c.rows.map((r) => randomMatrix(rng, c.kind, r, c.k));
   const weights = uploadFusedParts(gpu, c.kind, c.k, mats.map((m) => m.data), c.rows);
   const xValues = rng.normals(c.k);
@@ -320,8 +321,8 @@ gpuTest(
     // Ten slots a workgroup scatter a half-split word's rows over two: the op says so.
     const tiles = { wg: 4, rows: 10 };
     const cases = f16KvCases("f32");
-    assert.ok(!FusedMatvecOp.kvF16Fits(tiles, "half", 8));
-    assert.ok(FusedMatvecOp.kvF16Fits(tiles, "interleaved", 6));
+    assert.ok(!FusedMatvecOp.kvF16Fits(tiles, "f32", "half", 8));
+    assert.ok(FusedMatvecOp.kvF16Fits(tiles, "f32", "interleaved", 6));
     const odd = await FusedMatvecOp.create(registry, variantsOf(cases), tiles);
     for (const c of cases.filter((c) => c.rope !== "half")) await runCase(odd, rng, c);
     const half = cases[1];
@@ -367,6 +368,21 @@ gpuTest("fused_matvec.wgsl over GGUF blocks matches the twin for every type", as
       { kind, epilogue: "qkv", k: qk, rows: [24, 8, 8], norm: true, rope: "half", headDim: 8 },
     ];
     const op = await FusedMatvecOp.create(registry, variantsOf(cases));
+    for (const c of cases) await runCase(op, rng, c);
+  }
+  // Slots over blocks other than the float kernels' (more than the invocations), rows of an odd
+  // number of blocks (blocks starting in either half of a word).
+  for (const kind of ["Q8_0", "Q5_0", "Q4_0"] as const) {
+    const cases: Case[] = [
+      { kind, epilogue: "store", k: 96, rows: [29], bias: true },
+      { kind, epilogue: "swiglu", k: 160, rows: [19, 19], norm: true },
+      { kind, epilogue: "qkv", k: 96, rows: [24, 12, 12], rope: "interleaved", headDim: 6 },
+    ];
+    const op = await FusedMatvecOp.create(registry, variantsOf(cases), {
+      wg: 4,
+      rows: 2,
+      quantRows: 10,
+    });
     for (const c of cases) await runCase(op, rng, c);
   }
 });

@@ -35,6 +35,7 @@ import {
   FusedMatvecOp,
   type FusedParts,
   type FusedVariant,
+  type FusedWeightKind,
   singlePart,
 } from "../ops/fused_matvec.ts";
 import { adapterClass } from "../ops/shapes.ts";
@@ -196,9 +197,9 @@ function fusedVariants(
   for (const [l, layer] of weights.layers.entries()) {
     for (const lora of [false, true]) {
       const layerRope = (config.ropeLayers?.[l] ?? true) ? rope : undefined;
-      const kvFits = kvDtype === "f32" ||
-        FusedMatvecOp.kvF16Fits(tiles, layerRope, config.headDim);
-      if (layer.qkv && !layer.qNorm && kvFits) {
+      const kvFits = (kind: FusedWeightKind) =>
+        kvDtype === "f32" || FusedMatvecOp.kvF16Fits(tiles, kind, layerRope, config.headDim);
+      if (layer.qkv && !layer.qNorm && kvFits(layer.qkv.kind)) {
         out.push({
           kind: layer.qkv.kind,
           epilogue: "qkv",

@@ -52,15 +52,23 @@ export interface FusedTiles {
   wg: number;
   /** Row slots per workgroup. */
   rows: number;
+  /** Row slots per workgroup of the kernels over GGUF blocks (even; default `rows`). */
+  quantRows?: number;
+}
+
+/** The row slots per workgroup of the kernels over `kind`'s weights. */
+export function fusedRows(tiles: FusedTiles, kind: FusedWeightKind): number {
+  return kind === "f32" || kind === "f16" ? tiles.rows : tiles.quantRows ?? tiles.rows;
 }
 
 /**
  * Tiles per adapter class. On llvmpipe one SIMD group of eight with eight rows, as matvec.wgsl
- * (barriers are coroutine switches there); on GPUs a wider group striding over K keeps loads
+ * (barriers are coroutine switches there), and 32 over blocks as quant_matvec.wgsl (each x load
+ * then serves 32 rows: see quantMatvecTiles); on GPUs a wider group striding over K keeps loads
  * coalesced, wider still on discrete ones where a workgroup's share of a row is short.
  */
 export const FUSED_TILES: Readonly<Record<AdapterClass, FusedTiles>> = {
-  fallback: { wg: 8, rows: 8 },
+  fallback: { wg: 8, rows: 8, quantRows: 32 },
   integrated: { wg: 64, rows: 4 },
   discrete: { wg: 128, rows: 4 },
 };
@@ -170,8 +178,9 @@ export class FusedMatvecOp {
     variants: readonly FusedVariant[],
     tiles: FusedTiles = FUSED_TILES[adapterClass(registry.gpu.capabilities)],
   ): Promise<FusedMatvecOp> {
-    const okTiles = Number.isInteger(Math.log2(tiles.wg)) && tiles.rows >= 2 &&
-      tiles.rows % 2 === 0;
+    const even = (r: number) => Number.isInteger(r) && r >= 2 && r % 2 === 0;
+    const okTiles = Number.isInteger(Math.log2(tiles.wg)) && even(tiles.rows) &&
+      even(tiles.quantRows ?? tiles.rows);
     expectArgument(OP, "tiles", okTiles, "wg a power of two, rows even", JSON.stringify(tiles));
     const kernels = new Map<string, Kernel>();
     const storage = registry.gpu.limits.maxStorageBuffersPerShaderStage;
@@ -181,7 +190,7 @@ export class FusedMatvecOp {
       const quant = v.kind !== "f32" && v.kind !== "f16";
       const constants = {
         WG: tiles.wg,
-        ROWS: tiles.rows,
+        ROWS: fusedRows(tiles, v.kind),
         NORM: v.norm ?? false,
         WTYPE: quant ? 2 : v.kind === "f16" ? 1 : 0,
         QTYPE: quant ? qtypeConstant(v.kind as GgmlQuantType) : 8,
@@ -257,10 +266,11 @@ export class FusedMatvecOp {
    */
   static kvF16Fits(
     tiles: FusedTiles,
+    kind: FusedWeightKind,
     rope: "interleaved" | "half" | undefined,
     headDim: number,
   ): boolean {
-    return rope !== "half" || (tiles.rows % 4 === 0 && headDim % 4 === 0);
+    return rope !== "half" || (fusedRows(tiles, kind) % 4 === 0 && headDim % 4 === 0);
   }
 
   /** {@link FusedMatvecOp.normFits} with this op's tiles. */
@@ -327,7 +337,7 @@ export class FusedMatvecOp {
     if (!kernel) {
       throw new KernelUsageError(`${OP}: variant ${variantKey(variant)} was not compiled`);
     }
-    const R = this.tiles.rows;
+    const R = fusedRows(this.tiles, w.kind);
     const blocks = rows.map((n) => Math.ceil(n / R));
     const groups = epilogue === "swiglu"
       ? Math.ceil(rows[0] / (R / 2))
@@ -388,10 +398,10 @@ export class FusedMatvecOp {
       // f16 rows are whole words, and each word's two rows are in one workgroup.
       const words = !f16 || (kvRows % 2 === 0 && kv.kAt % 2 === 0 && kv.vAt % 2 === 0 &&
         kv.kv.byteOffset % 4 === 0);
-      if (f16 && rope && !FusedMatvecOp.kvF16Fits(this.tiles, rope.pairs, rope.headDim)) {
+      if (f16 && rope && !FusedMatvecOp.kvF16Fits(this.tiles, w.kind, rope.pairs, rope.headDim)) {
         throw new KernelUsageError(
           `${OP}: an f16 KV cache with ${rope.pairs} RoPE pairs needs ROWS and headDim ` +
-            `multiples of 4 (ROWS ${this.tiles.rows}, headDim ${rope.headDim})`,
+            `multiples of 4 (ROWS ${fusedRows(this.tiles, w.kind)}, headDim ${rope.headDim})`,
         );
       }
       const dtypeOk = kv.kv.dtype === "f32" || f16;

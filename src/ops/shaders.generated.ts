@@ -2399,6 +2399,9 @@ fn q_dot32(
   x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
   x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>,
 ) -> f32 {
+  if (Q_HALF_ALIGNED) {
+    return q_dot32_half_aligned(b, x0, x1, x2, x3, x4, x5, x6, x7);
+  }
   var codes: f32;
   var second = 0.0;  // Q6_K: the codes of values e + 16 .. e + 31, under their own scale
   if (Q_SMALL) {
@@ -2435,6 +2438,76 @@ fn q_dot32(
     return ac.x * codes + ac.y * dot(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, vec4<f32>(1.0));
   }
   return ac.x * codes;
+}
+
+// Q4_0, Q5_0 and Q8_0 (18-, 22- and 34-byte blocks: an f16 scale, then whole words of qh / qs)
+// start at an even byte, so a block lies in the Q_SPAN words from b / 4 whichever half of a word
+// it starts in: q_dot32 reads those once each (no read joining two words) and takes the block's
+// body words from them, shifted down a half word where the block starts at a word's start. The
+// sums keep q_dot32's order for these types.
+const Q_HALF_ALIGNED: bool = QTYPE == 2u || QTYPE == 6u || QTYPE == 8u;
+const Q_SPAN: u32 = (QBYTES + 2u) / 4u;  // 5, 6, 9
+
+// Body word i of a block (the 4 bytes at b + 2 + 4 i) from its span's words i and i + 1.
+fn q_body(lo: u32, hi: u32, odd: bool) -> u32 {
+  return select((lo >> 16u) | (hi << 16u), hi, odd);
+}
+
+// Span words 5 .. 8, read only by the types whose span reaches them.
+fn q_span_word(w: u32, i: u32) -> u32 {
+  if (Q_SPAN > i) {
+    return qweight[w + i];
+  }
+  return 0u;
+}
+
+fn q_dot32_half_aligned(
+  b: u32,
+  x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+  x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>,
+) -> f32 {
+  let w = b >> 2u;
+  let odd = (b & 2u) != 0u;  // the block starts in the high half of word w
+  let s0 = qweight[w];
+  let s1 = qweight[w + 1u];
+  let s2 = qweight[w + 2u];
+  let s3 = qweight[w + 3u];
+  let s4 = qweight[w + 4u];
+  let s5 = q_span_word(w, 5u);
+  let halves = unpack2x16float(s0);
+  let d = select(halves.x, halves.y, odd);
+  if (QTYPE == 8u) {
+    let s6 = q_span_word(w, 6u);
+    let s7 = q_span_word(w, 7u);
+    let s8 = q_span_word(w, 8u);
+    let codes = dot(q_wide_codes(q_body(s0, s1, odd), 0u, 0u), x0) +
+      dot(q_wide_codes(q_body(s1, s2, odd), 0u, 4u), x1) +
+      dot(q_wide_codes(q_body(s2, s3, odd), 0u, 8u), x2) +
+      dot(q_wide_codes(q_body(s3, s4, odd), 0u, 12u), x3);
+    let second = dot(q_wide_codes(q_body(s4, s5, odd), 0u, 16u), x4) +
+      dot(q_wide_codes(q_body(s5, s6, odd), 0u, 20u), x5) +
+      dot(q_wide_codes(q_body(s6, s7, odd), 0u, 24u), x6) +
+      dot(q_wide_codes(q_body(s7, s8, odd), 0u, 28u), x7);
+    return d * (codes + second);
+  }
+  // Q4_0: qs = body words 0 .. 3; Q5_0: qh = body word 0, qs = body words 1 .. 4.
+  var qh = 0u;
+  var w0 = q_body(s0, s1, odd);
+  var w1 = q_body(s1, s2, odd);
+  var w2 = q_body(s2, s3, odd);
+  var w3 = q_body(s3, s4, odd);
+  if (QTYPE == 6u) {
+    qh = w0;
+    w0 = w1;
+    w1 = w2;
+    w2 = w3;
+    w3 = q_body(s4, s5, odd);
+  }
+  let codes = dot(q_small_codes(w0, qh, 0u), x0) + dot(q_small_codes(w1, qh, 4u), x1) +
+    dot(q_small_codes(w2, qh, 8u), x2) + dot(q_small_codes(w3, qh, 12u), x3) +
+    dot(q_small_codes(w0, qh, 16u), x4) + dot(q_small_codes(w1, qh, 20u), x5) +
+    dot(q_small_codes(w2, qh, 24u), x6) + dot(q_small_codes(w3, qh, 28u), x7);
+  return d * codes;
 }
 
 // Byte offset of the block holding value \`col\` of row \`row\`, for rows of \`row_bytes\` bytes.
@@ -2662,7 +2735,7 @@ export const QUANT_MATVEC_WGSL: string =
 // pieces (a whole block of the 32-value types, a sub-block of the K-quants): a thread loads the
 // piece's eight x vec4s once, dots them with the piece of each of its ROWS rows, so every weight
 // byte is read once and every x load serves ROWS rows; then the per-thread sums of all ROWS rows
-// are reduced at once with reduce.wgsl's tree. WG must be a power of two, ROWS <= WG.
+// are reduced at once with reduce.wgsl's tree. WG must be a power of two.
 override WG: u32 = 64;
 override ROWS: u32 = 4;
 override ACCUMULATE: bool = false;
@@ -2723,8 +2796,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let row0 = first_row(wg);
   partials(row0, lid);
   reduce_rows(lid, ROWS, REDUCE_SUM);
-  if (lid < ROWS && row0 + lid < params.rows) {
-    store(row0 + lid, reduce_lanes[lid * WG]);
+  for (var r = lid; r < ROWS; r += WG) {
+    if (row0 + r < params.rows) {
+      store(row0 + r, reduce_lanes[r * WG]);
+    }
   }
 }
 
@@ -2733,8 +2808,10 @@ fn main_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
   let row0 = first_row(wg);
   partials(row0, lid);
   reduce_rows(lid, ROWS, REDUCE_SUM);
-  if (lid < ROWS && row0 + lid < params.rows) {
-    store(row0 + lid, reduce_lanes[lid * WG] + bias[row0 + lid]);
+  for (var r = lid; r < ROWS; r += WG) {
+    if (row0 + r < params.rows) {
+      store(row0 + r, reduce_lanes[r * WG] + bias[row0 + r]);
+    }
   }
 }
 `;
