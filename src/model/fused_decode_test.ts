@@ -117,7 +117,8 @@ async function compare(
             label,
           );
         } else {
-          assertClose(a, b, label, 1e-4);
+          // An f16 cache turns the paths' float32 rounding apart into a half's ulp at times.
+          assertClose(a, b, label, options.kvCacheDtype === "f16" ? 2e-3 : 1e-4);
         }
         if (i === prompt) {
           console.log(`  ${label}: ${dispatches} dispatches for the forward`);
