@@ -205,10 +205,12 @@ const peerThreads = peer.ok && peer.backend !== "CPU" ? [THREADS[0]] : THREADS;
 function temploraBytesPerToken(model: LlamaModel): number {
   const c = model.config;
   const w = model.weights;
-  const e = w.embed;
-  const [embedBytes, rowBytes] = isQuantized(e)
-    ? [e.data.byteLength, e.rowBytes]
-    : [e.byteLength, 4 * c.dim];
+  const e = w.embed.parts[0].matrix;
+  const embedBytes = w.embed.parts.reduce(
+    (sum, { matrix: m }) => sum + (isQuantized(m) ? m.data.byteLength : m.byteLength),
+    0,
+  );
+  const rowBytes = isQuantized(e) ? e.rowBytes : 4 * c.dim;
   return w.bytes - (c.tiedEmbeddings ? 0 : embedBytes - rowBytes);
 }
 

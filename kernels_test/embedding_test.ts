@@ -1,4 +1,15 @@
-import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
+import assert from "node:assert/strict";
+import {
+  assertClose,
+  gpuTest,
+  POISON_BITS,
+  poisoned,
+  readWritten,
+  seededRng,
+  testGpu,
+} from "./helpers.ts";
+import { KernelUsageError } from "../src/gpu/errors.ts";
+import { readF32 } from "../src/gpu/readback.ts";
 import { EmbeddingOp } from "../src/ops/embedding.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { embeddingBackward, embeddingForward } from "../src/reference/embedding.ts";
@@ -86,4 +97,56 @@ gpuTest("embedding op rejects ids that run past the buffer", async () => {
   }
   for (const t of [table, ids, out]) t.destroy();
   if (!threw) throw new Error("offset past the ids was accepted");
+});
+
+gpuTest("embedding forward over a table split by rows: each part writes its tokens", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("embedding parts");
+  const op = await EmbeddingOp.create(registry);
+  // [vocab, dim, tokens, offset, part sizes]: uneven last parts, one part of one row.
+  const cases: [number, number, number, number, number[]][] = [
+    [150, 8, 90, 3, [64, 64, 22]],
+    [45, 12, 37, 0, [1, 40, 4]],
+  ];
+  for (const [vocab, dim, tokens, offset, sizes] of cases) {
+    const what = `embedding parts vocab=${vocab} dim=${dim} parts=${sizes}`;
+    const tableData = rng.normals(vocab * dim);
+    const idsData = randomIds(rng, offset + tokens, vocab);
+    const ids = uploadTensor(gpu, idsData, [idsData.length]);
+    const out = poisoned(gpu, [tokens, dim]);
+    const tables = [];
+    let first = 0;
+    for (const rows of sizes) {
+      const part = uploadTensor(gpu, tableData.subarray(first * dim, (first + rows) * dim), [
+        rows,
+        dim,
+      ]);
+      op.recordForward(recorder, part, ids, out, offset, { first, vocab });
+      tables.push(part);
+      first += rows;
+    }
+    recorder.submit();
+    const ref = embeddingForward(tableData, vocab, dim, idsData, tokens, offset);
+    assertClose(await readWritten(gpu, out, what), ref, what, 1e-12);
+    // One part alone leaves the other tokens' rows as they were.
+    const alone = poisoned(gpu, [tokens, dim]);
+    op.recordForward(recorder, tables[1], ids, alone, offset, { first: sizes[0], vocab });
+    recorder.submit();
+    const words = new Uint32Array((await readF32(gpu, alone)).buffer);
+    for (let t = 0; t < tokens; t++) {
+      const row = Math.min(idsData[offset + t], vocab - 1);
+      const mine = row >= sizes[0] && row < sizes[0] + sizes[1];
+      const poisonedRow = words.subarray(t * dim, (t + 1) * dim).every((w) => w === POISON_BITS);
+      if (mine === poisonedRow) throw new Error(`${what}: token ${t} (row ${row}) in part 1 alone`);
+    }
+    for (const t of [...tables, ids, out, alone]) t.destroy();
+  }
+  const table = uploadTensor(gpu, new Float32Array(8), [2, 4]);
+  const ids = uploadTensor(gpu, new Uint32Array(1), [1]);
+  const out = poisoned(gpu, [1, 4]);
+  assert.throws(
+    () => op.recordForward(recorder, table, ids, out, 0, { first: 5, vocab: 6 }),
+    KernelUsageError,
+  );
+  for (const t of [table, ids, out]) t.destroy();
 });

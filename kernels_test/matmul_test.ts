@@ -1,6 +1,7 @@
 import {
   assertClose,
   gpuTest,
+  POISON_BITS,
   poisoned,
   readWritten,
   seededRng,
@@ -12,7 +13,7 @@ import { matmulRef } from "../src/reference/matmul.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import type { Rng } from "../src/core/random.ts";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/formats/tensor_data.ts";
-import { KernelUsageError } from "../src/gpu/errors.ts";
+import { KernelUsageError, ShapeError } from "../src/gpu/errors.ts";
 import assert from "node:assert/strict";
 
 const SHAPES: [number, number, number][] = [
@@ -83,33 +84,130 @@ gpuTest("matmul.wgsl: other tile shapes give the same results", async () => {
   }
 });
 
-gpuTest("matmul.wgsl main_f16b: C = A·Bᵀ with B stored as float16", async () => {
+gpuTest("matmul.wgsl main_f16b: C = A·Bᵀ and C = A·B with B stored as float16", async () => {
   const { gpu, registry, recorder } = await testGpu();
   const rng = seededRng("matmul f16 B");
-  for (const accumulate of [false, true]) {
-    const op = await MatmulOp.create(registry, { transB: true, accumulate });
-    for (const [m, k, n] of [...SHAPES, [3, 7, 5] as [number, number, number]]) {
-      const what = `matmul f16 B accumulate=${accumulate} m=${m} k=${k} n=${n}`;
-      const aData = rng.normals(m * k);
-      const bBits = f32ArrayToF16(rng.normals(k * n)); // odd k * n leaves half a word of padding
-      const a = uploadTensor(gpu, aData, [m, k]);
-      const b = uploadTensor(gpu, bBits, [n, k], "f16");
-      const alpha = 0.5 + rng.next();
-      let c0: Float32Array | undefined;
-      const c = accumulate
-        ? uploadTensor(gpu, c0 = rng.normals(m * n), [m, n])
-        : poisoned(gpu, [m, n]);
-      op.record(recorder, a, b, c, alpha);
-      recorder.submit();
-      const out = await readWritten(gpu, c, what);
-      const bRounded = f16ArrayToF32(bBits);
-      assertClose(out, matmulRef(aData, bRounded, m, k, n, { transB: true, alpha, c0 }), what);
-      for (const t of [a, b, c]) t.destroy();
+  for (const transB of [true, false]) {
+    for (const accumulate of [false, true]) {
+      const op = await MatmulOp.create(registry, { transB, accumulate });
+      for (const [m, k, n] of [...SHAPES, [3, 7, 5] as [number, number, number]]) {
+        const what = `matmul f16 B transB=${transB} accumulate=${accumulate} m=${m} k=${k} n=${n}`;
+        const aData = rng.normals(m * k);
+        const bBits = f32ArrayToF16(rng.normals(k * n)); // odd k * n leaves half a word of padding
+        const a = uploadTensor(gpu, aData, [m, k]);
+        const b = uploadTensor(gpu, bBits, transB ? [n, k] : [k, n], "f16");
+        const alpha = 0.5 + rng.next();
+        let c0: Float32Array | undefined;
+        const c = accumulate
+          ? uploadTensor(gpu, c0 = rng.normals(m * n), [m, n])
+          : poisoned(gpu, [m, n]);
+        op.record(recorder, a, b, c, alpha);
+        recorder.submit();
+        const out = await readWritten(gpu, c, what);
+        const bRounded = f16ArrayToF32(bBits);
+        assertClose(out, matmulRef(aData, bRounded, m, k, n, { transB, alpha, c0 }), what);
+        for (const t of [a, b, c]) t.destroy();
+      }
     }
   }
-  const plain = await MatmulOp.create(registry, {});
+  const transA = await MatmulOp.create(registry, { transA: true });
   const half = uploadTensor(gpu, new Uint16Array(4), [2, 2], "f16");
   const x = uploadTensor(gpu, new Float32Array(4), [2, 2]);
-  assert.throws(() => plain.record(recorder, x, half, x), KernelUsageError);
+  assert.throws(() => transA.record(recorder, x, half, x), KernelUsageError);
   for (const t of [half, x]) t.destroy();
 });
+
+gpuTest(
+  "matmul.wgsl: column windows of a wider C and A (the parts of a split LM head)",
+  async () => {
+    const { gpu, registry, recorder } = await testGpu();
+    const rng = seededRng("matmul windows");
+    // [m, k, n, width, from]: the product covers columns [from, from + n) of width.
+    const cases: [number, number, number, number, number][] = [
+      [1, 64, 64, 160, 64],
+      [37, 29, 53, 130, 70],
+      [130, 16, 67, 200, 0],
+      [5, 8, 11, 40, 29],
+    ];
+    for (const accumulate of [false, true]) {
+      const forward = await MatmulOp.create(registry, { transB: true, accumulate });
+      const inputGrad = await MatmulOp.create(registry, { accumulate });
+      for (const [m, k, n, width, from] of cases) {
+        for (const half of [false, true]) {
+          // Forward: C[:, from..from + n] (=|+=) A·Bᵀ; the columns outside keep their values.
+          const what = `matmul C window acc=${accumulate} f16=${half} m=${m} k=${k} n=${n} ` +
+            `width=${width} from=${from}`;
+          const aData = rng.normals(m * k);
+          const bBits = f32ArrayToF16(rng.normals(n * k));
+          const bData = half ? f16ArrayToF32(bBits) : rng.normals(n * k);
+          const before = rng.normals(m * width);
+          const words = new Uint32Array(before.buffer.slice(0));
+          if (!accumulate) {
+            for (let r = 0; r < m; r++) {
+              words.fill(
+                POISON_BITS,
+                r * width + from,
+                r * width + from + n,
+              );
+            }
+          }
+          const a = uploadTensor(gpu, aData, [m, k]);
+          const b = half
+            ? uploadTensor(gpu, bBits, [n, k], "f16")
+            : uploadTensor(gpu, bData, [n, k]);
+          const c = uploadTensor(gpu, new Float32Array(words.buffer), [m, width]);
+          forward.record(recorder, a, b, c, 1, { c: from });
+          recorder.submit();
+          const out = await readWritten(gpu, c, what);
+          const product = matmulRef(aData, bData, m, k, n, { transB: true });
+          const ref = Float64Array.from(before);
+          for (let r = 0; r < m; r++) {
+            for (let j = 0; j < n; j++) {
+              ref[r * width + from + j] = product[r * n + j] +
+                (accumulate ? before[r * width + from + j] : 0);
+            }
+          }
+          assertClose(out, ref, what);
+          for (let r = 0; r < m; r++) {
+            for (let j = 0; j < width; j++) {
+              if (j >= from && j < from + n) continue;
+              assert.equal(out[r * width + j], before[r * width + j], `${what}: column ${j} kept`);
+            }
+          }
+          for (const t of [a, b, c]) t.destroy();
+        }
+        // Input gradient: dX (=|+=) dY[:, from..from + n]·W for W [n, k].
+        const what = `matmul A window acc=${accumulate} m=${m} k=${k} n=${n} width=${width} ` +
+          `from=${from}`;
+        const dyData = rng.normals(m * width);
+        const wData = rng.normals(n * k);
+        const dy = uploadTensor(gpu, dyData, [m, width]);
+        const w = uploadTensor(gpu, wData, [n, k]);
+        let c0: Float32Array | undefined;
+        const dx = accumulate
+          ? uploadTensor(gpu, c0 = rng.normals(m * k), [m, k])
+          : poisoned(gpu, [m, k]);
+        inputGrad.record(recorder, dy, w, dx, 1, { a: from });
+        recorder.submit();
+        const window = new Float64Array(m * n);
+        for (let r = 0; r < m; r++) {
+          for (let j = 0; j < n; j++) window[r * n + j] = dyData[r * width + from + j];
+        }
+        const ref = matmulRef(window, wData, m, n, k, { c0 });
+        assertClose(await readWritten(gpu, dx, what), ref, what);
+        for (const t of [dy, w, dx]) t.destroy();
+      }
+    }
+    // Windows that do not fit, or on a transposed A, are refused.
+    const op = await MatmulOp.create(registry, { transB: true });
+    const x = uploadTensor(gpu, new Float32Array(8), [2, 4]);
+    const w = uploadTensor(gpu, new Float32Array(12), [3, 4]);
+    const wide = uploadTensor(gpu, new Float32Array(10), [2, 5]);
+    op.record(recorder, x, w, wide, 1, { c: 2 });
+    assert.throws(() => op.record(recorder, x, w, wide, 1, { c: 3 }), ShapeError);
+    const transA = await MatmulOp.create(registry, { transA: true });
+    assert.throws(() => transA.record(recorder, x, w, wide, 1, { a: 0 }), KernelUsageError);
+    recorder.submit();
+    for (const t of [x, w, wide]) t.destroy();
+  },
+);

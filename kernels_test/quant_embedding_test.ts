@@ -122,3 +122,33 @@ gpuTest(
     for (const t of [data, ids, out]) t.destroy();
   },
 );
+
+gpuTest("quant embedding over a table split by rows: each part writes its tokens", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("quant embedding parts");
+  const types: GgmlQuantType[] = ["Q8_0", "Q4_K", "Q6_K"];
+  const op = await QuantEmbeddingOp.create(registry, { types });
+  const [vocab, tokens, offset, sizes] = [150, 90, 2, [64, 64, 22]];
+  for (const type of types) {
+    const dim = 2 * GGML_TYPES[type].blockElems;
+    const what = `quant embedding parts ${type} vocab=${vocab} parts=${sizes}`;
+    const bytes = quantizeRandom(type, rng, vocab, dim, { edgeFraction: 0.3 });
+    const stride = rowBytes(type, dim);
+    const idsData = randomIds(rng, offset + tokens, vocab);
+    const ids = uploadTensor(gpu, idsData, [idsData.length]);
+    const out = poisoned(gpu, [tokens, dim]);
+    const tables = [];
+    let first = 0;
+    for (const rows of sizes) {
+      const part = bytes.subarray(first * stride, (first + rows) * stride);
+      const table = uploadQuantMatrix(gpu, part, type, rows, dim);
+      op.recordForward(recorder, table, ids, out, offset, { first, vocab });
+      tables.push(table.data);
+      first += rows;
+    }
+    recorder.submit();
+    const values = await readWritten(gpu, out, what);
+    checkRows(values, type, bytes, vocab, dim, idsData, offset, what);
+    for (const t of [...tables, ids, out]) t.destroy();
+  }
+});

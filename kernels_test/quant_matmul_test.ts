@@ -163,3 +163,75 @@ gpuTest("quant_matmul.wgsl both forms on the fixtures' real quantized tensors", 
     w.data.destroy();
   }
 });
+
+gpuTest("quant_matmul.wgsl: Y and dY as column windows of a wider tensor", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("quant matmul windows");
+  const types: GgmlQuantType[] = ["Q8_0", "Q4_K"];
+  const op = await QuantMatmulOp.create(registry, { types });
+  // [T, out, in blocks, width, from]: W's out features are columns [from, from + out) of width.
+  const cases: [number, number, number, number, number][] = [
+    [1, 64, 1, 150, 64],
+    [37, 29, 2, 80, 45],
+  ];
+  for (const type of types) {
+    for (const [t, out, inBlocks, width, from] of cases) {
+      for (const accumulate of [false, true]) {
+        const cols = inBlocks * GGML_TYPES[type].blockElems;
+        const what = `quant matmul window ${type} T=${t} W [${out}, ${cols}] width=${width} ` +
+          `from=${from} acc=${accumulate}`;
+        const bytes = quantizeRandom(type, rng, out, cols);
+        const w = uploadQuantMatrix(gpu, bytes, type, out, cols);
+        const wRef = dequantizeMatrix(type, bytes, out, cols);
+        // Forward into columns of Y; the columns outside keep their values.
+        const xData = rng.normals(t * cols);
+        const before = rng.normals(t * width);
+        const x = uploadTensor(gpu, xData, [t, cols]);
+        const y = uploadTensor(gpu, before, [t, width]);
+        op.recordForward(recorder, x, w, y, { accumulate, columns: from });
+        // Input gradient from columns of dY.
+        const dyData = rng.normals(t * width);
+        const dy = uploadTensor(gpu, dyData, [t, width]);
+        let c0: Float32Array | undefined;
+        const dx = accumulate
+          ? uploadTensor(gpu, c0 = rng.normals(t * cols), [t, cols])
+          : poisoned(gpu, [t, cols]);
+        op.recordInputGrad(recorder, dy, w, dx, { accumulate, columns: from });
+        recorder.submit();
+        const yOut = await readWritten(gpu, y, what);
+        const product = matmulRef(xData, wRef, t, cols, out, { transB: true });
+        const yRef = Float64Array.from(before);
+        for (let r = 0; r < t; r++) {
+          for (let j = 0; j < out; j++) {
+            const at = r * width + from + j;
+            yRef[at] = product[r * out + j] + (accumulate ? before[at] : 0);
+          }
+        }
+        assertClose(yOut, yRef, `${what} forward`);
+        for (let r = 0; r < t; r++) {
+          for (let j = 0; j < width; j++) {
+            if (j < from || j >= from + out) {
+              assert.equal(yOut[r * width + j], before[r * width + j], `${what}: column ${j} kept`);
+            }
+          }
+        }
+        const window = new Float64Array(t * out);
+        for (let r = 0; r < t; r++) {
+          for (let j = 0; j < out; j++) window[r * out + j] = dyData[r * width + from + j];
+        }
+        const dxRef = matmulRef(window, wRef, t, out, cols, { c0 });
+        assertClose(await readWritten(gpu, dx, what), dxRef, `${what} input grad`);
+        for (const v of [w.data, x, y, dy, dx]) v.destroy();
+      }
+    }
+  }
+  const data = createTensor(gpu, [Math.ceil((3 * 2 * 34) / 4)], "u32");
+  const w = quantMatrix(data, "Q8_0", 3, 64);
+  const x = createTensor(gpu, [5, 64]);
+  const y = createTensor(gpu, [5, 6]);
+  op.recordForward(recorder, x, w, y, { columns: 3 });
+  assert.throws(() => op.recordForward(recorder, x, w, y, { columns: 4 }), ShapeError);
+  assert.throws(() => op.recordInputGrad(recorder, y, w, x, { columns: -1 }), ShapeError);
+  recorder.submit();
+  for (const v of [data, x, y]) v.destroy();
+});

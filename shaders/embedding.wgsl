@@ -4,6 +4,9 @@
 // slot where the GPU sampler wrote the next token. An id >= vocab is clamped to vocab - 1, in the
 // forward and the backward alike, so a bad id can never read or write out of bounds.
 // `dim` must be a multiple of 4 (rows are moved as vec4s); dim4 = dim / 4.
+// The forward's table may be one part of a vocabulary split by rows (a table larger than one
+// binding): it holds rows [first, first + count), and tokens whose row lies elsewhere are left
+// for another part's dispatch. The backward's dTable is always the whole table (first = 0).
 
 override WG: u32 = 64;
 // Vocabulary rows one backward workgroup owns; it scans every token id once for them.
@@ -11,11 +14,11 @@ override ROWS: u32 = 32;
 // Backward adds into dTable instead of overwriting it.
 override ACCUMULATE: bool = false;
 
-struct Params { tokens: u32, dim4: u32, vocab: u32, offset: u32, stride: u32 }
+struct Params { tokens: u32, dim4: u32, vocab: u32, offset: u32, stride: u32, first: u32, count: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;                 // [>= offset + tokens]
-@group(0) @binding(2) var<storage, read> table: array<vec4<f32>>;         // [vocab, dim]
+@group(0) @binding(2) var<storage, read> table: array<vec4<f32>>;         // [count, dim]: rows first..
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;     // [tokens, dim]
 @group(0) @binding(4) var<storage, read> dOut: array<vec4<f32>>;          // [tokens, dim]
 @group(0) @binding(5) var<storage, read_write> dTable: array<vec4<f32>>;  // [vocab, dim]
@@ -33,7 +36,10 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var i = gid.x; i < n4; i += params.stride) {
     let t = i / params.dim4;
     let c = i - t * params.dim4;
-    out[i] = table[table_row(t) * params.dim4 + c];
+    let row = table_row(t);
+    if (row >= params.first && row - params.first < params.count) {
+      out[i] = table[(row - params.first) * params.dim4 + c];
+    }
   }
 }
 

@@ -25,20 +25,23 @@ const BN4: u32 = BN / 4u;
 const TK4: u32 = TK / 4u;
 const THREADS: u32 = WG_X * WG_Y;
 
-// rowBytes: bytes of one row of W's blocks.
-struct Params { m: u32, n: u32, k: u32, rowBytes: u32 }
+// rowBytes: bytes of one row of W's blocks. A's row r starts at element aOffset + r * lda and C's
+// at cOffset + r * ldc (a window of a wider matrix, as matmul.wgsl's; dense: 0, K and 0, N).
+struct Params {
+  m: u32, n: u32, k: u32, rowBytes: u32, lda: u32, ldc: u32, aOffset: u32, cOffset: u32,
+}
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;          // [M, K]: X [T, in] or dY [T, out]
+@group(0) @binding(1) var<storage, read> a: array<f32>;          // [M, lda]: X [T, in] or dY [T, out]
 @group(0) @binding(2) var<storage, read> qweight: array<u32>;    // W [out, in] blocks, [ceil(out rowBytes / 4)]
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;    // [M, N]: Y [T, out] or dX [T, in]
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;    // [M, ldc]: Y [T, out] or dX [T, in]
 
 var<workgroup> tileA: array<vec4<f32>, TK * BM4>;  // [TK][BM / 4]: Aᵀ block, 4 rows a vec4
 var<workgroup> tileB: array<vec4<f32>, TK * BN4>;  // [TK][BN / 4]: op(W) block, 4 columns a vec4
 
 fn loadA(row: u32, col: u32) -> f32 {  // A[row, col], zero outside
   if (row >= params.m || col >= params.k) { return 0.0; }
-  return a[row * params.k + col];
+  return a[params.aOffset + row * params.lda + col];
 }
 
 // W[row, col .. col + 3] (col % 4 == 0) for W with `rows` rows and `cols` values a row; zero
@@ -92,7 +95,7 @@ fn store(row: u32, col: u32, v: vec4<f32>) {
   if (row >= params.m) { return; }
   for (var j = 0u; j < 4u; j++) {
     if (col + j < params.n) {
-      let at = row * params.n + col + j;
+      let at = params.cOffset + row * params.ldc + col + j;
       var value = v[j];
       if (ACCUMULATE) { value += c[at]; }
       c[at] = value;

@@ -39,8 +39,10 @@ import {
  * How float projection and LM-head matrices are stored on the GPU: "f32"; "f16" (half the
  * memory and half the bytes a decode step reads, at float16 precision); or "auto": f32, except a
  * matrix whose f32 form is larger than one storage binding may be (the adapter's
- * maxStorageBufferBindingSize), which is stored as f16 instead of failing. Block-quantized
- * matrices (GGUF Q4_K, Q8_0, ...) always stay in their blocks; norm and bias vectors are f32.
+ * maxStorageBufferBindingSize), which is stored as f16. Block-quantized matrices (GGUF Q4_K,
+ * Q8_0, ...) always stay in their blocks; norm and bias vectors are f32. The embedding and the LM
+ * head are split by rows where they still exceed a binding ({@link RowParts}); a projection that
+ * does is refused.
  */
 export type GpuWeightDtype = "f32" | "f16" | "auto";
 
@@ -48,10 +50,59 @@ export type GpuWeightDtype = "f32" | "f16" | "auto";
 export interface UploadWeightsOptions {
   /** Storage of the float projection and LM-head matrices (default "auto"). */
   weightDtype?: GpuWeightDtype;
+  /**
+   * The most bytes one part of the embedding or LM head may take (default, and at most, the
+   * adapter's maxStorageBufferBindingSize). Lower values split smaller tables: for tests.
+   */
+  maxPartBytes?: number;
 }
 
 /** A weight matrix on the GPU: f32 or f16 [out, in], or quantized blocks. */
 export type GpuMatrix = Tensor | QuantMatrix;
+
+/**
+ * A [rows, cols] matrix (the embedding, the LM head) held as consecutive ranges of rows, each in
+ * its own buffer: one part, unless the matrix is larger than one storage binding. Then every part
+ * but the last has the most rows a binding holds that are a multiple of {@link PART_ROWS}, so a
+ * part's slice of a row of f32 logits starts at a binding offset any adapter accepts.
+ */
+export interface RowParts {
+  /** Rows of the whole matrix (the vocabulary). */
+  rows: number;
+  /** Values per row. */
+  cols: number;
+  /** The parts in row order; one unless the matrix was split. */
+  parts: RowPart[];
+}
+
+/** Rows [start, start + rows) of a {@link RowParts} matrix. */
+export interface RowPart {
+  /** The whole matrix's row that this part's first row is. */
+  start: number;
+  /** How many rows. */
+  rows: number;
+  /** The rows as their own [rows, cols] matrix. */
+  matrix: GpuMatrix;
+}
+
+/** Split rows start at multiples of this: 64 f32 logits are 256 bytes, the portable alignment. */
+export const PART_ROWS = PORTABLE_OFFSET_ALIGNMENT / 4;
+
+/**
+ * Rows of each part of a matrix of `rows` rows of `rowBytes` bytes (padded to whole words in its
+ * buffer) when no part may exceed `limit` bytes: one part if it fits, else parts of the most
+ * multiples of {@link PART_ROWS} rows that fit, the last one the rest. undefined when not even
+ * PART_ROWS rows fit.
+ */
+export function rowPartition(rows: number, rowBytes: number, limit: number): number[] | undefined {
+  const bytes = (n: number) => Math.ceil((n * rowBytes) / 4) * 4;
+  if (bytes(rows) <= limit) return [rows];
+  const most = Math.floor(limit / rowBytes / PART_ROWS) * PART_ROWS;
+  if (most === 0) return undefined;
+  const parts: number[] = [];
+  for (let left = rows; left > 0; left -= most) parts.push(Math.min(most, left));
+  return parts;
+}
 
 /** Whether a GPU matrix is kept in quantized blocks. */
 export function isQuantized(m: GpuMatrix): m is QuantMatrix {
@@ -120,13 +171,13 @@ export interface PackedLayer {
 /** A model's weights on the GPU. `head` is `embed` when the embeddings are tied. */
 export interface GpuWeights {
   /** Token embedding, [vocab, dim]: f32, or quantized blocks (gathered row by row). */
-  embed: GpuMatrix;
+  embed: RowParts;
   /** Per decoder layer. */
   layers: GpuLayer[];
   /** Final RMSNorm weight, [dim]. */
   norm: Tensor;
   /** LM head (the embedding when tied), [vocab, dim]. */
-  head: GpuMatrix;
+  head: RowParts;
   /** Bytes of weights uploaded. */
   bytes: number;
   /** Names of the tensors stored as f16. */
@@ -140,8 +191,9 @@ export interface GpuWeights {
 /**
  * Uploads every weight, checking names and shapes against the config, reading one tensor at a
  * time from `weights`. Float matrices are stored as `options.weightDtype` says; quantized ones
- * keep their blocks. Throws GpuLimitError for a tensor too large for one binding even in its
- * smallest allowed form; on any error, what was uploaded is freed.
+ * keep their blocks. The embedding and the LM head go in row parts that each fit one binding;
+ * any other tensor too large for one binding even in its smallest allowed form throws
+ * GpuLimitError. On any error, what was uploaded is freed.
  */
 export async function uploadWeights(
   gpu: Gpu,
@@ -153,13 +205,15 @@ export async function uploadWeights(
   const c: ModelConfig = source.config;
   const mode = options.weightDtype ?? "auto";
   const limit = gpu.limits.maxStorageBufferBindingSize;
+  const partLimit = Math.min(limit, options.maxPartBytes ?? limit);
   const made: Tensor[] = [];
   const f16Tensors: string[] = [];
   const quantTypes = new Set<GgmlQuantType>();
   let bytes = 0;
-  const tooLarge = (name: string, shape: number[], needs: string) =>
+  const tooLarge = (name: string, shape: number[], needs: string, most = limit) =>
     new GpuLimitError(
-      `${file}: tensor ${name} [${shape}] needs ${needs}; this adapter binds at most ${limit} bytes`,
+      `${file}: tensor ${name} [${shape}] needs ${needs}; ` +
+        `${most === limit ? "this adapter binds" : "a part may take"} at most ${most} bytes`,
     );
   const read = async (name: string, shape: number[]) => {
     const stored = source.shape(name);
@@ -174,7 +228,57 @@ export async function uploadWeights(
     bytes += t.byteLength;
     return t;
   };
-  /** A vector, or the embedding when it is f32: always read as f32. */
+  /**
+   * The embedding or the LM head in parts that each fit one binding (see {@link RowParts}):
+   * quantized blocks as stored, floats as `dtype`.
+   */
+  const table = (
+    name: string,
+    shape: number[],
+    data: StoredTensor,
+    dtype: "f32" | "f16",
+  ): RowParts => {
+    const [rows, cols] = shape;
+    const rowBytes = isPacked(data)
+      ? quantRowBytes(data.dtype, cols)
+      : cols * (dtype === "f16" ? 2 : 4);
+    const sizes = rowPartition(rows, rowBytes, partLimit);
+    if (!sizes) {
+      throw tooLarge(
+        name,
+        shape,
+        `${rowBytes * PART_ROWS} bytes for ${PART_ROWS} rows as ${
+          isPacked(data) ? data.dtype : dtype
+        } (the smallest part it splits into)`,
+        partLimit,
+      );
+    }
+    const floats = isPacked(data)
+      ? undefined
+      : dtype === "f16"
+      ? toF16Bits(data)
+      : tensorToF32(data);
+    const parts: RowPart[] = [];
+    let start = 0;
+    for (const n of sizes) {
+      const label = sizes.length === 1 ? name : `${name} rows ${start}..${start + n}`;
+      let matrix: GpuMatrix;
+      if (isPacked(data)) {
+        const blocks = data.data.subarray(start * rowBytes, (start + n) * rowBytes);
+        matrix = uploadQuantMatrix(gpu, blocks, data.dtype, n, cols, label);
+        keep(matrix.data);
+        quantTypes.add(data.dtype);
+      } else {
+        const values = floats!.subarray(start * cols, (start + n) * cols);
+        matrix = keep(uploadTensor(gpu, values, [n, cols], dtype, label));
+      }
+      parts.push({ start, rows: n, matrix });
+      start += n;
+    }
+    if (floats && dtype === "f16") f16Tensors.push(name);
+    return { rows, cols, parts };
+  };
+  /** A vector: always read as f32. */
   const vector = async (name: string, shape: number[]): Promise<Tensor> => {
     const data = await read(name, shape);
     if (isPacked(data)) {
@@ -387,7 +491,12 @@ export async function uploadWeights(
     const f32Bytes = 4 * shapeSize(shape);
     const half = floatMatrixDtype(f32Bytes, mode, limit) === "f16";
     if (f32Bytes / (half ? 2 : 1) > limit) {
-      throw tooLarge(name, shape, `${f32Bytes} bytes as f32 and ${f32Bytes / 2} as f16`);
+      throw tooLarge(
+        name,
+        shape,
+        `${f32Bytes} bytes as f32 and ${f32Bytes / 2} as f16 (only the embedding and the LM head ` +
+          "are split into parts)",
+      );
     }
     if (half) f16Tensors.push(name);
     return keep(
@@ -399,11 +508,8 @@ export async function uploadWeights(
   try {
     const embedName = "model.embed_tokens.weight";
     const embedShape = [c.vocabSize, c.dim];
-    const embedData = await read(embedName, embedShape);
-    const embed: GpuMatrix = isPacked(embedData)
-      ? packedOf(embedName, embedData.dtype, embedData.data, embedShape)
-      : await vector(embedName, embedShape);
-    if (isQuantized(embed)) keep(embed.data);
+    // The gather reads f32 or blocks: a float embedding is f32 whatever the mode.
+    const embed = table(embedName, embedShape, await read(embedName, embedShape), "f32");
     const layers: GpuLayer[] = [];
     for (let l = 0; l < c.nLayers; l++) {
       const packed = await packedLayer(l);
@@ -454,7 +560,13 @@ export async function uploadWeights(
       });
     }
     const norm = await vector("model.norm.weight", [c.dim]);
-    const head = c.tiedEmbeddings ? embed : await matrix("lm_head.weight", [c.vocabSize, c.dim]);
+    const headShape = [c.vocabSize, c.dim];
+    const head = c.tiedEmbeddings ? embed : table(
+      "lm_head.weight",
+      headShape,
+      await read("lm_head.weight", headShape),
+      floatMatrixDtype(4 * shapeSize(headShape), mode, limit),
+    );
     return {
       embed,
       layers,
@@ -479,6 +591,7 @@ function floatMatrixDtype(f32Bytes: number, mode: GpuWeightDtype, limit: number)
 /**
  * Bytes {@link uploadWeights} would put on the GPU for a float model of `config` (the norm and
  * bias vectors and the embedding as f32, matrices as `options.weightDtype` says), without any.
+ * A table split into row parts takes the same bytes as whole.
  */
 export function plannedWeightBytes(
   config: ModelConfig,

@@ -1,7 +1,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { KernelUsageError } from "../gpu/errors.ts";
 import type { KernelRegistry } from "../gpu/kernel.ts";
-import type { Recorder } from "../gpu/recorder.ts";
+import { PORTABLE_OFFSET_ALIGNMENT, type Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import {
   LORA_TARGETS,
@@ -43,6 +43,7 @@ import {
   type GpuMatrix,
   type GpuWeights,
   isQuantized,
+  type RowParts,
   uploadWeights,
   type UploadWeightsOptions,
 } from "./gpu_weights.ts";
@@ -163,8 +164,18 @@ export interface QuantOps {
 }
 
 /** Bytes of a weight matrix as stored on the GPU (its blocks, for a quantized one). */
-export function matrixBytes(m: GpuMatrix): number {
+export function matrixBytes(m: GpuMatrix | RowParts): number {
+  if ("parts" in m) return m.parts.reduce((sum, p) => sum + matrixBytes(p.matrix), 0);
   return isQuantized(m) ? m.rows * m.rowBytes : m.byteLength;
+}
+
+/**
+ * The LM head's parts as one fused-kernel group (rows and kind; what decides its variant and
+ * whether the final norm fits inside it). Each part is still recorded as its own product.
+ */
+function headParts(head: RowParts): FusedParts {
+  const first = singlePart(head.parts[0].matrix);
+  return { ...first, parts: head.parts.map((p) => ({ offset: 0, rows: p.rows })) };
 }
 
 /** Awaits every promise of a record, compiling kernels concurrently. */
@@ -191,7 +202,7 @@ function fusedVariants(
   const tiles = FUSED_TILES[adapterClass(gpu.capabilities)];
   const norm = (epilogue: FusedVariant["epilogue"], parts: FusedParts) =>
     FusedMatvecOp.normFits(tiles, epilogue, parts.parts.map((p) => p.rows), parts.cols);
-  const head = singlePart(weights.head);
+  const head = headParts(weights.head);
   const out: FusedVariant[] = [{ kind: head.kind, epilogue: "store", norm: norm("store", head) }];
   const rope = config.ropePairs ?? "interleaved";
   for (const [l, layer] of weights.layers.entries()) {
@@ -362,7 +373,7 @@ export class LlamaModel {
 
   /** Bytes of one row of the embedding table. */
   get #embeddingRowBytes(): number {
-    const e = this.weights.embed;
+    const e = this.weights.embed.parts[0].matrix;
     return isQuantized(e) ? e.rowBytes : 4 * this.config.dim;
   }
 
@@ -411,8 +422,13 @@ export class LlamaModel {
     const { embedding, rmsnorm, copy } = this.ops;
     const w = this.weights;
     const x0 = act.layer(0, t).xIn;
-    if (isQuantized(w.embed)) this.#quant.embedding.recordForward(rec, w.embed, ids, x0, offset);
-    else embedding.recordForward(rec, w.embed, ids, x0, offset);
+    for (const { start, matrix } of w.embed.parts) {
+      // Each part of a split table writes the rows of the tokens it holds.
+      const part = { first: start, vocab: c.vocabSize };
+      if (isQuantized(matrix)) {
+        this.#quant.embedding.recordForward(rec, matrix, ids, x0, offset, part);
+      } else embedding.recordForward(rec, matrix, ids, x0, offset, part);
+    }
     rec.countWeightBytes(t * this.#embeddingRowBytes);
     for (let l = 0; l < c.nLayers; l++) {
       this.recordLayer(rec, l, act.layer(l, t), cache, past, step);
@@ -425,17 +441,21 @@ export class LlamaModel {
       cache.length = past + t;
       return;
     }
-    const head = t === 1 && this.#normFits("store", singlePart(w.head)) &&
-      this.#fused("store", w.head, { norm: true });
+    const head = t === 1 && this.#normFits("store", headParts(w.head)) &&
+      this.#fused("store", w.head.parts[0].matrix, { norm: true });
     if (head && !act.final(1).rstd) {
-      // One row: the final norm inside the LM head's product, no copy of the last row.
+      // One row: the final norm inside the LM head's product (each part's), no copy of the last
+      // row; a part writes its slice of the logits.
       rec.countWeightBytes(matrixBytes(w.head));
-      head.op.record(rec, "store", {
-        x: rows.reshape([c.dim]),
-        weights: head.weights,
-        y: act.logits.rows(0, 1).reshape([c.vocabSize]),
-        norm: { weight: w.norm, eps: c.normEps },
-      });
+      const logits = act.logits.rows(0, 1).reshape([c.vocabSize]);
+      for (const part of w.head.parts) {
+        head.op.record(rec, "store", {
+          x: rows.reshape([c.dim]),
+          weights: singlePart(part.matrix),
+          y: logits.rows(part.start, part.rows),
+          norm: { weight: w.norm, eps: c.normEps },
+        });
+      }
       cache.length = past + t;
       return;
     }
@@ -446,8 +466,28 @@ export class LlamaModel {
     const n = rows.shape[0];
     const final = act.final(n);
     rmsnorm.recordForward(rec, rows, w.norm, final.normed, c.normEps, final.rstd);
-    this.recordLinear(rec, final.normed, w.head, act.logits.rows(0, n));
+    this.recordHead(rec, final.normed, act.logits.rows(0, n));
     cache.length = past + t;
+  }
+
+  /**
+   * logits = x·W_headᵀ for x [n, dim] and logits [n, vocab], part by part of the head: each
+   * writes its columns of the logits.
+   */
+  recordHead(rec: Recorder, x: Tensor, logits: Tensor): void {
+    for (const part of this.weights.head.parts) {
+      this.recordLinear(rec, x, part.matrix, logits, { columns: part.start });
+    }
+  }
+
+  /**
+   * dX = dLogits·W_head for dLogits [n, vocab] and dX [n, dim]: the head's input gradient, the
+   * parts' products (each over its columns of dLogits) summed in part order.
+   */
+  recordHeadInputGradient(rec: Recorder, dLogits: Tensor, dX: Tensor): void {
+    for (const [i, part] of this.weights.head.parts.entries()) {
+      this.recordInputGradient(rec, dLogits, part.matrix, dX, i > 0, part.start);
+    }
   }
 
   /**
@@ -738,20 +778,32 @@ export class LlamaModel {
    * y (=|+=) x·Wᵀ (+ bias) for x [t, in] and W [out, in]: the matrix-vector kernel for one row
    * (it streams each weight once), the tiled matmul for more. f16 weights (see gpu_weights.ts)
    * take matvec's f16 path when it was compiled, else matmul's f16-B kernel; quantized weights
-   * their own kernels, which dequantize blocks as they read them.
+   * their own kernels, which dequantize blocks as they read them. With `columns` (a part of a
+   * split head, no bias), y is [t, width] and W's outputs go to its columns [columns, columns + out).
    */
   recordLinear(
     rec: Recorder,
     x: Tensor,
     weight: GpuMatrix,
     y: Tensor,
-    options: { accumulate?: boolean; bias?: Tensor } = {},
+    options: { accumulate?: boolean; bias?: Tensor; columns?: number } = {},
   ): void {
     const { accumulate = false, bias } = options;
     const [rows, inDim] = [x.shape[0], x.size / x.shape[0]];
+    const outDim = isQuantized(weight) ? weight.rows : weight.shape[0];
+    let columns = options.columns;
+    if (columns !== undefined && bias) {
+      throw new KernelUsageError("a linear layer writes a column window only without a bias");
+    }
+    if (columns !== undefined && rows === 1 && (columns * 4) % PORTABLE_OFFSET_ALIGNMENT === 0) {
+      // One row: the window is a contiguous slice at a bindable offset.
+      y = y.reshape([y.size]).rows(columns, outDim);
+      columns = undefined;
+    }
+    if (columns !== undefined && columns === 0 && y.size === rows * outDim) columns = undefined;
     rec.countWeightBytes(matrixBytes(weight) + (bias?.byteLength ?? 0));
     if (isQuantized(weight)) {
-      if (rows === 1) {
+      if (rows === 1 && columns === undefined) {
         this.#quant.matvec.record(rec, weight, x.reshape([inDim]), y.reshape([weight.rows]), {
           bias,
           accumulate,
@@ -759,25 +811,29 @@ export class LlamaModel {
         return;
       }
       const flat = (t: Tensor) => t.reshape([rows, t.size / rows]);
-      this.#quant.matmul.recordForward(rec, flat(x), weight, flat(y), { accumulate });
+      this.#quant.matmul.recordForward(rec, flat(x), weight, flat(y), { accumulate, columns });
       if (bias) this.ops.bias.record(rec, y, bias);
       return;
     }
-    if (rows === 1 && inDim % 4 === 0 && (weight.dtype === "f32" || this.ops.matvec.f16)) {
-      const outDim = weight.shape[0];
+    const matvec = weight.dtype === "f32" || this.ops.matvec.f16;
+    if (rows === 1 && columns === undefined && inDim % 4 === 0 && matvec) {
       this.ops.matvec.record(rec, weight, x.reshape([inDim]), y.reshape([outDim]), {
         bias,
         accumulate,
       });
       return;
     }
-    (accumulate ? this.ops.linearAdd : this.ops.linear).record(rec, x, weight, y);
+    const flat = (t: Tensor) => columns === undefined ? t : t.reshape([rows, t.size / rows]);
+    (accumulate ? this.ops.linearAdd : this.ops.linear).record(rec, flat(x), weight, flat(y), 1, {
+      c: columns,
+    });
     if (bias) this.ops.bias.record(rec, y, bias);
   }
 
   /**
    * dX (=|+=) dY·W for dY [t, out] and W [out, in]: the gradient of a projection's input through
-   * its frozen weight (no weight gradient is ever computed).
+   * its frozen weight (no weight gradient is ever computed). With `columns` (a part of a split
+   * head), dY is [t, width] and W's rows meet its columns [columns, columns + out).
    */
   recordInputGradient(
     rec: Recorder,
@@ -785,15 +841,20 @@ export class LlamaModel {
     weight: GpuMatrix,
     dX: Tensor,
     accumulate = false,
+    columns?: number,
   ): void {
     rec.countWeightBytes(matrixBytes(weight));
+    const outDim = isQuantized(weight) ? weight.rows : weight.shape[0];
+    if (columns === 0 && dY.size === dY.shape[0] * outDim) columns = undefined;
     if (isQuantized(weight)) {
       const rows = dY.shape[0];
       const flat = (t: Tensor) => t.reshape([rows, t.size / rows]);
-      this.#quant.matmul.recordInputGrad(rec, flat(dY), weight, flat(dX), { accumulate });
+      this.#quant.matmul.recordInputGrad(rec, flat(dY), weight, flat(dX), { accumulate, columns });
       return;
     }
-    (accumulate ? this.ops.inputGradAdd : this.ops.inputGrad).record(rec, dY, weight, dX);
+    (accumulate ? this.ops.inputGradAdd : this.ops.inputGrad).record(rec, dY, weight, dX, 1, {
+      a: columns,
+    });
   }
 
   /** Frees the weights. Caches and activations are freed by their owners. */

@@ -3,6 +3,7 @@ import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import {
+  expectArgument,
   expectDtype,
   expectMultiple,
   expectPositive,
@@ -28,6 +29,17 @@ export interface EmbeddingBackwardOptions {
   offset?: number;
   /** Add into dTable instead of overwriting it (default false). */
   accumulate?: boolean;
+}
+
+/**
+ * Which rows of a vocabulary a table holds when the vocabulary is split by rows (a table larger
+ * than one storage binding): rows [first, first + the table's rows) of `vocab`.
+ */
+export interface VocabularyPart {
+  /** The vocabulary row the table's first row is. */
+  first: number;
+  /** Rows of the whole vocabulary (ids at or past it are clamped to its last row). */
+  vocab: number;
 }
 
 /**
@@ -63,14 +75,25 @@ export class EmbeddingOp {
   /**
    * Records out[t, :] = table[ids[offset + t], :] for every row t of `out`.
    * table [vocab, dim] f32, ids [n] u32 with offset + tokens <= n, out [tokens, dim] f32.
+   * With `part`, the table is rows part.first.. of a larger vocabulary, and only the tokens whose
+   * row it holds are written (each part of a split table is gathered by its own call).
    */
-  recordForward(rec: Recorder, table: Tensor, ids: Tensor, out: Tensor, offset = 0): void {
-    const { vocab, dim, tokens } = checkShapes("embedding forward", table, ids, out, offset);
+  recordForward(
+    rec: Recorder,
+    table: Tensor,
+    ids: Tensor,
+    out: Tensor,
+    offset = 0,
+    part?: VocabularyPart,
+  ): void {
+    const op = "embedding forward";
+    const { vocab: rows, dim, tokens } = checkShapes(op, table, ids, out, offset);
+    const { first, vocab } = checkPart(op, rows, part);
     const { groups, stride } = strideGrid(tokens * (dim / 4), this.wg, MAX_GROUPS);
     rec.dispatch(
       this.forward,
       { table, ids, out },
-      { tokens, dim4: dim / 4, vocab, offset, stride },
+      { tokens, dim4: dim / 4, vocab, offset, stride, first, count: rows },
       [groups],
     );
   }
@@ -95,7 +118,7 @@ export class EmbeddingOp {
     rec.dispatch(
       options.accumulate ? this.backwardAccumulate : this.backward,
       { dOut, ids, dTable },
-      { tokens, dim4, vocab, offset, stride: 0 },
+      { tokens, dim4, vocab, offset, stride: 0, first: 0, count: vocab },
       [Math.ceil(vocab / this.rowsPerGroup), Math.ceil(dim4 / this.wg)],
     );
   }
@@ -121,4 +144,20 @@ function checkShapes(
   expectDtype(op, "ids", ids, "u32");
   expectWindow(op, "ids", offset, tokens, ids.size, "ids");
   return { vocab, dim, tokens };
+}
+
+/** The part a table of `rows` rows is (the whole vocabulary without `part`), checked. */
+export function checkPart(op: string, rows: number, part?: VocabularyPart): VocabularyPart {
+  if (!part) return { first: 0, vocab: rows };
+  const { first, vocab } = part;
+  const ok = Number.isInteger(first) && first >= 0 && Number.isInteger(vocab) &&
+    first + rows <= vocab;
+  expectArgument(
+    op,
+    "part",
+    ok,
+    `{ first, vocab } with first + ${rows} <= vocab`,
+    JSON.stringify(part),
+  );
+  return part;
 }

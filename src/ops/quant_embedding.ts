@@ -6,6 +6,7 @@ import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { qtypeConstant, QUANT_SNIPPETS, type QuantMatrix, resolveTypes } from "./quant_weight.ts";
 import { expectDtype, expectShape, expectWindow, strideGrid } from "./shapes.ts";
+import { checkPart, type VocabularyPart } from "./embedding.ts";
 
 const OP = "quant embedding";
 const WG = 64;
@@ -47,6 +48,7 @@ export class QuantEmbeddingOp {
   /**
    * Records out[t, :] = dequantized table[ids[offset + t], :] for every row t of `out`.
    * table quantized [vocab, dim], ids [n] u32 with offset + tokens <= n, out [tokens, dim] f32.
+   * With `part` (a table split by rows), as EmbeddingOp's: only the tokens whose row it holds.
    */
   recordForward(
     rec: Recorder,
@@ -54,8 +56,10 @@ export class QuantEmbeddingOp {
     ids: Tensor,
     out: Tensor,
     offset = 0,
+    part?: VocabularyPart,
   ): void {
-    const { rows: vocab, cols: dim } = table;
+    const { rows, cols: dim } = table;
+    const { first, vocab } = checkPart(OP, rows, part);
     const [tokens] = expectShape(OP, "out", out, "f32", ["tokens", dim]);
     expectDtype(OP, "ids", ids, "u32");
     expectWindow(OP, "ids", offset, tokens, ids.size, "ids");
@@ -69,7 +73,16 @@ export class QuantEmbeddingOp {
     rec.dispatch(
       kernel,
       { ids, qweight: table.data, out },
-      { tokens, dim4: dim / 4, vocab, offset, stride, rowBytes: table.rowBytes },
+      {
+        tokens,
+        dim4: dim / 4,
+        vocab,
+        offset,
+        stride,
+        rowBytes: table.rowBytes,
+        first,
+        count: rows,
+      },
       [groups],
     );
   }

@@ -23,6 +23,11 @@ export interface QuantMatmulCreateOptions {
 export interface QuantMatmulOptions {
   /** Add into the output instead of overwriting it. */
   accumulate?: boolean;
+  /**
+   * The [T, out] operand (Y of the forward, dY of the input gradient) is columns
+   * [columns, columns + out) of a wider [T, width] tensor (a matrix split by rows).
+   */
+  columns?: number;
 }
 
 type Entry = "forward" | "backward_input";
@@ -84,9 +89,17 @@ export class QuantMatmulOp {
   ): void {
     const [t, k] = expectRows(`${OP} forward`, "X", x, "f32");
     if (k !== w.cols) throw fault("forward", "X", `f32 [T, ${w.cols}]`, x);
-    const [ty, n] = expectRows(`${OP} forward`, "Y", y, "f32");
-    if (ty !== t || n !== w.rows) throw fault("forward", "Y", `f32 [${t}, ${w.rows}]`, y);
-    this.#dispatch(rec, "forward", x, w, y, t, n, k, options);
+    const [ty, width] = expectRows(`${OP} forward`, "Y", y, "f32");
+    const from = options.columns ?? 0;
+    if (ty !== t || !fits(from, w.rows, width, options.columns === undefined)) {
+      throw fault("forward", "Y", `f32 [${t}, ${w.rows}]${windowText(options)}`, y);
+    }
+    this.#dispatch(rec, "forward", x, w, y, t, w.rows, k, options, {
+      lda: k,
+      ldc: width,
+      aOffset: 0,
+      cOffset: from,
+    });
   }
 
   /**
@@ -100,11 +113,19 @@ export class QuantMatmulOp {
     dx: Tensor,
     options: QuantMatmulOptions = {},
   ): void {
-    const [t, k] = expectRows(`${OP} input grad`, "dY", dy, "f32");
-    if (k !== w.rows) throw fault("input grad", "dY", `f32 [T, ${w.rows}]`, dy);
+    const [t, width] = expectRows(`${OP} input grad`, "dY", dy, "f32");
+    const from = options.columns ?? 0;
+    if (!fits(from, w.rows, width, options.columns === undefined)) {
+      throw fault("input grad", "dY", `f32 [T, ${w.rows}]${windowText(options)}`, dy);
+    }
     const [tx, n] = expectRows(`${OP} input grad`, "dX", dx, "f32");
     if (tx !== t || n !== w.cols) throw fault("input grad", "dX", `f32 [${t}, ${w.cols}]`, dx);
-    this.#dispatch(rec, "backward_input", dy, w, dx, t, n, k, options);
+    this.#dispatch(rec, "backward_input", dy, w, dx, t, n, w.rows, options, {
+      lda: width,
+      ldc: n,
+      aOffset: from,
+      cOffset: 0,
+    });
   }
 
   #dispatch(
@@ -117,13 +138,14 @@ export class QuantMatmulOp {
     n: number,
     k: number,
     options: QuantMatmulOptions,
+    strides: { lda: number; ldc: number; aOffset: number; cOffset: number },
   ): void {
     const kernel = this.kernels.get(`${w.type}:${entry}:${options.accumulate ?? false}`);
     if (!kernel) {
       throw new KernelUsageError(`${OP}: W is ${w.type}, which this op was not created for`);
     }
     const { wgX, wgY } = this.tiles;
-    rec.dispatch(kernel, { a, qweight: w.data, c }, { m, n, k, rowBytes: w.rowBytes }, [
+    rec.dispatch(kernel, { a, qweight: w.data, c }, { m, n, k, rowBytes: w.rowBytes, ...strides }, [
       Math.ceil(n / (8 * wgX)),
       Math.ceil(m / (8 * wgY)),
     ]);
@@ -132,4 +154,14 @@ export class QuantMatmulOp {
 
 function fault(form: string, name: string, expected: string, t: Tensor): ShapeError {
   return new ShapeError(`${OP} ${form}: ${name} must be ${expected}, got ${describeTensor(t)}`);
+}
+
+/** Whether `count` columns from `from` lie in rows of `width` (exactly fill them when dense). */
+function fits(from: number, count: number, width: number, dense: boolean): boolean {
+  if (dense) return count === width;
+  return Number.isInteger(from) && from >= 0 && from + count <= width;
+}
+
+function windowText(options: QuantMatmulOptions): string {
+  return options.columns === undefined ? "" : ` at columns ${options.columns}.. of a wider tensor`;
 }

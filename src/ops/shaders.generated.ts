@@ -1125,6 +1125,9 @@ export const EMBEDDING_WGSL: string =
 // slot where the GPU sampler wrote the next token. An id >= vocab is clamped to vocab - 1, in the
 // forward and the backward alike, so a bad id can never read or write out of bounds.
 // \`dim\` must be a multiple of 4 (rows are moved as vec4s); dim4 = dim / 4.
+// The forward's table may be one part of a vocabulary split by rows (a table larger than one
+// binding): it holds rows [first, first + count), and tokens whose row lies elsewhere are left
+// for another part's dispatch. The backward's dTable is always the whole table (first = 0).
 
 override WG: u32 = 64;
 // Vocabulary rows one backward workgroup owns; it scans every token id once for them.
@@ -1132,11 +1135,11 @@ override ROWS: u32 = 32;
 // Backward adds into dTable instead of overwriting it.
 override ACCUMULATE: bool = false;
 
-struct Params { tokens: u32, dim4: u32, vocab: u32, offset: u32, stride: u32 }
+struct Params { tokens: u32, dim4: u32, vocab: u32, offset: u32, stride: u32, first: u32, count: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;                 // [>= offset + tokens]
-@group(0) @binding(2) var<storage, read> table: array<vec4<f32>>;         // [vocab, dim]
+@group(0) @binding(2) var<storage, read> table: array<vec4<f32>>;         // [count, dim]: rows first..
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;     // [tokens, dim]
 @group(0) @binding(4) var<storage, read> dOut: array<vec4<f32>>;          // [tokens, dim]
 @group(0) @binding(5) var<storage, read_write> dTable: array<vec4<f32>>;  // [vocab, dim]
@@ -1154,7 +1157,10 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var i = gid.x; i < n4; i += params.stride) {
     let t = i / params.dim4;
     let c = i - t * params.dim4;
-    out[i] = table[table_row(t) * params.dim4 + c];
+    let row = table_row(t);
+    if (row >= params.first && row - params.first < params.count) {
+      out[i] = table[(row - params.first) * params.dim4 + c];
+    }
   }
 }
 
@@ -1910,8 +1916,13 @@ export const MATMUL_WGSL: string =
   `// C = alpha * op(A) · op(B) (+ C when ACCUMULATE), all f32 row-major.
 //   op(A) is [M, K]: A is stored [M, K], or [K, M] when TRANS_A (as in dW = dYᵀ·X).
 //   op(B) is [K, N]: B is stored [K, N], or [N, K] when TRANS_B (weights stored [out, in]).
-// Entry point main_f16b reads B from b16 instead: [N, K] float16 (TRANS_B only), two halves per
-// u32 word in element order, unpacked with unpack2x16float (core WGSL, no f16 feature needed).
+// A and C may be windows of wider row-major matrices: stored row r of A begins at element
+// aOffset + r * lda and row r of C at cOffset + r * ldc (dense operands: offset 0, lda the stored
+// row length, ldc = N). A head split by vocabulary rows writes each part's logits into its columns
+// of the logits and reads them back for the input gradient this way.
+// Entry point main_f16b reads B from b16 instead: float16 weights, [N, K] when TRANS_B (the forward
+// through a projection) or [K, N] (its input gradient), two halves per u32 word in element order,
+// unpacked with unpack2x16float (core WGSL, no f16 feature needed).
 //
 // A workgroup of WG_X x WG_Y threads computes a BM x BN block of C (BM = 8 WG_Y, BN = 8 WG_X),
 // walking K in steps of TK through two workgroup tiles kept k-major, so the inner loop reads four
@@ -1931,21 +1942,21 @@ const BM4: u32 = BM / 4u;
 const BN4: u32 = BN / 4u;
 const THREADS: u32 = WG_X * WG_Y;
 
-struct Params { m: u32, n: u32, k: u32, alpha: f32 }
+struct Params { m: u32, n: u32, k: u32, alpha: f32, lda: u32, ldc: u32, aOffset: u32, cOffset: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;        // [M, K], or [K, M] if TRANS_A
+@group(0) @binding(1) var<storage, read> a: array<f32>;        // [M, lda], or [K, lda] if TRANS_A
 @group(0) @binding(2) var<storage, read> b: array<f32>;        // [K, N], or [N, K] if TRANS_B
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;  // [M, N]
-@group(0) @binding(4) var<storage, read> b16: array<u32>;      // [N, K] f16 pairs (main_f16b)
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;  // [M, ldc]
+@group(0) @binding(4) var<storage, read> b16: array<u32>;      // as b, f16 pairs (main_f16b)
 
 var<workgroup> tileA: array<vec4<f32>, TK * BM4>;  // [TK][BM / 4]: op(A)ᵀ block, 4 rows a vec4
 var<workgroup> tileB: array<vec4<f32>, TK * BN4>;  // [TK][BN / 4]: op(B) block, 4 columns a vec4
 
 fn opA(row: u32, col: u32) -> f32 {  // op(A)[row, col], zero outside
   if (row >= params.m || col >= params.k) { return 0.0; }
-  if (TRANS_A) { return a[col * params.m + row]; }
-  return a[row * params.k + col];
+  if (TRANS_A) { return a[params.aOffset + col * params.lda + row]; }
+  return a[params.aOffset + row * params.lda + col];
 }
 
 fn opB(row: u32, col: u32) -> f32 {  // op(B)[row, col], zero outside
@@ -1954,9 +1965,10 @@ fn opB(row: u32, col: u32) -> f32 {  // op(B)[row, col], zero outside
   return b[row * params.n + col];
 }
 
-fn opB16(row: u32, col: u32) -> f32 {  // op(B)[row, col] from f16 B stored [N, K], zero outside
+fn opB16(row: u32, col: u32) -> f32 {  // op(B)[row, col] from f16 B, zero outside
   if (row >= params.k || col >= params.n) { return 0.0; }
-  let at = col * params.k + row;
+  var at = row * params.n + col;
+  if (TRANS_B) { at = col * params.k + row; }
   return unpack2x16float(b16[at >> 1u])[at & 1u];
 }
 
@@ -1983,8 +1995,8 @@ fn fillTileB(col0: u32, k0: u32, li: u32) {
 
 fn fillTileB16(col0: u32, k0: u32, li: u32) {
   for (var e = li; e < TK * BN4; e += THREADS) {
-    let kk = e % TK;
-    let n4 = e / TK;
+    var kk: u32; var n4: u32;
+    if (TRANS_B) { kk = e % TK; n4 = e / TK; } else { kk = e / BN4; n4 = e % BN4; }
     let row = k0 + kk;
     let col = col0 + 4u * n4;
     tileB[kk * BN4 + n4] = vec4<f32>(opB16(row, col), opB16(row, col + 1u), opB16(row, col + 2u), opB16(row, col + 3u));
@@ -1995,7 +2007,7 @@ fn store(row: u32, col: u32, v: vec4<f32>) {
   if (row >= params.m) { return; }
   for (var j = 0u; j < 4u; j++) {
     if (col + j < params.n) {
-      let at = row * params.n + col + j;
+      let at = params.cOffset + row * params.ldc + col + j;
       var value = params.alpha * v[j];
       if (ACCUMULATE) { value += c[at]; }
       c[at] = value;
@@ -2061,7 +2073,7 @@ fn main(
   storeBlock(wg, lid);
 }
 
-// The same with B read from b16 (float16 weights stored [N, K]); needs TRANS_B.
+// The same with B read from b16 (float16 weights); not with TRANS_A.
 @compute @workgroup_size(WG_X, WG_Y)
 fn main_f16b(
   @builtin(workgroup_id) wg: vec3<u32>,
@@ -2522,17 +2534,20 @@ export const QUANT_EMBEDDING_WGSL: string =
 // (quant_blocks.wgsl; QTYPE picks the type): out[t, :] is row
 // ids[offset + t] dequantized. As in embedding.wgsl, an id >= vocab is clamped to vocab - 1, and
 // token t's id is read at ids[offset + t] so decode can point at the sampler's slot. dim is a
-// multiple of the block size; dim4 = dim / 4.
+// multiple of the block size; dim4 = dim / 4. As there, the table may be the part of a split
+// vocabulary holding rows [first, first + count); tokens whose row lies elsewhere are skipped.
 override WG: u32 = 64;
 
 //!include "quant_blocks.wgsl"
 
 // rowBytes: bytes of one row of blocks; stride: invocations in the grid.
-struct Params { tokens: u32, dim4: u32, vocab: u32, offset: u32, stride: u32, rowBytes: u32 }
+struct Params {
+  tokens: u32, dim4: u32, vocab: u32, offset: u32, stride: u32, rowBytes: u32, first: u32, count: u32,
+}
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;              // [>= offset + tokens]
-@group(0) @binding(2) var<storage, read> qweight: array<u32>;          // [ceil(vocab rowBytes / 4)] table [vocab, dim]
+@group(0) @binding(2) var<storage, read> qweight: array<u32>;          // [ceil(count rowBytes / 4)] table [count, dim]
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;  // [tokens, dim]
 
 // One invocation per output vec4, grid-strided over tokens * dim4.
@@ -2543,7 +2558,9 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = i / params.dim4;
     let col = 4u * (i - t * params.dim4);
     let row = min(ids[params.offset + t], params.vocab - 1u);
-    out[i] = q_values4(q_block_at(row, col, params.rowBytes), col % QK);
+    if (row >= params.first && row - params.first < params.count) {
+      out[i] = q_values4(q_block_at(row - params.first, col, params.rowBytes), col % QK);
+    }
   }
 }
 `;
@@ -2577,20 +2594,23 @@ const BN4: u32 = BN / 4u;
 const TK4: u32 = TK / 4u;
 const THREADS: u32 = WG_X * WG_Y;
 
-// rowBytes: bytes of one row of W's blocks.
-struct Params { m: u32, n: u32, k: u32, rowBytes: u32 }
+// rowBytes: bytes of one row of W's blocks. A's row r starts at element aOffset + r * lda and C's
+// at cOffset + r * ldc (a window of a wider matrix, as matmul.wgsl's; dense: 0, K and 0, N).
+struct Params {
+  m: u32, n: u32, k: u32, rowBytes: u32, lda: u32, ldc: u32, aOffset: u32, cOffset: u32,
+}
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;          // [M, K]: X [T, in] or dY [T, out]
+@group(0) @binding(1) var<storage, read> a: array<f32>;          // [M, lda]: X [T, in] or dY [T, out]
 @group(0) @binding(2) var<storage, read> qweight: array<u32>;    // W [out, in] blocks, [ceil(out rowBytes / 4)]
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;    // [M, N]: Y [T, out] or dX [T, in]
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;    // [M, ldc]: Y [T, out] or dX [T, in]
 
 var<workgroup> tileA: array<vec4<f32>, TK * BM4>;  // [TK][BM / 4]: Aᵀ block, 4 rows a vec4
 var<workgroup> tileB: array<vec4<f32>, TK * BN4>;  // [TK][BN / 4]: op(W) block, 4 columns a vec4
 
 fn loadA(row: u32, col: u32) -> f32 {  // A[row, col], zero outside
   if (row >= params.m || col >= params.k) { return 0.0; }
-  return a[row * params.k + col];
+  return a[params.aOffset + row * params.lda + col];
 }
 
 // W[row, col .. col + 3] (col % 4 == 0) for W with \`rows\` rows and \`cols\` values a row; zero
@@ -2644,7 +2664,7 @@ fn store(row: u32, col: u32, v: vec4<f32>) {
   if (row >= params.m) { return; }
   for (var j = 0u; j < 4u; j++) {
     if (col + j < params.n) {
-      let at = row * params.n + col + j;
+      let at = params.cOffset + row * params.ldc + col + j;
       var value = v[j];
       if (ACCUMULATE) { value += c[at]; }
       c[at] = value;

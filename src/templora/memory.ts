@@ -35,7 +35,10 @@ export interface MemoryPlanOptions extends TrainerOptions {
 
 /** Bytes on the GPU, by what holds them. */
 export interface MemoryPlan {
-  /** Weights: matrices as stored, embedding and vectors as f32. */
+  /**
+   * Weights: matrices as stored, embedding and vectors as f32 (an embedding or LM head split into
+   * row parts for the adapter's binding limit takes the same bytes, in several buffers).
+   */
   weights: number;
   /** The writing KV cache of `window` positions. */
   kvCache: number;

@@ -121,3 +121,27 @@ gpuTest("memory plan: an f16 KV cache halves the writing and training caches", a
   session.destroy();
   model.destroy();
 });
+
+gpuTest("memory plan: tables split into row parts take the bytes the plan counts", async () => {
+  const { gpu, registry } = await testGpu();
+  const stories = await readLlama2c(STORIES260K);
+  const config = stories.config;
+  const options = { window: 128, trainTokens: 100, rank: 4, weightDtype: "f32" as const };
+  const plan = planMemory(config, options);
+  // Parts of at most 200 rows: the tied embedding in 192 + 192 + 128.
+  const model = await LlamaModel.create(gpu, registry, stories, "plan", {
+    weightDtype: "f32",
+    maxPartBytes: 200 * 4 * config.dim,
+  });
+  assert.equal(model.weights.embed.parts.length, 3);
+  assert.equal(model.weights.bytes, plan.weights);
+  const adapter = new LoraAdapter(gpu, config, {
+    rank: 4,
+    alpha: 4,
+    targets: LORA_TARGETS,
+    seed: 1,
+  });
+  const trainer = await Trainer.create(model, adapter, registry, 100);
+  assert.equal(trainer.bytes, plan.training);
+  for (const x of [trainer, adapter, model]) x.destroy();
+});

@@ -213,7 +213,8 @@ export async function modelFingerprint(lm: TextModel): Promise<ModelFingerprint>
   const { norm } = lm.model.weights;
   const weights = lm.model.weights;
   // The embedding's first bytes, whether it is stored as floats or quantized blocks.
-  const embed = isQuantized(weights.embed) ? weights.embed.data : weights.embed;
+  const first = weights.embed.parts[0].matrix;
+  const embed = isQuantized(first) ? first.data : first;
   const head = Math.min(embed.buffer.size - embed.byteOffset, 16384) >> 2;
   const parts = await Promise.all([
     readBytes(lm.gpu, norm),

@@ -177,8 +177,9 @@ export class Trainer {
 
   /**
    * The LM head and the per-token loss over rows [0, t), one tile of `logitRows` rows at a time,
-   * so the [t, vocab] logits never exist at once. With `gradScale`, also each tile's dLogits and
-   * its rows of dH = dLogits·W_head. With `predict` (rows whose next token is scored), each tile
+   * so the [t, vocab] logits never exist at once (a head split by rows fills each tile's columns
+   * part by part). With `gradScale`, also each tile's dLogits and its rows of dH = dLogits·W_head
+   * (summed over the head's parts). With `predict` (rows whose next token is scored), each tile
    * is submitted and the first-ranked id of those rows read back, in order.
    */
   async #recordHeadAndLoss(
@@ -187,7 +188,6 @@ export class Trainer {
     options: { gradScale?: number; predict?: readonly number[] },
   ): Promise<number[]> {
     const { ce } = this.ops;
-    const head = this.model.weights.head;
     const act = this.activations;
     const normed = act.final(t).normed;
     const v = this.model.config.vocabSize;
@@ -197,12 +197,12 @@ export class Trainer {
       const tile = (x: Tensor) => x.rows(r0, n);
       const logits = act.logits.rows(0, n);
       const io = { logits, targets: tile(this.#s.targets), mask: tile(this.#s.mask) };
-      this.model.recordLinear(rec, tile(normed), head, logits);
+      this.model.recordHead(rec, tile(normed), logits);
       ce.recordForward(rec, { ...io, loss: tile(this.#s.loss), stats: tile(this.#s.ceStats) });
       if (options.gradScale !== undefined) {
         const dLogits = this.#s.dLogits.rows(0, n);
         ce.recordBackward(rec, { ...io, stats: tile(this.#s.ceStats), dLogits }, options.gradScale);
-        this.model.recordInputGradient(rec, dLogits, head, tile(this.#s.dH));
+        this.model.recordHeadInputGradient(rec, dLogits, tile(this.#s.dH));
       }
       const wanted = options.predict?.filter((row) => row >= r0 && row < r0 + n) ?? [];
       if (!wanted.length) continue;
