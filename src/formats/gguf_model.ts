@@ -1,7 +1,8 @@
 /**
- * Llama-family models in GGUF files: architectures `llama`, `qwen2` and `qwen3`, hyperparameters
- * from the `{arch}.*` metadata, and the tensors under Hugging Face Llama names with their ggml
- * type, row-major shape and a reader for their stored bytes (quantized tensors stay packed).
+ * Llama-family models in GGUF files: architectures `llama`, `qwen2`, `qwen3` and `smollm3`,
+ * hyperparameters from the `{arch}.*` metadata, and the tensors under Hugging Face Llama names
+ * with their ggml type, row-major shape and a reader for their stored bytes (quantized tensors
+ * stay packed).
  */
 import { type GgmlTypeInfo, isGgmlQuantType } from "../core/quant.ts";
 import { type ModelConfig, tensorShapes, validateConfig } from "./config.ts";
@@ -22,7 +23,11 @@ export const GGUF_ARCHITECTURES: Readonly<Record<string, string>> = {
   llama: "LlamaForCausalLM",
   qwen2: "Qwen2ForCausalLM",
   qwen3: "Qwen3ForCausalLM",
+  smollm3: "SmolLM3ForCausalLM",
 };
+
+/** llama.cpp's SmolLM3: every fourth layer (counting from 1) goes without RoPE; no key says so. */
+const SMOLLM3_NO_ROPE_LAYER_STEP = 4;
 
 const DEFAULT_ROPE_BASE = 10000;
 
@@ -94,12 +99,13 @@ export function hfToGgufTensorName(name: string): string | undefined {
 }
 
 /**
- * The ModelConfig of a GGUF header (without ropeFreqFactors, which readGgufModel reads from the
- * rope_freqs tensor). headDim is `{arch}.attention.key_length` when present, else dim / heads;
- * RoPE pairs are interleaved for `llama` (llama.cpp's converter permuted Q and K, which stay as
- * stored) and half-split for `qwen2`/`qwen3`. Throws UnsupportedArchitectureError,
- * MissingMetadataError, UnsupportedFeatureError (RoPE scaling, partial rotary, experts, ...) or
- * InvalidConfigError.
+ * The ModelConfig of a GGUF header (RoPE divisors from linear scaling only; readGgufModel folds
+ * in the rope_freqs tensor). headDim is `{arch}.attention.key_length` when present, else
+ * dim / heads; RoPE pairs are interleaved for `llama` and `smollm3` (llama.cpp's converter
+ * permuted Q and K, which stay as stored) and half-split for `qwen2`/`qwen3`; smollm3 skips RoPE
+ * in every fourth layer, as llama.cpp does. Throws UnsupportedArchitectureError,
+ * MissingMetadataError, UnsupportedFeatureError (YaRN and other RoPE scaling, partial rotary,
+ * experts, ...) or InvalidConfigError.
  */
 export function ggufModelConfig(gguf: GgufFile): ModelConfig {
   const file = gguf.file;
@@ -151,11 +157,12 @@ export function ggufModelConfig(gguf: GgufFile): ModelConfig {
   }
   const scaling = gguf.optionalString(key("rope.scaling.type"));
   const scalingFactor = gguf.optionalFloat(key("rope.scaling.factor"));
-  if (
-    scaling !== undefined && scaling !== "none" &&
-    !(scaling === "linear" && (scalingFactor ?? 1) === 1)
-  ) {
+  if (scaling !== undefined && scaling !== "none" && scaling !== "linear") {
     unsupported(`rope.scaling.type ${JSON.stringify(scaling)} (factor ${scalingFactor})`);
+  }
+  const linearFactor = scaling === "linear" ? scalingFactor ?? 1 : 1;
+  if (!(linearFactor > 0 && Number.isFinite(linearFactor))) {
+    invalid(`${key("rope.scaling.factor")} must be a positive number, got ${linearFactor}`);
   }
   const experts = gguf.optionalInt(key("expert_count")) ?? 0;
   if (experts > 0) unsupported(`${experts} experts (mixture of experts)`);
@@ -179,11 +186,20 @@ export function ggufModelConfig(gguf: GgufFile): ModelConfig {
     maxSeqLen: hparam("context_length"),
     normEps: gguf.float(key("attention.layer_norm_rms_epsilon")),
     ropeTheta: gguf.optionalFloat(key("rope.freq_base")) ?? DEFAULT_ROPE_BASE,
-    ropePairs: arch === "llama" ? "interleaved" : "half",
+    // llama.cpp rotates adjacent pairs (its converter permuted Q and K) for llama and smollm3.
+    ropePairs: arch === "llama" || arch === "smollm3" ? "interleaved" : "half",
     tiedEmbeddings: !gguf.tensors.has("output.weight"),
     qkvBias: arch === "qwen2",
   };
   if (arch === "qwen3") config.qkNorm = true;
+  if (arch === "smollm3") {
+    config.ropeLayers = Array.from(
+      { length: nLayers },
+      (_, l) => (l + 1) % SMOLLM3_NO_ROPE_LAYER_STEP !== 0,
+    );
+  }
+  // Linear scaling divides every frequency (ggml's freq_scale = 1 / factor).
+  if (linearFactor !== 1) config.ropeFreqFactors = new Float32Array(headDim / 2).fill(linearFactor);
   validateConfig(config, file);
   return config;
 }
@@ -243,7 +259,9 @@ export async function readGgufModel(
       throw new TensorShapeMismatchError(path, freqs.name, [half], freqs.shape);
     }
     const t = await gguf.readTensor(freqs.name);
-    config.ropeFreqFactors = t.data as Float32Array;
+    // Both apply in llama.cpp: the frequency is divided by the factor and by rope_freqs[i].
+    const linear = config.ropeFreqFactors?.[0] ?? 1;
+    config.ropeFreqFactors = (t.data as Float32Array).map((f) => f * linear);
     validateConfig(config, path);
   }
   return { file: path, gguf, config, tensors, quantized };

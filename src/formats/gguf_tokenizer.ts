@@ -9,7 +9,7 @@
  * Control tokens (type 3) and user-defined tokens (type 4) are matched whole in the text, as
  * llama.cpp does when it parses special tokens.
  */
-import type { GgufFile } from "./gguf.ts";
+import type { GgufFile, GgufValue } from "./gguf.ts";
 import { MissingMetadataError, TokenizerMismatchError, UnsupportedFeatureError } from "./errors.ts";
 import { HfTokenizer } from "./hf_tokenizer.ts";
 import type { Tokenizer } from "./tokenizer.ts";
@@ -358,4 +358,95 @@ export async function ggufTokenizer(gguf: GgufFile, modelVocabSize?: number): Pr
   };
   if (vocab.addBos && vocab.bosId !== null) modelConfig.bos_token_id = vocab.bosId;
   return await HfTokenizer.fromJson(tokenizerJson, tokenizerConfig, gguf.file, modelConfig);
+}
+
+/** Options of {@link hfTokenizerGgufMetadata}. */
+export interface GgufVocabOptions {
+  /** `tokenizer.ggml.pre`: the pre-tokenizer llama.cpp knows this vocabulary's split as. */
+  pre: string;
+  /** Tokens to write: the model's vocabulary; ids the tokenizer lacks become `[PAD{id}]`. */
+  vocabSize: number;
+  /** config.json's ids, used where tokenizer_config.json names no bos/eos token. */
+  bosTokenId?: number | null;
+  /** See bosTokenId. */
+  eosTokenId?: number | null;
+}
+
+/**
+ * The `tokenizer.*` metadata llama.cpp's converter writes for a byte-level BPE tokenizer.json
+ * (Llama 3, Qwen, SmolLM): tokens by id with their types (special added tokens CONTROL, other
+ * added tokens USER_DEFINED, ids past the tokenizer UNUSED padding), the merges, BOS/EOS and
+ * whether BOS is added (tokenizer_config.json's add_bos_token, else whenever there is a BOS),
+ * and the chat template. Other tokenizer models are refused (UnsupportedFeatureError).
+ */
+export function hfTokenizerGgufMetadata(
+  tokenizerJson: any,
+  tokenizerConfig: Record<string, unknown>,
+  options: GgufVocabOptions,
+): [string, GgufValue][] {
+  const where = "(tokenizer.json to GGUF)";
+  const model = tokenizerJson?.model;
+  const byteLevel = JSON.stringify(tokenizerJson?.pre_tokenizer ?? null).includes('"ByteLevel"');
+  if (model?.type !== "BPE" || model.byte_fallback === true || !byteLevel) {
+    throw new UnsupportedFeatureError(
+      where,
+      "only byte-level BPE tokenizers are written as GGUF vocabularies",
+    );
+  }
+  const n = options.vocabSize;
+  const tokens: (string | undefined)[] = new Array(n);
+  const types = new Int32Array(n).fill(GGUF_TOKEN_TYPE.NORMAL);
+  const place = (token: string, id: number) => {
+    if (!(Number.isInteger(id) && id >= 0 && id < n)) {
+      throw new TokenizerMismatchError(where, `token ${token} has id ${id}, outside ${n} ids`);
+    }
+    tokens[id] = token;
+  };
+  for (const [token, id] of Object.entries(model.vocab as Record<string, number>)) {
+    place(token, id);
+  }
+  for (const added of tokenizerJson.added_tokens ?? []) {
+    place(added.content, added.id);
+    types[added.id] = added.special ? GGUF_TOKEN_TYPE.CONTROL : GGUF_TOKEN_TYPE.USER_DEFINED;
+  }
+  for (let id = 0; id < n; id++) {
+    if (tokens[id] !== undefined) continue;
+    tokens[id] = `[PAD${id}]`;
+    types[id] = GGUF_TOKEN_TYPE.UNUSED;
+  }
+  const ids = new Map(tokens.map((t, id) => [t!, id]));
+  const special = (key: "bos" | "eos", fallback?: number | null): number | null => {
+    const value = tokenizerConfig[`${key}_token`];
+    const text = typeof value === "string"
+      ? value
+      : (value as { content?: string } | null)?.content;
+    if (text === undefined || text === null) return fallback ?? null;
+    const id = ids.get(text);
+    if (id === undefined) {
+      throw new TokenizerMismatchError(where, `${key}_token ${text} is unknown`);
+    }
+    return id;
+  };
+  const bos = special("bos", options.bosTokenId);
+  const eos = special("eos", options.eosTokenId);
+  const merges = (model.merges as (string | [string, string])[]).map((m) =>
+    typeof m === "string" ? m : `${m[0]} ${m[1]}`
+  );
+  const addBos = typeof tokenizerConfig.add_bos_token === "boolean"
+    ? tokenizerConfig.add_bos_token
+    : bos !== null;
+  const out: [string, GgufValue][] = [
+    ["tokenizer.ggml.model", { type: "string", value: "gpt2" }],
+    ["tokenizer.ggml.pre", { type: "string", value: options.pre }],
+    ["tokenizer.ggml.tokens", { type: "array", elementType: "string", value: tokens as string[] }],
+    ["tokenizer.ggml.token_type", { type: "array", elementType: "int32", value: types }],
+    ["tokenizer.ggml.merges", { type: "array", elementType: "string", value: merges }],
+  ];
+  if (bos !== null) out.push(["tokenizer.ggml.bos_token_id", { type: "uint32", value: bos }]);
+  if (eos !== null) out.push(["tokenizer.ggml.eos_token_id", { type: "uint32", value: eos }]);
+  out.push(["tokenizer.ggml.add_bos_token", { type: "bool", value: addBos }]);
+  if (typeof tokenizerConfig.chat_template === "string") {
+    out.push(["tokenizer.chat_template", { type: "string", value: tokenizerConfig.chat_template }]);
+  }
+  return out;
 }

@@ -7,9 +7,17 @@
  * It writes what it is told: counts, offsets, versions and raw value bytes can be overridden,
  * which is how the reader's tests make malformed files. `writeGguf` builds a file in memory;
  * `writeGgufFile` streams one to disk, asking for each tensor's bytes only when it is written, so
- * a model larger than memory can be written tensor by tensor.
+ * a model larger than memory can be written tensor by tensor. `writeGgufModel` writes a model's
+ * float weights as llama.cpp's converter (convert_hf_to_gguf.py) lays out the same checkpoint.
  */
-import { ggmlRowBytes, type GgmlTypeInfo } from "../core/quant.ts";
+import { GGML_TYPES, ggmlRowBytes, type GgmlTypeInfo } from "../core/quant.ts";
+import { tensorShapes, validateConfig } from "./config.ts";
+import {
+  MissingTensorError,
+  TensorShapeMismatchError,
+  UnsupportedArchitectureError,
+  UnsupportedFeatureError,
+} from "./errors.ts";
 import {
   GGUF_DEFAULT_ALIGNMENT,
   GGUF_MAGIC,
@@ -17,6 +25,15 @@ import {
   type GgufArray,
   type GgufValue,
 } from "./gguf.ts";
+import { hfToGgufTensorName } from "./gguf_model.ts";
+import { interleavedToHalfRows, permuteRows } from "./hf.ts";
+import {
+  convertTensor,
+  type ModelWeights,
+  type TensorData,
+  tensorToF32,
+  type WeightDtype,
+} from "./tensor_data.ts";
 
 /** A metadata value written as this type id and these bytes, whatever they are. */
 export interface GgufRawValue {
@@ -282,4 +299,161 @@ export async function writeGgufFile(
   f.close();
   await Deno.rename(partial, path);
   return at;
+}
+
+/** The GGUF architecture llama.cpp's converter writes each Hugging Face class as. */
+const GGUF_ARCH_OF: Readonly<Record<string, string>> = {
+  LlamaForCausalLM: "llama",
+  MistralForCausalLM: "llama",
+  llama2c: "llama",
+  Qwen2ForCausalLM: "qwen2",
+  Qwen3ForCausalLM: "qwen3",
+  SmolLM3ForCausalLM: "smollm3",
+};
+
+/** llama.cpp's SmolLM3 skips RoPE in every fourth layer and has no key to say otherwise. */
+const SMOLLM3_NO_ROPE_LAYER_STEP = 4;
+
+/** Options of {@link writeGgufModel}. */
+export interface GgufModelOptions {
+  /** general.name. */
+  name?: string;
+  /** Element type of the matrices (default F32); 1-D tensors are F32, as llama.cpp writes them. */
+  dtype?: WeightDtype;
+  /** `tokenizer.*` metadata to carry (see hfTokenizerGgufMetadata). */
+  tokenizer?: [string, GgufValue][];
+}
+
+const u32 = (value: number): GgufValue => ({ type: "uint32", value });
+const f32 = (value: number): GgufValue => ({ type: "float32", value });
+const str = (value: string): GgufValue => ({ type: "string", value });
+
+/** Row order that undoes interleavedToHalfRows: half-split pairs back to adjacent ones. */
+function halfToInterleavedRows(heads: number, headDim: number): Int32Array {
+  const forward = interleavedToHalfRows(heads, headDim);
+  const inverse = new Int32Array(forward.length);
+  forward.forEach((from, to) => inverse[from] = to);
+  return inverse;
+}
+
+function tensorBytes(t: TensorData): Uint8Array {
+  return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+}
+
+/**
+ * The GGUF file llama.cpp's converter makes of these weights: architecture `llama` (Llama,
+ * Mistral, llama2.c), `qwen2`, `qwen3` or `smollm3`; `{arch}.*` hyperparameters; Q and K rows
+ * permuted to adjacent RoPE pairs for `llama` and `smollm3` (half-split for the Qwens); RoPE
+ * divisors as linear scaling keys when every pair has the same one, else as the `rope_freqs`
+ * tensor (Llama 3). Settings llama.cpp cannot hold for the architecture (RoPE-less layers other
+ * than SmolLM3's every fourth, per-pair divisors on a Qwen, q/k biases outside Qwen2) are
+ * refused with UnsupportedFeatureError.
+ */
+export function ggufModelSpec(
+  weights: ModelWeights,
+  options: GgufModelOptions = {},
+): GgufSpec<GgufStreamTensor> {
+  const where = "(writeGgufModel)";
+  const { config } = weights;
+  validateConfig(config, where);
+  const arch = GGUF_ARCH_OF[config.architecture];
+  if (arch === undefined) {
+    throw new UnsupportedArchitectureError(
+      where,
+      `no GGUF architecture for ${config.architecture}; supported: ` +
+        Object.keys(GGUF_ARCH_OF).join(", "),
+    );
+  }
+  const refuse = (problem: string): never => {
+    throw new UnsupportedFeatureError(where, `${problem} (GGUF architecture ${arch})`);
+  };
+  if (config.qkvBias && arch !== "qwen2") refuse("q/k/v biases");
+  if (config.qkNorm && arch !== "qwen3") refuse("q/k head norms");
+  const rotates = (l: number) => config.ropeLayers?.[l] ?? true;
+  for (let l = 0; l < config.nLayers; l++) {
+    const expected = arch !== "smollm3" || (l + 1) % SMOLLM3_NO_ROPE_LAYER_STEP !== 0;
+    if (rotates(l) !== expected) {
+      refuse(`layer ${l} ${rotates(l) ? "with" : "without"} RoPE`);
+    }
+  }
+  const factors = config.ropeFreqFactors;
+  const linear = factors?.every((f) => f === factors[0]) ? factors[0] : undefined;
+  const ropeFreqs = factors !== undefined && linear === undefined;
+  if (ropeFreqs && arch !== "llama" && arch !== "smollm3") refuse("per-pair RoPE divisors");
+
+  const k = (key: string) => `${arch}.${key}`;
+  const dtype = options.dtype ?? "F32";
+  const metadata: [string, GgufWriteValue][] = [["general.architecture", str(arch)]];
+  if (options.name !== undefined) metadata.push(["general.name", str(options.name)]);
+  metadata.push(
+    [k("block_count"), u32(config.nLayers)],
+    [k("context_length"), u32(config.maxSeqLen)],
+    [k("embedding_length"), u32(config.dim)],
+    [k("feed_forward_length"), u32(config.hiddenDim)],
+    [k("attention.head_count"), u32(config.nHeads)],
+    [k("attention.head_count_kv"), u32(config.nKvHeads)],
+    [k("rope.freq_base"), f32(config.ropeTheta)],
+    [k("attention.layer_norm_rms_epsilon"), f32(config.normEps)],
+  );
+  if (config.headDim * config.nHeads !== config.dim || arch === "qwen3") {
+    metadata.push([k("attention.key_length"), u32(config.headDim)]);
+    metadata.push([k("attention.value_length"), u32(config.headDim)]);
+  }
+  metadata.push(
+    ["general.file_type", u32({ F32: 0, F16: 1, BF16: 32 }[dtype])],
+    [k("vocab_size"), u32(config.vocabSize)],
+    [k("rope.dimension_count"), u32(config.headDim)],
+  );
+  if (linear !== undefined && linear !== 1) {
+    metadata.push([k("rope.scaling.type"), str("linear")], [k("rope.scaling.factor"), f32(linear)]);
+  }
+  metadata.push(...options.tokenizer ?? []);
+
+  const pairs = arch === "llama" || arch === "smollm3" ? "interleaved" : "half";
+  const reorder = (heads: number) =>
+    config.ropePairs === pairs
+      ? undefined
+      : pairs === "interleaved"
+      ? halfToInterleavedRows(heads, config.headDim)
+      : interleavedToHalfRows(heads, config.headDim);
+  const qOrder = reorder(config.nHeads);
+  const kOrder = reorder(config.nKvHeads);
+  const tensors: GgufStreamTensor[] = [];
+  const add = (name: string, t: TensorData) => {
+    const stored = convertTensor(t, t.shape.length === 1 ? "F32" : dtype);
+    tensors.push({
+      name,
+      dims: [...t.shape].reverse(),
+      typeId: GGML_TYPES[stored.dtype].id,
+      byteLength: stored.data.byteLength,
+      data: () => tensorBytes(stored),
+    });
+  };
+  if (ropeFreqs) {
+    add("rope_freqs.weight", { dtype: "F32", shape: [factors!.length], data: factors! });
+  }
+  for (const [name, shape] of tensorShapes(config)) {
+    const t = weights.tensors.get(name);
+    if (!t) throw new MissingTensorError(where, name);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new TensorShapeMismatchError(where, name, shape, t.shape);
+    }
+    const order = /self_attn\.q_proj\./.test(name)
+      ? qOrder
+      : /self_attn\.k_proj\./.test(name)
+      ? kOrder
+      : undefined;
+    const data = order ? permuteRows(tensorToF32(t), order) : undefined;
+    add(hfToGgufTensorName(name)!, data ? { dtype: "F32", shape: [...t.shape], data } : t);
+  }
+  return { metadata, tensors };
+}
+
+/** Writes {@link ggufModelSpec}'s file to `path`; returns its size in bytes. */
+export async function writeGgufModel(
+  path: string,
+  weights: ModelWeights,
+  options: GgufModelOptions = {},
+): Promise<number> {
+  return await writeGgufFile(path, ggufModelSpec(weights, options));
 }

@@ -93,7 +93,7 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
   const ropeTheta = rope.rope_theta ?? c.rope_theta ?? DEFAULT_ROPE_THETA;
   if (c.attention_bias === true) unsupported("attention_bias: true (biases on q/k/v/o)");
   if (c.mlp_bias === true) unsupported("mlp_bias: true");
-  if (arch.startsWith("Qwen") && c.use_sliding_window === true) {
+  if ((arch.startsWith("Qwen") || arch === "SmolLM3ForCausalLM") && c.use_sliding_window === true) {
     unsupported("use_sliding_window: true");
   }
 
@@ -123,16 +123,26 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
   if (arch === "Qwen3ForCausalLM") config.qkNorm = true;
   const divisors = ropeDivisors(rope, ropeKey, config, file);
   if (divisors) config.ropeFreqFactors = divisors;
-  if (arch === "SmolLM3ForCausalLM" && c.no_rope_layers != null) {
+  if (arch === "SmolLM3ForCausalLM") {
     const flags = c.no_rope_layers;
-    if (!Array.isArray(flags) || flags.length !== config.nLayers) {
-      throw new InvalidConfigError(
-        file,
-        `no_rope_layers must list 0 or 1 for each of the ${config.nLayers} layers`,
+    if (flags == null) {
+      // transformers' SmolLM3Config fills the list in: every no_rope_layer_interval-th layer
+      // (counting from 1) goes without RoPE.
+      const interval = int("no_rope_layer_interval", 4);
+      config.ropeLayers = Array.from(
+        { length: config.nLayers },
+        (_, l) => (l + 1) % interval !== 0,
       );
+    } else {
+      if (!Array.isArray(flags) || flags.length !== config.nLayers) {
+        throw new InvalidConfigError(
+          file,
+          `no_rope_layers must list 0 or 1 for each of the ${config.nLayers} layers`,
+        );
+      }
+      // SmolLM3's naming: no_rope_layers[i] == 1 means layer i *uses* RoPE.
+      config.ropeLayers = flags.map((f) => f === 1 || f === true);
     }
-    // SmolLM3's naming: no_rope_layers[i] == 1 means layer i *uses* RoPE.
-    config.ropeLayers = flags.map((f) => f === 1 || f === true);
   }
   validateConfig(config, file);
   return config;
@@ -248,7 +258,7 @@ export function interleavedToHalfRows(heads: number, headDim: number): Int32Arra
 }
 
 /** Row `r` of the result is row order[r] of `t` (t is [rows, ...]). */
-function permuteRows(t: Float32Array, order: Int32Array): Float32Array {
+export function permuteRows(t: Float32Array, order: Int32Array): Float32Array {
   const width = t.length / order.length;
   const out = new Float32Array(t.length);
   for (let r = 0; r < order.length; r++) {
@@ -263,52 +273,42 @@ export interface WriteHfOptions {
   dtype?: WeightDtype;
   /** A llama2.c tokenizer.bin to copy beside the weights (as tokenizer.bin). */
   tokenizerBin?: string;
+  /**
+   * config.json keys written over the ones derived from the weights' config: a published
+   * model's own keys (its rope_scaling, sliding_window, no_rope_layers, token ids). What is
+   * written must read back as the weights' config (UnsupportedFeatureError otherwise).
+   */
+  config?: Record<string, unknown>;
 }
 
-/**
- * Writes `weights` as a Hugging Face folder: config.json and model.safetensors. Interleaved-RoPE
- * models (llama2.c) get their q_proj/k_proj rows permuted (see interleavedToHalfRows) so that
- * the folder is a standard half-split HF checkpoint computing the same function.
- */
-export async function writeHfFolder(
-  dir: string,
-  weights: ModelWeights,
-  options: WriteHfOptions = {},
-): Promise<void> {
-  const dtype = options.dtype ?? "F32";
-  const { config } = weights;
-  validateConfig(config, "(writeHfFolder)");
-  const architecture = (SUPPORTED_ARCHITECTURES as readonly string[]).includes(config.architecture)
-    ? config.architecture
-    : config.qkvBias
-    ? "Qwen2ForCausalLM"
-    : "LlamaForCausalLM";
-  if (config.qkvBias && architecture !== "Qwen2ForCausalLM") {
-    throw new UnsupportedFeatureError("(writeHfFolder)", `${architecture} has no q/k/v biases`);
+const MODEL_TYPES: Readonly<Record<string, string>> = {
+  LlamaForCausalLM: "llama",
+  MistralForCausalLM: "mistral",
+  Qwen2ForCausalLM: "qwen2",
+  Qwen3ForCausalLM: "qwen3",
+  SmolLM3ForCausalLM: "smollm3",
+};
+
+/** The Hugging Face class a config is written as: its own, else the one with its features. */
+function hfArchitecture(config: ModelConfig): string {
+  if ((SUPPORTED_ARCHITECTURES as readonly string[]).includes(config.architecture)) {
+    return config.architecture;
   }
-  const qOrder = interleavedToHalfRows(config.nHeads, config.headDim);
-  const kOrder = interleavedToHalfRows(config.nKvHeads, config.headDim);
-  const out = new Map<string, TensorData>();
-  for (const [name, shape] of tensorShapes(config)) {
-    const t = weights.tensors.get(name);
-    if (!t) throw new MissingTensorError("(writeHfFolder)", name);
-    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new TensorShapeMismatchError("(writeHfFolder)", name, shape, t.shape);
-    }
-    let tensor = t;
-    const isQ = /self_attn\.q_proj\.(weight|bias)$/.test(name);
-    const isK = /self_attn\.k_proj\.(weight|bias)$/.test(name);
-    if (config.ropePairs === "interleaved" && (isQ || isK)) {
-      const data = permuteRows(tensorToF32(t), isQ ? qOrder : kOrder);
-      tensor = { dtype: "F32", shape: [...t.shape], data };
-    }
-    out.set(name, convertTensor(tensor, dtype));
-  }
-  const torchDtype = { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype];
-  const configJson = {
+  if (config.qkvBias) return "Qwen2ForCausalLM";
+  if (config.qkNorm) return "Qwen3ForCausalLM";
+  if (config.ropeLayers) return "SmolLM3ForCausalLM";
+  return "LlamaForCausalLM";
+}
+
+/** config.json's keys for `config`, RoPE scaling and RoPE-less layers included where expressible. */
+function hfConfigJson(config: ModelConfig, dtype: WeightDtype): Record<string, unknown> {
+  const architecture = hfArchitecture(config);
+  const factors = config.ropeFreqFactors;
+  // One divisor on every pair is linear scaling; other divisors need the published keys.
+  const linear = factors && factors.every((f) => f === factors[0]) ? factors[0] : undefined;
+  return {
     architectures: [architecture],
-    model_type: { LlamaForCausalLM: "llama", MistralForCausalLM: "mistral" }[architecture] ??
-      "qwen2",
+    model_type: MODEL_TYPES[architecture],
     hidden_size: config.dim,
     intermediate_size: config.hiddenDim,
     num_hidden_layers: config.nLayers,
@@ -319,14 +319,98 @@ export async function writeHfFolder(
     max_position_embeddings: config.maxSeqLen,
     rms_norm_eps: config.normEps,
     rope_theta: config.ropeTheta,
-    rope_scaling: null,
+    rope_scaling: linear === undefined ? null : { rope_type: "linear", factor: linear },
+    ...(config.ropeLayers ? { no_rope_layers: config.ropeLayers.map((r) => (r ? 1 : 0)) } : {}),
     tie_word_embeddings: config.tiedEmbeddings,
     hidden_act: "silu",
     attention_bias: false,
     bos_token_id: 1,
     eos_token_id: 2,
-    torch_dtype: torchDtype,
+    torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype],
   };
+}
+
+/** The first setting in which `read` (a written config.json, parsed) differs from `want`. */
+function configDifference(read: ModelConfig, want: ModelConfig): string | undefined {
+  const fields = [
+    "dim",
+    "hiddenDim",
+    "nLayers",
+    "nHeads",
+    "nKvHeads",
+    "headDim",
+    "vocabSize",
+    "maxSeqLen",
+    "normEps",
+    "ropeTheta",
+    "tiedEmbeddings",
+    "qkvBias",
+  ] as const;
+  for (const f of fields) {
+    if (read[f] !== want[f]) return `${f} ${read[f]} instead of ${want[f]}`;
+  }
+  if ((read.qkNorm ?? false) !== (want.qkNorm ?? false)) return `qkNorm ${read.qkNorm ?? false}`;
+  const rotates = (c: ModelConfig, l: number) => c.ropeLayers?.[l] ?? true;
+  for (let l = 0; l < want.nLayers; l++) {
+    if (rotates(read, l) !== rotates(want, l)) return `RoPE ${rotates(read, l)} in layer ${l}`;
+  }
+  for (let i = 0; i < want.headDim / 2; i++) {
+    const a = read.ropeFreqFactors?.[i] ?? 1;
+    const b = want.ropeFreqFactors?.[i] ?? 1;
+    if (Math.abs(a - b) > 1e-6 * b) return `RoPE divisor ${a} instead of ${b} for pair ${i}`;
+  }
+  return undefined;
+}
+
+/**
+ * Writes `weights` as a Hugging Face folder: config.json and model.safetensors. Interleaved-RoPE
+ * models (llama2.c) get their q_proj/k_proj rows permuted (see interleavedToHalfRows) so that
+ * the folder is a standard half-split HF checkpoint computing the same function. A config whose
+ * settings config.json cannot state (RoPE divisors other than Llama 3's or linear ones without
+ * `options.config` naming them, q/k biases with head norms) is refused.
+ */
+export async function writeHfFolder(
+  dir: string,
+  weights: ModelWeights,
+  options: WriteHfOptions = {},
+): Promise<void> {
+  const dtype = options.dtype ?? "F32";
+  const { config } = weights;
+  const where = "(writeHfFolder)";
+  validateConfig(config, where);
+  const configJson = { ...hfConfigJson(config, dtype), ...options.config };
+  let readBack: ModelConfig;
+  try {
+    readBack = parseHfConfig(configJson, where);
+  } catch (e) {
+    throw new UnsupportedFeatureError(
+      where,
+      `the config cannot be written as config.json: ${e instanceof Error ? e.message : e}`,
+      { cause: e },
+    );
+  }
+  const difference = configDifference(readBack, config);
+  if (difference !== undefined) {
+    throw new UnsupportedFeatureError(where, `config.json would read back with ${difference}`);
+  }
+  const qOrder = interleavedToHalfRows(config.nHeads, config.headDim);
+  const kOrder = interleavedToHalfRows(config.nKvHeads, config.headDim);
+  const out = new Map<string, TensorData>();
+  for (const [name, shape] of tensorShapes(config)) {
+    const t = weights.tensors.get(name);
+    if (!t) throw new MissingTensorError(where, name);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new TensorShapeMismatchError(where, name, shape, t.shape);
+    }
+    let tensor = t;
+    const isQ = /self_attn\.q_proj\.(weight|bias)$/.test(name);
+    const isK = /self_attn\.k_proj\.(weight|bias)$/.test(name);
+    if (config.ropePairs === "interleaved" && (isQ || isK)) {
+      const data = permuteRows(tensorToF32(t), isQ ? qOrder : kOrder);
+      tensor = { dtype: "F32", shape: [...t.shape], data };
+    }
+    out.set(name, convertTensor(tensor, dtype));
+  }
   await makeLocalFolder(dir);
   await writeLocalFile(joinPath(dir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
   await writeLocalFile(

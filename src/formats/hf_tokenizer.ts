@@ -27,11 +27,21 @@ const STREAM_CONTEXT_IDS = 6;
 export class HfTokenizer implements Tokenizer {
   readonly #impl: HfTokenizerImpl;
 
+  readonly #tokenIds: number;
+
   private constructor(
     impl: HfTokenizerImpl,
-    /** One past the largest id of the vocabulary (added tokens included). */
+    /**
+     * One past the largest id: of the vocabulary (added tokens included), or of config.json's
+     * vocab_size when the model has more rows than the tokenizer has tokens (Qwen pads 151669
+     * tokens to 151936 rows); ids without a token decode to nothing, as in Hugging Face's
+     * tokenizers.
+     */
     readonly vocabSize: number,
-    /** From tokenizer_config.json's bos_token, else config.json's bos_token_id. */
+    /**
+     * From tokenizer_config.json's bos_token, else config.json's bos_token_id; null when the
+     * model adds none (bos_token null or add_bos_token false, as Qwen's tokenizer_config.json).
+     */
     readonly bosId: number | null,
     /** From tokenizer_config.json's eos_token, else config.json's eos_token_id. */
     readonly eosId: number | null,
@@ -39,8 +49,10 @@ export class HfTokenizer implements Tokenizer {
     readonly chatTemplate?: ChatTemplate,
     /** EOS, the generation config's end ids and the template's end-of-turn tokens. */
     readonly endIds: readonly number[] = eosId === null ? [] : [eosId],
+    tokenIds = vocabSize,
   ) {
     this.#impl = impl;
+    this.#tokenIds = tokenIds;
   }
 
   /** Id of a token string ("▁Hello", "<0x0A>"), or undefined. */
@@ -76,6 +88,8 @@ export class HfTokenizer implements Tokenizer {
     if (maxId < 0) throw new ModelFormatError(file, "tokenizer.json has an empty vocabulary");
     const cfg = (tokenizerConfig ?? {}) as Record<string, unknown>;
     const special = (key: "bos" | "eos"): number | null => {
+      // An explicit null (Qwen's bos_token) or add_bos_token false means the model has none.
+      if (key === "bos" && (cfg.bos_token === null || cfg.add_bos_token === false)) return null;
       const text = specialTokenText(cfg[`${key}_token`]);
       if (text !== undefined) {
         const id = impl.token_to_id(text);
@@ -106,7 +120,11 @@ export class HfTokenizer implements Tokenizer {
       const id = impl.token_to_id(token);
       if (id !== undefined && template?.includes(token)) endIds.add(id);
     }
-    return new HfTokenizer(impl, maxId + 1, bosId, eosId, chatTemplate, [...endIds]);
+    const rows = modelConfig.vocab_size;
+    const vocabSize = typeof rows === "number" && Number.isSafeInteger(rows) && rows > maxId + 1
+      ? rows
+      : maxId + 1;
+    return new HfTokenizer(impl, vocabSize, bosId, eosId, chatTemplate, [...endIds], maxId + 1);
   }
 
   encode(text: string, options: EncodeOptions): number[] {
@@ -124,7 +142,7 @@ export class HfTokenizer implements Tokenizer {
           `token id ${id} is outside the vocabulary 0..${this.vocabSize - 1}`,
         );
       }
-      if (id !== this.bosId && id !== this.eosId) kept.push(id);
+      if (id !== this.bosId && id !== this.eosId && id < this.#tokenIds) kept.push(id);
     }
     return kept.length === 0 ? "" : this.#impl.decode(kept, { skip_special_tokens: false });
   }

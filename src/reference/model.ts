@@ -5,7 +5,7 @@
  * adapter's gradients by a full backward pass with frozen base weights. Slow by design: plain
  * loops, no tricks.
  */
-import { attentionBackward, attentionForward } from "./attention.ts";
+import { attentionBackward, attentionForward, type AttentionShape } from "./attention.ts";
 import { crossEntropyBackward, crossEntropyForward } from "./cross_entropy.ts";
 import { embeddingForward } from "./embedding.ts";
 import { matmulRef } from "./matmul.ts";
@@ -36,6 +36,80 @@ export interface ReferenceConfig extends ProjectionSizes {
   ropeFreqFactors?: ArrayLike<number>;
   /** Which layers apply RoPE (SmolLM3); absent: all. */
   ropeLayers?: readonly boolean[];
+  /** Each query sees only the last this many positions, itself included (Mistral); absent: all. */
+  slidingWindow?: number;
+}
+
+/** A reference config and which LM head it uses, read from a Hugging Face config.json. */
+export interface HfReferenceConfig extends ReferenceConfig {
+  /** tie_word_embeddings: the LM head is the token embedding. */
+  tiedEmbeddings: boolean;
+}
+
+/**
+ * A reference config read straight from a published config.json, by the formulas of the
+ * Hugging Face modeling code rather than templora's loader: head_dim (else hidden / heads);
+ * rope_theta (top level or in rope_parameters); inverse frequencies of rope_type "default",
+ * "linear" (all divided by factor) and "llama3" (wavelengths past original / low_freq_factor
+ * divided by factor, below original / high_freq_factor kept, a linear blend of the two between),
+ * given as per-pair divisors; q/k/v biases for Qwen2; q/k head norms for Qwen3; SmolLM3's
+ * no_rope_layers (1 = the layer rotates; absent: every no_rope_layer_interval-th layer does
+ * not); Mistral's sliding_window.
+ */
+export function referenceConfigFromHf(json: Record<string, any>): HfReferenceConfig {
+  const arch = json.architectures[0] as string;
+  const dim = json.hidden_size as number;
+  const nHeads = json.num_attention_heads as number;
+  const nLayers = json.num_hidden_layers as number;
+  const headDim = (json.head_dim ?? dim / nHeads) as number;
+  const rope = json.rope_parameters ?? json.rope_scaling ?? {};
+  const base = (rope.rope_theta ?? json.rope_theta ?? 10000) as number;
+  const config: HfReferenceConfig = {
+    dim,
+    hiddenDim: json.intermediate_size,
+    nLayers,
+    nHeads,
+    nKvHeads: json.num_key_value_heads ?? nHeads,
+    headDim,
+    vocabSize: json.vocab_size,
+    normEps: json.rms_norm_eps ?? 1e-6,
+    ropeTheta: base,
+    ropePairs: "half",
+    tiedEmbeddings: json.tie_word_embeddings ?? false,
+    qkvBias: arch === "Qwen2ForCausalLM",
+    qkNorm: arch === "Qwen3ForCausalLM",
+  };
+  const type = rope.rope_type ?? rope.type ?? "default";
+  if (type !== "default") {
+    const inv = Array.from({ length: headDim / 2 }, (_, i) => Math.pow(base, (-2 * i) / headDim));
+    let scaled: number[];
+    if (type === "linear") {
+      scaled = inv.map((f) => f / rope.factor);
+    } else if (type === "llama3") {
+      const { factor, low_freq_factor: low, high_freq_factor: high } = rope;
+      const original = rope.original_max_position_embeddings;
+      scaled = inv.map((f) => {
+        const wavelength = (2 * Math.PI) / f;
+        if (wavelength < original / high) return f;
+        if (wavelength > original / low) return f / factor;
+        const smooth = (original / wavelength - low) / (high - low);
+        return (1 - smooth) * (f / factor) + smooth * f;
+      });
+    } else {
+      throw new Error(`reference: rope_type ${type} is not modelled`);
+    }
+    config.ropeFreqFactors = inv.map((f, i) => f / scaled[i]);
+  }
+  if (arch === "SmolLM3ForCausalLM") {
+    const interval = json.no_rope_layer_interval ?? 4;
+    const flags: number[] = json.no_rope_layers ??
+      Array.from({ length: nLayers }, (_, l) => ((l + 1) % interval !== 0 ? 1 : 0));
+    config.ropeLayers = flags.map((f) => f === 1);
+  }
+  if (arch === "MistralForCausalLM" && typeof json.sliding_window === "number") {
+    config.slidingWindow = json.sliding_window;
+  }
+  return config;
 }
 
 export { LORA_TARGETS, type LoraTarget, projectionName };
@@ -191,7 +265,7 @@ export function referenceForward(
     const rotates = config.ropeLayers?.[l] ?? true;
     const qr = rotates ? ropeForward(q, t, 0, { ...rope, heads: nHeads }) : q;
     const kr = rotates ? ropeForward(k, t, 0, { ...rope, heads: nKvHeads }) : k;
-    const attn = attentionForward(qr, kr, v, shape).out;
+    const attn = windowedAttention(qr, kr, v, shape, config.slidingWindow);
     const o = linearForward(attn, t, lin("o"), lora);
     const x2 = x.map((value, i) => value + o[i]);
     const norm2 = rmsnormForward(
@@ -229,6 +303,36 @@ export function referenceForward(
   return { logits, saved: { layers, final: x, finalRstd: finalNorm.rstd, hf: finalNorm.out } };
 }
 
+/**
+ * Causal attention where query t sees keys max(0, t - window + 1)..t: each query row is one
+ * attention call over its window's keys. Without a window, or a window the sequence fits, the
+ * plain causal call.
+ */
+function windowedAttention(
+  q: Float64Array,
+  k: Float64Array,
+  v: Float64Array,
+  shape: AttentionShape,
+  window: number | undefined,
+): Float64Array {
+  const { tokens: t, nHeads, nKvHeads, headDim } = shape;
+  if (window === undefined || t <= window) return attentionForward(q, k, v, shape).out;
+  const out = new Float64Array(t * nHeads * headDim);
+  const qRow = nHeads * headDim;
+  const kvRow = nKvHeads * headDim;
+  for (let i = 0; i < t; i++) {
+    const from = Math.max(0, i - window + 1);
+    const row = attentionForward(
+      q.subarray(i * qRow, (i + 1) * qRow),
+      k.subarray(from * kvRow, (i + 1) * kvRow),
+      v.subarray(from * kvRow, (i + 1) * kvRow),
+      { ...shape, tokens: 1, past: i - from },
+    ).out;
+    out.set(row, i * qRow);
+  }
+  return out;
+}
+
 /** Loss and adapter gradients of {@link referenceLossAndGradients}. */
 export interface ReferenceGradients {
   /** Mean cross-entropy over scored tokens. */
@@ -255,6 +359,9 @@ export function referenceLossAndGradients(
 ): ReferenceGradients {
   const { dim, nHeads, nKvHeads, vocabSize: vocab } = config;
   const t = tokens.length;
+  if (config.slidingWindow !== undefined && t > config.slidingWindow) {
+    throw new Error("reference: gradients through a sliding window are not modelled");
+  }
   const headDim = config.headDim;
   const rope = ropeOf(config);
   const shape = { tokens: t, past: 0, nHeads, nKvHeads, headDim };
