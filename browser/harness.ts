@@ -85,16 +85,26 @@ const waited = { compile: 0, gpu: 0 };
 const inFlight = { compile: 0, gpu: 0 };
 const since = { compile: 0, gpu: 0 };
 
+/** Pipeline compiles of the running test that took over a second: "label: seconds". */
+const slowCompiles: string[] = [];
+
 function timed(proto: object, method: string, bucket: keyof typeof waited): void {
   const target = proto as Record<string, (...args: unknown[]) => Promise<unknown>>;
   const original = target[method];
   if (!original) return;
   target[method] = async function (this: unknown, ...args: unknown[]): Promise<unknown> {
-    if (inFlight[bucket]++ === 0) since[bucket] = performance.now();
+    const start = performance.now();
+    if (inFlight[bucket]++ === 0) since[bucket] = start;
     try {
       return await original.apply(this, args);
     } finally {
       if (--inFlight[bucket] === 0) waited[bucket] += (performance.now() - since[bucket]) / 1000;
+      const seconds = (performance.now() - start) / 1000;
+      if (bucket === "compile" && seconds > 1) {
+        const descriptor = args[0] as { label?: string; compute?: { entryPoint?: string } };
+        const name = descriptor?.label || descriptor?.compute?.entryPoint || "?";
+        slowCompiles.push(`${name}: ${seconds.toFixed(1)} s`);
+      }
     }
   };
 }
@@ -113,6 +123,7 @@ async function run(name: string): Promise<PageTestResult> {
   if (test.ignore) return { name, ok: true, ignored: true, ...none };
   const logs: string[] = [];
   waited.compile = waited.gpu = 0;
+  slowCompiles.length = 0;
   const spent = () => ({ compileSeconds: waited.compile, gpuSeconds: waited.gpu });
   const original = { log: console.log, error: console.error, warn: console.warn };
   const capture = (...args: unknown[]) => logs.push(args.map(String).join(" "));
@@ -125,6 +136,7 @@ async function run(name: string): Promise<PageTestResult> {
     return { name, ok: false, ignored: false, error: describe(error), logs, ...spent() };
   } finally {
     Object.assign(console, original);
+    if (slowCompiles.length) logs.push(`  slow pipeline compiles: ${slowCompiles.join(", ")}`);
   }
 }
 

@@ -5,8 +5,10 @@ import {
   readWritten,
   relativeError,
   seededRng,
+  type TestGpu,
   testGpu,
 } from "./helpers.ts";
+import { ROW_WORKGROUP } from "../src/ops/shapes.ts";
 import { CrossEntropyOp } from "../src/ops/cross_entropy.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import {
@@ -32,11 +34,12 @@ function tokens(rng: Rng, T: number, V: number): { targets: Uint32Array; mask: F
   return { targets, mask };
 }
 
+type Case = [T: number, V: number, scale: number, offset: number];
+
 gpuTest("cross_entropy.wgsl forward, totals and backward match the float64 twin", async () => {
-  const { gpu, registry, recorder } = await testGpu();
-  const rng = seededRng("cross_entropy");
-  const op = await CrossEntropyOp.create(registry);
-  const cases: [number, number, number, number][] = [
+  const g = await testGpu();
+  const op = await CrossEntropyOp.create(g.registry);
+  await checkCases(g, op, seededRng("cross_entropy"), [
     // [T, V, scale, offset]
     [1, 1, 1, 0],
     [1, 7, 2, 0],
@@ -47,7 +50,24 @@ gpuTest("cross_entropy.wgsl forward, totals and backward match the float64 twin"
     [6, 1029, 1e4, 0], // huge spread: losses in the thousands, nearly one-hot softmax
     [4, 300, 3, 1e4], // large offset: needs the max subtraction
     [65_541, 2, 2, 0], // more rows than one grid dimension holds
-  ];
+  ]);
+});
+
+gpuTest("cross_entropy.wgsl at every adapter class's workgroup size", async () => {
+  const g = await testGpu();
+  const rng = seededRng("cross_entropy workgroups");
+  for (const wg of new Set(Object.values(ROW_WORKGROUP))) {
+    const op = await CrossEntropyOp.create(g.registry, wg);
+    await checkCases(g, op, rng, [[3, 513, 3, 0], [5, 32003, 2, 0], [700, 37, 2, 0]]);
+  }
+});
+
+async function checkCases(
+  { gpu, recorder }: TestGpu,
+  op: CrossEntropyOp,
+  rng: Rng,
+  cases: Case[],
+): Promise<void> {
   for (const [T, V, scale, offset] of cases) {
     const what = `cross-entropy T=${T} V=${V} scale=${scale} offset=${offset}`;
     const data = rng.normals(T * V, scale).map((x) => x + offset);
@@ -83,7 +103,7 @@ gpuTest("cross_entropy.wgsl forward, totals and backward match the float64 twin"
     else if (grad.some((g) => g !== 0)) throw new Error(`${what}: V = 1 must give zero gradient`);
     for (const t of [logits, targetsT, maskT, loss, stats, totals, dLogits]) t.destroy();
   }
-});
+}
 
 gpuTest("cross_entropy.wgsl gives a NaN loss for a scored out-of-range target", async () => {
   const { gpu, registry, recorder } = await testGpu();

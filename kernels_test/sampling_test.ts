@@ -5,8 +5,11 @@ import {
   readWritten,
   readWrittenU32,
   seededRng,
+  type TestGpu,
   testGpu,
 } from "./helpers.ts";
+import { ROW_WORKGROUP } from "../src/ops/shapes.ts";
+import type { Rng } from "../src/core/random.ts";
 import { type SampleOptions, SamplingOp } from "../src/ops/sampling.ts";
 import { readF32 } from "../src/gpu/readback.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
@@ -113,21 +116,41 @@ function clearCut(make: () => Float32Array, settings: SamplingSettings): Float32
   throw new Error(`no logits with a clear cut for ${JSON.stringify(settings)}`);
 }
 
+const DRAW_OPTIONS: SampleOptions[] = [
+  { temperature: 0.7 },
+  { temperature: 1, topK: 40 },
+  { temperature: 1.3, topP: 0.9 },
+  { temperature: 0.8, topK: 50, topP: 0.6 },
+  { temperature: 1, topK: 1 },
+  { temperature: 2, topP: 1e-6 },
+];
+
 gpuTest("sampling.wgsl draws the same token as the float64 twin", async () => {
-  const { gpu, registry, recorder } = await testGpu();
-  const rng = seededRng("sampling draws");
-  const op = await SamplingOp.create(registry);
-  const options: SampleOptions[] = [
-    { temperature: 0.7 },
-    { temperature: 1, topK: 40 },
-    { temperature: 1.3, topP: 0.9 },
-    { temperature: 0.8, topK: 50, topP: 0.6 },
-    { temperature: 1, topK: 1 },
-    { temperature: 2, topP: 1e-6 },
-  ];
+  const g = await testGpu();
+  const op = await SamplingOp.create(g.registry);
+  await checkDraws(g, op, seededRng("sampling draws"), [1, 7, 513, 32003, 151_936], DRAW_OPTIONS);
+});
+
+gpuTest("sampling.wgsl at every adapter class's workgroup size", async () => {
+  const g = await testGpu();
+  const rng = seededRng("sampling workgroups");
+  for (const wg of new Set(Object.values(ROW_WORKGROUP))) {
+    const op = await SamplingOp.create(g.registry, wg);
+    await checkDraws(g, op, rng, [7, 513, 32003], DRAW_OPTIONS.slice(0, 4));
+  }
+});
+
+/** Draws from R random rows of each size, and R times from the first row, against the twin. */
+async function checkDraws(
+  { gpu, recorder }: TestGpu,
+  op: SamplingOp,
+  rng: Rng,
+  sizes: number[],
+  options: SampleOptions[],
+): Promise<void> {
   let compared = 0;
   let skipped = 0;
-  for (const V of [1, 7, 513, 32003, 151_936]) {
+  for (const V of sizes) {
     // The largest vocabulary only with a top-k cut: its pure top-p cuts are never clear of ties.
     for (const o of V > 100_000 ? [options[3]] : options) {
       const settings = settingsOf(o);
@@ -164,7 +187,7 @@ gpuTest("sampling.wgsl draws the same token as the float64 twin", async () => {
   }
   console.log(`  ${compared} draws compared, ${skipped} skipped as near ties`);
   if (skipped > compared / 10) throw new Error(`${skipped} near-tie draws skipped of ${compared}`);
-});
+}
 
 gpuTest("sampling.wgsl draws follow the renormalised top-k/top-p distribution", async () => {
   const { gpu, registry, recorder } = await testGpu();

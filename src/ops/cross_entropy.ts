@@ -3,17 +3,18 @@ import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import {
+  adapterClass,
   expectArgument,
   expectPositive,
   expectRows,
   expectShape,
   expectSize,
+  ROW_WORKGROUP,
   splitGrid,
 } from "./shapes.ts";
 import { SHADER_SNIPPETS } from "./snippets.ts";
 
 const OP = "cross-entropy";
-const WG = 256;
 /** Columns of a row one backward workgroup writes. */
 const COLS = 1024;
 const FILE = "cross_entropy.wgsl";
@@ -57,15 +58,21 @@ export class CrossEntropyOp {
     private readonly backward: Kernel,
   ) {}
 
-  /** Compiles the three kernels (cached by the registry). */
-  static async create(registry: KernelRegistry): Promise<CrossEntropyOp> {
+  /**
+   * Compiles the three kernels (cached by the registry) with `workgroupSize` invocations per row
+   * (a power of two; default: the adapter class's {@link ROW_WORKGROUP}).
+   */
+  static async create(
+    registry: KernelRegistry,
+    workgroupSize = ROW_WORKGROUP[adapterClass(registry.gpu.capabilities)],
+  ): Promise<CrossEntropyOp> {
     const get = (entryPoint: string) =>
       registry.get({
         file: FILE,
         source,
         includes: SHADER_SNIPPETS,
         entryPoint,
-        constants: { WG, COLS },
+        constants: { WG: workgroupSize, COLS },
       });
     const [forward, reduce, backward] = await Promise.all([
       get("ce_forward"),

@@ -4,6 +4,7 @@ import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Params, Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import {
+  adapterClass,
   describeTensor,
   expectArgument,
   expectDtype,
@@ -11,9 +12,9 @@ import {
   expectRows,
   expectU32,
   expectWindow,
+  ROW_WORKGROUP,
 } from "./shapes.ts";
 
-const WG = 256;
 const FILE = "sampling.wgsl";
 
 /** How to pick a token. */
@@ -51,16 +52,24 @@ export class SamplingOp {
     private readonly penalty: Kernel,
     private readonly sample: Kernel,
     private readonly uniforms: Kernel,
+    /** Invocations per workgroup of all four kernels. */
+    private readonly wg: number,
   ) {}
 
-  /** Compiles the four kernels (cached by the registry). */
-  static async create(registry: KernelRegistry): Promise<SamplingOp> {
+  /**
+   * Compiles the four kernels (cached by the registry) with `workgroupSize` invocations per draw
+   * (a power of two, at least 16; default: the adapter class's {@link ROW_WORKGROUP}).
+   */
+  static async create(
+    registry: KernelRegistry,
+    workgroupSize = ROW_WORKGROUP[adapterClass(registry.gpu.capabilities)],
+  ): Promise<SamplingOp> {
     const get = (entryPoint: string) =>
-      registry.get({ file: FILE, source, entryPoint, constants: { WG } });
+      registry.get({ file: FILE, source, entryPoint, constants: { WG: workgroupSize } });
     const kernels = await Promise.all(
       ["argmax", "repetition_penalty", "sample", "random_uniforms"].map(get),
     );
-    return new SamplingOp(kernels[0], kernels[1], kernels[2], kernels[3]);
+    return new SamplingOp(kernels[0], kernels[1], kernels[2], kernels[3], workgroupSize);
   }
 
   /** Records tokens[step + d] = argmax of draw d's logits (ties to the lowest index). */
@@ -135,7 +144,7 @@ export class SamplingOp {
       this.penalty,
       { logitsInOut: logits, history },
       params({ V, first, count, penalty }),
-      [Math.ceil(count / WG)],
+      [Math.ceil(count / this.wg)],
     );
   }
 
@@ -147,7 +156,7 @@ export class SamplingOp {
     expectU32(op, "step", step);
     const count = randoms.size;
     rec.dispatch(this.uniforms, { randoms }, params({ seed, step, count }), [
-      Math.ceil(count / WG),
+      Math.ceil(count / this.wg),
     ]);
   }
 

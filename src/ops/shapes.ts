@@ -214,3 +214,16 @@ export function adapterClass(capabilities: {
     ? "integrated"
     : "discrete";
 }
+
+/**
+ * Invocations per workgroup of the kernels that give each row (or each draw) one workgroup and
+ * reduce it in a barrier tree: softmax, cross-entropy, sampling. On software adapters a workgroup
+ * runs on one CPU thread and every barrier is a coroutine switch per SIMD group, so a narrow
+ * workgroup that loops longer over its row wastes less (SwiftShader ran the softmax test's short
+ * rows in 4m42s at 256 and 19 s at 64); GPUs want the width to cover a row's loads.
+ */
+export const ROW_WORKGROUP: Readonly<Record<AdapterClass, number>> = {
+  fallback: 64,
+  integrated: 256,
+  discrete: 256,
+};

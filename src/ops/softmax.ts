@@ -2,24 +2,29 @@ import { SOFTMAX_WGSL as source } from "./shaders.generated.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { expectRows, expectShape, splitGrid } from "./shapes.ts";
+import { adapterClass, expectRows, expectShape, ROW_WORKGROUP, splitGrid } from "./shapes.ts";
 import { SHADER_SNIPPETS } from "./snippets.ts";
 
-const WG = 256;
 const OP = "softmax";
 
 /** Row-wise, max-subtracted softmax: probs[t, :] = softmax(logits[t, :]). */
 export class SoftmaxOp {
   private constructor(private readonly kernel: Kernel) {}
 
-  /** Compiles the kernel (cached by the registry). */
-  static async create(registry: KernelRegistry): Promise<SoftmaxOp> {
+  /**
+   * Compiles the kernel (cached by the registry) with `workgroupSize` invocations per row
+   * (a power of two; default: the adapter class's {@link ROW_WORKGROUP}).
+   */
+  static async create(
+    registry: KernelRegistry,
+    workgroupSize = ROW_WORKGROUP[adapterClass(registry.gpu.capabilities)],
+  ): Promise<SoftmaxOp> {
     const kernel = await registry.get({
       file: "softmax.wgsl",
       source,
       includes: SHADER_SNIPPETS,
       entryPoint: "softmax_rows",
-      constants: { WG },
+      constants: { WG: workgroupSize },
     });
     return new SoftmaxOp(kernel);
   }
