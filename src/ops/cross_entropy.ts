@@ -64,7 +64,7 @@ export class CrossEntropyOp {
    */
   static async create(
     registry: KernelRegistry,
-    workgroupSize = ROW_WORKGROUP[adapterClass(registry.gpu.capabilities)],
+    workgroupSize: number = ROW_WORKGROUP[adapterClass(registry.gpu.capabilities)],
   ): Promise<CrossEntropyOp> {
     const get = (entryPoint: string) =>
       registry.get({

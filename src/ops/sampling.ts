@@ -62,7 +62,7 @@ export class SamplingOp {
    */
   static async create(
     registry: KernelRegistry,
-    workgroupSize = ROW_WORKGROUP[adapterClass(registry.gpu.capabilities)],
+    workgroupSize: number = ROW_WORKGROUP[adapterClass(registry.gpu.capabilities)],
   ): Promise<SamplingOp> {
     const get = (entryPoint: string) =>
       registry.get({ file: FILE, source, entryPoint, constants: { WG: workgroupSize } });

@@ -17,7 +17,7 @@ export class SoftmaxOp {
    */
   static async create(
     registry: KernelRegistry,
-    workgroupSize = ROW_WORKGROUP[adapterClass(registry.gpu.capabilities)],
+    workgroupSize: number = ROW_WORKGROUP[adapterClass(registry.gpu.capabilities)],
   ): Promise<SoftmaxOp> {
     const kernel = await registry.get({
       file: "softmax.wgsl",
