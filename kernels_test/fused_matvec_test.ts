@@ -385,6 +385,21 @@ gpuTest("fused_matvec.wgsl over GGUF blocks matches the twin for every type", as
     });
     for (const c of cases) await runCase(op, rng, c);
   }
+  // K-quant rows dotted in half blocks, more of them than invocations; Q6_K's 210-byte blocks
+  // starting in either half of a word.
+  for (const kind of ["Q4_K", "Q5_K", "Q6_K"] as const) {
+    const cases: Case[] = [
+      { kind, epilogue: "store", k: 768, rows: [29], bias: true },
+      { kind, epilogue: "swiglu", k: 512, rows: [19, 19], norm: true },
+      { kind, epilogue: "qkv", k: 768, rows: [24, 12, 12], rope: "interleaved", headDim: 6 },
+    ];
+    const op = await FusedMatvecOp.create(registry, variantsOf(cases), {
+      wg: 4,
+      rows: 2,
+      quantRows: 10,
+    });
+    for (const c of cases) await runCase(op, rng, c);
+  }
 });
 
 gpuTest("fused matvec equals rmsnorm then matvec bit for bit (same tiles)", async () => {

@@ -98,6 +98,15 @@ gpuTest(
       await checkCase(op, rng, "Q5_0", 33, 32 * 5, false, true, { fill: "ramp" });
       await checkCase(op, rng, "Q4_0", 41, 32 * 3, true, true);
     }
+    // K-quant rows dotted in half blocks: more halves than invocations, fewer (one block a row
+    // over 8 invocations), Q6_K's 210-byte blocks starting in either half of a word.
+    for (const tiles of [{ wg: 8, rows: 32 }, { wg: 2, rows: 5 }]) {
+      const op = await QuantMatvecOp.create(registry, { types: ["Q4_K", "Q5_K", "Q6_K"], tiles });
+      await checkCase(op, rng, "Q4_K", 40, 256 * 5, true, false, { edgeFraction: 0.2 });
+      await checkCase(op, rng, "Q5_K", 35, 256 * 3, false, true, { fill: "ramp" });
+      await checkCase(op, rng, "Q6_K", 33, 256 * 7, true, true, { edgeFraction: 0.2 });
+      await checkCase(op, rng, "Q6_K", 9, 256, false, false);
+    }
     const one = await QuantMatvecOp.create(registry, {
       types: ["Q8_0"],
       tiles: { wg: 8, rows: 1 },

@@ -192,23 +192,32 @@ fn partials_f16(lid: u32) {
   }
 }
 
+fn input8(k: u32) -> QX8 {
+  return QX8(
+    input4(k), input4(k + 1u), input4(k + 2u), input4(k + 3u),
+    input4(k + 4u), input4(k + 5u), input4(k + 6u), input4(k + 7u),
+  );
+}
+
 fn partials_quant(lid: u32) {
   var acc = array<f32, ROWS>();
-  let pieces = params.k4 / 8u;
+  let pieces = params.k4 / Q_PIECE4;
   for (var p = lid; p < pieces; p += WG) {
-    let x0 = input4(8u * p);
-    let x1 = input4(8u * p + 1u);
-    let x2 = input4(8u * p + 2u);
-    let x3 = input4(8u * p + 3u);
-    let x4 = input4(8u * p + 4u);
-    let x5 = input4(8u * p + 5u);
-    let x6 = input4(8u * p + 6u);
-    let x7 = input4(8u * p + 7u);
-    let col = 32u * p;
+    let at = Q_PIECE4 * p;
+    var g1 = QX8();
+    var g2 = QX8();
+    var g3 = QX8();
+    if (Q_PIECE == 128u) {
+      g1 = input8(at + 8u);
+      g2 = input8(at + 16u);
+      g3 = input8(at + 24u);
+    }
+    let xs = q_piece(input8(at), g1, g2, g3);
+    let col = Q_PIECE * p;
     let e = col % QK;
     let block = (col / QK) * QBYTES;
     for (var s = 0u; s < ROWS; s++) {
-      acc[s] += q_dot32(offs[s] + block, e, x0, x1, x2, x3, x4, x5, x6, x7);
+      acc[s] += q_dot_piece(offs[s] + block, e, xs);
     }
   }
   for (var s = 0u; s < ROWS; s++) {

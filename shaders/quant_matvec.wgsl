@@ -2,9 +2,9 @@
 // (+ y[N] when ACCUMULATE), W [out, in] kept in its GGUF blocks (quant_blocks.wgsl; QTYPE picks
 // the type). K is a multiple of the block size.
 //
-// Each workgroup owns ROWS consecutive rows. Its WG threads stride over the rows' 32-value
-// pieces (a whole block of the 32-value types, a sub-block of the K-quants): a thread loads the
-// piece's eight x vec4s once, dots them with the piece of each of its ROWS rows, so every weight
+// Each workgroup owns ROWS consecutive rows. Its WG threads stride over the rows' pieces
+// (quant_blocks.wgsl: a whole block of the 32-value types, half a block of the K-quants): a
+// thread loads the piece's x once, dots it with the piece of each of its ROWS rows, so every weight
 // byte is read once and every x load serves ROWS rows; then the per-thread sums of all ROWS rows
 // are reduced at once with reduce.wgsl's tree. WG must be a power of two.
 override WG: u32 = 64;
@@ -29,24 +29,30 @@ fn first_row(wg: vec3<u32>) -> u32 {
   return (wg.y * params.groupsX + wg.x) * ROWS;
 }
 
+fn x8(at: u32) -> QX8 {
+  return QX8(x[at], x[at + 1u], x[at + 2u], x[at + 3u], x[at + 4u], x[at + 5u], x[at + 6u], x[at + 7u]);
+}
+
 // Rows past N read the last row again (their sums are discarded), so the loop has no branch.
 fn partials(row0: u32, lid: u32) {
   var acc: array<f32, ROWS>;
-  let pieces = params.k / 32u;
+  let pieces = params.k / Q_PIECE;
   for (var p = lid; p < pieces; p += WG) {
-    let x0 = x[8u * p];
-    let x1 = x[8u * p + 1u];
-    let x2 = x[8u * p + 2u];
-    let x3 = x[8u * p + 3u];
-    let x4 = x[8u * p + 4u];
-    let x5 = x[8u * p + 5u];
-    let x6 = x[8u * p + 6u];
-    let x7 = x[8u * p + 7u];
-    let col = 32u * p;
+    let at = Q_PIECE4 * p;
+    var g1 = QX8();
+    var g2 = QX8();
+    var g3 = QX8();
+    if (Q_PIECE == 128u) {
+      g1 = x8(at + 8u);
+      g2 = x8(at + 16u);
+      g3 = x8(at + 24u);
+    }
+    let xs = q_piece(x8(at), g1, g2, g3);
+    let col = Q_PIECE * p;
     let e = col % QK;
     for (var r = 0u; r < ROWS; r++) {
       let b = q_block_at(min(row0 + r, params.rows - 1u), col, params.rowBytes);
-      acc[r] += q_dot32(b, e, x0, x1, x2, x3, x4, x5, x6, x7);
+      acc[r] += q_dot_piece(b, e, xs);
     }
   }
   for (var r = 0u; r < ROWS; r++) {

@@ -1394,23 +1394,32 @@ fn partials_f16(lid: u32) {
   }
 }
 
+fn input8(k: u32) -> QX8 {
+  return QX8(
+    input4(k), input4(k + 1u), input4(k + 2u), input4(k + 3u),
+    input4(k + 4u), input4(k + 5u), input4(k + 6u), input4(k + 7u),
+  );
+}
+
 fn partials_quant(lid: u32) {
   var acc = array<f32, ROWS>();
-  let pieces = params.k4 / 8u;
+  let pieces = params.k4 / Q_PIECE4;
   for (var p = lid; p < pieces; p += WG) {
-    let x0 = input4(8u * p);
-    let x1 = input4(8u * p + 1u);
-    let x2 = input4(8u * p + 2u);
-    let x3 = input4(8u * p + 3u);
-    let x4 = input4(8u * p + 4u);
-    let x5 = input4(8u * p + 5u);
-    let x6 = input4(8u * p + 6u);
-    let x7 = input4(8u * p + 7u);
-    let col = 32u * p;
+    let at = Q_PIECE4 * p;
+    var g1 = QX8();
+    var g2 = QX8();
+    var g3 = QX8();
+    if (Q_PIECE == 128u) {
+      g1 = input8(at + 8u);
+      g2 = input8(at + 16u);
+      g3 = input8(at + 24u);
+    }
+    let xs = q_piece(input8(at), g1, g2, g3);
+    let col = Q_PIECE * p;
     let e = col % QK;
     let block = (col / QK) * QBYTES;
     for (var s = 0u; s < ROWS; s++) {
-      acc[s] += q_dot32(offs[s] + block, e, x0, x1, x2, x3, x4, x5, x6, x7);
+      acc[s] += q_dot_piece(offs[s] + block, e, xs);
     }
   }
   for (var s = 0u; s < ROWS; s++) {
@@ -2405,7 +2414,8 @@ fn q_values4(b: u32, e: u32) -> vec4<f32> {
 
 // Sum over values e .. e + 31 (e % 32 == 0) of the block at byte b times x0 .. x7 (four values
 // each): codes are dotted first and each group's scale (and offset) applied once; the 32-value
-// types read each qs word once for both of its nibbles.
+// types read each qs word once for both of its nibbles. The matvec kernels dot K-quants by half
+// blocks instead (q_dot_piece, below); decode_layer.wgsl dots them here, a sub-block at a time.
 fn q_dot32(
   b: u32, e: u32,
   x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
@@ -2520,6 +2530,162 @@ fn q_dot32_half_aligned(
     dot(q_small_codes(w0, qh, 16u), x4) + dot(q_small_codes(w1, qh, 20u), x5) +
     dot(q_small_codes(w2, qh, 24u), x6) + dot(q_small_codes(w3, qh, 28u), x7);
   return d * codes;
+}
+
+// ---- pieces: what one invocation dots with one row at a time ----------------------------------
+//
+// The matvec kernels stride their invocations over a row's pieces of Q_PIECE values: a block of
+// the 32-value types, half a block (128 values, four 32-value sub-blocks) of the K-quants, whose
+// bytes for those values lie in a few runs of whole words (Q4_K: scale words and 16 words of qs;
+// Q5_K: the same and 8 words of qh; Q6_K: 16 words of ql, 8 of qh, the half's 8 scales), so each
+// word of a row is loaded once and each scale decoded once per sub-block. The caller loads a
+// piece's x once (q_piece) and dots it with many rows' pieces (q_dot_piece).
+const Q_PIECE: u32 = select(32u, 128u, QK == 256u);
+const Q_PIECE4: u32 = Q_PIECE / 4u;
+
+// 32 values of x, four a vec4.
+struct QX8 {
+  v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>,
+  v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>,
+}
+
+// A piece's x: 32 values in g0 (32-value types) or 128 in g0 .. g3, and for Q4_K / Q5_K each
+// 32-value group's sum (the mins multiply it).
+struct QPiece { g0: QX8, g1: QX8, g2: QX8, g3: QX8, sums: vec4<f32> }
+
+fn q_sum8(g: QX8) -> f32 {
+  return dot(g.v0 + g.v1 + g.v2 + g.v3 + g.v4 + g.v5 + g.v6 + g.v7, vec4<f32>(1.0));
+}
+
+// g1 .. g3 are zero (QX8()) for the 32-value types.
+fn q_piece(g0: QX8, g1: QX8, g2: QX8, g3: QX8) -> QPiece {
+  var sums = vec4<f32>(0.0);
+  if (QTYPE == 12u || QTYPE == 13u) {
+    sums = vec4<f32>(q_sum8(g0), q_sum8(g1), q_sum8(g2), q_sum8(g3));
+  }
+  return QPiece(g0, g1, g2, g3, sums);
+}
+
+// Sum over values e .. e + Q_PIECE - 1 (e % Q_PIECE == 0) of the block at byte b times the piece.
+fn q_dot_piece(b: u32, e: u32, xs: QPiece) -> f32 {
+  if (QTYPE == 12u || QTYPE == 13u) {
+    return q_dot_k45(b, e >> 7u, xs);
+  }
+  if (QTYPE == 14u) {
+    return q_dot_k6(b, e >> 7u, xs);
+  }
+  let g = xs.g0;
+  return q_dot32(b, e, g.v0, g.v1, g.v2, g.v3, g.v4, g.v5, g.v6, g.v7);
+}
+
+fn q_unpack_bytes(w: u32) -> vec4<f32> {
+  return vec4<f32>((vec4<u32>(w) >> Q_BYTE_SHIFTS) & vec4<u32>(255u));
+}
+
+// Codes of four values: nibble \`shift\` (0 or 4) of each byte of w, with Q5_K's fifth bits at
+// bit \`bit\` of each byte of qh, put together on the whole word before its bytes are split.
+fn q_k_codes(w: u32, shift: u32, qh: u32, bit: u32) -> vec4<f32> {
+  var q = (w >> shift) & 0x0f0f0f0fu;
+  if (QTYPE == 13u) {
+    q |= ((qh >> bit) & 0x01010101u) << 4u;
+  }
+  return q_unpack_bytes(q);
+}
+
+// Dot of a 32-value group: codes of bytes qs0 .. qs7 (nibble \`shift\`), fifth bits at \`bit\` of
+// qh0 .. qh7 (Q5_K), with g.
+fn q_k_group(
+  qs0: vec4<u32>, qs1: vec4<u32>, qh0: vec4<u32>, qh1: vec4<u32>, shift: u32, bit: u32, g: QX8,
+) -> f32 {
+  return dot(q_k_codes(qs0.x, shift, qh0.x, bit), g.v0) +
+    dot(q_k_codes(qs0.y, shift, qh0.y, bit), g.v1) +
+    dot(q_k_codes(qs0.z, shift, qh0.z, bit), g.v2) +
+    dot(q_k_codes(qs0.w, shift, qh0.w, bit), g.v3) +
+    dot(q_k_codes(qs1.x, shift, qh1.x, bit), g.v4) +
+    dot(q_k_codes(qs1.y, shift, qh1.y, bit), g.v5) +
+    dot(q_k_codes(qs1.z, shift, qh1.z, bit), g.v6) +
+    dot(q_k_codes(qs1.w, shift, qh1.w, bit), g.v7);
+}
+
+// Q4_K / Q5_K, half h of the block at byte b (a word boundary: 144 and 176 are whole words).
+// Sub-block 4h + j has qs bytes 64h + 32 (j / 2) + l (nibble j % 2), fifth bits at bit 4h + j
+// of qh[l]; x = d sc q - dmin mn, summed as d (sc . codes) - dmin (mn . sums).
+fn q_dot_k45(b: u32, h: u32, xs: QPiece) -> f32 {
+  let w = b >> 2u;
+  let dm = unpack2x16float(qweight[w]);
+  let s0 = qweight[w + 1u];
+  let s1 = qweight[w + 2u];
+  let s2 = qweight[w + 3u];
+  // The four sub-blocks' 6-bit scales and mins, a byte each (see q_affine for the layout).
+  let high = h == 1u;
+  let sc = select(s0 & 0x3f3f3f3fu, (s2 & 0x0f0f0f0fu) | ((s0 >> 2u) & 0x30303030u), high);
+  let mn = select(s1 & 0x3f3f3f3fu, ((s2 >> 4u) & 0x0f0f0f0fu) | ((s1 >> 2u) & 0x30303030u), high);
+  let qs = w + select(4u, 12u, QTYPE == 13u) + 16u * h;
+  let a0 = vec4<u32>(qweight[qs], qweight[qs + 1u], qweight[qs + 2u], qweight[qs + 3u]);
+  let a1 = vec4<u32>(qweight[qs + 4u], qweight[qs + 5u], qweight[qs + 6u], qweight[qs + 7u]);
+  let b0 = vec4<u32>(qweight[qs + 8u], qweight[qs + 9u], qweight[qs + 10u], qweight[qs + 11u]);
+  let b1 = vec4<u32>(qweight[qs + 12u], qweight[qs + 13u], qweight[qs + 14u], qweight[qs + 15u]);
+  var h0 = vec4<u32>(0u);
+  var h1 = vec4<u32>(0u);
+  if (QTYPE == 13u) {
+    h0 = vec4<u32>(qweight[w + 4u], qweight[w + 5u], qweight[w + 6u], qweight[w + 7u]);
+    h1 = vec4<u32>(qweight[w + 8u], qweight[w + 9u], qweight[w + 10u], qweight[w + 11u]);
+  }
+  let bit = 4u * h;
+  let codes = vec4<f32>(
+    q_k_group(a0, a1, h0, h1, 0u, bit, xs.g0),
+    q_k_group(a0, a1, h0, h1, 4u, bit + 1u, xs.g1),
+    q_k_group(b0, b1, h0, h1, 0u, bit + 2u, xs.g2),
+    q_k_group(b0, b1, h0, h1, 4u, bit + 3u, xs.g3),
+  );
+  return dm.x * dot(q_unpack_bytes(sc), codes) - dm.y * dot(q_unpack_bytes(mn), xs.sums);
+}
+
+// Codes of four Q6_K values, centred: nibble \`shift\` of each byte of ql with bits \`bit\`, \`bit\` + 1
+// of each byte of qh above it, 6-bit codes c put together on the whole word; c ^ 32 read as a
+// signed 6-bit number is c - 32.
+fn q_k6_codes(ql: u32, shift: u32, qh: u32, bit: u32) -> vec4<f32> {
+  let c = ((ql >> shift) & 0x0f0f0f0fu) | (((qh >> bit) & 0x03030303u) << 4u);
+  let up = vec4<u32>(c ^ 0x20202020u) << vec4<u32>(26u, 18u, 10u, 2u);
+  return vec4<f32>(bitcast<vec4<i32>>(up) >> vec4<u32>(26u));
+}
+
+// The two 16-value halves' dots of a Q6_K 32-value group.
+fn q_k6_group(
+  l0: vec4<u32>, l1: vec4<u32>, qh0: vec4<u32>, qh1: vec4<u32>, shift: u32, bit: u32, g: QX8,
+) -> vec2<f32> {
+  return vec2<f32>(
+    dot(q_k6_codes(l0.x, shift, qh0.x, bit), g.v0) + dot(q_k6_codes(l0.y, shift, qh0.y, bit), g.v1) +
+      dot(q_k6_codes(l0.z, shift, qh0.z, bit), g.v2) + dot(q_k6_codes(l0.w, shift, qh0.w, bit), g.v3),
+    dot(q_k6_codes(l1.x, shift, qh1.x, bit), g.v4) + dot(q_k6_codes(l1.y, shift, qh1.y, bit), g.v5) +
+      dot(q_k6_codes(l1.z, shift, qh1.z, bit), g.v6) + dot(q_k6_codes(l1.w, shift, qh1.w, bit), g.v7),
+  );
+}
+
+// Q6_K, half h of the block at byte b (any even byte: 210-byte blocks alternate halves of a
+// word). Value 128h + r: low bits in ql[64h + r % 64] (nibble r / 64), top two in
+// qh[32h + r % 32] at bit 2 (r / 32), scale int8 sc[8h + r / 16]; x = d sc (q - 32).
+fn q_dot_k6(b: u32, h: u32, xs: QPiece) -> f32 {
+  let ql0 = q_words8(b + 64u * h);        // ql[64h ..]: r < 32 and, high nibbles, 64 <= r < 96
+  let ql1 = q_words8(b + 64u * h + 32u);  // ql[64h + 32 ..]: 32 <= r < 64 and 96 <= r < 128
+  let qh = q_words8(b + 128u + 32u * h);
+  // The half's eight scales from the three words they lie in.
+  let at = b + 192u + 8u * h;
+  let w = at >> 2u;
+  let odd = (at & 2u) != 0u;
+  let t0 = qweight[w];
+  let t1 = qweight[w + 1u];
+  let t2 = qweight[w + 2u];
+  let s0 = select(t0, (t0 >> 16u) | (t1 << 16u), odd);
+  let s1 = select(t1, (t1 >> 16u) | (t2 << 16u), odd);
+  let shifts = vec4<u32>(24u, 16u, 8u, 0u);
+  let sc0 = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(s0) << shifts) >> vec4<u32>(24u));
+  let sc1 = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(s1) << shifts) >> vec4<u32>(24u));
+  let c0 = q_k6_group(ql0.a, ql0.b, qh.a, qh.b, 0u, 0u, xs.g0);
+  let c1 = q_k6_group(ql1.a, ql1.b, qh.a, qh.b, 0u, 2u, xs.g1);
+  let c2 = q_k6_group(ql0.a, ql0.b, qh.a, qh.b, 4u, 4u, xs.g2);
+  let c3 = q_k6_group(ql1.a, ql1.b, qh.a, qh.b, 4u, 6u, xs.g3);
+  return q_half(b + 208u) * (dot(sc0, vec4<f32>(c0, c1)) + dot(sc1, vec4<f32>(c2, c3)));
 }
 
 // Byte offset of the block holding value \`col\` of row \`row\`, for rows of \`row_bytes\` bytes.
@@ -2751,9 +2917,9 @@ export const QUANT_MATVEC_WGSL: string =
 // (+ y[N] when ACCUMULATE), W [out, in] kept in its GGUF blocks (quant_blocks.wgsl; QTYPE picks
 // the type). K is a multiple of the block size.
 //
-// Each workgroup owns ROWS consecutive rows. Its WG threads stride over the rows' 32-value
-// pieces (a whole block of the 32-value types, a sub-block of the K-quants): a thread loads the
-// piece's eight x vec4s once, dots them with the piece of each of its ROWS rows, so every weight
+// Each workgroup owns ROWS consecutive rows. Its WG threads stride over the rows' pieces
+// (quant_blocks.wgsl: a whole block of the 32-value types, half a block of the K-quants): a
+// thread loads the piece's x once, dots it with the piece of each of its ROWS rows, so every weight
 // byte is read once and every x load serves ROWS rows; then the per-thread sums of all ROWS rows
 // are reduced at once with reduce.wgsl's tree. WG must be a power of two.
 override WG: u32 = 64;
@@ -2778,24 +2944,30 @@ fn first_row(wg: vec3<u32>) -> u32 {
   return (wg.y * params.groupsX + wg.x) * ROWS;
 }
 
+fn x8(at: u32) -> QX8 {
+  return QX8(x[at], x[at + 1u], x[at + 2u], x[at + 3u], x[at + 4u], x[at + 5u], x[at + 6u], x[at + 7u]);
+}
+
 // Rows past N read the last row again (their sums are discarded), so the loop has no branch.
 fn partials(row0: u32, lid: u32) {
   var acc: array<f32, ROWS>;
-  let pieces = params.k / 32u;
+  let pieces = params.k / Q_PIECE;
   for (var p = lid; p < pieces; p += WG) {
-    let x0 = x[8u * p];
-    let x1 = x[8u * p + 1u];
-    let x2 = x[8u * p + 2u];
-    let x3 = x[8u * p + 3u];
-    let x4 = x[8u * p + 4u];
-    let x5 = x[8u * p + 5u];
-    let x6 = x[8u * p + 6u];
-    let x7 = x[8u * p + 7u];
-    let col = 32u * p;
+    let at = Q_PIECE4 * p;
+    var g1 = QX8();
+    var g2 = QX8();
+    var g3 = QX8();
+    if (Q_PIECE == 128u) {
+      g1 = x8(at + 8u);
+      g2 = x8(at + 16u);
+      g3 = x8(at + 24u);
+    }
+    let xs = q_piece(x8(at), g1, g2, g3);
+    let col = Q_PIECE * p;
     let e = col % QK;
     for (var r = 0u; r < ROWS; r++) {
       let b = q_block_at(min(row0 + r, params.rows - 1u), col, params.rowBytes);
-      acc[r] += q_dot32(b, e, x0, x1, x2, x3, x4, x5, x6, x7);
+      acc[r] += q_dot_piece(b, e, xs);
     }
   }
   for (var r = 0u; r < ROWS; r++) {
