@@ -8,7 +8,15 @@ import {
   type TestGpu,
   testGpu,
 } from "./helpers.ts";
-import { DEFAULT_TILES, type MatmulForm, MatmulOp, type MatmulTiles } from "../src/ops/matmul.ts";
+import {
+  DEFAULT_TILES,
+  type MatmulForm,
+  MatmulOp,
+  type MatmulTiles,
+  maxDispatchDepth,
+  SHORT_ROWS,
+  shortTiles,
+} from "../src/ops/matmul.ts";
 import { matmulRef } from "../src/reference/matmul.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import type { Rng } from "../src/core/random.ts";
@@ -82,6 +90,94 @@ gpuTest("matmul.wgsl: other tile shapes give the same results", async () => {
     await checkForm(g, rng, { transB: true }, tiles, shapes);
     await checkForm(g, rng, { transA: true }, tiles, shapes);
   }
+});
+
+gpuTest(
+  "matmul.wgsl: a K longer than one dispatch walks (a vocabulary-long input gradient)",
+  async () => {
+    // llvmpipe ends every loop of an invocation after 65,535 iterations in all: one dispatch of
+    // the full tiles summed only the first 43,689 of K, of the short tiles about the first 27,600.
+    const g = await testGpu();
+    const rng = seededRng("matmul long K");
+    const full = maxDispatchDepth(DEFAULT_TILES);
+    await checkForm(g, rng, {}, DEFAULT_TILES, [[SHORT_ROWS + 1, 2 * full + 1, 5]]);
+    // Llama 3's head gradient for a few rows: dH[3, 5] = dLogits[3, 128256] · W[128256, 5].
+    await checkForm(g, rng, {}, DEFAULT_TILES, [[3, 128_256, 5]]);
+    // Around the window edges, with small tiles (a shorter depth, cheaper steps), in every form.
+    const tiles = { wgX: 4, wgY: 4, tk: 4 };
+    const d = maxDispatchDepth(shortTiles(tiles));
+    const edges = (ks: number[]) => ks.map((k): [number, number, number] => [3, k, 2]);
+    await checkForm(g, rng, {}, tiles, edges([d - 1, d, d + 1, 2 * d, 2 * d + 3]));
+    for (const form of [{ transB: true }, { transA: true }, { transA: true, transB: true }]) {
+      await checkForm(g, rng, form, tiles, edges([d + 1, 2 * d + 3]));
+    }
+    await checkForm(g, rng, { accumulate: true }, tiles, edges([2 * d + 1]));
+    await checkForm(g, rng, { transA: true, accumulate: true }, tiles, edges([d + 2]));
+  },
+);
+
+gpuTest("matmul.wgsl: products of few rows run on short tiles, bit for bit the same", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("matmul short tiles");
+  for (const transB of [false, true]) {
+    const op = await MatmulOp.create(registry, { transB });
+    assert.deepEqual(op.tilesFor(SHORT_ROWS), shortTiles(DEFAULT_TILES));
+    assert.deepEqual(op.tilesFor(SHORT_ROWS + 1), DEFAULT_TILES);
+    // The first rows of a product computed on SHORT_ROWS + 1 rows equal the short product.
+    const [k, n] = [300, 70];
+    const aData = rng.normals((SHORT_ROWS + 1) * k);
+    const a = uploadTensor(gpu, aData, [SHORT_ROWS + 1, k]);
+    const aShort = uploadTensor(gpu, aData.subarray(0, SHORT_ROWS * k), [SHORT_ROWS, k]);
+    const b = uploadTensor(gpu, rng.normals(k * n), transB ? [n, k] : [k, n]);
+    const c = poisoned(gpu, [SHORT_ROWS + 1, n]);
+    const cShort = poisoned(gpu, [SHORT_ROWS, n]);
+    op.record(recorder, a, b, c);
+    op.record(recorder, aShort, b, cShort);
+    recorder.submit();
+    const long = await readWritten(gpu, c, "full tiles");
+    const short = await readWritten(gpu, cShort, "short tiles");
+    assert.deepEqual(short, long.subarray(0, SHORT_ROWS * n), `transB=${transB}`);
+    for (const t of [a, aShort, b, c, cShort]) t.destroy();
+  }
+});
+
+gpuTest("matmul.wgsl: a long K from an f16 B and a window of a wider A", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("matmul long K f16 / window");
+  const tiles = { wgX: 4, wgY: 4, tk: 4 };
+  const k = 2 * maxDispatchDepth(shortTiles(tiles)) + 5;
+  for (const transB of [false, true]) {
+    const op = await MatmulOp.create(registry, { transB }, tiles);
+    const [m, n] = [3, 4];
+    const what = `matmul f16 B long K transB=${transB}`;
+    const aData = rng.normals(m * k);
+    const bBits = f32ArrayToF16(rng.normals(k * n));
+    const a = uploadTensor(gpu, aData, [m, k]);
+    const b = uploadTensor(gpu, bBits, transB ? [n, k] : [k, n], "f16");
+    const c = poisoned(gpu, [m, n]);
+    op.record(recorder, a, b, c);
+    recorder.submit();
+    const ref = matmulRef(aData, f16ArrayToF32(bBits), m, k, n, { transB });
+    assertClose(await readWritten(gpu, c, what), ref, what);
+    for (const t of [a, b, c]) t.destroy();
+  }
+  // dX = dY[:, from..from + k]·W: the head part's rows are the long K.
+  const op = await MatmulOp.create(registry, {}, tiles);
+  const [m, n, from, width] = [2, 3, 7, k + 20];
+  const dyData = rng.normals(m * width);
+  const wData = rng.normals(k * n);
+  const dy = uploadTensor(gpu, dyData, [m, width]);
+  const w = uploadTensor(gpu, wData, [k, n]);
+  const dx = poisoned(gpu, [m, n]);
+  op.record(recorder, dy, w, dx, 1, { a: from });
+  recorder.submit();
+  const window = new Float64Array(m * k);
+  for (let r = 0; r < m; r++) {
+    for (let j = 0; j < k; j++) window[r * k + j] = dyData[r * width + from + j];
+  }
+  const what = "matmul long K A window";
+  assertClose(await readWritten(gpu, dx, what), matmulRef(window, wData, m, k, n, {}), what);
+  for (const t of [dy, w, dx]) t.destroy();
 });
 
 gpuTest("matmul.wgsl main_f16b: C = A·Bᵀ and C = A·B with B stored as float16", async () => {

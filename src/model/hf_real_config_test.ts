@@ -6,8 +6,8 @@
  * settings are read from the same config.json by the Hugging Face formulas (not by templora's
  * loader); the folder's tokenizer encodes a text and the model writes a few greedy tokens, the
  * first being the reference's argmax; and one Temp-Lora training step's loss and adapter
- * gradients against the reference's (where the trainer gets them right, see
- * TRAINING_VOCAB_LIMIT; the architectures' features train in architectures_test.ts).
+ * gradients against the reference's, at the real vocabularies (the architectures' features train
+ * in architectures_test.ts).
  */
 import assert from "node:assert/strict";
 import { assertClose, gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
@@ -136,19 +136,10 @@ async function assertTrainingStep(
   for (const x of [trainer, adapter]) x.destroy();
 }
 
-/**
- * The GPU trainer's adapter gradients are wrong at vocabularies of 50000 ids and more (the loss
- * is right; 32000 and 40000 match to 1e-6). Until that is fixed the step runs where the
- * vocabulary is at most this size, and the test below at Llama 3's stays ignored.
- */
-const TRAINING_VOCAB_LIMIT = 40000;
-
 for (const [key, published] of Object.entries(PUBLISHED_MODELS)) {
   gpuTest(
     `${key} (${published.name}'s config.json): logits, tokenizer and generation match the ` +
-      "reference" + (published.config.vocab_size as number <= TRAINING_VOCAB_LIMIT
-        ? ", and a training step"
-        : ""),
+      "reference, and a training step",
     async () => {
       const { gpu, registry, recorder } = await testGpu();
       const rng = seededRng(`published ${key}`);
@@ -170,8 +161,7 @@ for (const [key, published] of Object.entries(PUBLISHED_MODELS)) {
 
         // Logits of random tokens from the whole vocabulary, specials included.
         const t = 12;
-        const tokens = Array.from({ length: t }, () =>
-          rng.int(v));
+        const tokens = Array.from({ length: t }, () => rng.int(v));
         const want = referenceForward(ref, lookup, head, tokens).logits;
         const got = await gpuLogits(model, tokens);
         assertClose(got.prefill, want.subarray(0, (t - 1) * v), `${key} prefill`);
@@ -203,9 +193,7 @@ for (const [key, published] of Object.entries(PUBLISHED_MODELS)) {
         assert.ok(reply.tokens.every((id) => id >= 0 && id < v));
         assert.equal(tokenizer.decode([...ids, ...reply.tokens]), PROMPT + reply.text);
 
-        if (v <= TRAINING_VOCAB_LIMIT) {
-          await assertTrainingStep(model, ref, files.weights, tokens, key);
-        }
+        await assertTrainingStep(model, ref, files.weights, tokens, key);
       } finally {
         model?.destroy();
         await Deno.remove(dir, { recursive: true });
@@ -214,20 +202,19 @@ for (const [key, published] of Object.entries(PUBLISHED_MODELS)) {
   );
 }
 
-Deno.test({
-  name: "a Temp-Lora step at Llama 3's 128256-token vocabulary: loss and gradients match",
-  // Fails (gradients off by ~90%) until the trainer is fixed; see TRAINING_VOCAB_LIMIT.
-  ignore: true,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
+gpuTest(
+  "a Temp-Lora step at Llama 3's 128256-token vocabulary with an untied head: loss and gradients",
+  async () => {
+    // The head gradient dH = dLogits·W sums over the vocabulary: past one dispatch's loop budget
+    // on llvmpipe it came out short (see maxDispatchDepth in src/ops/matmul.ts).
     const { gpu, registry } = await testGpu();
     const rng = seededRng("large vocabulary training");
-    const json = PUBLISHED_MODELS["llama-3.2"].config;
+    const json = { ...PUBLISHED_MODELS["llama-3.2"].config, tie_word_embeddings: false };
     const weights = randomWeights(parseHfConfig(json, "llama-3.2"), rng);
+    assert.equal(weights.config.tiedEmbeddings, false);
     const model = await LlamaModel.create(gpu, registry, weights);
     const tokens = Array.from({ length: 12 }, () => rng.int(weights.config.vocabSize));
     await assertTrainingStep(model, referenceConfigFromHf(json), weights, tokens, "llama-3.2");
     model.destroy();
   },
-});
+);

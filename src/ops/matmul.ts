@@ -45,21 +45,40 @@ export interface MatmulColumns {
   c?: number;
 }
 
+/** Rows of C up to which a product runs on the short tiles ({@link shortTiles}). */
+export const SHORT_ROWS = 16;
+
 /**
- * C = alpha * op(A) · op(B), optionally accumulated, for one fixed form and tile shape. Unless A
- * is transposed, B may also be an f16 tensor (weights stored as float16 [out, in]: read
- * transposed for a projection's forward, as stored for its input gradient).
+ * The tiles a product of at most {@link SHORT_ROWS} rows runs on: `tiles` with two rows of
+ * threads, so a short prompt or a training tile of a few tokens does not compute 128-row blocks
+ * for them. Each element is the same sum in the same order on either.
+ */
+export function shortTiles(tiles: MatmulTiles): MatmulTiles {
+  return { ...tiles, wgY: Math.min(tiles.wgY, SHORT_ROWS / 8) };
+}
+
+interface Variant {
+  tiles: MatmulTiles;
+  kernel: Kernel;
+  /** The f16-B entry point (forms without TRANS_A). */
+  kernelF16B: Kernel | undefined;
+}
+
+/**
+ * C = alpha * op(A) · op(B), optionally accumulated, for one fixed form and tile shape (and its
+ * {@link shortTiles} for products of few rows). Unless A is transposed, B may also be an f16
+ * tensor (weights stored as float16 [out, in]: read transposed for a projection's forward, as
+ * stored for its input gradient).
  */
 export class MatmulOp {
   private constructor(
-    private readonly kernel: Kernel,
-    /** The f16-B entry point (forms without TRANS_A). */
-    private readonly kernelF16B: Kernel | undefined,
+    /** The short tiles' variant first, then the full tiles'. */
+    private readonly variants: Variant[],
     readonly form: Required<MatmulForm>,
     readonly tiles: MatmulTiles,
   ) {}
 
-  /** Compiles the kernel for one form and tile shape (and its f16-B twin unless TRANS_A). */
+  /** Compiles the kernels for one form and tile shape (and their f16-B twins unless TRANS_A). */
   static async create(
     registry: KernelRegistry,
     form: MatmulForm = {},
@@ -70,26 +89,40 @@ export class MatmulOp {
       transB: form.transB ?? false,
       accumulate: form.accumulate ?? false,
     };
-    const constants = {
-      TRANS_A: full.transA,
-      TRANS_B: full.transB,
-      ACCUMULATE: full.accumulate,
-      WG_X: tiles.wgX,
-      WG_Y: tiles.wgY,
-      TK: tiles.tk,
-    };
+    const short = shortTiles(tiles);
+    const shapes = short.wgY < tiles.wgY ? [short, tiles] : [tiles];
     const entries = full.transA ? ["main"] : ["main", "main_f16b"];
-    const [kernel, kernelF16B] = await Promise.all(
-      entries.map((entryPoint) =>
-        registry.get({ file: "matmul.wgsl", source, entryPoint, constants })
-      ),
-    );
-    return new MatmulOp(kernel, kernelF16B, full, tiles);
+    const variants = await Promise.all(shapes.map(async (t): Promise<Variant> => {
+      const constants = {
+        TRANS_A: full.transA,
+        TRANS_B: full.transB,
+        WG_X: t.wgX,
+        WG_Y: t.wgY,
+        TK: t.tk,
+      };
+      const [kernel, kernelF16B] = await Promise.all(
+        entries.map((entryPoint) =>
+          registry.get({ file: "matmul.wgsl", source, entryPoint, constants })
+        ),
+      );
+      return { tiles: t, kernel, kernelF16B };
+    }));
+    return new MatmulOp(variants, full, tiles);
+  }
+
+  /** The tiles a product of `m` rows runs on. */
+  tilesFor(m: number): MatmulTiles {
+    return this.#variant(m).tiles;
+  }
+
+  #variant(m: number): Variant {
+    return this.variants.find((v) => 8 * v.tiles.wgY >= m) ?? this.variants.at(-1)!;
   }
 
   /**
    * Records C[M, N] (=|+=) alpha * op(A)[M, K] · op(B)[K, N]; shapes are checked. A and C are f32;
    * B is f32, or f16 unless A is transposed. With `columns`, op(A) or C is a window of a wider A or C.
+   * A K longer than the tiles' {@link maxDispatchDepth} is summed in windows of that depth, one dispatch each.
    */
   record(
     rec: Recorder,
@@ -102,7 +135,7 @@ export class MatmulOp {
     const [ar, ac] = expectRows(OP, "A", a, "f32");
     const [br, bc] = expectRows(OP, "B", b, ["f32", "f16"]);
     const bF16 = b.dtype === "f16";
-    if (bF16 && !this.kernelF16B) {
+    if (bF16 && this.form.transA) {
       throw new KernelUsageError("matmul: an f16 B is only read with A untransposed");
     }
     const [kb, n] = this.form.transB ? [bc, br] : [br, bc];
@@ -128,12 +161,52 @@ export class MatmulOp {
           `, got ${describeTensor(c)}`,
       );
     }
-    const { wgX, wgY } = this.tiles;
+    const variant = this.#variant(m);
+    const { wgX, wgY } = variant.tiles;
+    const kernel = bF16 ? variant.kernelF16B! : variant.kernel;
     const bindings: Record<string, Tensor> = bF16 ? { a, b16: b, c } : { a, b, c };
-    const params = { m, n, k, alpha, lda: ac, ldc: cn, aOffset: aFrom, cOffset: cFrom };
-    rec.dispatch(bF16 ? this.kernelF16B! : this.kernel, bindings, params, [
-      Math.ceil(n / (8 * wgX)),
-      Math.ceil(m / (8 * wgY)),
-    ]);
+    const grid: [number, number] = [Math.ceil(n / (8 * wgX)), Math.ceil(m / (8 * wgY))];
+    const depth = maxDispatchDepth(variant.tiles);
+    // Windows of K one after another: A's columns (rows if transposed), B's rows (columns if
+    // transposed); every window after the first adds onto C.
+    for (let k0 = 0; k0 === 0 || k0 < k; k0 += depth) {
+      const params = {
+        m,
+        n,
+        k: Math.min(depth, k - k0),
+        alpha,
+        lda: ac,
+        ldc: cn,
+        aOffset: aFrom + (this.form.transA ? k0 * ac : k0),
+        cOffset: cFrom,
+        ldb: bc,
+        bOffset: this.form.transB ? k0 : k0 * bc,
+        accumulate: this.form.accumulate || k0 > 0 ? 1 : 0,
+      };
+      rec.dispatch(kernel, bindings, params, grid);
+    }
   }
+}
+
+/**
+ * Loop iterations one invocation may run on Mesa's llvmpipe and lavapipe, every loop of the
+ * shader counted together (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS): past it every loop exits at
+ * once and the kernel goes on with what it has, so a long sum comes out short without an error.
+ */
+export const LOOP_ITERATION_LIMIT = 65535;
+
+/**
+ * The most of K one matmul dispatch with `tiles` walks, so that an invocation stays within
+ * {@link LOOP_ITERATION_LIMIT}; a longer K runs as several dispatches, each adding onto C. Per
+ * step of TK the kernel runs the K loop once and its three inner loops (two tile fills, the tile
+ * product), each one more time than it iterates (the exit test); the block's stores loop 16 x 5.
+ */
+export function maxDispatchDepth(tiles: MatmulTiles): number {
+  const { wgX, wgY, tk } = tiles;
+  const threads = wgX * wgY;
+  const fill = (vec4s: number) => Math.ceil(vec4s / threads) + 1;
+  const perStep = 1 + fill(tk * 2 * wgY) + fill(tk * 2 * wgX) + tk + 1;
+  const stores = 16 * 5;
+  const margin = 256;
+  return Math.floor((LOOP_ITERATION_LIMIT - stores - margin) / perStep) * tk;
 }

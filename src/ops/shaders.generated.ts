@@ -1922,13 +1922,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
 /** shaders/matmul.wgsl */
 export const MATMUL_WGSL: string =
-  `// C = alpha * op(A) · op(B) (+ C when ACCUMULATE), all f32 row-major.
+  `// C = alpha * op(A) · op(B) (+ C when params.accumulate != 0), all f32 row-major.
 //   op(A) is [M, K]: A is stored [M, K], or [K, M] when TRANS_A (as in dW = dYᵀ·X).
 //   op(B) is [K, N]: B is stored [K, N], or [N, K] when TRANS_B (weights stored [out, in]).
-// A and C may be windows of wider row-major matrices: stored row r of A begins at element
-// aOffset + r * lda and row r of C at cOffset + r * ldc (dense operands: offset 0, lda the stored
-// row length, ldc = N). A head split by vocabulary rows writes each part's logits into its columns
-// of the logits and reads them back for the input gradient this way.
+// A, B and C may be windows of wider row-major matrices: stored row r of A begins at element
+// aOffset + r * lda, of B at bOffset + r * ldb, of C at cOffset + r * ldc (dense operands: offset
+// 0, the stored row length). A head split by vocabulary rows writes each part's logits into its
+// columns of the logits and reads them back for the input gradient this way, and a long K runs as
+// several dispatches over windows of K, each adding onto C (see maxDispatchDepth in matmul.ts).
 // Entry point main_f16b reads B from b16 instead: float16 weights, [N, K] when TRANS_B (the forward
 // through a projection) or [K, N] (its input gradient), two halves per u32 word in element order,
 // unpacked with unpack2x16float (core WGSL, no f16 feature needed).
@@ -1940,7 +1941,6 @@ export const MATMUL_WGSL: string =
 // them) would otherwise spill an indexed array to memory and run several times slower.
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-override ACCUMULATE: bool = false;
 override WG_X: u32 = 16; // threads along N
 override WG_Y: u32 = 16; // threads along M
 override TK: u32 = 16;   // depth of one workgroup tile along K
@@ -1951,11 +1951,14 @@ const BM4: u32 = BM / 4u;
 const BN4: u32 = BN / 4u;
 const THREADS: u32 = WG_X * WG_Y;
 
-struct Params { m: u32, n: u32, k: u32, alpha: f32, lda: u32, ldc: u32, aOffset: u32, cOffset: u32 }
+struct Params {
+  m: u32, n: u32, k: u32, alpha: f32, lda: u32, ldc: u32, aOffset: u32, cOffset: u32,
+  ldb: u32, bOffset: u32, accumulate: u32,
+}
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;        // [M, lda], or [K, lda] if TRANS_A
-@group(0) @binding(2) var<storage, read> b: array<f32>;        // [K, N], or [N, K] if TRANS_B
+@group(0) @binding(2) var<storage, read> b: array<f32>;        // [K, ldb], or [N, ldb] if TRANS_B
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;  // [M, ldc]
 @group(0) @binding(4) var<storage, read> b16: array<u32>;      // as b, f16 pairs (main_f16b)
 
@@ -1970,14 +1973,14 @@ fn opA(row: u32, col: u32) -> f32 {  // op(A)[row, col], zero outside
 
 fn opB(row: u32, col: u32) -> f32 {  // op(B)[row, col], zero outside
   if (row >= params.k || col >= params.n) { return 0.0; }
-  if (TRANS_B) { return b[col * params.k + row]; }
-  return b[row * params.n + col];
+  if (TRANS_B) { return b[params.bOffset + col * params.ldb + row]; }
+  return b[params.bOffset + row * params.ldb + col];
 }
 
 fn opB16(row: u32, col: u32) -> f32 {  // op(B)[row, col] from f16 B, zero outside
   if (row >= params.k || col >= params.n) { return 0.0; }
-  var at = row * params.n + col;
-  if (TRANS_B) { at = col * params.k + row; }
+  var at = params.bOffset + row * params.ldb + col;
+  if (TRANS_B) { at = params.bOffset + col * params.ldb + row; }
   return unpack2x16float(b16[at >> 1u])[at & 1u];
 }
 
@@ -2018,7 +2021,7 @@ fn store(row: u32, col: u32, v: vec4<f32>) {
     if (col + j < params.n) {
       let at = params.cOffset + row * params.ldc + col + j;
       var value = params.alpha * v[j];
-      if (ACCUMULATE) { value += c[at]; }
+      if (params.accumulate != 0u) { value += c[at]; }
       c[at] = value;
     }
   }
