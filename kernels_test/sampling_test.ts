@@ -8,7 +8,6 @@ import {
   type TestGpu,
   testGpu,
 } from "./helpers.ts";
-import { ROW_WORKGROUP } from "../src/ops/shapes.ts";
 import type { Rng } from "../src/core/random.ts";
 import { type SampleOptions, SamplingOp } from "../src/ops/sampling.ts";
 import { readF32 } from "../src/gpu/readback.ts";
@@ -131,10 +130,10 @@ gpuTest("sampling.wgsl draws the same token as the float64 twin", async () => {
   await checkDraws(g, op, seededRng("sampling draws"), [1, 7, 513, 32003, 151_936], DRAW_OPTIONS);
 });
 
-gpuTest("sampling.wgsl at every adapter class's workgroup size", async () => {
+gpuTest("sampling.wgsl at other workgroup sizes", async () => {
   const g = await testGpu();
   const rng = seededRng("sampling workgroups");
-  for (const wg of new Set(Object.values(ROW_WORKGROUP))) {
+  for (const wg of [16, 64]) {
     const op = await SamplingOp.create(g.registry, wg);
     await checkDraws(g, op, rng, [7, 513, 32003], DRAW_OPTIONS.slice(0, 4));
   }
@@ -192,7 +191,9 @@ async function checkDraws(
 gpuTest("sampling.wgsl draws follow the renormalised top-k/top-p distribution", async () => {
   const { gpu, registry, recorder } = await testGpu();
   const rng = seededRng("sampling distribution");
-  const op = await SamplingOp.create(registry);
+  // 16 invocations for 11 logits: 16,000 draws of 256 mostly idle invocations each took minutes
+  // on SwiftShader; the default width is checked draw by draw against the twin above.
+  const op = await SamplingOp.create(registry, 16);
   const N = 4000;
   const V = 11;
   const cases: SampleOptions[] = [

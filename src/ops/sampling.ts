@@ -4,7 +4,6 @@ import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Params, Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import {
-  adapterClass,
   describeTensor,
   expectArgument,
   expectDtype,
@@ -12,7 +11,6 @@ import {
   expectRows,
   expectU32,
   expectWindow,
-  ROW_WORKGROUP,
 } from "./shapes.ts";
 
 const FILE = "sampling.wgsl";
@@ -43,6 +41,14 @@ export interface DrawTarget {
 }
 
 /**
+ * Invocations per draw. Not narrowed on software adapters as the other row kernels are
+ * (ROW_WORKGROUP): a top-k/top-p draw walks the row some 26 times, which at 151,936 ids and 64
+ * invocations comes near the 65,535 loop iterations after which llvmpipe silently ends an
+ * invocation's loops (see LOOP_ITERATION_LIMIT in matmul.ts).
+ */
+const SAMPLING_WORKGROUP = 256;
+
+/**
  * Token selection that never waits for the host: argmax, repetition penalty, and temperature +
  * top-k + top-p sampling with a counter-based random generator (see src/reference/sampling.ts).
  */
@@ -58,11 +64,11 @@ export class SamplingOp {
 
   /**
    * Compiles the four kernels (cached by the registry) with `workgroupSize` invocations per draw
-   * (a power of two, at least 16; default: the adapter class's {@link ROW_WORKGROUP}).
+   * (a power of two, at least 16; default 256 on every adapter).
    */
   static async create(
     registry: KernelRegistry,
-    workgroupSize: number = ROW_WORKGROUP[adapterClass(registry.gpu.capabilities)],
+    workgroupSize: number = SAMPLING_WORKGROUP,
   ): Promise<SamplingOp> {
     const get = (entryPoint: string) =>
       registry.get({ file: FILE, source, entryPoint, constants: { WG: workgroupSize } });

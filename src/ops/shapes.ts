@@ -216,8 +216,8 @@ export function adapterClass(capabilities: {
 }
 
 /**
- * Invocations per workgroup of the kernels that give each row (or each draw) one workgroup and
- * reduce it in a barrier tree: softmax, cross-entropy, sampling. On software adapters a workgroup
+ * Invocations per workgroup of the kernels that give each row one workgroup and reduce it in a
+ * barrier tree: softmax and cross-entropy. On software adapters a workgroup
  * runs on one CPU thread and every barrier is a coroutine switch per SIMD group, so a narrow
  * workgroup that loops longer over its row wastes less (SwiftShader ran the softmax test's short
  * rows in 4m42s at 256 and 19 s at 64); GPUs want the width to cover a row's loads.
