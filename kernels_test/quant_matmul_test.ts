@@ -10,6 +10,7 @@ import {
 } from "./helpers.ts";
 import { assertCloseDots, FIXTURE_TENSORS, haveFixtures, readFixture } from "./quant_fixtures.ts";
 import { QuantMatmulOp } from "../src/ops/quant_matmul.ts";
+import { maxDispatchDepth } from "../src/ops/matmul.ts";
 import { quantMatrix, uploadQuantMatrix } from "../src/ops/quant_weight.ts";
 import { createTensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { KernelUsageError, ShapeError } from "../src/gpu/errors.ts";
@@ -110,6 +111,20 @@ gpuTest("quant_matmul.wgsl: other tile shapes give the same results", async () =
       await checkCase(g, op, rng, form, "Q4_K", [70, 33, 1], true);
     }
   }
+});
+
+gpuTest("quant_matmul.wgsl dX = dY·W over a vocabulary-long K (windows of K)", async () => {
+  // llvmpipe ends an invocation's loops after LOOP_ITERATION_LIMIT iterations in all: a K of
+  // W's rows past maxDispatchDepth must run as windows, or the sum silently comes out short.
+  const g = await testGpu();
+  const rng = seededRng("quant matmul long K");
+  const op = await QuantMatmulOp.create(g.registry, { types: ["Q8_0", "Q4_K"] });
+  const depth = maxDispatchDepth(op.tiles);
+  for (const rows of [depth + 1, 2 * depth + 5]) {
+    await checkCase(g, op, rng, "input grad", "Q8_0", [3, rows, 1], false);
+    await checkCase(g, op, rng, "input grad", "Q8_0", [2, rows, 2], true);
+  }
+  await checkCase(g, op, rng, "input grad", "Q4_K", [3, 2 * depth + 5, 1], false);
 });
 
 gpuTest("quant matmul rejects mismatched shapes and types it was not compiled for", async () => {

@@ -4,7 +4,7 @@ import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { DEFAULT_TILES, type MatmulTiles } from "./matmul.ts";
+import { DEFAULT_TILES, type MatmulTiles, maxDispatchDepth } from "./matmul.ts";
 import { qtypeConstant, QUANT_SNIPPETS, type QuantMatrix, resolveTypes } from "./quant_weight.ts";
 import { describeTensor, expectRows } from "./shapes.ts";
 
@@ -99,6 +99,7 @@ export class QuantMatmulOp {
       ldc: width,
       aOffset: 0,
       cOffset: from,
+      wRow0: 0,
     });
   }
 
@@ -120,12 +121,15 @@ export class QuantMatmulOp {
     }
     const [tx, n] = expectRows(`${OP} input grad`, "dX", dx, "f32");
     if (tx !== t || n !== w.cols) throw fault("input grad", "dX", `f32 [${t}, ${w.cols}]`, dx);
-    this.#dispatch(rec, "backward_input", dy, w, dx, t, n, w.rows, options, {
-      lda: width,
-      ldc: n,
-      aOffset: from,
-      cOffset: 0,
-    });
+    // K (W's rows: a vocabulary, for the LM head) in windows short enough for llvmpipe's loop
+    // limit, every window after the first adding onto dX.
+    const depth = maxDispatchDepth(this.tiles);
+    for (let k0 = 0; k0 === 0 || k0 < w.rows; k0 += depth) {
+      const accumulate = k0 > 0 || (options.accumulate ?? false);
+      this.#dispatch(rec, "backward_input", dy, w, dx, t, n, Math.min(depth, w.rows - k0), {
+        accumulate,
+      }, { lda: width, ldc: n, aOffset: from + k0, cOffset: 0, wRow0: k0 });
+    }
   }
 
   #dispatch(
@@ -138,7 +142,7 @@ export class QuantMatmulOp {
     n: number,
     k: number,
     options: QuantMatmulOptions,
-    strides: { lda: number; ldc: number; aOffset: number; cOffset: number },
+    strides: { lda: number; ldc: number; aOffset: number; cOffset: number; wRow0: number },
   ): void {
     const kernel = this.kernels.get(`${w.type}:${entry}:${options.accumulate ?? false}`);
     if (!kernel) {

@@ -2765,8 +2765,11 @@ const THREADS: u32 = WG_X * WG_Y;
 
 // rowBytes: bytes of one row of W's blocks. A's row r starts at element aOffset + r * lda and C's
 // at cOffset + r * ldc (a window of a wider matrix, as matmul.wgsl's; dense: 0, K and 0, N).
+// W's row 0 is its stored row wRow0: backward_input sums a long K (W's rows) as windows, one
+// dispatch each (see maxDispatchDepth in matmul.ts); the forward passes 0.
 struct Params {
   m: u32, n: u32, k: u32, rowBytes: u32, lda: u32, ldc: u32, aOffset: u32, cOffset: u32,
+  wRow0: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -2786,7 +2789,7 @@ fn loadA(row: u32, col: u32) -> f32 {  // A[row, col], zero outside
 // outside. cols is a multiple of the block size, so four values never straddle the edge.
 fn loadW4(row: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
   if (row >= rows || col >= cols) { return vec4<f32>(0.0); }
-  return q_values4(q_block_at(row, col, params.rowBytes), col % QK);
+  return q_values4(q_block_at(params.wRow0 + row, col, params.rowBytes), col % QK);
 }
 
 // Consecutive threads walk A's rows (its contiguous dimension).
