@@ -38,7 +38,10 @@ export interface StaticServer {
   close(): Promise<void>;
 }
 
+/** Lists the files under `dir` (none when it does not exist: a clone without ../shared). */
 async function walk(dir: string, prefix: string, out: string[]): Promise<void> {
+  const top = await Deno.stat(dir).catch(() => null);
+  if (!top?.isDirectory) return;
   for await (const e of Deno.readDir(dir)) {
     if (e.name.startsWith(".")) continue;
     const path = `${dir}/${e.name}`;
