@@ -33,6 +33,7 @@ export * from "./src/gpu/tensor.ts";
 export * from "./src/gpu/kernel.ts";
 export type { BindingDecl, ConstantValue, ParamField } from "./src/gpu/wgsl_parse.ts";
 export * from "./src/gpu/recorder.ts";
+export * from "./src/gpu/profiler.ts";
 export * from "./src/gpu/readback.ts";
 // Ops (one per shader file)
 export * from "./src/ops/copy.ts";

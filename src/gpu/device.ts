@@ -20,6 +20,8 @@ export interface GpuCapabilities {
   backend: GpuBackend;
   /** `shader-f16` was requested and a shader using `f16` actually compiled. */
   shaderF16: boolean;
+  /** `timestamp-query` is enabled, so dispatches can be timed (see `DispatchProfiler`). */
+  timestampQuery: boolean;
   /** Smallest subgroup size (0 when unknown). */
   subgroupMinSize: number;
   /** Largest subgroup size (0 when unknown). */
@@ -343,6 +345,9 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
   const wantF16 = (options.f16 ?? true) && adapter.features.has("shader-f16");
   const requiredFeatures: GPUFeatureName[] = [];
   if (wantF16) requiredFeatures.push("shader-f16");
+  // Timing dispatches (DispatchProfiler) needs it; asking for it costs nothing where it exists.
+  const timestampQuery = adapter.features.has("timestamp-query");
+  if (timestampQuery) requiredFeatures.push("timestamp-query");
 
   let device: GPUDevice;
   try {
@@ -360,6 +365,7 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
     isFallbackAdapter,
     backend,
     shaderF16,
+    timestampQuery,
     subgroupMinSize: info.subgroupMinSize ?? 0,
     subgroupMaxSize: info.subgroupMaxSize ?? 0,
   });

@@ -35,6 +35,7 @@ export function planningGpu(limits: PlanningLimits = {}): Gpu {
     isFallbackAdapter: false,
     backend: "unknown",
     shaderF16: false,
+    timestampQuery: false,
     subgroupMinSize: 0,
     subgroupMaxSize: 0,
   });

@@ -1,6 +1,7 @@
 import type { Gpu } from "./device.ts";
 import { GpuLimitError, KernelUsageError } from "./errors.ts";
 import type { Kernel } from "./kernel.ts";
+import type { DispatchProfiler } from "./profiler.ts";
 import type { Tensor } from "./tensor.ts";
 
 /** Bytes in one uniform slab; a recording that needs more takes another. */
@@ -60,6 +61,8 @@ export class Recorder {
   #alignment: number;
   #dispatches = 0;
   #totals: RecorderTotals = { dispatches: 0, weightBytes: 0 };
+  /** When set, every dispatch runs in its own pass and is timed (see {@link DispatchProfiler}). */
+  profiler: DispatchProfiler | undefined;
 
   /** A recorder submitting to `gpu`'s queue. */
   constructor(readonly gpu: Gpu) {
@@ -150,10 +153,17 @@ export class Recorder {
       group = this.gpu.device.createBindGroup({ layout: kernel.layout, entries });
       this.#bindGroups.set(key, group);
     }
+    if (this.profiler) {
+      this.#endPass();
+      this.#pass = this.#commandEncoder().beginComputePass({
+        timestampWrites: this.profiler.passTimestamps(kernel.label),
+      });
+    }
     const pass = this.#computePass();
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, group, offsets);
     pass.dispatchWorkgroups(x, y, z);
+    if (this.profiler) this.#endPass();
     this.#dispatches++;
     this.#totals.dispatches++;
   }
@@ -185,7 +195,10 @@ export class Recorder {
       slab.used = 0;
     }
     this.#slabIndex = 0;
-    if (this.#encoder) queue.submit([this.#encoder.finish()]);
+    if (this.#encoder) {
+      this.profiler?.resolve(this.#encoder);
+      queue.submit([this.#encoder.finish()]);
+    }
     this.#encoder = undefined;
     this.#dispatches = 0;
   }

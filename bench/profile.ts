@@ -1,0 +1,82 @@
+/**
+ * Where GPU time goes: every dispatch of one Temp-Lora training step, and of decoding a few
+ * tokens, timed with timestamp queries and summed by kernel.
+ *
+ *   deno task profile [--model PATH] [--window N] [--tokens N] [--top N]
+ *
+ * Prints a table per phase: milliseconds, dispatches and share of each kernel, and the GPU time
+ * against the wall time (a pass per dispatch costs a little, so these runs are slower than
+ * unprofiled ones; compare kernels within one run, not with the benchmarks). Needs an adapter
+ * with `timestamp-query` (lavapipe has it).
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { TextModel } from "../src/model/text_model.ts";
+import { LoraAdapter } from "../src/templora/adapter.ts";
+import { resolveTempLoraSettings } from "../src/templora/settings.ts";
+import { Trainer } from "../src/templora/trainer.ts";
+import { DispatchProfiler, type KernelTime } from "../src/gpu/profiler.ts";
+
+const { values } = parseArgs({
+  options: {
+    model: { type: "string" },
+    window: { type: "string", default: "256" },
+    tokens: { type: "string", default: "32" },
+    top: { type: "string", default: "20" },
+  },
+});
+const count = (flag: "window" | "tokens" | "top") => {
+  const n = Number(values[flag]);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag} must be a positive integer`);
+  return n;
+};
+const model = values.model ??
+  fileURLToPath(new URL("../models/stories260K/stories260K.bin", import.meta.url));
+
+const lm = await TextModel.load(model);
+const settings = resolveTempLoraSettings(lm.config, { window: count("window") });
+const exampleTokens = settings.trainContext + settings.chunk;
+const adapter = new LoraAdapter(lm.gpu, lm.config, settings);
+const trainer = await Trainer.create(lm.model, adapter, lm.registry, exampleTokens);
+const example = Array.from({ length: exampleTokens }, (_, i) => 3 + (i * 7919) % 500);
+const profiler = new DispatchProfiler(lm.gpu);
+
+function report(title: string, wallMs: number, times: KernelTime[]): void {
+  const gpuMs = times.reduce((s, t) => s + t.milliseconds, 0);
+  const dispatches = times.reduce((s, t) => s + t.dispatches, 0);
+  console.log(
+    `\n${title}: ${dispatches} dispatches, GPU ${gpuMs.toFixed(1)} ms, wall ${
+      wallMs.toFixed(1)
+    } ms\n`,
+  );
+  console.log("|       ms | dispatches | share | kernel |\n| ---: | ---: | ---: | --- |");
+  for (const t of times.slice(0, count("top"))) {
+    const share = (100 * t.milliseconds / gpuMs).toFixed(1);
+    console.log(`| ${t.milliseconds.toFixed(2)} | ${t.dispatches} | ${share}% | ${t.label} |`);
+  }
+}
+
+// One unprofiled step first, so compiles and first-use allocations are not timed.
+await trainer.step(lm.recorder, example, 1, settings.optimizer, 0);
+lm.recorder.profiler = profiler;
+let start = performance.now();
+await trainer.step(lm.recorder, example, 1, settings.optimizer, 1);
+report(
+  `training step, ${exampleTokens} tokens, rank ${settings.rank}`,
+  performance.now() - start,
+  await profiler.read(),
+);
+
+const decode = { maxTokens: count("tokens"), temperature: 0, banEos: true };
+lm.recorder.profiler = undefined;
+await lm.complete("Once upon a time", decode);
+lm.recorder.profiler = profiler;
+start = performance.now();
+await lm.complete("Once upon a time", decode);
+report(
+  `prompt and ${decode.maxTokens} decoded tokens, no adapter`,
+  performance.now() - start,
+  await profiler.read(),
+);
+profiler.destroy();
+lm.dispose();
