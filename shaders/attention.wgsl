@@ -84,7 +84,7 @@ fn load4_q(base: u32, d4: u32) -> vec4<f32> {
   let d = base + d4 * 4u;
   if (HD % 4u == 0u) { return vec4<f32>(q[d], q[d + 1u], q[d + 2u], q[d + 3u]); }
   var r = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { r[i] = q[d + i]; } }
+  //!unroll for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { r[i] = q[d + i]; } }
   return r;
 }
 
@@ -95,7 +95,7 @@ fn load4_k(base: u32, d4: u32) -> vec4<f32> {
   }
   if (HD % 4u == 0u) { return bitcast<vec4<f32>>(vec4<u32>(k[d], k[d + 1u], k[d + 2u], k[d + 3u])); }
   var r = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) {
+  //!unroll for (var i = 0u; i < 4u; i++) {
     if (d4 * 4u + i < HD) {
       let e = d + i;
       if (KV_F16) { r[i] = unpack2x16float(k[e / 2u])[e % 2u]; } else { r[i] = bitcast<f32>(k[e]); }
@@ -111,7 +111,7 @@ fn load4_v(base: u32, d4: u32) -> vec4<f32> {
   }
   if (HD % 4u == 0u) { return bitcast<vec4<f32>>(vec4<u32>(v[d], v[d + 1u], v[d + 2u], v[d + 3u])); }
   var r = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) {
+  //!unroll for (var i = 0u; i < 4u; i++) {
     if (d4 * 4u + i < HD) {
       let e = d + i;
       if (KV_F16) { r[i] = unpack2x16float(v[e / 2u])[e % 2u]; } else { r[i] = bitcast<f32>(v[e]); }
@@ -124,7 +124,7 @@ fn load4_dOut(base: u32, d4: u32) -> vec4<f32> {
   let d = base + d4 * 4u;
   if (HD % 4u == 0u) { return vec4<f32>(dOut[d], dOut[d + 1u], dOut[d + 2u], dOut[d + 3u]); }
   var r = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { r[i] = dOut[d + i]; } }
+  //!unroll for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { r[i] = dOut[d + i]; } }
   return r;
 }
 
@@ -134,24 +134,24 @@ fn load4_outFwd(base: u32, d4: u32) -> vec4<f32> {
     return vec4<f32>(outFwd[d], outFwd[d + 1u], outFwd[d + 2u], outFwd[d + 3u]);
   }
   var r = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { r[i] = outFwd[d + i]; } }
+  //!unroll for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { r[i] = outFwd[d + i]; } }
   return r;
 }
 
 fn store4_out(base: u32, d4: u32, x: vec4<f32>) {
-  for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { out[base + d4 * 4u + i] = x[i]; } }
+  //!unroll for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { out[base + d4 * 4u + i] = x[i]; } }
 }
 
 fn store4_dQ(base: u32, d4: u32, x: vec4<f32>) {
-  for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { dQ[base + d4 * 4u + i] = x[i]; } }
+  //!unroll for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { dQ[base + d4 * 4u + i] = x[i]; } }
 }
 
 fn store4_dK(base: u32, d4: u32, x: vec4<f32>) {
-  for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { dK[base + d4 * 4u + i] = x[i]; } }
+  //!unroll for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { dK[base + d4 * 4u + i] = x[i]; } }
 }
 
 fn store4_dV(base: u32, d4: u32, x: vec4<f32>) {
-  for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { dV[base + d4 * 4u + i] = x[i]; } }
+  //!unroll for (var i = 0u; i < 4u; i++) { if (d4 * 4u + i < HD) { dV[base + d4 * 4u + i] = x[i]; } }
 }
 
 // Loads key rows j0 .. j0+BK-1 of kv head g into kTile/vTile, zero from row `end` on.
@@ -180,7 +180,7 @@ fn attend_tiled(t0: u32, h: u32, tid: u32) -> vec2<f32> {
   let live = t < params.tokens;
   let qBase = (min(t, params.tokens - 1u) * nH + h) * HD;
   var qv: array<vec4<f32>, HD4>;
-  for (var d4 = 0u; d4 < HD4; d4++) { qv[d4] = load4_q(qBase, d4) * params.scale; }
+  //!unroll for (var d4 = 0u; d4 < HD4; d4++) { qv[d4] = load4_q(qBase, d4) * params.scale; }
   var acc: array<vec4<f32>, HD4>;
   var m = NEG;
   var l = 0.0;
@@ -194,7 +194,7 @@ fn attend_tiled(t0: u32, h: u32, tid: u32) -> vec2<f32> {
     var mt = m;
     for (var c = 0u; c < BK; c++) {
       var dot = vec4<f32>(0.0);
-      for (var d4 = 0u; d4 < HD4; d4++) { dot += qv[d4] * kTile[c * HD4 + d4]; }
+      //!unroll for (var d4 = 0u; d4 < HD4; d4++) { dot += qv[d4] * kTile[c * HD4 + d4]; }
       let s = select(NEG, dot.x + dot.y + dot.z + dot.w, j0 + c <= last);
       sc[c] = s;
       mt = max(mt, s);
@@ -202,16 +202,16 @@ fn attend_tiled(t0: u32, h: u32, tid: u32) -> vec2<f32> {
     let alpha = exp(m - mt);
     m = mt;
     l *= alpha;
-    for (var d4 = 0u; d4 < HD4; d4++) { acc[d4] *= alpha; }
+    //!unroll for (var d4 = 0u; d4 < HD4; d4++) { acc[d4] *= alpha; }
     for (var c = 0u; c < BK; c++) {
       let p = exp(sc[c] - m);
       l += p;
-      for (var d4 = 0u; d4 < HD4; d4++) { acc[d4] += p * vTile[c * HD4 + d4]; }
+      //!unroll for (var d4 = 0u; d4 < HD4; d4++) { acc[d4] += p * vTile[c * HD4 + d4]; }
     }
   }
   if (live) {
     let outBase = (t * nH + h) * HD;
-    for (var d4 = 0u; d4 < HD4; d4++) { store4_out(outBase, d4, acc[d4] / l); }
+    //!unroll for (var d4 = 0u; d4 < HD4; d4++) { store4_out(outBase, d4, acc[d4] / l); }
   }
   return vec2<f32>(m, l);
 }
@@ -254,31 +254,31 @@ fn attend_row(t: u32, g: u32, h0: u32, nh: u32, tid: u32) -> array<vec2<f32>, GR
   var m: array<f32, GR>; // the same in every invocation
   var l: array<f32, GR>; // this invocation's share of the denominators
   var acc: array<vec4<f32>, GR>;
-  for (var hh = 0u; hh < GR; hh++) { m[hh] = NEG; }
+  //!unroll for (var hh = 0u; hh < GR; hh++) { m[hh] = NEG; }
   for (var j0 = 0u; j0 < keyEnd; j0 += CHUNK) {
     workgroupBarrier(); // the previous chunk is consumed (and qRows is ready on the first pass)
     var localMax: array<f32, GR>;
-    for (var hh = 0u; hh < GR; hh++) { localMax[hh] = NEG; }
+    //!unroll for (var hh = 0u; hh < GR; hh++) { localMax[hh] = NEG; }
     for (var e = 0u; e < KPT; e++) {
       let c = tid + e * WG;
       let j = j0 + c;
       var dots = array<vec4<f32>, GR>(); // explicit: naga zeroes a loop-local var only once
       if (j < keyEnd) {
         let base = (j * params.nKvHeads + g) * HD;
-        for (var i = 0u; i < HD4; i++) {
+        //!unroll for (var i = 0u; i < HD4; i++) {
           let kx = load4_k(base, i);
-          for (var hh = 0u; hh < GR; hh++) { dots[hh] += qRows[hh * HD4 + i] * kx; }
+          //!unroll for (var hh = 0u; hh < GR; hh++) { dots[hh] += qRows[hh * HD4 + i] * kx; }
         }
       }
-      for (var hh = 0u; hh < GR; hh++) {
+      //!unroll for (var hh = 0u; hh < GR; hh++) {
         let s = select(NEG, dots[hh].x + dots[hh].y + dots[hh].z + dots[hh].w, j < keyEnd);
         chunkP[hh * CHUNK + c] = s;
         localMax[hh] = max(localMax[hh], s);
       }
     }
-    for (var hh = 0u; hh < GR; hh++) { partial[hh * WG + tid] = localMax[hh]; }
+    //!unroll for (var hh = 0u; hh < GR; hh++) { partial[hh * WG + tid] = localMax[hh]; }
     workgroupBarrier();
-    for (var hh = 0u; hh < GR; hh++) {
+    //!unroll for (var hh = 0u; hh < GR; hh++) {
       if (hh < nh) {
         var mNew = m[hh];
         for (var i = 0u; i < WG; i++) { mNew = max(mNew, partial[hh * WG + i]); }
@@ -300,19 +300,19 @@ fn attend_row(t: u32, g: u32, h0: u32, nh: u32, tid: u32) -> array<vec2<f32>, GR
       let n = min(CHUNK, keyEnd - j0);
       for (var c = slice; c < n; c += slices) {
         let vx = load4_v(((j0 + c) * params.nKvHeads + g) * HD, d4);
-        for (var hh = 0u; hh < GR; hh++) { acc[hh] += chunkP[hh * CHUNK + c] * vx; }
+        //!unroll for (var hh = 0u; hh < GR; hh++) { acc[hh] += chunkP[hh * CHUNK + c] * vx; }
       }
     }
   }
   // Every read of `partial` in the last chunk came before its last barrier.
-  for (var hh = 0u; hh < GR; hh++) {
+  //!unroll for (var hh = 0u; hh < GR; hh++) {
     partial[hh * WG + tid] = l[hh];
     if (slice < slices) { partialAcc[hh * WG + tid] = acc[hh]; }
   }
   workgroupBarrier();
   var stats: array<vec2<f32>, GR>;
   if (tid < HD4) {
-    for (var hh = 0u; hh < GR; hh++) {
+    //!unroll for (var hh = 0u; hh < GR; hh++) {
       if (hh < nh) {
         var total = 0.0;
         for (var i = 0u; i < WG; i++) { total += partial[hh * WG + i]; }
@@ -375,7 +375,7 @@ fn backward_dq(
   var dov: array<vec4<f32>, HD4>;
   var dq: array<vec4<f32>, HD4>;
   var d = vec4<f32>(0.0);
-  for (var d4 = 0u; d4 < HD4; d4++) {
+  //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
     qv[d4] = load4_q(row * HD, d4) * params.scale;
     dov[d4] = load4_dOut(row * HD, d4);
     d += dov[d4] * load4_outFwd(row * HD, d4);
@@ -392,7 +392,7 @@ fn backward_dq(
     for (var c = 0u; c < BK; c++) {
       var s = vec4<f32>(0.0);
       var dp = vec4<f32>(0.0);
-      for (var d4 = 0u; d4 < HD4; d4++) {
+      //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
         s += qv[d4] * kTile[c * HD4 + d4];
         dp += dov[d4] * vTile[c * HD4 + d4];
       }
@@ -401,11 +401,11 @@ fn backward_dq(
         let p = exp(s.x + s.y + s.z + s.w - rowLse);
         ds = p * (dp.x + dp.y + dp.z + dp.w - rowDelta);
       }
-      for (var d4 = 0u; d4 < HD4; d4++) { dq[d4] += ds * kTile[c * HD4 + d4]; }
+      //!unroll for (var d4 = 0u; d4 < HD4; d4++) { dq[d4] += ds * kTile[c * HD4 + d4]; }
     }
   }
   if (live) {
-    for (var d4 = 0u; d4 < HD4; d4++) { store4_dQ(row * HD, d4, dq[d4] * params.scale); }
+    //!unroll for (var d4 = 0u; d4 < HD4; d4++) { store4_dQ(row * HD, d4, dq[d4] * params.scale); }
   }
 }
 
@@ -425,7 +425,7 @@ fn backward_dkdv(
   let kvBase = (min(j, params.keys - 1u) * params.nKvHeads + g) * HD;
   var kv: array<vec4<f32>, HD4>;
   var vv: array<vec4<f32>, HD4>;
-  for (var d4 = 0u; d4 < HD4; d4++) {
+  //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
     kv[d4] = load4_k(kvBase, d4) * params.scale;
     vv[d4] = load4_v(kvBase, d4);
   }
@@ -464,7 +464,7 @@ fn backward_dkdv(
       for (var r = 0u; r < BQ; r++) {
         var s = vec4<f32>(0.0);
         var dp = vec4<f32>(0.0);
-        for (var d4 = 0u; d4 < HD4; d4++) {
+        //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
           s += kv[d4] * qTile[r * HD4 + d4];
           dp += vv[d4] * doTile[r * HD4 + d4];
         }
@@ -475,7 +475,7 @@ fn backward_dkdv(
           p = exp(s.x + s.y + s.z + s.w - rowLse[r]);
           ds = p * (dp.x + dp.y + dp.z + dp.w - rowDelta[r]);
         }
-        for (var d4 = 0u; d4 < HD4; d4++) {
+        //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
           dv[d4] += p * doTile[r * HD4 + d4];
           dk[d4] += ds * qTile[r * HD4 + d4];
         }
@@ -483,7 +483,7 @@ fn backward_dkdv(
     }
   }
   if (live) {
-    for (var d4 = 0u; d4 < HD4; d4++) {
+    //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
       store4_dK(kvBase, d4, dk[d4] * params.scale);
       store4_dV(kvBase, d4, dv[d4]);
     }

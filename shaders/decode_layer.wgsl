@@ -321,7 +321,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     let g = h / GROUP;
     var q: array<f32, HD>;
     var acc: array<f32, HD>;
-    for (var d = 0u; d < HD; d++) {
+    //!unroll for (var d = 0u; d < HD; d++) {
       q[d] = qr[h * HD + d] * params.scale;
     }
     var m = -3.0e38;
@@ -329,7 +329,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     for (var j = 0u; j < params.keys; j++) {
       let kb = j * KVDIM + g * HD;
       var s = 0.0;
-      for (var d = 0u; d < HD; d++) {
+      //!unroll for (var d = 0u; d < HD; d++) {
         s = fma(q[d], kv_at(kb + d), s);
       }
       let mNew = max(m, s);
@@ -337,12 +337,12 @@ fn main(@builtin(local_invocation_index) lid: u32) {
       let p = exp(s - mNew);
       l = l * correction + p;
       let vb = params.vBase + kb;
-      for (var d = 0u; d < HD; d++) {
+      //!unroll for (var d = 0u; d < HD; d++) {
         acc[d] = fma(p, kv_at(vb + d), acc[d] * correction);
       }
       m = mNew;
     }
-    for (var d = 0u; d < HD; d++) {
+    //!unroll for (var d = 0u; d < HD; d++) {
       ao[h * HD + d] = acc[d] / l;
     }
   }
@@ -384,7 +384,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   workgroupBarrier();
   for (var c = lid; c < HIDDEN4; c += WG) {
     var a: vec4<f32>;
-    for (var i = 0u; i < 4u; i++) {
+    //!unroll for (var i = 0u; i < 4u; i++) {
       let gate = gu[4u * c + i];
       a[i] = gate * sigmoids(vec4<f32>(gate)).pos.x * gu[HIDDEN + 4u * c + i];
     }

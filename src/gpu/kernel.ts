@@ -16,6 +16,7 @@ import {
   parseParamStruct,
   specialise,
 } from "./wgsl_parse.ts";
+import { unrollLoops } from "./wgsl_unroll.ts";
 
 /** What identifies a compiled kernel: a shader file, an entry point and its constants. */
 export interface KernelSpec {
@@ -108,7 +109,7 @@ export class KernelRegistry {
   ): Promise<Kernel> {
     const { file } = spec;
     const expanded = expandIncludes(file, spec.source, spec.includes);
-    const code = specialise(expanded.code, constants, file);
+    const code = unrollLoops(specialise(expanded.code, constants, file), file);
     const bindings = bindingsUsedBy(code, entryPoint, file);
     const uniforms = bindings.filter((b) => b.kind === "uniform");
     if (uniforms.length > 1) throw new KernelUsageError(`${label}: at most one uniform binding`);
