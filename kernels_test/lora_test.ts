@@ -9,10 +9,12 @@ import {
 } from "../src/reference/lora.ts";
 import type { Rng } from "../src/core/random.ts";
 
-// Ranks and sizes that are not multiples of the 32x32x16 tiles, a single token, a full-size rank.
+// Ranks and sizes that are not multiples of the tiles, a single token, a full-size rank, and
+// ranks of at most 16 (the narrow tiles: h, dH and dB have the rank as columns, dA as rows).
 const CASES: LoraDims[] = [
   { tokens: 1, inFeatures: 20, rank: 8, outFeatures: 12 },
   { tokens: 37, inFeatures: 70, rank: 13, outFeatures: 45 },
+  { tokens: 70, inFeatures: 33, rank: 16, outFeatures: 80 },
   { tokens: 67, inFeatures: 96, rank: 64, outFeatures: 130 },
 ];
 

@@ -14,6 +14,7 @@ import {
   MatmulOp,
   type MatmulTiles,
   maxDispatchDepth,
+  narrowTiles,
   SHORT_ROWS,
   shortTiles,
 } from "../src/ops/matmul.ts";
@@ -138,6 +139,48 @@ gpuTest("matmul.wgsl: products of few rows run on short tiles, bit for bit the s
     const short = await readWritten(gpu, cShort, "short tiles");
     assert.deepEqual(short, long.subarray(0, SHORT_ROWS * n), `transB=${transB}`);
     for (const t of [a, aShort, b, c, cShort]) t.destroy();
+  }
+});
+
+gpuTest("matmul.wgsl: narrow products run on narrow tiles, bit for bit the same", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("matmul narrow tiles");
+  const narrowest = 4 * DEFAULT_TILES.wgX; // half of a full block's 8 * wgX columns
+  for (const transB of [false, true]) {
+    const op = await MatmulOp.create(registry, { transB });
+    const m = SHORT_ROWS + 37;
+    assert.deepEqual(op.tilesFor(m, narrowest), narrowTiles(DEFAULT_TILES));
+    assert.deepEqual(op.tilesFor(m, narrowest + 1), DEFAULT_TILES);
+    assert.deepEqual(op.tilesFor(SHORT_ROWS, narrowest), shortTiles(DEFAULT_TILES));
+    // The first columns of a product one column too wide for narrow tiles equal the narrow one.
+    const [k, n] = [300, narrowest + 1];
+    const bData = rng.normals(k * n);
+    const bNarrow = new Float32Array(k * narrowest);
+    for (let i = 0; i < k; i++) {
+      for (let j = 0; j < narrowest; j++) {
+        // B [k, n] keeps its first columns; Bᵀ [n, k] its first rows.
+        if (transB) bNarrow[j * k + i] = bData[j * k + i];
+        else bNarrow[i * narrowest + j] = bData[i * n + j];
+      }
+    }
+    const a = uploadTensor(gpu, rng.normals(m * k), [m, k]);
+    const b = uploadTensor(gpu, bData, transB ? [n, k] : [k, n]);
+    const b2 = uploadTensor(gpu, bNarrow, transB ? [narrowest, k] : [k, narrowest]);
+    const c = poisoned(gpu, [m, n]);
+    const cNarrow = poisoned(gpu, [m, narrowest]);
+    op.record(recorder, a, b, c);
+    op.record(recorder, a, b2, cNarrow);
+    recorder.submit();
+    const wide = await readWritten(gpu, c, "full tiles");
+    const narrow = await readWritten(gpu, cNarrow, "narrow tiles");
+    for (let r = 0; r < m; r++) {
+      assert.deepEqual(
+        narrow.subarray(r * narrowest, (r + 1) * narrowest),
+        wide.subarray(r * n, r * n + narrowest),
+        `transB=${transB} row ${r}`,
+      );
+    }
+    for (const t of [a, b, b2, c, cNarrow]) t.destroy();
   }
 });
 

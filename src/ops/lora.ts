@@ -11,12 +11,18 @@ const OP = "lora";
 /**
  * Tile shapes (outputs per workgroup BM x BN, depth BK). The large one measured about 2x the small
  * one on llvmpipe for T = 512, in = out = 576, r = 64; the small one wastes less when a side of
- * the product is a rank of 8..32.
+ * the product is a rank of 8..32, and the narrow ones, where a side is a rank of at most 16, run
+ * 2-3x faster than the small one there (bench/RESULTS.md): the small tile would compute half its
+ * rows or columns for nothing in half as many workgroups.
  */
 const LARGE = { BM: 64, BN: 64, BK: 16 };
 const SMALL = { BM: 32, BN: 32, BK: 16 };
+const NARROW_M = { BM: 16, BN: 32, BK: 16 };
+const NARROW_N = { BM: 32, BN: 16, BK: 16 };
 type Tile = typeof LARGE;
-const tileFor = (m: number, n: number): Tile => (m >= 64 && n >= 64 ? LARGE : SMALL);
+const NARROW = 16;
+const tileFor = (m: number, n: number): Tile =>
+  m >= 64 && n >= 64 ? LARGE : m <= NARROW ? NARROW_M : n <= NARROW ? NARROW_N : SMALL;
 
 /** Dropout of the LoRA input: probability `p` in [0, 1), mask drawn from `seed`. */
 export interface LoraDropout {
@@ -86,22 +92,25 @@ interface Variant {
 const key = (v: Variant, t: Tile) =>
   `${v.transA}|${v.transB}|${v.accumulate}|${v.drop}|${t.BM}x${t.BN}x${t.BK}`;
 
-/** Every (transpose, accumulate, dropout) combination forward and backward use. */
-const VARIANTS: Variant[] = [
+/**
+ * Every (transpose, accumulate, dropout) combination forward and backward use, with the narrow
+ * tiles for the products in which it has the adapter's rank as a side.
+ */
+const VARIANTS: (Variant & { narrow: Tile[] })[] = [
   // h = dropout(x) A^T
-  { transA: false, transB: true, accumulate: false, drop: DROP_NONE },
-  { transA: false, transB: true, accumulate: false, drop: DROP_A },
+  { transA: false, transB: true, accumulate: false, drop: DROP_NONE, narrow: [NARROW_N] },
+  { transA: false, transB: true, accumulate: false, drop: DROP_A, narrow: [NARROW_N] },
   // y += scale h B^T
-  { transA: false, transB: true, accumulate: true, drop: DROP_NONE },
-  // dB = scale dY^T h
-  { transA: true, transB: false, accumulate: false, drop: DROP_NONE },
+  { transA: false, transB: true, accumulate: true, drop: DROP_NONE, narrow: [] },
+  // dB = scale dY^T h (rank columns); dA = dH^T x without dropout (rank rows)
+  { transA: true, transB: false, accumulate: false, drop: DROP_NONE, narrow: [NARROW_N, NARROW_M] },
   // dH = scale dY B
-  { transA: false, transB: false, accumulate: false, drop: DROP_NONE },
+  { transA: false, transB: false, accumulate: false, drop: DROP_NONE, narrow: [NARROW_N] },
   // dA = dH^T dropout(x)
-  { transA: true, transB: false, accumulate: false, drop: DROP_B },
+  { transA: true, transB: false, accumulate: false, drop: DROP_B, narrow: [NARROW_M] },
   // dX += (dH A) * mask
-  { transA: false, transB: false, accumulate: true, drop: DROP_NONE },
-  { transA: false, transB: false, accumulate: true, drop: DROP_OUT },
+  { transA: false, transB: false, accumulate: true, drop: DROP_NONE, narrow: [] },
+  { transA: false, transB: false, accumulate: true, drop: DROP_OUT, narrow: [] },
 ];
 
 /**
@@ -117,8 +126,8 @@ export class LoraOp {
   /** Compiles every kernel variant forward and backward use. */
   static async create(registry: KernelRegistry): Promise<LoraOp> {
     const kernels = new Map<string, Kernel>();
-    await Promise.all([LARGE, SMALL].flatMap((tile) =>
-      VARIANTS.map(async (v) => {
+    await Promise.all(VARIANTS.flatMap((v) =>
+      [LARGE, SMALL, ...v.narrow].map(async (tile) => {
         const kernel = await registry.get({
           file: "lora.wgsl",
           source,
@@ -205,7 +214,8 @@ export class LoraOp {
     variant: Variant,
     drop: DropoutParams,
   ): void {
-    const tile = tileFor(m, n);
+    let tile = tileFor(m, n);
+    if (!this.kernels.has(key(variant, tile))) tile = SMALL; // a narrow side that is not the rank
     const kernel = this.kernels.get(key(variant, tile))!;
     const params = {
       m,

@@ -57,6 +57,16 @@ export function shortTiles(tiles: MatmulTiles): MatmulTiles {
   return { ...tiles, wgY: Math.min(tiles.wgY, SHORT_ROWS / 8) };
 }
 
+/**
+ * The tiles a product of more than {@link SHORT_ROWS} rows and at most half a block's columns
+ * (N <= 4 wgX) runs on: `tiles` with half the columns of threads, so a narrow product (a small
+ * model's projections, the input gradient of a 64-wide layer) does not compute a block twice its
+ * width in half as many workgroups. Each element is the same sum in the same order on either.
+ */
+export function narrowTiles(tiles: MatmulTiles): MatmulTiles {
+  return { ...tiles, wgX: Math.max(1, Math.floor(tiles.wgX / 2)) };
+}
+
 interface Variant {
   tiles: MatmulTiles;
   kernel: Kernel;
@@ -66,13 +76,13 @@ interface Variant {
 
 /**
  * C = alpha * op(A) · op(B), optionally accumulated, for one fixed form and tile shape (and its
- * {@link shortTiles} for products of few rows). Unless A is transposed, B may also be an f16
+ * {@link shortTiles} for products of few rows, {@link narrowTiles} for narrow ones). Unless A is transposed, B may also be an f16
  * tensor (weights stored as float16 [out, in]: read transposed for a projection's forward, as
  * stored for its input gradient).
  */
 export class MatmulOp {
   private constructor(
-    /** The short tiles' variant first, then the full tiles'. */
+    /** The short tiles' variant, the full tiles', then the narrow tiles' (when they differ). */
     private readonly variants: Variant[],
     readonly form: Required<MatmulForm>,
     readonly tiles: MatmulTiles,
@@ -90,7 +100,12 @@ export class MatmulOp {
       accumulate: form.accumulate ?? false,
     };
     const short = shortTiles(tiles);
-    const shapes = short.wgY < tiles.wgY ? [short, tiles] : [tiles];
+    const narrow = narrowTiles(tiles);
+    const shapes = [
+      ...(short.wgY < tiles.wgY ? [short] : []),
+      tiles,
+      ...(narrow.wgX < tiles.wgX ? [narrow] : []),
+    ];
     const entries = full.transA ? ["main"] : ["main", "main_f16b"];
     const variants = await Promise.all(shapes.map(async (t): Promise<Variant> => {
       const constants = {
@@ -110,13 +125,16 @@ export class MatmulOp {
     return new MatmulOp(variants, full, tiles);
   }
 
-  /** The tiles a product of `m` rows runs on. */
-  tilesFor(m: number): MatmulTiles {
-    return this.#variant(m).tiles;
+  /** The tiles a product of `m` rows and `n` columns runs on. */
+  tilesFor(m: number, n = Infinity): MatmulTiles {
+    return this.#variant(m, n).tiles;
   }
 
-  #variant(m: number): Variant {
-    return this.variants.find((v) => 8 * v.tiles.wgY >= m) ?? this.variants.at(-1)!;
+  #variant(m: number, n: number): Variant {
+    const full = this.variants.find((v) => v.tiles === this.tiles)!;
+    if (m <= SHORT_ROWS) return this.variants[0];
+    const narrow = this.variants.at(-1)!;
+    return narrow !== full && 2 * n <= 8 * this.tiles.wgX ? narrow : full;
   }
 
   /**
@@ -161,7 +179,7 @@ export class MatmulOp {
           `, got ${describeTensor(c)}`,
       );
     }
-    const variant = this.#variant(m);
+    const variant = this.#variant(m, n);
     const { wgX, wgY } = variant.tiles;
     const kernel = bF16 ? variant.kernelF16B! : variant.kernel;
     const bindings: Record<string, Tensor> = bF16 ? { a, b16: b, c } : { a, b, c };
