@@ -75,6 +75,12 @@ export interface DecodeLayerArgs {
 }
 
 /**
+ * Most vec4s of input an f32 product reads from registers rather than workgroup memory (the loops
+ * over them are unrolled; beyond this the shader grows and spills more than it saves).
+ */
+const REGISTER_VEC4S = 64;
+
+/**
  * A whole decoder layer for one token in one workgroup (shaders/decode_layer.wgsl), for models
  * whose layers fit one workgroup's memory and take little work: one dispatch a layer instead of
  * five, with or without an adapter. Its products and norms sum in the unfused kernels' order.
@@ -118,6 +124,10 @@ export class DecodeLayerOp {
     const gpu = registry.gpu;
     const quant = shape.kind !== "f32" && shape.kind !== "f16";
     const WG = adapterClass(gpu.capabilities) === "fallback" ? 8 : 64;
+    const mvLanes = quant ? quantMatvecTiles(gpu).wg : matvecTiling(gpu).WG;
+    // The widest product input, in vec4s; f32 products keep it in registers when it is short.
+    const inputVec4s = Math.max(shape.dim, shape.nHeads * shape.headDim, shape.hiddenDim) / 4;
+    const registers = shape.kind === "f32" && mvLanes === 8 && inputVec4s <= REGISTER_VEC4S;
     const kernels = new Map<boolean, Kernel>();
     await Promise.all([false, true].map(async (lora) => {
       const constants = {
@@ -136,7 +146,8 @@ export class DecodeLayerOp {
         ROPE: shape.rope !== undefined,
         INTERLEAVED: shape.rope !== "half",
         // Each row sums as the unfused products do with their invocations.
-        MV_LANES: quant ? quantMatvecTiles(gpu).wg : matvecTiling(gpu).WG,
+        MV_LANES: mvLanes,
+        REG_K4: registers ? inputVec4s : 0,
         NORM_LANES: 64,
         MAX_RANK: DECODE_LAYER_MAX_RANK,
         KV_F16: shape.kvDtype === "f16",

@@ -749,6 +749,7 @@ override INTERLEAVED: bool = true;
 override NORM_LANES: u32 = 64; // rmsnorm.wgsl's invocations, a power of two
 override MAX_RANK: u32 = 64;
 override KV_F16: bool = false;
+override REG_K4: u32 = 0u;    // > 0: f32 products read their input from this many vec4 registers
 
 const DIM4: u32 = DIM / 4u;
 const QDIM4: u32 = QDIM / 4u;
@@ -756,6 +757,7 @@ const HIDDEN4: u32 = HIDDEN / 4u;
 const MAXK4: u32 = max(max(DIM4, QDIM4), HIDDEN4);
 const QKV: u32 = QDIM + 2u * KVDIM;
 const GROUP: u32 = NH / NKV;
+const REGS: u32 = max(REG_K4, 1u);
 
 //!include "quant_blocks.wgsl"
 //!include "rope_angles.wgsl"
@@ -834,11 +836,38 @@ fn normalise(at: u32, lid: u32) {
   workgroupBarrier();
 }
 
-// Row \`row\` of the matrix at byte \`at\` (K = 4 k4 values a row) dotted with vin, summed as
-// MV_LANES invocations of matvec.wgsl or quant_matvec.wgsl would.
-fn row_dot(at: u32, row: u32, k4: u32) -> f32 {
+// vin's first k4 vec4s in registers, for the f32 products (REG_K4 > 0). On llvmpipe every read of
+// workgroup memory is a gather, one address an invocation, even when all read the same element;
+// copied once a stage, the rows' inner loops read registers instead (their loops unrolled, so
+// every index is a constant).
+fn input_registers(k4: u32) -> array<vec4<f32>, REGS> {
+  var xr = array<vec4<f32>, REGS>();
+  //!unroll
+  for (var k = 0u; k < REGS; k++) {
+    if (k < k4) { xr[k] = vin[k]; }
+  }
+  return xr;
+}
+
+// Row \`row\` of the matrix at byte \`at\` (K = 4 k4 values a row) dotted with vin (or its copy xr),
+// summed as MV_LANES invocations of matvec.wgsl or quant_matvec.wgsl would.
+fn row_dot(at: u32, row: u32, k4: u32, xr: array<vec4<f32>, REGS>) -> f32 {
   var lanes = array<f32, MV_LANES>();
-  if (WTYPE == 2u) {
+  if (WTYPE == 0u && MV_LANES == 8u && REG_K4 > 0u) {
+    // The eight-lane path below, with the input in registers: lane k % 8 takes vec4 k.
+    let base = (at >> 4u) + row * k4;
+    var acc = array<vec4<f32>, 8>();
+    //!unroll
+    for (var k = 0u; k < REGS; k++) {
+      if (k < k4) { acc[k % 8u] = fma(weight[base + k], xr[k], acc[k % 8u]); }
+    }
+    var s = array<f32, 8>();
+    //!unroll
+    for (var l = 0u; l < 8u; l++) {
+      s[l] = acc[l].x + acc[l].y + acc[l].z + acc[l].w;
+    }
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+  } else if (WTYPE == 2u) {
     let base = at + row * (4u * k4 / QK) * QBYTES;
     let pieces = k4 / 8u;
     for (var l = 0u; l < MV_LANES; l++) {
@@ -983,13 +1012,14 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   }
   workgroupBarrier();
   normalise(params.attnNormAt, lid);
+  let xqkv = input_registers(DIM4);
   if (LORA) {
     lora_h(3u, params.aQ, params.aK, params.aV, DIM4, lid);
   }
   for (var r = lid; r < QKV; r += WG) {
     let part = select(select(0u, 1u, r >= QDIM), 2u, r >= QDIM + KVDIM);
     let row = r - select(select(0u, QDIM, r >= QDIM), QDIM + KVDIM, r >= QDIM + KVDIM);
-    var v = row_dot(select(select(params.qAt, params.kAt, part == 1u), params.vAt, part == 2u), row, DIM4);
+    var v = row_dot(select(select(params.qAt, params.kAt, part == 1u), params.vAt, part == 2u), row, DIM4, xqkv);
     if (BIAS) {
       let b = select(select(0u, params.biasK, part == 1u), params.biasV, part == 2u);
       v += f32_at(params.biasAt + 4u * (b + row));
@@ -1065,11 +1095,12 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     vin[c] = vec4<f32>(ao[4u * c], ao[4u * c + 1u], ao[4u * c + 2u], ao[4u * c + 3u]);
   }
   workgroupBarrier();
+  let xo = input_registers(QDIM4);
   if (LORA) {
     lora_h(1u, params.aO, 0u, 0u, QDIM4, lid);
   }
   for (var r = lid; r < DIM; r += WG) {
-    var v = row_dot(params.oAt, r, QDIM4);
+    var v = row_dot(params.oAt, r, QDIM4, xo);
     if (LORA) {
       v += lora_delta(0u, params.bO, r);
     }
@@ -1082,13 +1113,14 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   }
   workgroupBarrier();
   normalise(params.ffnNormAt, lid);
+  let xgu = input_registers(DIM4);
   if (LORA) {
     lora_h(2u, params.aGate, params.aUp, 0u, DIM4, lid);
   }
   for (var r = lid; r < 2u * HIDDEN; r += WG) {
     let up = r >= HIDDEN;
     let row = r - select(0u, HIDDEN, up);
-    var v = row_dot(select(params.gateAt, params.upAt, up), row, DIM4);
+    var v = row_dot(select(params.gateAt, params.upAt, up), row, DIM4, xgu);
     if (LORA) {
       v += lora_delta(select(0u, 1u, up), select(params.bGate, params.bUp, up), row);
     }
@@ -1104,11 +1136,12 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     vin[c] = a;
   }
   workgroupBarrier();
+  let xd = input_registers(HIDDEN4);
   if (LORA) {
     lora_h(1u, params.aDown, 0u, 0u, HIDDEN4, lid);
   }
   for (var r = lid; r < DIM; r += WG) {
-    var v = row_dot(params.downAt, r, HIDDEN4);
+    var v = row_dot(params.downAt, r, HIDDEN4, xd);
     if (LORA) {
       v += lora_delta(0u, params.bDown, r);
     }
