@@ -1,6 +1,7 @@
 /**
- * Where GPU time goes: every dispatch of one Temp-Lora training step, and of decoding a few
- * tokens, timed with timestamp queries and summed by kernel.
+ * Where GPU time goes: every dispatch of one Temp-Lora training step, of decoding a few tokens,
+ * and of writing two chunks with Temp-Lora (decoding with the adapter, and training on the first
+ * chunk), timed with timestamp queries and summed by kernel.
  *
  *   deno task profile [--model PATH] [--window N] [--tokens N] [--top N]
  *
@@ -15,6 +16,7 @@ import { TextModel } from "../src/model/text_model.ts";
 import { LoraAdapter } from "../src/templora/adapter.ts";
 import { resolveTempLoraSettings } from "../src/templora/settings.ts";
 import { Trainer } from "../src/templora/trainer.ts";
+import { writeWithTempLora } from "../src/templora/writer.ts";
 import { DispatchProfiler, type KernelTime } from "../src/gpu/profiler.ts";
 
 const { values } = parseArgs({
@@ -75,6 +77,26 @@ start = performance.now();
 await lm.complete("Once upon a time", decode);
 report(
   `prompt and ${decode.maxTokens} decoded tokens, no adapter`,
+  performance.now() - start,
+  await profiler.read(),
+);
+const written = 2 * settings.chunk;
+start = performance.now();
+const run = writeWithTempLora(
+  lm,
+  "Once upon a time",
+  {
+    maxTokens: written,
+    temperature: 0,
+    banEos: true,
+  },
+  settings,
+  { profiler },
+);
+let next = await run.next();
+while (!next.done) next = await run.next();
+report(
+  `writing ${written} tokens with Temp-Lora (window ${settings.window}, chunk ${settings.chunk})`,
   performance.now() - start,
   await profiler.read(),
 );

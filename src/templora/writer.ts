@@ -1,5 +1,6 @@
 import { readU32 } from "../gpu/readback.ts";
 import { Recorder } from "../gpu/recorder.ts";
+import type { DispatchProfiler } from "../gpu/profiler.ts";
 import { DecodeSession } from "../model/decode_session.ts";
 import {
   type GenerateOptions,
@@ -83,6 +84,8 @@ export interface WriterRunOptions {
   snapshots?: SnapshotSchedule;
   /** Called once the run's GPU buffers exist, with a live view of what it holds. */
   onSession?: (session: WriterSession) => void;
+  /** Times every dispatch of the run, decoding and training (bench/profile.ts). */
+  profiler?: DispatchProfiler;
 }
 
 /** What a running writer holds, for servers that account memory per session. */
@@ -201,6 +204,7 @@ async function* write(
   // A recorder of the run's own, so work one run leaves half-recorded (a throw in the middle of
   // a step) can never reach another run's submission.
   const rec = new Recorder(gpu);
+  rec.profiler = run.profiler;
   gpu.memory.resetPeak();
   const started = performance.now();
 
