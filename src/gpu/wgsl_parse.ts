@@ -161,13 +161,8 @@ function functionBodies(source: string): Map<string, string> {
   for (const m of source.matchAll(re)) {
     const open = source.indexOf("{", m.index);
     if (open < 0) continue;
-    let depth = 0;
-    let end = open;
-    for (; end < source.length; end++) {
-      if (source[end] === "{") depth++;
-      else if (source[end] === "}" && --depth === 0) break;
-    }
-    bodies.set(m[1], source.slice(open, end + 1));
+    const end = matchingBracket(source, open);
+    bodies.set(m[1], source.slice(open, end < 0 ? source.length : end));
   }
   return bodies;
 }
@@ -226,8 +221,22 @@ export function parseParamStruct(source: string, structName: string, file: strin
   return fields;
 }
 
+/**
+ * The index just after the bracket that closes the `(` or `{` at `open` in `code`, or -1 when it
+ * is not closed. `code` should have its comments masked ({@link maskComments}).
+ */
+export function matchingBracket(code: string, open: number): number {
+  const [a, b] = code[open] === "(" ? ["(", ")"] : ["{", "}"];
+  let depth = 0;
+  for (let p = open; p < code.length; p++) {
+    if (code[p] === a) depth++;
+    else if (code[p] === b && --depth === 0) return p + 1;
+  }
+  return -1;
+}
+
 /** `code` with every comment but `//!` directives blanked to spaces (same length, same lines). */
-function maskComments(code: string): string {
+export function maskComments(code: string): string {
   return code.replace(/\/\/(?!!).*$/gm, (c) => " ".repeat(c.length)).replace(
     /\/\*[\s\S]*?\*\//g,
     (c) => c.replace(/[^\n]/g, " "),
@@ -392,13 +401,9 @@ export function foldConstantBranches(
   };
   /** The index after the bracket matching the one at `open`. */
   const matching = (open: number): number => {
-    const [a, b] = masked[open] === "(" ? ["(", ")"] : ["{", "}"];
-    let depth = 0;
-    for (let p = open; p < masked.length; p++) {
-      if (masked[p] === a) depth++;
-      else if (masked[p] === b && --depth === 0) return p + 1;
-    }
-    throw new ShaderCompileError(`unbalanced ${a} at character ${open}`);
+    const end = matchingBracket(masked, open);
+    if (end < 0) throw new ShaderCompileError(`unbalanced ${masked[open]} at character ${open}`);
+    return end;
   };
   interface IfStatement {
     start: number; // at "if"

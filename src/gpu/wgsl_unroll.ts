@@ -1,4 +1,5 @@
 import { KernelUsageError } from "./errors.ts";
+import { maskComments, matchingBracket } from "./wgsl_parse.ts";
 
 /** Most copies of a body one marked loop may expand to (a guard against runaway shader sizes). */
 export const MAX_UNROLL = 256;
@@ -54,16 +55,25 @@ function expandAt(code: string, at: number, constants: Map<string, number>, file
     throw new KernelUsageError(`${where}: ${count} iterations; at most ${MAX_UNROLL} unroll`);
   }
   const open = at + whole.length - 1;
-  const close = matchingBrace(code, open, where);
-  const body = stripLineComments(code.slice(open + 1, close));
+  const masked = maskComments(code);
+  const close = matchingBracket(masked, open) - 1;
+  if (close < 0) throw new KernelUsageError(`${where}: the unrolled loop's body is not closed`);
+  const body = masked.slice(open + 1, close);
   if (/\b(break|continue)\b/.test(body)) {
     throw new KernelUsageError(`${where}: an unrolled loop body may not break or continue`);
   }
   if (new RegExp(`(?<![\\w.])${name}\\s*(?:[-+*/%&|^]?=(?!=)|\\+\\+|--)`).test(body)) {
     throw new KernelUsageError(`${where}: an unrolled loop body may not assign ${name}`);
   }
-  const signed = declaredType === "i32" || (!declaredType && !/u\s*$/.test(startText.trim()));
-  const suffix = signed ? "i" : "u";
+  // The variable's type: declared, or a literal start's (a bare integer literal makes an i32).
+  const literalStart = /^\d+([ui]?)$/.exec(startText.trim());
+  const type = declaredType ?? (literalStart ? (literalStart[1] === "u" ? "u32" : "i32") : "");
+  if (type !== "u32" && type !== "i32") {
+    throw new KernelUsageError(
+      `${where}: give ${name} a type (var ${name}: u32 = ...) or start it at an integer literal`,
+    );
+  }
+  const suffix = type === "u32" ? "u" : "i";
   const use = new RegExp(`(?<![\\w.])${name}(?!\\w)`, "g");
   const oneLine = body.replace(/\s+/g, " ").trim();
   const copies: string[] = [];
@@ -74,23 +84,6 @@ function expandAt(code: string, at: number, constants: Map<string, number>, file
   const original = code.slice(at, close + 1);
   const newlines = original.replace(/[^\n]/g, "");
   return code.slice(0, at) + copies.join(" ") + newlines + code.slice(close + 1);
-}
-
-function matchingBrace(code: string, open: number, where: string): number {
-  let depth = 0;
-  for (let i = open; i < code.length; i++) {
-    const ch = code[i];
-    if (ch === "/" && code[i + 1] === "/") {
-      const eol = code.indexOf("\n", i);
-      i = eol < 0 ? code.length : eol;
-    } else if (ch === "{") depth++;
-    else if (ch === "}" && --depth === 0) return i;
-  }
-  throw new KernelUsageError(`${where}: the unrolled loop's body is not closed`);
-}
-
-function stripLineComments(text: string): string {
-  return text.replace(/\/\/[^\n]*/g, "");
 }
 
 /** Values of the integer `const` declarations that can be evaluated, by name. */

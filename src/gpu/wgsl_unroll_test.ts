@@ -74,6 +74,18 @@ Deno.test("unrollLoops refuses loops it cannot expand faithfully, naming the lin
   refused("x = 1.0;", `for (var i = 0u; i < ${MAX_UNROLL + 1}u; i++)`);
   refused("x = 1.0;", "for (var i = 0u; j < 4u; i++)");
   refused("x = 1.0;", "while (x < 4.0)");
+  // A start that is a const name leaves the variable's type to be told.
+  assert.throws(
+    () =>
+      unrollLoops(
+        "const S = 1u;\nfn f() {\n  //!unroll\n  for (var i = S; i < 4u; i++) { }\n}",
+        "t.wgsl",
+      ),
+    /t\.wgsl:3: give i a type/,
+  );
+  const typed =
+    "const S = 1u;\nfn f() {\n  //!unroll\n  for (var i: u32 = S; i < 3u; i++) { a[i] = 0.0; }\n}";
+  assert.deepEqual(unrollLoops(typed, "t.wgsl").match(/a\[\(\d+u\)\]/g), ["a[(1u)]", "a[(2u)]"]);
   // Reading the variable, or comparing it, is fine.
   const ok =
     "fn f() {\n  //!unroll\n  for (var i = 0u; i < 2u; i++) { if (i == 1u) { x = 1.0; } }\n}";
