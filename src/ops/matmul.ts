@@ -76,14 +76,14 @@ interface Variant {
 
 /**
  * C = alpha * op(A) · op(B), optionally accumulated, for one fixed form and tile shape (and its
- * {@link shortTiles} for products of few rows, {@link narrowTiles} for narrow ones). Unless A is transposed, B may also be an f16
- * tensor (weights stored as float16 [out, in]: read transposed for a projection's forward, as
- * stored for its input gradient).
+ * {@link shortTiles} for products of few rows, {@link narrowTiles} for narrow ones). Unless A is
+ * transposed, B may also be an f16 tensor (weights stored as float16 [out, in]: read transposed
+ * for a projection's forward, as stored for its input gradient).
  */
 export class MatmulOp {
   private constructor(
-    /** The short tiles' variant, the full tiles', then the narrow tiles' (when they differ). */
-    private readonly variants: Variant[],
+    /** The short, full and narrow tiles' variants (the full one where the others are the same). */
+    private readonly variants: { short: Variant; full: Variant; narrow: Variant },
     readonly form: Required<MatmulForm>,
     readonly tiles: MatmulTiles,
   ) {}
@@ -101,13 +101,8 @@ export class MatmulOp {
     };
     const short = shortTiles(tiles);
     const narrow = narrowTiles(tiles);
-    const shapes = [
-      ...(short.wgY < tiles.wgY ? [short] : []),
-      tiles,
-      ...(narrow.wgX < tiles.wgX ? [narrow] : []),
-    ];
     const entries = full.transA ? ["main"] : ["main", "main_f16b"];
-    const variants = await Promise.all(shapes.map(async (t): Promise<Variant> => {
+    const compile = async (t: MatmulTiles): Promise<Variant> => {
       const constants = {
         TRANS_A: full.transA,
         TRANS_B: full.transB,
@@ -121,8 +116,21 @@ export class MatmulOp {
         ),
       );
       return { tiles: t, kernel, kernelF16B };
-    }));
-    return new MatmulOp(variants, full, tiles);
+    };
+    const [shortVariant, fullVariant, narrowVariant] = await Promise.all([
+      short.wgY < tiles.wgY ? compile(short) : undefined,
+      compile(tiles),
+      narrow.wgX < tiles.wgX ? compile(narrow) : undefined,
+    ]);
+    return new MatmulOp(
+      {
+        short: shortVariant ?? fullVariant,
+        full: fullVariant,
+        narrow: narrowVariant ?? fullVariant,
+      },
+      full,
+      tiles,
+    );
   }
 
   /** The tiles a product of `m` rows and `n` columns runs on. */
@@ -131,10 +139,8 @@ export class MatmulOp {
   }
 
   #variant(m: number, n: number): Variant {
-    const full = this.variants.find((v) => v.tiles === this.tiles)!;
-    if (m <= SHORT_ROWS) return this.variants[0];
-    const narrow = this.variants.at(-1)!;
-    return narrow !== full && 2 * n <= 8 * this.tiles.wgX ? narrow : full;
+    if (m <= SHORT_ROWS) return this.variants.short;
+    return 2 * n <= 8 * this.tiles.wgX ? this.variants.narrow : this.variants.full;
   }
 
   /**
