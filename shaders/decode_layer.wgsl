@@ -129,9 +129,11 @@ fn normalise(at: u32, lid: u32) {
 // every index is a constant).
 fn input_registers(k4: u32) -> array<vec4<f32>, REGS> {
   var xr = array<vec4<f32>, REGS>();
-  //!unroll
-  for (var k = 0u; k < REGS; k++) {
-    if (k < k4) { xr[k] = vin[k]; }
+  if (REG_K4 > 0u) {
+    //!unroll
+    for (var k = 0u; k < REGS; k++) {
+      if (k < k4) { xr[k] = vin[k]; }
+    }
   }
   return xr;
 }
