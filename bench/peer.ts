@@ -2,7 +2,7 @@
  * templora against llama.cpp on the same GGUF files, side by side in one run.
  *
  *   deno task bench:peer            (= deno run -A --no-lock bench/peer.ts)
- *   options: --rounds N (3)  --threads 1,2  --decode N (tokens; 64 for stories260K, 32 otherwise)
+ *   options: --rounds N (3)  --threads 1,2  --decode N (tokens; 256 for stories260K, 32 otherwise)
  *            --models stories,smollm2  --peer-gpu vulkan|cuda  --no-templora-writing
  *            --json FILE (every sample)
  *
@@ -11,8 +11,9 @@
  * jobs slows all of them alike:
  * - prefill: one 128-token prompt (BOS and the start of Emma, ids from templora's tokenizer, the
  *   same ids to both) from an empty cache, until the last position's logits are ready;
- * - decode: greedy, one forward per token after that prompt (templora samples on the GPU, 8
- *   steps per submission, as generation does; llama.cpp samples on the CPU).
+ * - decode: greedy, one forward per token after that prompt (templora samples on the GPU and
+ *   batches steps per submission as generation does, from 8 and growing with nextBatch while a
+ *   batch is quick; llama.cpp samples on the CPU).
  * Each figure is the median over rounds of tokens per wall-clock second and per CPU-second of
  * this process (llama.cpp's threads and llvmpipe's both run in it, so on a busy machine the
  * CPU-second figure is the steadier one). The plain read kernel (bench/read_bandwidth.wgsl) and
@@ -36,6 +37,7 @@ import { Rng } from "../src/core/random.ts";
 import { readGguf } from "../src/formats/gguf.ts";
 import { TextModel } from "../src/model/text_model.ts";
 import { DecodeSession, type SamplingSettings } from "../src/model/decode_session.ts";
+import { nextBatch } from "../src/model/decode_loop.ts";
 import { isQuantized } from "../src/model/gpu_weights.ts";
 import type { LlamaModel } from "../src/model/llama.ts";
 import { resolveTempLoraSettings } from "../src/templora/settings.ts";
@@ -169,7 +171,7 @@ interface ModelCase {
 
 const wanted = new Set(args.models!.split(","));
 const cases: ModelCase[] = [];
-const stories = Number(args.decode ?? 64), smol = Number(args.decode ?? 32);
+const stories = Number(args.decode ?? 256), smol = Number(args.decode ?? 32);
 if (wanted.has("stories")) {
   cases.push(
     { label: "stories260K F32", file: shared("models/gguf/stories260K-f32.gguf"), decode: stories },
@@ -328,8 +330,12 @@ for (const c of cases) {
       await recorder.flush();
       const dec = await timed(async () => {
         const t0 = performance.now();
+        let batch = STEPS_PER_SUBMIT;
         while (tokens.length < c.decode) {
-          tokens.push(...await session.decode(recorder, STEPS_PER_SUBMIT, GREEDY));
+          const steps = Math.min(batch, c.decode - tokens.length);
+          const started = performance.now();
+          tokens.push(...await session.decode(recorder, steps, GREEDY));
+          batch = nextBatch(batch, steps, performance.now() - started, STEPS_PER_SUBMIT);
           if ((performance.now() - t0) / 1000 > DECODE_SECONDS_CAP) break;
         }
       });

@@ -48,7 +48,14 @@ gpuTest("DispatchProfiler times each dispatch by kernel and changes no result", 
   const copyTime = times.find((t) => t.dispatches === copies)!;
   assert.match(copyTime.label, /copy/);
   assert.match(times.find((t) => t.dispatches === 3)!.label, /swiglu/);
-  for (const t of times) assert.ok(t.milliseconds > 0 && Number.isFinite(t.milliseconds), t.label);
+  for (const t of times) {
+    assert.ok(t.milliseconds > 0 && Number.isFinite(t.milliseconds), t.label);
+    // The slowest dispatch is one of them: above the mean, within the sum.
+    assert.ok(
+      t.slowest * (1 + 1e-9) >= t.milliseconds / t.dispatches && t.slowest <= t.milliseconds,
+      t.label,
+    );
+  }
   assert.deepEqual(await profiler.read(), [], "a second read starts afresh");
   profiler.destroy();
   assert.equal(gpu.memory.bytesInUse, before, "the profiler's buffers are freed");

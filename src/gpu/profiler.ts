@@ -12,6 +12,8 @@ export interface KernelTime {
   dispatches: number;
   /** Their GPU time in total, in milliseconds. */
   milliseconds: number;
+  /** The longest of them, in milliseconds (far above the mean: a one-off such as a first use). */
+  slowest: number;
 }
 
 interface QueryBatch {
@@ -100,9 +102,11 @@ export class DispatchProfiler {
       batch.set.destroy();
       batch.labels.forEach((label, i) => {
         const ns = Number(stamps[2 * i + 1] - stamps[2 * i]);
-        const entry = byLabel.get(label) ?? { label, dispatches: 0, milliseconds: 0 };
+        const entry = byLabel.get(label) ?? { label, dispatches: 0, milliseconds: 0, slowest: 0 };
+        const ms = Math.max(0, ns) / 1e6;
         entry.dispatches++;
-        entry.milliseconds += Math.max(0, ns) / 1e6;
+        entry.milliseconds += ms;
+        entry.slowest = Math.max(entry.slowest, ms);
         byLabel.set(label, entry);
       });
     }

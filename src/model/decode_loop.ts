@@ -88,6 +88,17 @@ export const BATCH_TARGET_MS = 50;
 /** Batches grow to at most this many times the first one's steps. */
 export const MAX_STEP_GROWTH = 8;
 
+/**
+ * The steps of the next batch, after a batch of `steps` (of `batch` asked) that took `ms` from
+ * submission to ids: twice as many while a full batch takes under {@link BATCH_TARGET_MS}, up to
+ * {@link MAX_STEP_GROWTH} times the first batch's `first` steps.
+ */
+export function nextBatch(batch: number, steps: number, ms: number, first: number): number {
+  return steps === batch && ms < BATCH_TARGET_MS
+    ? Math.min(2 * batch, MAX_STEP_GROWTH * first)
+    : batch;
+}
+
 /** Throws {@link InvalidSettingError} unless `maxTokens` is an integer >= 0. */
 export function checkMaxTokens(maxTokens: number): void {
   if (!Number.isInteger(maxTokens) || maxTokens < 0) {
@@ -186,9 +197,7 @@ export async function* decodeLoop<E>(
     );
     const started = performance.now();
     const ids = await session.decode(rec, steps, sampling);
-    if (steps === batch && performance.now() - started < BATCH_TARGET_MS) {
-      batch = Math.min(2 * batch, MAX_STEP_GROWTH * stepsPerSubmit);
-    }
+    batch = nextBatch(batch, steps, performance.now() - started, stepsPerSubmit);
     for (const id of ids) {
       if (ends.has(id) && eosEnds) {
         finishReason = "eos";
