@@ -4,6 +4,7 @@
  * chunk), timed with timestamp queries and summed by kernel.
  *
  *   deno task profile [--model PATH] [--window N] [--tokens N] [--top N]
+ *                     [--phases training,decode,writing]
  *
  * Prints a table per phase: milliseconds, dispatches, the slowest dispatch and share of each
  * kernel, and the GPU time against the wall time (a pass per dispatch costs a little, so these
@@ -25,8 +26,14 @@ const { values } = parseArgs({
     window: { type: "string", default: "256" },
     tokens: { type: "string", default: "32" },
     top: { type: "string", default: "20" },
+    phases: { type: "string", default: "training,decode,writing" },
   },
 });
+const PHASES = ["training", "decode", "writing"];
+const phases = new Set(values.phases!.split(","));
+for (const p of phases) {
+  if (!PHASES.includes(p)) throw new Error(`--phases: ${p} is not one of ${PHASES.join(", ")}`);
+}
 const count = (flag: "window" | "tokens" | "top") => {
   const n = Number(values[flag]);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag} must be a positive integer`);
@@ -63,49 +70,57 @@ function report(title: string, wallMs: number, times: KernelTime[]): void {
   }
 }
 
-// One unprofiled step first, so compiles and first-use allocations are not timed.
-await trainer.step(lm.recorder, example, 1, settings.optimizer, 0);
-lm.recorder.profiler = profiler;
-let start = performance.now();
-await trainer.step(lm.recorder, example, 1, settings.optimizer, 1);
-report(
-  `training step, ${exampleTokens} tokens, rank ${settings.rank}`,
-  performance.now() - start,
-  await profiler.read(),
-);
-
-const decode = { maxTokens: count("tokens"), temperature: 0, banEos: true };
-lm.recorder.profiler = undefined;
-await lm.complete("Once upon a time", decode);
-lm.recorder.profiler = profiler;
-start = performance.now();
-await lm.complete("Once upon a time", decode);
-report(
-  `prompt and ${decode.maxTokens} decoded tokens, no adapter`,
-  performance.now() - start,
-  await profiler.read(),
-);
-const written = 2 * settings.chunk;
-const write = async (options: WriterRunOptions) => {
-  const run = writeWithTempLora(
-    lm,
-    "Once upon a time",
-    { maxTokens: written, temperature: 0, banEos: true },
-    settings,
-    options,
+if (phases.has("training")) {
+  // One unprofiled step first, so compiles and first-use allocations are not timed.
+  await trainer.step(lm.recorder, example, 1, settings.optimizer, 0);
+  lm.recorder.profiler = profiler;
+  const start = performance.now();
+  await trainer.step(lm.recorder, example, 1, settings.optimizer, 1);
+  report(
+    `training step, ${exampleTokens} tokens, rank ${settings.rank}`,
+    performance.now() - start,
+    await profiler.read(),
   );
-  let next = await run.next();
-  while (!next.done) next = await run.next();
-};
-// Unprofiled first too: the kernels of decoding with an adapter compile on first use, and a
-// compile inside the timed run shows up as one dispatch of seconds.
-await write({});
-start = performance.now();
-await write({ profiler });
-report(
-  `writing ${written} tokens with Temp-Lora (window ${settings.window}, chunk ${settings.chunk})`,
-  performance.now() - start,
-  await profiler.read(),
-);
+}
+
+if (phases.has("decode")) {
+  // Greedy, as the benchmarks decode (nothing banned: the head then picks each token itself).
+  const decode = { maxTokens: count("tokens"), temperature: 0 };
+  lm.recorder.profiler = undefined;
+  await lm.complete("Once upon a time", decode);
+  lm.recorder.profiler = profiler;
+  const start = performance.now();
+  await lm.complete("Once upon a time", decode);
+  report(
+    `prompt and ${decode.maxTokens} decoded tokens, no adapter`,
+    performance.now() - start,
+    await profiler.read(),
+  );
+}
+if (phases.has("writing")) {
+  const written = 2 * settings.chunk;
+  const write = async (options: WriterRunOptions) => {
+    const run = writeWithTempLora(
+      lm,
+      "Once upon a time",
+      { maxTokens: written, temperature: 0, banEos: true },
+      settings,
+      options,
+    );
+    let next = await run.next();
+    while (!next.done) next = await run.next();
+  };
+  // Unprofiled first too: the kernels of decoding with an adapter compile on first use, and a
+  // compile inside the timed run shows up as one dispatch of seconds.
+  lm.recorder.profiler = undefined;
+  await write({});
+  const start = performance.now();
+  await write({ profiler });
+  report(
+    `writing ${written} tokens with Temp-Lora (window ${settings.window}, chunk ${settings.chunk})`,
+    performance.now() - start,
+    await profiler.read(),
+  );
+}
 profiler.destroy();
 lm.dispose();

@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { assertClose, gpuTest, POISON_BITS, seededRng, testGpu } from "./helpers.ts";
+import {
+  assertClose,
+  gpuTest,
+  POISON_BITS,
+  poisoned,
+  readWritten,
+  seededRng,
+  testGpu,
+} from "./helpers.ts";
 import { randomWeights } from "./model_fixtures.ts";
 import { DecodeLayerOp, type DecodeLayerShape } from "../src/ops/decode_layer.ts";
 import type { FusedWeightKind } from "../src/ops/fused_matvec.ts";
@@ -13,7 +21,7 @@ import {
   tensorToF32,
   type WeightSource,
 } from "../src/formats/tensor_data.ts";
-import { readBytes, readF32 } from "../src/gpu/readback.ts";
+import { readBytes, readF32, readU32 } from "../src/gpu/readback.ts";
 import { Tensor, uploadTensor, writeTensor } from "../src/gpu/tensor.ts";
 import { uploadWeights } from "../src/model/gpu_weights.ts";
 import { KvCache, type KvCacheDtype } from "../src/model/kv_cache.ts";
@@ -87,6 +95,8 @@ interface Case {
   past: number;
   /** The KV cache's element type (default f32). */
   kvDtype?: KvCacheDtype;
+  /** A first layer: the input is row `id` of a random [vocab, dim] table (clamped), x poisoned. */
+  embed?: { vocab: number; id: number };
 }
 
 async function runCase(rng: Rng, c: Case): Promise<void> {
@@ -95,7 +105,8 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
   const kvDtype = c.kvDtype ?? "f32";
   const what = `decode layer ${kind} dim=${config.dim} hidden=${config.hiddenDim} heads=` +
     `${config.nHeads}/${config.nKvHeads}x${config.headDim} bias=${config.qkvBias} ` +
-    `rope=${config.ropePairs} rank=${c.rank ?? 0} past=${past} kv=${kvDtype}`;
+    `rope=${config.ropePairs} rank=${c.rank ?? 0} past=${past} kv=${kvDtype}` +
+    (c.embed ? ` embedding row ${c.embed.id} of ${c.embed.vocab}` : "");
   const { source, ref } = layerSource(config, kind, rng);
   const weights = await uploadWeights(gpu, source, what, {
     weightDtype: kind === "f16" ? "f16" : "f32",
@@ -115,7 +126,7 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
     kvDtype,
   };
   assert.ok(DecodeLayerOp.suits(gpu, shape), `${what}: suits`);
-  const op = await DecodeLayerOp.create(registry, shape);
+  const op = await DecodeLayerOp.create(registry, shape, { embeds: c.embed !== undefined });
   const kvDim = config.nKvHeads * config.headDim;
   const cache = new KvCache(gpu, config, past + 3, kvDtype);
   const kvBuffer = cache.kv[0];
@@ -135,8 +146,19 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
     host.set(pastV, cache.vOffset);
     writeTensor(gpu, kvBuffer, host);
   }
-  const xValues = rng.normals(config.dim);
-  const x = uploadTensor(gpu, xValues, [config.dim]);
+  let xValues = rng.normals(config.dim);
+  let x = uploadTensor(gpu, xValues, [config.dim]);
+  let embed: { table: Tensor; tokens: Tensor; at: number } | undefined;
+  if (c.embed) {
+    const { vocab, id } = c.embed;
+    const tableValues = rng.normals(vocab * config.dim);
+    const row = Math.min(id, vocab - 1);
+    xValues = tableValues.subarray(row * config.dim, (row + 1) * config.dim);
+    x.destroy();
+    x = poisoned(gpu, [config.dim]);
+    const tokens = uploadTensor(gpu, Uint32Array.from([7, 7, id, 7]), [4]);
+    embed = { table: uploadTensor(gpu, tableValues, [vocab, config.dim]), tokens, at: 2 };
+  }
   const freqs = rope
     ? uploadTensor(gpu, ropeFrequencyTable(config.headDim, ROPE_BASE), [config.headDim / 2, 4])
     : undefined;
@@ -180,6 +202,7 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
     eps: config.normEps,
     freqs,
     lora,
+    embed,
   });
   recorder.submit();
   const expected = decodeLayerRef(
@@ -223,7 +246,7 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
   );
   assertClose(all.subarray(kAt, kAt + kvDim), expected.k, `${what}: k`, kvTol);
   assertClose(all.subarray(vAt, vAt + kvDim), expected.v, `${what}: v`, kvTol);
-  for (const t of [x, freqs, loraBuffer]) t?.destroy();
+  for (const t of [x, freqs, loraBuffer, embed?.table, embed?.tokens]) t?.destroy();
   cache.destroy();
   weights.destroy();
 }
@@ -268,6 +291,29 @@ gpuTest("decode_layer.wgsl matches its twin (f32, f16; adapter; biases; no RoPE)
   }
   await runCase(rng, { config: { ...ODD, ropeLayers: [false] }, kind: "f32", past: 4, rank: 2 });
 });
+
+gpuTest(
+  "decode_layer.wgsl as a first layer gathers its input from the embedding table",
+  async () => {
+    const rng = seededRng("decode layer embedding");
+    await runCase(rng, { config: STORIES, kind: "f32", past: 0, embed: { vocab: 40, id: 13 } });
+    await runCase(rng, {
+      config: STORIES,
+      kind: "f32",
+      past: 5,
+      rank: 4,
+      embed: { vocab: 40, id: 39 },
+    });
+    // An id past the table reads its last row, as embedding.wgsl does.
+    await runCase(rng, {
+      config: ODD,
+      kind: "f16",
+      past: 3,
+      rank: 2,
+      embed: { vocab: 9, id: 1000 },
+    });
+  },
+);
 
 gpuTest("decode_layer.wgsl over an f16 KV cache matches its twin", async () => {
   const rng = seededRng("decode layer f16 cache");
@@ -314,3 +360,100 @@ gpuTest("decode layer: which shapes suit one workgroup", async () => {
   assert.ok(!DecodeLayerOp.suits(gpu, shape(smol)));
   assert.ok(!DecodeLayerOp.suits(gpu, shape(STORIES, "Q8_0")), "172 is not whole blocks");
 });
+
+/** The head entry point on fresh inputs: logits against the twin, and the argmax of them. */
+async function runHeadCase(rng: Rng, config: ModelConfig, kind: "f32" | "f16", vocab: number) {
+  const { gpu, registry, recorder } = await testGpu();
+  const what = `decode head ${kind} dim=${config.dim} vocab=${vocab}`;
+  const dim = config.dim;
+  const shape: DecodeLayerShape = {
+    dim,
+    hiddenDim: config.hiddenDim,
+    nHeads: config.nHeads,
+    nKvHeads: config.nKvHeads,
+    headDim: config.headDim,
+    kind: "f32",
+    bias: false,
+    rope: "interleaved",
+  };
+  const head = { kind, vocab };
+  assert.ok(DecodeLayerOp.headSuits(gpu, shape, head), `${what}: suits`);
+  const op = await DecodeLayerOp.create(registry, shape, { head });
+  const xValues = rng.normals(dim);
+  const normValues = rng.normals(dim, 0.5).map((v) => 1 + v);
+  const matrix = rng.normals(vocab * dim, 0.2);
+  // A tie for the largest logit: two equal rows well above the rest; the lower index wins.
+  const [low, high] = [3, vocab - 2];
+  for (let k = 0; k < dim; k++) {
+    matrix[low * dim + k] = matrix[high * dim + k] = 4 * Math.sign(xValues[k] * normValues[k]);
+  }
+  const stored = kind === "f16" ? f16ArrayToF32(f32ArrayToF16(matrix)) : Float32Array.from(matrix);
+  const x = uploadTensor(gpu, xValues, [dim]);
+  const norm = uploadTensor(gpu, normValues, [dim]);
+  const w = kind === "f16"
+    ? (() => {
+      const t = new Tensor(
+        gpu.memory.create(vocab * dim * 2, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, "h"),
+        [vocab, dim],
+        "f16",
+      );
+      writeTensor(gpu, t, f32ArrayToF16(matrix));
+      return t;
+    })()
+    : uploadTensor(gpu, matrix, [vocab, dim]);
+  const logits = poisoned(gpu, [vocab]);
+  const tokens = poisoned(gpu, [8], "u32");
+  op.recordHead(recorder, {
+    x,
+    norm,
+    head: w,
+    logits,
+    eps: config.normEps,
+    argmax: { tokens, at: 5 },
+  });
+  recorder.submit();
+  const got = await readWritten(gpu, logits, `${what}: logits`);
+  // The twin: float64 RMSNorm, then the product.
+  let squares = 0;
+  for (const v of xValues) squares += v * v;
+  const rstd = 1 / Math.sqrt(squares / dim + config.normEps);
+  const expected = new Float64Array(vocab);
+  for (let r = 0; r < vocab; r++) {
+    for (let k = 0; k < dim; k++) {
+      expected[r] += xValues[k] * rstd * normValues[k] * stored[r * dim + k];
+    }
+  }
+  assertClose(got, expected, `${what}: logits`, 1e-5);
+
+  const ids = await readU32(gpu, tokens);
+  const poison = new Uint32Array(8).fill(POISON_BITS);
+  assert.deepEqual([...ids.subarray(0, 5)], [...poison.subarray(0, 5)], `${what}: slots before`);
+  assert.deepEqual([...ids.subarray(6)], [...poison.subarray(6)], `${what}: slots after`);
+  let best = 0;
+  for (let r = 1; r < vocab; r++) if (got[r] > got[best]) best = r;
+  assert.equal(best, low, `${what}: the tied rows lead`);
+  assert.equal(got[low], got[high], `${what}: the tied rows' logits`);
+  assert.equal(ids[5], low, `${what}: argmax, ties to the lowest index`);
+  for (const t of [x, norm, w, logits, tokens]) t.destroy();
+}
+
+gpuTest(
+  "decode_layer.wgsl's head matches its twin, and its argmax the logits' own",
+  async () => {
+    const rng = seededRng("decode head");
+    await runHeadCase(rng, STORIES, "f32", 512);
+    await runHeadCase(rng, STORIES, "f16", 512);
+    await runHeadCase(rng, ODD, "f32", 37);
+    const { gpu } = await testGpu();
+    const shape: DecodeLayerShape = {
+      dim: STORIES.dim,
+      hiddenDim: STORIES.hiddenDim,
+      nHeads: STORIES.nHeads,
+      nKvHeads: STORIES.nKvHeads,
+      headDim: STORIES.headDim,
+      kind: "f32",
+      bias: false,
+    };
+    assert.ok(!DecodeLayerOp.headSuits(gpu, shape, { kind: "f32", vocab: 151936 }), "big vocab");
+  },
+);

@@ -75,11 +75,7 @@ fn uniform01(seed: u32, counter: u32) -> f32 {
   return f32(h >> 8u) * (1.0 / 16777216.0);
 }
 
-// Maps an f32 to a u32 with the same order (for non-NaN values).
-fn order_key(x: f32) -> u32 {
-  let b = bitcast<u32>(x);
-  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}
+//!include "order_key.wgsl"
 
 fn from_key(k: u32) -> f32 {
   return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
@@ -124,11 +120,6 @@ fn max2_u32(v: vec2<u32>, t: u32) -> vec2<u32> {
     total_u = m;
   }
   return workgroupUniformLoad(&total_u);
-}
-
-// Whether (key a, index i) beats (key b, index j): larger key, then lower index.
-fn beats(a: vec2<u32>, b: vec2<u32>) -> bool {
-  return a.x > b.x || (a.x == b.x && a.y < b.y);
 }
 
 @compute @workgroup_size(WG)

@@ -211,22 +211,29 @@ export class DecodeSession {
     const banned = this.#bannedIds(sampling.banned);
     const first = this.length;
     const before = rec.totals;
+    const penalty = sampling.repetitionPenalty !== 1 && sampling.penaltyWindow > 0;
+    // Greedy, nothing banned or penalised: a head that takes its own argmax writes each next
+    // token, and only the batch's first step samples the logits left from before.
+    const headPicks = this.model.headArgmax && sampling.temperature === 0 && !banned && !penalty;
     for (let i = 0; i < steps; i++) {
       const at = this.length;
-      if (sampling.repetitionPenalty !== 1 && sampling.penaltyWindow > 0) {
-        const from = Math.max(0, at - sampling.penaltyWindow);
-        this.sampler.recordRepetitionPenalty(rec, logits, this.history, {
-          first: from,
-          count: at - from,
-        }, sampling.repetitionPenalty);
+      // With headPicks, steps after the first find history[at] written by the step before.
+      if (!headPicks || i === 0) {
+        if (penalty) {
+          const from = Math.max(0, at - sampling.penaltyWindow);
+          this.sampler.recordRepetitionPenalty(rec, logits, this.history, {
+            first: from,
+            count: at - from,
+          }, sampling.repetitionPenalty);
+        }
+        if (banned) this.bias.recordBan(rec, logits, banned);
+        this.sampler.recordSample(rec, logits, { tokens: this.history, step: at, draws: 1 }, {
+          temperature: sampling.temperature,
+          topK: sampling.topK,
+          topP: sampling.topP,
+          seed: sampling.seed,
+        });
       }
-      if (banned) this.bias.recordBan(rec, logits, banned);
-      this.sampler.recordSample(rec, logits, { tokens: this.history, step: at, draws: 1 }, {
-        temperature: sampling.temperature,
-        topK: sampling.topK,
-        topP: sampling.topP,
-        seed: sampling.seed,
-      });
       this.length++;
       this.model.recordForward(rec, {
         ids: this.history,
@@ -236,6 +243,7 @@ export class DecodeSession {
         activations: this.activations,
         logits: "last",
         adapter: this.adapter,
+        argmaxInto: headPicks && i < steps - 1 ? { tokens: this.history, at: at + 1 } : undefined,
       });
     }
     const after = rec.totals;

@@ -7,6 +7,8 @@ import { resolveTempLoraSettings } from "../templora/settings.ts";
 import { TestThenTrain } from "../templora/test_then_train.ts";
 import { DecodeSession, type SamplingSettings } from "./decode_session.ts";
 import { TextModel } from "./text_model.ts";
+import { LlamaModel } from "./llama.ts";
+import { loadModelFiles } from "../formats/load.ts";
 
 const GREEDY: SamplingSettings = {
   temperature: 0,
@@ -112,8 +114,10 @@ gpuTest("DecodeSession counts: dispatches and weight bytes per decoded token", a
       await session.decode(lm.recorder, 5, GREEDY);
       const all = session.stats;
       assert.equal(all.tokens, 8);
-      // Every token records the same work, and reads every weight exactly once.
-      assert.equal(first.dispatches / 3, all.dispatches / 8);
+      // Every token records the same work, and reads every weight exactly once; a head that
+      // picks the greedy token leaves one sampling dispatch a batch (its first step's).
+      const batchOnce = lm.model.headArgmax ? 1 : 0;
+      assert.equal((first.dispatches - batchOnce) / 3, (all.dispatches - 2 * batchOnce) / 8);
       assert.equal(all.weightBytes / 8, lm.model.minWeightBytesPerToken(session.adapter));
       return all.dispatches / 8;
     };
@@ -137,3 +141,47 @@ gpuTest("DecodeSession counts: dispatches and weight bytes per decoded token", a
     lm.dispose();
   }
 });
+
+gpuTest(
+  "DecodeSession greedy: the head's own argmax writes the tokens the sampling kernel picks",
+  async () => {
+    const { gpu } = await testGpu();
+    const lm = await TextModel.load(STORIES260K, { gpu });
+    const files = await loadModelFiles(STORIES260K);
+    // The same weights, each layer and the head on the general kernels, sampled by sampling.wgsl.
+    const general = await LlamaModel.create(gpu, lm.registry, files.source, "general", {
+      oneWorkgroupLayers: false,
+    });
+    const sessions: DecodeSession[] = [];
+    try {
+      assert.ok(lm.model.headArgmax, "stories260K's head runs in one workgroup");
+      assert.ok(!general.headArgmax);
+      const write = async (model: LlamaModel, banned: number[] = []) => {
+        const session = await DecodeSession.create(model, lm.registry, { maxTokens: 80 });
+        sessions.push(session);
+        session.append(lm.encode("Once upon a time"));
+        session.recordFill(lm.recorder);
+        const ids: number[] = [];
+        // Batches of several sizes: the handover between them goes through the logits.
+        for (const steps of [1, 7, 16, 24]) {
+          ids.push(...await session.decode(lm.recorder, steps, { ...GREEDY, banned }));
+        }
+        return { ids, dispatches: session.stats.dispatches };
+      };
+      const picked = await write(lm.model);
+      const sampled = await write(general);
+      assert.deepEqual(picked.ids, sampled.ids);
+      // A banned id takes the sampling path on the same model: the same text, a dispatch more a step.
+      const never = lm.config.vocabSize - 1;
+      assert.ok(!picked.ids.includes(never));
+      const banned = await write(lm.model, [never]);
+      assert.deepEqual(banned.ids, picked.ids);
+      assert.ok(banned.dispatches > picked.dispatches);
+    } finally {
+      lm.recorder.submit();
+      for (const s of sessions) s.destroy();
+      general.destroy();
+      lm.dispose();
+    }
+  },
+);

@@ -27,6 +27,7 @@ import {
   type DecodeLayerArgs,
   DecodeLayerOp,
   type DecodeLayerShape,
+  type DecodeLayerWeights,
 } from "../ops/decode_layer.ts";
 import {
   FUSED_MAX_RANK,
@@ -88,6 +89,11 @@ export interface ForwardStep {
   adapter?: ModelAdapter;
   /** LoRA dropout on the adapter's inputs (training): probability and the step's seed. */
   dropout?: { p: number; seed: number };
+  /**
+   * One-token steps of a model with {@link LlamaModel.headArgmax}: the head also writes the
+   * greedy next token (the logits' argmax, ties to the lowest index) to tokens[at].
+   */
+  argmaxInto?: { tokens: Tensor; at: number };
 }
 
 /** The kernels a Llama-family forward pass uses, compiled once per model shape. */
@@ -132,6 +138,8 @@ export interface ForwardOps {
    * without RoPE); absent when the model's layers do not suit it or it is turned off.
    */
   layer?: Map<string, DecodeLayerOp>;
+  /** The LM head in one workgroup, with its argmax (small models whose layers suit it too). */
+  layerHead?: DecodeLayerOp;
 }
 
 /** Options of {@link LlamaModel.create}. */
@@ -264,6 +272,33 @@ function decodeLayerShapes(
   return shapes;
 }
 
+/** Whether a first layer in one workgroup can gather its input: the table is one f32 matrix. */
+function embedsInLayer(weights: GpuWeights): boolean {
+  const parts = weights.embed.parts;
+  const table = parts[0].matrix;
+  return parts.length === 1 && !isQuantized(table) && table.dtype === "f32";
+}
+
+/**
+ * The one-workgroup head (decode_layer.wgsl's `head`) when the layers take the one-workgroup
+ * kernel and the head, one f32 or f16 matrix, suits it too.
+ */
+function oneWorkgroupHead(
+  gpu: Gpu,
+  weights: GpuWeights,
+  layerShapes: ReadonlyMap<string, DecodeLayerShape>,
+  registry: KernelRegistry,
+): Promise<DecodeLayerOp | undefined> {
+  const shape = [...layerShapes.values()][0];
+  const parts = weights.head.parts;
+  const matrix = parts[0].matrix;
+  if (!shape || parts.length !== 1 || isQuantized(matrix)) return Promise.resolve(undefined);
+  if (matrix.dtype !== "f32" && matrix.dtype !== "f16") return Promise.resolve(undefined);
+  const head = { kind: matrix.dtype, vocab: matrix.shape[0] } as const;
+  if (!DecodeLayerOp.headSuits(gpu, shape, head)) return Promise.resolve(undefined);
+  return DecodeLayerOp.create(registry, shape, { head });
+}
+
 /** A Llama-family model on the GPU: weights, compiled kernels, and the forward pass. */
 export class LlamaModel {
   private constructor(
@@ -299,6 +334,9 @@ export class LlamaModel {
       const layerShapes = options.fusedDecode === false || options.oneWorkgroupLayers === false
         ? new Map<string, DecodeLayerShape>()
         : decodeLayerShapes(gpu, config, weights, kvDtype);
+      const firstLayerKey = (config.ropeLayers?.[0] ?? true)
+        ? config.ropePairs ?? "interleaved"
+        : "none";
       const ops = await compileAll({
         embedding: EmbeddingOp.create(registry),
         rmsnorm: RmsNormOp.create(registry),
@@ -332,10 +370,16 @@ export class LlamaModel {
         layer: layerShapes.size
           ? Promise.all(
             [...layerShapes].map(async ([key, shape]) =>
-              [key, await DecodeLayerOp.create(registry, shape)] as const
+              [
+                key,
+                await DecodeLayerOp.create(registry, shape, {
+                  embeds: key === firstLayerKey && embedsInLayer(weights),
+                }),
+              ] as const
             ),
           ).then((entries) => new Map(entries))
           : Promise.resolve(undefined),
+        layerHead: oneWorkgroupHead(gpu, weights, layerShapes, registry),
       });
       return new LlamaModel(gpu, config, weights, ops, kvDtype);
     } catch (error) {
@@ -402,6 +446,14 @@ export class LlamaModel {
   }
 
   /**
+   * Whether one-token steps can take {@link ForwardStep.argmaxInto}: the head runs in one
+   * workgroup and picks the greedy token itself, so greedy decoding needs no sampling dispatch.
+   */
+  get headArgmax(): boolean {
+    return this.ops.layerHead !== undefined;
+  }
+
+  /**
    * Records one forward step: embeds the tokens, runs every layer with the cache (writing this
    * step's rotated keys and values at rows cache.length..), and writes logits. Advances
    * cache.length. The only layer loop: prefill, decode and the training forward all run it.
@@ -421,23 +473,47 @@ export class LlamaModel {
     if (adapter) act.prepareAdapter(adapter.rank);
     const { embedding, rmsnorm, copy } = this.ops;
     const w = this.weights;
-    const x0 = act.layer(0, t).xIn;
-    for (const { start, matrix } of w.embed.parts) {
-      // Each part of a split table writes the rows of the tokens it holds.
-      const part = { first: start, vocab: c.vocabSize };
-      if (isQuantized(matrix)) {
-        this.#quant.embedding.recordForward(rec, matrix, ids, x0, offset, part);
-      } else embedding.recordForward(rec, matrix, ids, x0, offset, part);
+    const first = act.layer(0, t);
+    // One token through a first layer in one workgroup: that kernel gathers the embedding row.
+    const embedInLayer = this.#isDecodeStep(first, step) && this.#wholeLayer(0, cache, step) &&
+      this.#wholeLayerOp(0)?.embeds && embedsInLayer(w);
+    if (!embedInLayer) {
+      for (const { start, matrix } of w.embed.parts) {
+        // Each part of a split table writes the rows of the tokens it holds.
+        const part = { first: start, vocab: c.vocabSize };
+        if (isQuantized(matrix)) {
+          this.#quant.embedding.recordForward(rec, matrix, ids, first.xIn, offset, part);
+        } else embedding.recordForward(rec, matrix, ids, first.xIn, offset, part);
+      }
     }
     rec.countWeightBytes(t * this.#embeddingRowBytes);
     for (let l = 0; l < c.nLayers; l++) {
-      this.recordLayer(rec, l, act.layer(l, t), cache, past, step);
+      if (l === 0 && embedInLayer) {
+        const embed = { table: w.embed.parts[0].matrix as Tensor, tokens: ids, at: offset };
+        this.#recordWholeLayer(rec, 0, first, cache, past, step, embed);
+      } else this.recordLayer(rec, l, act.layer(l, t), cache, past, step);
     }
     let rows = act.layer(c.nLayers - 1, t).xOut;
     rec.countWeightBytes(w.norm.byteLength);
     if (step.logits === "none") {
       const final = act.final(t);
       rmsnorm.recordForward(rec, rows, w.norm, final.normed, c.normEps, final.rstd);
+      cache.length = past + t;
+      return;
+    }
+    if (step.argmaxInto && !(t === 1 && this.ops.layerHead && step.logits === "last")) {
+      throw new KernelUsageError("argmaxInto needs a one-token step and a model with headArgmax");
+    }
+    if (t === 1 && this.ops.layerHead && !act.final(1).rstd) {
+      rec.countWeightBytes(matrixBytes(w.head));
+      this.ops.layerHead.recordHead(rec, {
+        x: rows.reshape([c.dim]),
+        norm: w.norm,
+        head: w.head.parts[0].matrix as Tensor,
+        logits: act.logits.rows(0, 1).reshape([c.vocabSize]),
+        eps: c.normEps,
+        argmax: step.argmaxInto,
+      });
       cache.length = past + t;
       return;
     }
@@ -511,7 +587,7 @@ export class LlamaModel {
     const vec = (x: Tensor) => x.reshape([x.size]);
     // Decode (one row of inference, no dropout) takes the fused kernels where they cover the
     // weights; prefill and the training forward keep the tiled ones.
-    const decode = t === 1 && !b.rstd1 && !(step.dropout && step.dropout.p > 0);
+    const decode = this.#isDecodeStep(b, step);
     if (decode && this.#recordWholeLayer(rec, l, b, cache, past, step)) return;
     const fusedLora = (targets: LoraTarget[]) => decode ? this.#fusedLora(l, targets, step) : null;
     const project = (
@@ -631,9 +707,47 @@ export class LlamaModel {
     project("down", b.act, layer.down, b.xOut, { accumulate: true });
   }
 
+  /** Decode: one row of inference, no dropout (the fused kernels' case; prefill and training keep the tiled ones). */
+  #isDecodeStep(b: LayerBuffers, step: ForwardStep): boolean {
+    return step.tokens === 1 && !b.rstd1 && !(step.dropout && step.dropout.p > 0);
+  }
+
+  /** The one-workgroup kernel of layer `l`'s RoPE pairs, if the model has it. */
+  #wholeLayerOp(l: number): DecodeLayerOp | undefined {
+    return this.ops.layer?.get(this.rotates(l) ? this.ops.rope.pairs : "none");
+  }
+
   /**
-   * Records layer `l` for one token in one workgroup when the model has that kernel and the
-   * adapter (if any) adapts every projection of the layer at a rank it takes; false otherwise.
+   * How layer `l` runs for one token in one workgroup: its kernel and the adapter's part, when
+   * the model has that kernel for the layer's weights and cache and the adapter (if any) adapts
+   * every projection of the layer at a rank it takes; undefined otherwise.
+   */
+  #wholeLayer(
+    l: number,
+    cache: KvCache,
+    step: ForwardStep,
+  ): { op: DecodeLayerOp; weights: DecodeLayerWeights; lora: DecodeLayerArgs["lora"] } | undefined {
+    const weights = this.weights.layers[l].packed;
+    const op = this.#wholeLayerOp(l);
+    if (!op || !weights || op.shape.kind !== weights.kind) return undefined;
+    if ((op.shape.kvDtype ?? "f32") !== cache.dtype) return undefined;
+    const adapter = step.adapter;
+    if (!adapter) return { op, weights, lora: undefined };
+    const parts = Object.fromEntries(LORA_TARGETS.map((t) => [t, adapter.get(l, t)]));
+    if (LORA_TARGETS.every((t) => parts[t]) && adapter.rank <= DECODE_LAYER_MAX_RANK) {
+      return {
+        op,
+        weights,
+        lora: { parts: parts as Record<LoraTarget, AdapterMatrices>, scale: adapter.scale },
+      };
+    }
+    // An adapter on none of the layer's projections leaves it to the base kernel.
+    return LORA_TARGETS.some((t) => parts[t]) ? undefined : { op, weights, lora: undefined };
+  }
+
+  /**
+   * Records layer `l` for one token in one workgroup (see {@link #wholeLayer}), with `embed` its
+   * input gathered from the embedding table; false when it does not run that way.
    */
   #recordWholeLayer(
     rec: Recorder,
@@ -642,22 +756,12 @@ export class LlamaModel {
     cache: KvCache,
     past: number,
     step: ForwardStep,
+    embed?: DecodeLayerArgs["embed"],
   ): boolean {
+    const plan = this.#wholeLayer(l, cache, step);
+    if (!plan) return false;
+    const { op, weights, lora } = plan;
     const layer = this.weights.layers[l];
-    const op = this.ops.layer?.get(this.rotates(l) ? this.ops.rope.pairs : "none");
-    if (!op || !layer.packed || op.shape.kind !== layer.packed.kind) return false;
-    if ((op.shape.kvDtype ?? "f32") !== cache.dtype) return false;
-    const adapter = step.adapter;
-    let lora: DecodeLayerArgs["lora"];
-    if (adapter) {
-      const parts = Object.fromEntries(LORA_TARGETS.map((t) => [t, adapter.get(l, t)]));
-      const all = LORA_TARGETS.every((t) => parts[t]);
-      if (!all || adapter.rank > DECODE_LAYER_MAX_RANK) {
-        if (LORA_TARGETS.some((t) => parts[t])) return false;
-      } else {
-        lora = { parts: parts as Record<LoraTarget, AdapterMatrices>, scale: adapter.scale };
-      }
-    }
     const c = this.config;
     rec.countWeightBytes(
       layer.attnNorm.byteLength + layer.ffnNorm.byteLength + (layer.qkvBias?.data.byteLength ?? 0),
@@ -669,13 +773,14 @@ export class LlamaModel {
     }
     op.record(rec, {
       x: b.xIn.reshape([c.dim]),
-      weights: layer.packed,
+      weights,
       kv: cache.kv[l],
       vOffset: cache.vOffset,
       past,
       eps: c.normEps,
       freqs: this.rotates(l) ? this.ops.rope.frequencies : undefined,
       lora,
+      embed,
     });
     return true;
   }

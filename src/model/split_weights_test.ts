@@ -164,7 +164,12 @@ async function compareSplit(
   const a = await logitsOf(whole, tokens);
   const b = await logitsOf(split, tokens);
   assert.deepEqual(b.prefill, a.prefill, `${what}: prefill logits`);
-  assert.deepEqual(b.decode, a.decode, `${what}: decode logits`);
+  if (whole.headArgmax) {
+    // The whole head runs in one workgroup, a split one on the fused kernel: the same sums in
+    // the same order, but llvmpipe may fuse a multiply-add in one and not the other.
+    assert.ok(!split.headArgmax, `${what}: a split head takes the general kernels`);
+    assertClose(b.decode, a.decode, `${what}: decode logits`, 1e-6);
+  } else assert.deepEqual(b.decode, a.decode, `${what}: decode logits`);
   const text = await greedy(whole, tokenizer, 40);
   assert.deepEqual(await greedy(split, tokenizer, 40), text, `${what}: greedy tokens`);
 

@@ -7,9 +7,9 @@ import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import { PORTABLE_OFFSET_ALIGNMENT, type Recorder } from "../gpu/recorder.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { foldConstantBranches } from "../gpu/wgsl_parse.ts";
-import type { FusedWeightKind } from "./fused_matvec.ts";
+import { FUSED_TILES, type FusedWeightKind } from "./fused_matvec.ts";
 import { qtypeConstant, QUANT_SNIPPETS } from "./quant_weight.ts";
-import { adapterClass, describeTensor, expectArgument, expectSize } from "./shapes.ts";
+import { adapterClass, describeTensor, expectArgument, expectShape, expectSize } from "./shapes.ts";
 import { matvecTiling } from "./matvec.ts";
 import { quantMatvecTiles } from "./quant_matvec.ts";
 import type { KvCacheDtype } from "../model/kv_cache.ts";
@@ -51,6 +51,30 @@ export interface DecodeLayerWeights {
   biasAt: readonly [number, number, number];
 }
 
+/** The LM head as decode_layer.wgsl's `head` entry point computes it: its matrix's storage and rows. */
+export interface DecodeHeadShape {
+  /** Storage of the head matrix [vocab, dim]. */
+  kind: "f32" | "f16";
+  /** Rows of the head (the vocabulary). */
+  vocab: number;
+}
+
+/** The head for one token. */
+export interface DecodeHeadArgs {
+  /** [dim] the last layer's residual stream. */
+  x: Tensor;
+  /** [dim] f32 weight of the final RMSNorm. */
+  norm: Tensor;
+  /** [vocab, dim] the head matrix, of the shape's kind. */
+  head: Tensor;
+  /** [vocab] f32 logits out. */
+  logits: Tensor;
+  /** RMSNorm epsilon. */
+  eps: number;
+  /** Also writes the argmax of the logits (ties to the lowest index) to tokens[at] (u32). */
+  argmax?: { tokens: Tensor; at: number };
+}
+
 /** One layer for one token. */
 export interface DecodeLayerArgs {
   /** [dim] the residual stream, updated in place. */
@@ -72,6 +96,19 @@ export interface DecodeLayerArgs {
   freqs?: Tensor;
   /** A LoRA adapter on all seven projections: A, B views of one f32 buffer, and alpha / rank. */
   lora?: { parts: Record<LoraTarget, { a: Tensor; b: Tensor }>; scale: number };
+  /**
+   * A first layer (an op created with `embeds`): its input is row tokens[at] of the f32 table
+   * [vocab, dim] (an id past the table reads its last row), not x; x still takes the output.
+   */
+  embed?: { table: Tensor; tokens: Tensor; at: number };
+}
+
+/** What {@link DecodeLayerOp.create} compiles besides the layer's own variants. */
+export interface DecodeLayerOptions {
+  /** The LM head's entry point for this head ({@link DecodeLayerOp.headSuits}). */
+  head?: DecodeHeadShape;
+  /** The variants of a first layer, which gather the token's embedding themselves. */
+  embeds?: boolean;
 }
 
 /**
@@ -80,6 +117,11 @@ export interface DecodeLayerArgs {
  */
 const REGISTER_VEC4S = 64;
 
+/** Most weights one workgroup's products may take for it to beat several dispatches. */
+function workgroupWeights(gpu: Gpu): number {
+  return adapterClass(gpu.capabilities) === "fallback" ? 2 ** 20 : 2 ** 17;
+}
+
 /**
  * A whole decoder layer for one token in one workgroup (shaders/decode_layer.wgsl), for models
  * whose layers fit one workgroup's memory and take little work: one dispatch a layer instead of
@@ -87,8 +129,11 @@ const REGISTER_VEC4S = 64;
  */
 export class DecodeLayerOp {
   private constructor(
-    private readonly kernels: Map<boolean, Kernel>,
+    private readonly kernels: Map<string, Kernel>,
     readonly shape: DecodeLayerShape,
+    private readonly headKernels: Map<boolean, Kernel>,
+    /** The head it was compiled for ({@link recordHead}), if any. */
+    readonly head: DecodeHeadShape | undefined,
   ) {}
 
   /**
@@ -111,15 +156,40 @@ export class DecodeLayerOp {
     const floats = Math.max(dim, q, hidden) + 2 * dim + q + 2 * kvDim + 2 * q + 2 * hidden + 64 +
       3 * DECODE_LAYER_MAX_RANK;
     const weights = (q + 2 * kvDim) * dim + dim * q + 3 * dim * hidden;
-    const budget = adapterClass(gpu.capabilities) === "fallback" ? 2 ** 20 : 2 ** 17;
     return 4 * floats <= Math.min(16384, gpu.limits.maxComputeWorkgroupStorageSize) &&
-      weights <= budget;
+      weights <= workgroupWeights(gpu);
   }
 
-  /** Compiles the kernel for `shape`, with and without an adapter. */
-  static async create(registry: KernelRegistry, shape: DecodeLayerShape): Promise<DecodeLayerOp> {
+  /** Whether it has the variants of a first layer ({@link DecodeLayerArgs.embed}). */
+  get embeds(): boolean {
+    return this.kernels.has(variantKey(false, true)) && this.kernels.has(variantKey(true, true));
+  }
+
+  /**
+   * Whether the LM head of a model whose layers have `shape` suits the same one-workgroup form
+   * (decode_layer.wgsl's `head`): the layers do, the head is f32 or f16, and as little work.
+   */
+  static headSuits(gpu: Gpu, shape: DecodeLayerShape, head: DecodeHeadShape): boolean {
+    return DecodeLayerOp.suits(gpu, shape) && (head.kind === "f32" || head.kind === "f16") &&
+      Number.isInteger(head.vocab) && head.vocab >= 1 &&
+      head.vocab * shape.dim <= workgroupWeights(gpu);
+  }
+
+  /**
+   * Compiles the kernel for `shape`, with and without an adapter, and what `options` asks for
+   * besides: the head's entry point, the variants of a first layer.
+   */
+  static async create(
+    registry: KernelRegistry,
+    shape: DecodeLayerShape,
+    options: DecodeLayerOptions = {},
+  ): Promise<DecodeLayerOp> {
+    const { head, embeds = false } = options;
     if (!DecodeLayerOp.suits(registry.gpu, shape)) {
       throw new KernelUsageError(`${OP}: a layer of ${JSON.stringify(shape)} does not suit it`);
+    }
+    if (head && !DecodeLayerOp.headSuits(registry.gpu, shape, head)) {
+      throw new KernelUsageError(`${OP}: a head of ${JSON.stringify(head)} does not suit it`);
     }
     const gpu = registry.gpu;
     const quant = shape.kind !== "f32" && shape.kind !== "f16";
@@ -128,34 +198,35 @@ export class DecodeLayerOp {
     // The widest product input, in vec4s; f32 products keep it in registers when it is short.
     const inputVec4s = Math.max(shape.dim, shape.nHeads * shape.headDim, shape.hiddenDim) / 4;
     const registers = shape.kind === "f32" && mvLanes === 8 && inputVec4s <= REGISTER_VEC4S;
-    const kernels = new Map<boolean, Kernel>();
-    await Promise.all([false, true].map(async (lora) => {
-      const constants = {
-        WG,
-        DIM: shape.dim,
-        QDIM: shape.nHeads * shape.headDim,
-        KVDIM: shape.nKvHeads * shape.headDim,
-        HIDDEN: shape.hiddenDim,
-        HD: shape.headDim,
-        NH: shape.nHeads,
-        NKV: shape.nKvHeads,
-        WTYPE: quant ? 2 : shape.kind === "f16" ? 1 : 0,
-        QTYPE: quant ? qtypeConstant(shape.kind as GgmlQuantType) : 8,
-        BIAS: shape.bias,
-        LORA: lora,
-        ROPE: shape.rope !== undefined,
-        INTERLEAVED: shape.rope !== "half",
-        // Each row sums as the unfused products do with their invocations.
-        MV_LANES: mvLanes,
-        REG_K4: registers ? inputVec4s : 0,
-        NORM_LANES: 64,
-        MAX_RANK: DECODE_LAYER_MAX_RANK,
-        KV_F16: shape.kvDtype === "f16",
-      };
+    const layerConstants = (lora: boolean, embed = false) => ({
+      WG,
+      DIM: shape.dim,
+      QDIM: shape.nHeads * shape.headDim,
+      KVDIM: shape.nKvHeads * shape.headDim,
+      HIDDEN: shape.hiddenDim,
+      HD: shape.headDim,
+      NH: shape.nHeads,
+      NKV: shape.nKvHeads,
+      WTYPE: quant ? 2 : shape.kind === "f16" ? 1 : 0,
+      QTYPE: quant ? qtypeConstant(shape.kind as GgmlQuantType) : 8,
+      BIAS: shape.bias,
+      LORA: lora,
+      ROPE: shape.rope !== undefined,
+      INTERLEAVED: shape.rope !== "half",
+      // Each row sums as the unfused products do with their invocations.
+      MV_LANES: mvLanes,
+      REG_K4: registers ? inputVec4s : 0,
+      NORM_LANES: 64,
+      MAX_RANK: DECODE_LAYER_MAX_RANK,
+      KV_F16: shape.kvDtype === "f16",
+      EMBED: embed,
+    });
+    const compile = async (constants: Record<string, number | boolean>, entryPoint: string) => {
       const kernel = await registry.get({
         file: "decode_layer.wgsl",
         source: foldConstantBranches(source, constants),
         includes: QUANT_SNIPPETS,
+        entryPoint,
         constants,
       });
       const storage = gpu.limits.maxStorageBuffersPerShaderStage;
@@ -164,14 +235,107 @@ export class DecodeLayerOp {
           `${OP}: ${kernel.storage.length} storage buffers; ${storage} allowed`,
         );
       }
-      kernels.set(lora, kernel);
+      return kernel;
+    };
+    const kernels = new Map<string, Kernel>();
+    const variants = [false, true].flatMap((lora) =>
+      (embeds ? [false, true] : [false]).map((embed) => ({ lora, embed }))
+    );
+    await Promise.all(variants.map(async ({ lora, embed }) => {
+      try {
+        kernels.set(variantKey(lora, embed), await compile(layerConstants(lora, embed), "main"));
+      } catch (error) {
+        // A first layer's variants bind two buffers more; without them the model embeds apart.
+        if (!embed || !(error instanceof GpuLimitError)) throw error;
+      }
     }));
-    return new DecodeLayerOp(kernels, shape);
+    const headKernels = new Map<boolean, Kernel>();
+    if (head) {
+      // The head's rows sum as the fused head kernel's (fused_matvec.wgsl) would.
+      const lanes = FUSED_TILES[adapterClass(gpu.capabilities)].wg;
+      const f32 = head.kind === "f32";
+      await Promise.all([false, true].map(async (argmax) => {
+        headKernels.set(
+          argmax,
+          await compile({
+            ...layerConstants(false),
+            WTYPE: f32 ? 0 : 1,
+            MV_LANES: lanes,
+            REG_K4: f32 && lanes === 8 && shape.dim / 4 <= REGISTER_VEC4S ? shape.dim / 4 : 0,
+            ARGMAX: argmax,
+          }, "head"),
+        );
+      }));
+    }
+    return new DecodeLayerOp(kernels, shape, headKernels, head);
+  }
+
+  /**
+   * Records the LM head for one token (the kernel was created with a head): logits, and with
+   * `argmax` the greedy next token.
+   */
+  recordHead(rec: Recorder, args: DecodeHeadArgs): void {
+    const { x, norm, head, logits, eps, argmax } = args;
+    const kernel = this.headKernels.get(argmax !== undefined);
+    if (!kernel || !this.head) throw new KernelUsageError(`${OP}: created without a head`);
+    const { dim } = this.shape, { vocab, kind } = this.head;
+    expectSize(OP, "x", x, "f32", dim);
+    expectSize(OP, "final norm", norm, "f32", dim);
+    expectSize(OP, "logits", logits, "f32", vocab);
+    expectShape(OP, "head", head, kind, [vocab, dim]);
+    // The norm and the matrix are bound from aligned starts, their offsets passed in bytes.
+    const aligned = (t: Tensor) =>
+      Math.floor(t.byteOffset / PORTABLE_OFFSET_ALIGNMENT) *
+      PORTABLE_OFFSET_ALIGNMENT;
+    const normStart = aligned(norm), headStart = aligned(head);
+    const bindings: Record<string, Tensor> = {
+      x,
+      qweight: new Tensor(
+        norm.buffer,
+        [(norm.byteOffset + norm.byteLength - normStart) / 4],
+        "u32",
+        normStart,
+      ),
+      logits,
+    };
+    const headElements = (head.byteOffset + head.byteLength - headStart) / (kind === "f32" ? 4 : 2);
+    bindings[kind === "f32" ? "weight" : "weight16"] = new Tensor(
+      head.buffer,
+      [headElements],
+      kind,
+      headStart,
+    );
+    const params: Record<string, number> = Object.fromEntries(
+      kernel.params.map((f) => [f.name, 0]),
+    );
+    if ((head.byteOffset - headStart) % 16) {
+      throw new KernelUsageError(`${OP}: the head matrix must start at a multiple of 16 bytes`);
+    }
+    params.attnNormAt = norm.byteOffset - normStart;
+    params.headAt = head.byteOffset - headStart;
+    params.eps = eps;
+    params.vocab = vocab;
+    if (argmax) {
+      const { tokens, at } = argmax;
+      expectArgument(
+        OP,
+        "token slot",
+        Number.isInteger(at) && at >= 0 && at < tokens.size,
+        `an integer in 0..${tokens.size - 1}`,
+        at,
+      );
+      if (tokens.dtype !== "u32") {
+        throw new ShapeError(`${OP}: tokens must be a u32 tensor, got ${describeTensor(tokens)}`);
+      }
+      bindings.tokens = tokens;
+      params.tokenAt = at;
+    }
+    rec.dispatch(kernel, bindings, params, [1]);
   }
 
   /** Records the layer for one token. */
   record(rec: Recorder, args: DecodeLayerArgs): void {
-    const { x, weights, kv, vOffset, past, eps, freqs, lora } = args;
+    const { x, weights, kv, vOffset, past, eps, freqs, lora, embed } = args;
     const s = this.shape;
     const kvDim = s.nKvHeads * s.headDim;
     expectSize(OP, "x", x, "f32", s.dim);
@@ -197,7 +361,8 @@ export class DecodeLayerOp {
       throw new KernelUsageError(`${OP}: RoPE frequencies go with a rotating layer only`);
     }
     if (freqs) expectSize(OP, "RoPE frequencies", freqs, "f32", 2 * s.headDim);
-    const kernel = this.kernels.get(lora !== undefined)!;
+    const kernel = this.kernels.get(variantKey(lora !== undefined, embed !== undefined));
+    if (!kernel) throw new KernelUsageError(`${OP}: created without the first layer's variants`);
     const bindings: Record<string, Tensor> = { x, qweight: weights.data, kv };
     const { buffer, byteOffset, size } = weights.data;
     if (s.kind === "f32") bindings.weight = new Tensor(buffer, [size], "f32", byteOffset);
@@ -205,6 +370,7 @@ export class DecodeLayerOp {
     if (freqs) bindings.freqs = freqs;
     const at = weights.at;
     const params: Record<string, number> = {
+      ...zeroParams(kernel),
       eps,
       scale: 1 / Math.sqrt(s.headDim),
       pos: past,
@@ -271,6 +437,45 @@ export class DecodeLayerOp {
       params.rank = rank;
       params.loraScale = lora.scale;
     }
+    if (embed) {
+      const { table, tokens, at } = embed;
+      expectShape(OP, "embedding table", table, "f32", [table.shape[0], s.dim]);
+      if (tokens.dtype !== "u32" || !Number.isInteger(at) || at < 0 || at >= tokens.size) {
+        throw new ShapeError(
+          `${OP}: token slot ${at} of ${describeTensor(tokens)} (u32 ids expected)`,
+        );
+      }
+      const start = alignedStart(table);
+      if ((table.byteOffset - start) % 16) {
+        throw new KernelUsageError(
+          `${OP}: the embedding table must start at a multiple of 16 bytes`,
+        );
+      }
+      bindings.embed = new Tensor(
+        table.buffer,
+        [(table.byteOffset + table.byteLength - start) / 4],
+        "f32",
+        start,
+      );
+      bindings.tokens = tokens;
+      params.embedAt = (table.byteOffset - start) / 16;
+      params.vocab = table.shape[0];
+      params.tokenAt = at;
+    }
     rec.dispatch(kernel, bindings, params, [1]);
   }
+}
+
+function variantKey(lora: boolean, embed: boolean): string {
+  return `${lora ? "lora" : "base"}${embed ? "+embed" : ""}`;
+}
+
+/** The portable binding start at or before a tensor's first byte. */
+function alignedStart(t: Tensor): number {
+  return Math.floor(t.byteOffset / PORTABLE_OFFSET_ALIGNMENT) * PORTABLE_OFFSET_ALIGNMENT;
+}
+
+/** Every parameter of `kernel` at 0 (a variant or entry point sets those it reads). */
+function zeroParams(kernel: Kernel): Record<string, number> {
+  return Object.fromEntries(kernel.params.map((f) => [f.name, 0]));
 }

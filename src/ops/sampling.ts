@@ -1,4 +1,5 @@
 import { SAMPLING_WGSL as source } from "./shaders.generated.ts";
+import { SHADER_SNIPPETS } from "./snippets.ts";
 import { GpuLimitError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Params, Recorder } from "../gpu/recorder.ts";
@@ -71,7 +72,13 @@ export class SamplingOp {
     workgroupSize: number = SAMPLING_WORKGROUP,
   ): Promise<SamplingOp> {
     const get = (entryPoint: string) =>
-      registry.get({ file: FILE, source, entryPoint, constants: { WG: workgroupSize } });
+      registry.get({
+        file: FILE,
+        source,
+        includes: SHADER_SNIPPETS,
+        entryPoint,
+        constants: { WG: workgroupSize },
+      });
     const kernels = await Promise.all(
       ["argmax", "repetition_penalty", "sample", "random_uniforms"].map(get),
     );

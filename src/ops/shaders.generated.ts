@@ -721,10 +721,12 @@ export const DECODE_LAYER_WGSL: string =
 //
 // Each product row is one invocation's: it sums the row the way matvec.wgsl / quant_matvec.wgsl
 // would with MV_LANES invocations (lane l takes vec4s l, l + MV_LANES, ...; then the same tree),
-// and the norms take rmsnorm.wgsl's order (NORM_LANES lanes, its tree), so the products equal the
-// unfused and fused kernels' bit for bit. (On llvmpipe this measured faster than all invocations
-// sharing each row: the tree's barriers cost more than the rows' scattered loads.) Attention gives each invocation one head and walks the
-// keys with an online softmax (its own order: float32 rounding apart from attention.wgsl).
+// and the norms take rmsnorm.wgsl's order (NORM_LANES lanes, its tree), so the products are the
+// unfused and fused kernels' sums in their order (llvmpipe may still fuse an fma in one kernel and
+// not in another: float32 rounding). (On llvmpipe this measured faster than all invocations
+// sharing each row: the tree's barriers cost more than the rows' scattered loads.) Attention
+// gives each invocation one head and walks the keys with an online softmax (its own order:
+// float32 rounding apart from attention.wgsl).
 //
 // The KV cache is bound as u32 words: f32 values, or with KV_F16 f16 pairs (element 2i in the
 // low half), which the append writes a word (two elements) per invocation.
@@ -750,6 +752,8 @@ override NORM_LANES: u32 = 64; // rmsnorm.wgsl's invocations, a power of two
 override MAX_RANK: u32 = 64;
 override KV_F16: bool = false;
 override REG_K4: u32 = 0u;    // > 0: f32 products read their input from this many vec4 registers
+override ARGMAX: bool = false; // head: also write the argmax of the logits
+override EMBED: bool = false;  // the layer's input is the embedding table's row of tokens[tokenAt]
 
 const DIM4: u32 = DIM / 4u;
 const QDIM4: u32 = QDIM / 4u;
@@ -762,10 +766,15 @@ const REGS: u32 = max(REG_K4, 1u);
 //!include "quant_blocks.wgsl"
 //!include "rope_angles.wgsl"
 //!include "sigmoid.wgsl"
+//!include "order_key.wgsl"
 
 // Byte offsets in the layer buffer: the norms, the q bias (k's and v's at biasK, biasV more
 // floats), the matrices. kRow, vRow: where this token's key and value go in kv; vBase: where the
 // values start. aAt_t, bAt_t: floats from the adapter binding's start to target t's A and B.
+// The head (entry point \`head\`): attnNormAt is the final norm's byte offset in qweight, headAt
+// the head matrix's in weight / weight16; vocab its rows; tokenAt the slot ARGMAX writes. EMBED
+// (a first layer): tokenAt the slot of the token, vocab the table's rows (an id past them reads
+// the last, as embedding.wgsl does), embedAt the table's first vec4 in embed.
 struct Params {
   eps: f32, scale: f32, pos: u32, keys: u32,
   kRow: u32, vRow: u32, vBase: u32,
@@ -774,6 +783,7 @@ struct Params {
   rank: u32, loraScale: f32,
   aQ: u32, aK: u32, aV: u32, aO: u32, aGate: u32, aUp: u32, aDown: u32,
   bQ: u32, bK: u32, bV: u32, bO: u32, bGate: u32, bUp: u32, bDown: u32,
+  headAt: u32, vocab: u32, tokenAt: u32, embedAt: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -784,6 +794,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> kv: array<u32>;      // the layer's KV cache (f32 or f16 pairs)
 @group(0) @binding(5) var<storage, read> freqs: array<vec4<f32>>;   // RoPE frequencies
 @group(0) @binding(6) var<storage, read> adapter: array<vec4<f32>>; // flat LoRA parameters
+@group(0) @binding(8) var<storage, read_write> logits: array<f32>;  // head: [vocab]
+@group(0) @binding(9) var<storage, read_write> tokens: array<u32>;  // the token history (head, EMBED)
+@group(0) @binding(10) var<storage, read> embed: array<vec4<f32>>;  // EMBED: [vocab, DIM] f32 table
 
 var<workgroup> vin: array<vec4<f32>, MAXK4>;  // the input of the product at hand
 var<workgroup> xs: array<f32, DIM>;            // the residual entering the layer
@@ -794,6 +807,7 @@ var<workgroup> ao: array<f32, QDIM>;           // attention output
 var<workgroup> gu: array<f32, 2u * HIDDEN>;    // gate, then up
 var<workgroup> norm_lanes: array<f32, NORM_LANES>;
 var<workgroup> lh: array<f32, 3u * MAX_RANK>;  // LoRA h of the stage's targets
+var<workgroup> best_lanes: array<vec2<u32>, WG>; // head: each invocation's (key, row) of its best
 
 // Element i of the KV cache.
 fn kv_at(i: u32) -> f32 {
@@ -1003,9 +1017,18 @@ fn roped(e: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
-  // Attention's input: the residual, normalised.
+  // Attention's input: the residual (or the token's embedding), normalised.
+  var row = 0u;
+  if (EMBED) {
+    row = params.embedAt + min(tokens[params.tokenAt], params.vocab - 1u) * DIM4;
+  }
   for (var c = lid; c < DIM4; c += WG) {
-    let v = vec4<f32>(x[4u * c], x[4u * c + 1u], x[4u * c + 2u], x[4u * c + 3u]);
+    var v = vec4<f32>(0.0);
+    if (EMBED) {
+      v = embed[row + c];
+    } else {
+      v = vec4<f32>(x[4u * c], x[4u * c + 1u], x[4u * c + 2u], x[4u * c + 3u]);
+    }
     vin[c] = v;
     xs[4u * c] = v.x;
     xs[4u * c + 1u] = v.y;
@@ -1148,6 +1171,38 @@ fn main(@builtin(local_invocation_index) lid: u32) {
       v += lora_delta(0u, params.bDown, r);
     }
     x[r] = x2[r] + v;
+  }
+}
+
+// ---- the LM head -------------------------------------------------------------------------------
+
+// The head for one token, in the same workgroup shape: logits = (x normalised with the final
+// norm) · Wᵀ, row r of the head matrix W (weight or weight16, DIM wide) giving logits[r], summed
+// in the fused head kernel's order (float32 rounding apart: llvmpipe fuses a multiply-add or not
+// as the code around it goes). With ARGMAX it also writes tokens[tokenAt] = the index of the
+// largest logit, ties to the lowest index (sampling.wgsl's argmax, NaN keys included).
+@compute @workgroup_size(WG)
+fn head(@builtin(local_invocation_index) lid: u32) {
+  for (var c = lid; c < DIM4; c += WG) {
+    vin[c] = vec4<f32>(x[4u * c], x[4u * c + 1u], x[4u * c + 2u], x[4u * c + 3u]);
+  }
+  workgroupBarrier();
+  normalise(params.attnNormAt, lid);
+  let xh = input_registers(DIM4);
+  var best = vec2<u32>(0u, 0xffffffffu);  // key 0 is below every non-NaN value
+  for (var r = lid; r < params.vocab; r += WG) {
+    let v = row_dot(params.headAt, r, DIM4, xh);
+    logits[r] = v;
+    let candidate = vec2<u32>(order_key(v), r);
+    if (beats(candidate, best)) { best = candidate; }
+  }
+  best_lanes[lid] = best;
+  workgroupBarrier();
+  if (ARGMAX && lid == 0u) {
+    for (var i = 1u; i < WG; i++) {
+      if (beats(best_lanes[i], best)) { best = best_lanes[i]; }
+    }
+    tokens[params.tokenAt] = best.y;
   }
 }
 `;
@@ -2247,6 +2302,23 @@ fn main_f16_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
   if (lid < ROWS && row0 + lid < params.rows) {
     store(row0 + lid, reduce_lanes[lid * WG] + bias[row0 + lid]);
   }
+}
+`;
+
+/** shaders/order_key.wgsl */
+export const ORDER_KEY_WGSL: string =
+  `// The order of logits as u32 keys, shared by sampling.wgsl and decode_layer.wgsl: pull it in with
+// \`//!include "order_key.wgsl"\`.
+
+// Maps an f32 to a u32 with the same order (for non-NaN values).
+fn order_key(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+// Whether (key a, index i) beats (key b, index j): larger key, then lower index (argmax's ties).
+fn beats(a: vec2<u32>, b: vec2<u32>) -> bool {
+  return a.x > b.x || (a.x == b.x && a.y < b.y);
 }
 `;
 
@@ -3529,11 +3601,7 @@ fn uniform01(seed: u32, counter: u32) -> f32 {
   return f32(h >> 8u) * (1.0 / 16777216.0);
 }
 
-// Maps an f32 to a u32 with the same order (for non-NaN values).
-fn order_key(x: f32) -> u32 {
-  let b = bitcast<u32>(x);
-  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}
+//!include "order_key.wgsl"
 
 fn from_key(k: u32) -> f32 {
   return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
@@ -3578,11 +3646,6 @@ fn max2_u32(v: vec2<u32>, t: u32) -> vec2<u32> {
     total_u = m;
   }
   return workgroupUniformLoad(&total_u);
-}
-
-// Whether (key a, index i) beats (key b, index j): larger key, then lower index.
-fn beats(a: vec2<u32>, b: vec2<u32>) -> bool {
-  return a.x > b.x || (a.x == b.x && a.y < b.y);
 }
 
 @compute @workgroup_size(WG)
