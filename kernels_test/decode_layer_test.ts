@@ -88,6 +88,24 @@ function layerSource(
   };
 }
 
+/** The kernel's shape for a layer of `config` with matrices of `kind`. */
+function layerShape(
+  config: ModelConfig,
+  kind: FusedWeightKind,
+  options: { rope?: DecodeLayerShape["rope"]; kvDtype?: KvCacheDtype } = {},
+): DecodeLayerShape {
+  return {
+    dim: config.dim,
+    hiddenDim: config.hiddenDim,
+    nHeads: config.nHeads,
+    nKvHeads: config.nKvHeads,
+    headDim: config.headDim,
+    kind,
+    bias: config.qkvBias,
+    ...options,
+  };
+}
+
 interface Case {
   config: ModelConfig;
   kind: FusedWeightKind;
@@ -114,17 +132,7 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
   const layer = weights.layers[0];
   assert.ok(layer.packed, `${what}: the layer is packed`);
   const rope = config.ropeLayers?.[0] === false ? undefined : config.ropePairs;
-  const shape: DecodeLayerShape = {
-    dim: config.dim,
-    hiddenDim: config.hiddenDim,
-    nHeads: config.nHeads,
-    nKvHeads: config.nKvHeads,
-    headDim: config.headDim,
-    kind,
-    bias: config.qkvBias,
-    rope,
-    kvDtype,
-  };
+  const shape = layerShape(config, kind, { rope, kvDtype });
   assert.ok(DecodeLayerOp.suits(gpu, shape), `${what}: suits`);
   const op = await DecodeLayerOp.create(registry, shape, { embeds: c.embed !== undefined });
   const kvDim = config.nKvHeads * config.headDim;
@@ -344,16 +352,8 @@ gpuTest("decode_layer.wgsl over GGUF blocks matches its twin", async () => {
 
 gpuTest("decode layer: which shapes suit one workgroup", async () => {
   const { gpu } = await testGpu();
-  const shape = (c: ModelConfig, kind: FusedWeightKind = "f32"): DecodeLayerShape => ({
-    dim: c.dim,
-    hiddenDim: c.hiddenDim,
-    nHeads: c.nHeads,
-    nKvHeads: c.nKvHeads,
-    headDim: c.headDim,
-    kind,
-    bias: false,
-    rope: "half",
-  });
+  const shape = (c: ModelConfig, kind: FusedWeightKind = "f32") =>
+    layerShape({ ...c, qkvBias: false }, kind, { rope: "half" });
   assert.ok(DecodeLayerOp.suits(gpu, shape(STORIES)));
   // SmolLM2-135M: 3.5 M weights a layer and more values than 16 KiB hold.
   const smol = { ...STORIES, dim: 576, hiddenDim: 1536, nHeads: 9, nKvHeads: 3, headDim: 64 };
@@ -366,16 +366,7 @@ async function runHeadCase(rng: Rng, config: ModelConfig, kind: "f32" | "f16", v
   const { gpu, registry, recorder } = await testGpu();
   const what = `decode head ${kind} dim=${config.dim} vocab=${vocab}`;
   const dim = config.dim;
-  const shape: DecodeLayerShape = {
-    dim,
-    hiddenDim: config.hiddenDim,
-    nHeads: config.nHeads,
-    nKvHeads: config.nKvHeads,
-    headDim: config.headDim,
-    kind: "f32",
-    bias: false,
-    rope: "interleaved",
-  };
+  const shape = layerShape(config, "f32", { rope: config.ropePairs });
   const head = { kind, vocab };
   assert.ok(DecodeLayerOp.headSuits(gpu, shape, head), `${what}: suits`);
   const op = await DecodeLayerOp.create(registry, shape, { head });
@@ -390,17 +381,11 @@ async function runHeadCase(rng: Rng, config: ModelConfig, kind: "f32" | "f16", v
   const stored = kind === "f16" ? f16ArrayToF32(f32ArrayToF16(matrix)) : Float32Array.from(matrix);
   const x = uploadTensor(gpu, xValues, [dim]);
   const norm = uploadTensor(gpu, normValues, [dim]);
-  const w = kind === "f16"
-    ? (() => {
-      const t = new Tensor(
-        gpu.memory.create(vocab * dim * 2, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, "h"),
-        [vocab, dim],
-        "f16",
-      );
-      writeTensor(gpu, t, f32ArrayToF16(matrix));
-      return t;
-    })()
-    : uploadTensor(gpu, matrix, [vocab, dim]);
+  const w = uploadTensor(
+    gpu,
+    kind === "f16" ? f32ArrayToF16(matrix) : Float32Array.from(matrix),
+    [vocab, dim],
+  );
   const logits = poisoned(gpu, [vocab]);
   const tokens = poisoned(gpu, [8], "u32");
   op.recordHead(recorder, {
@@ -445,15 +430,7 @@ gpuTest(
     await runHeadCase(rng, STORIES, "f16", 512);
     await runHeadCase(rng, ODD, "f32", 37);
     const { gpu } = await testGpu();
-    const shape: DecodeLayerShape = {
-      dim: STORIES.dim,
-      hiddenDim: STORIES.hiddenDim,
-      nHeads: STORIES.nHeads,
-      nKvHeads: STORIES.nKvHeads,
-      headDim: STORIES.headDim,
-      kind: "f32",
-      bias: false,
-    };
+    const shape = layerShape(STORIES, "f32");
     assert.ok(!DecodeLayerOp.headSuits(gpu, shape, { kind: "f32", vocab: 151936 }), "big vocab");
   },
 );
