@@ -9,6 +9,8 @@ import { DecodeSession, type SamplingSettings } from "./decode_session.ts";
 import { TextModel } from "./text_model.ts";
 import { LlamaModel } from "./llama.ts";
 import { loadModelFiles } from "../formats/load.ts";
+import { uploadTensor } from "../gpu/tensor.ts";
+import { KernelUsageError } from "../gpu/errors.ts";
 
 const GREEDY: SamplingSettings = {
   temperature: 0,
@@ -156,6 +158,22 @@ gpuTest(
     try {
       assert.ok(lm.model.headArgmax, "stories260K's head runs in one workgroup");
       assert.ok(!general.headArgmax);
+      // Asking a head that cannot pick the token to pick it is an error, not a silent no-op.
+      const cache = general.createCache(8), act = general.createActivations(2);
+      const ids = uploadTensor(gpu, Uint32Array.from([1, 2, 3]), [3]);
+      const step = { ids, offset: 0, cache, activations: act, logits: "last" } as const;
+      const argmaxInto = { tokens: ids, at: 1 };
+      assert.throws(
+        () => general.recordForward(lm.recorder, { ...step, tokens: 1, argmaxInto }),
+        KernelUsageError,
+      );
+      assert.throws(
+        () => lm.model.recordForward(lm.recorder, { ...step, tokens: 2, argmaxInto }),
+        KernelUsageError,
+      );
+      cache.destroy();
+      act.destroy();
+      ids.destroy();
       const write = async (model: LlamaModel, banned: number[] = []) => {
         const session = await DecodeSession.create(model, lm.registry, { maxTokens: 80 });
         sessions.push(session);

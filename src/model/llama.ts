@@ -470,6 +470,16 @@ export class LlamaModel {
         `${t} tokens after ${past} overflow the KV cache of ${cache.capacity} positions`,
       );
     }
+    // Inference activations keep no final-norm statistics (the training ones do).
+    const layerHead = t === 1 && step.logits === "last" && !act.final(1).rstd
+      ? this.ops.layerHead
+      : undefined;
+    if (step.argmaxInto && !layerHead) {
+      throw new KernelUsageError(
+        "argmaxInto needs a one-token inference step with logits of the last row, on a model " +
+          "with headArgmax",
+      );
+    }
     if (adapter) act.prepareAdapter(adapter.rank);
     const { embedding, rmsnorm, copy } = this.ops;
     const w = this.weights;
@@ -501,12 +511,9 @@ export class LlamaModel {
       cache.length = past + t;
       return;
     }
-    if (step.argmaxInto && !(t === 1 && this.ops.layerHead && step.logits === "last")) {
-      throw new KernelUsageError("argmaxInto needs a one-token step and a model with headArgmax");
-    }
-    if (t === 1 && this.ops.layerHead && !act.final(1).rstd) {
+    if (layerHead) {
       rec.countWeightBytes(matrixBytes(w.head));
-      this.ops.layerHead.recordHead(rec, {
+      layerHead.recordHead(rec, {
         x: rows.reshape([c.dim]),
         norm: w.norm,
         head: w.head.parts[0].matrix as Tensor,
