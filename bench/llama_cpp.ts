@@ -19,6 +19,9 @@ interface NlcSequence {
     options?: { temperature?: number },
   ): AsyncGenerator<number, void, void | number | number[]>;
   clearHistory(): Promise<void>;
+  controlledEvaluate(
+    input: (number | [number, { generateNext: { probabilities: true } }])[],
+  ): Promise<({ next: { probabilities?: Map<number, number> } } | undefined)[]>;
   readonly nextTokenIndex: number;
   dispose(): void;
 }
@@ -197,6 +200,38 @@ export async function peerDecode(
     for await (const t of seq.evaluate(prompt.slice(-1), { temperature: 0 })) {
       out.push(t);
       if (out.length === tokens) break;
+    }
+    return out;
+  } finally {
+    seq.dispose();
+  }
+}
+
+/**
+ * ln p(tokens[i] | tokens[0 .. i)) for i in from .. tokens.length - 1 (from >= 1), evaluated in
+ * one pass from an empty cache with llama.cpp's unadjusted probabilities.
+ */
+export async function peerLogProbs(
+  ctx: NlcContext,
+  tokens: readonly number[],
+  from: number,
+): Promise<number[]> {
+  const seq = ctx.getSequence();
+  try {
+    await seq.clearHistory();
+    const input = tokens.slice(0, -1).map((t, i) =>
+      i + 1 >= from
+        ? [t, { generateNext: { probabilities: true } }] as [number, {
+          generateNext: { probabilities: true };
+        }]
+        : t
+    );
+    const results = await seq.controlledEvaluate(input);
+    const out: number[] = [];
+    for (let i = from; i < tokens.length; i++) {
+      const p = results[i - 1]?.next.probabilities?.get(tokens[i]);
+      if (p === undefined) throw new Error(`llama.cpp gave no probability for position ${i}`);
+      out.push(Math.log(p));
     }
     return out;
   } finally {
