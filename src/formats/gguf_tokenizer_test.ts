@@ -107,6 +107,18 @@ const UNICODE = [
   '<html><body class="x">a&amp;b</body></html> {"json": [1, 2]} x_y-z',
 ];
 
+/** Every book in ../shared, whole (the issue's check; about 15 s a vocabulary here). */
+async function wholeBooks(): Promise<string[]> {
+  const texts: string[] = [];
+  for await (const e of Deno.readDir(sharedPath(BOOKS))) {
+    if (e.name.endsWith(".txt")) {
+      texts.push(await Deno.readTextFile(sharedPath(`${BOOKS}/${e.name}`)));
+    }
+  }
+  assert.ok(texts.length >= 4, "every book read");
+  return texts;
+}
+
 function assertSameIds(
   got: Tokenizer,
   want: Tokenizer,
@@ -145,6 +157,7 @@ sharedDataTest({
     ];
     const books = await bookSamples(rng);
     assertSameIds(gguf, ref, [...books, ...UNICODE, ...specials], "llama3", true);
+    assertSameIds(gguf, ref, await wholeBooks(), "llama3, whole books", true);
     assert.deepEqual(gguf.encode("Hello world", { bos: true }), [128000, 9906, 1917]);
     for (const text of [...books, ...UNICODE]) {
       assert.equal(gguf.decode(gguf.encode(text, { bos: true })), text);
@@ -174,6 +187,7 @@ sharedDataTest({
     const books = await bookSamples(rng);
     // Qwen's tokenizer.json adds no BOS either; both run NFC first.
     assertSameIds(gguf, ref, [...books, ...UNICODE, ...specials], "qwen2", true);
+    assertSameIds(gguf, ref, await wholeBooks(), "qwen2, whole books", true);
     assert.deepEqual(gguf.encode("Hello world", { bos: true }), [9707, 1879]);
     assert.deepEqual(gguf.encode("<|im_start|>user", { bos: false }), [151644, 872]);
     // llama.cpp's padding tokens (user-defined) are matched whole.
