@@ -24,6 +24,7 @@ import { RopeOp } from "../ops/rope.ts";
 import { SwiGluOp } from "../ops/swiglu.ts";
 import {
   DECODE_LAYER_MAX_RANK,
+  type DecodeHeadShape,
   type DecodeLayerArgs,
   DecodeLayerOp,
   type DecodeLayerShape,
@@ -138,7 +139,10 @@ export interface ForwardOps {
    * without RoPE); absent when the model's layers do not suit it or it is turned off.
    */
   layer?: Map<string, DecodeLayerOp>;
-  /** The LM head in one workgroup, with its argmax (small models whose layers suit it too). */
+  /**
+   * The LM head in one workgroup, with its argmax (small models whose layers suit it too): the
+   * first layer's kernel, compiled with the head's entry point.
+   */
   layerHead?: DecodeLayerOp;
 }
 
@@ -240,6 +244,18 @@ function fusedVariants(
   return out;
 }
 
+/** How a layer runs for one token in one workgroup: its kernel, weights and adapter part. */
+interface WholeLayerPlan {
+  op: DecodeLayerOp;
+  weights: DecodeLayerWeights;
+  lora: DecodeLayerArgs["lora"];
+}
+
+/** Which one-workgroup layer kernel layer `l` takes: its RoPE pairs, or "none" without RoPE. */
+function layerKernelKey(config: ModelConfig, l: number): string {
+  return (config.ropeLayers?.[l] ?? true) ? config.ropePairs ?? "interleaved" : "none";
+}
+
 /**
  * The one-workgroup layer kernels a model can use, by RoPE pairs ("none": a layer without RoPE):
  * every layer packed in one buffer of one kind, no head norms, a shape that suits the kernel.
@@ -254,7 +270,7 @@ function decodeLayerShapes(
   const packed = weights.layers.map((l) => l.packed);
   if (config.qkNorm || packed.some((p) => !p || p.kind !== packed[0]!.kind)) return shapes;
   for (let l = 0; l < config.nLayers; l++) {
-    const rope = (config.ropeLayers?.[l] ?? true) ? config.ropePairs ?? "interleaved" : undefined;
+    const key = layerKernelKey(config, l);
     const shape: DecodeLayerShape = {
       dim: config.dim,
       hiddenDim: config.hiddenDim,
@@ -263,11 +279,11 @@ function decodeLayerShapes(
       headDim: config.headDim,
       kind: packed[0]!.kind,
       bias: config.qkvBias,
-      rope,
+      rope: key === "none" ? undefined : key as DecodeLayerShape["rope"],
       kvDtype: kvDtype === "f16" ? "f16" : undefined,
     };
     if (!DecodeLayerOp.suits(gpu, shape)) return new Map();
-    shapes.set(rope ?? "none", shape);
+    shapes.set(key, shape);
   }
   return shapes;
 }
@@ -280,23 +296,20 @@ function embedsInLayer(weights: GpuWeights): boolean {
 }
 
 /**
- * The one-workgroup head (decode_layer.wgsl's `head`) when the layers take the one-workgroup
- * kernel and the head, one f32 or f16 matrix, suits it too.
+ * The head's shape for the one-workgroup kernel (decode_layer.wgsl's `head`) when the layers take
+ * that kernel (`layer`, a layer's shape) and the head, one f32 or f16 matrix, suits it too.
  */
 function oneWorkgroupHead(
   gpu: Gpu,
   weights: GpuWeights,
-  layerShapes: ReadonlyMap<string, DecodeLayerShape>,
-  registry: KernelRegistry,
-): Promise<DecodeLayerOp | undefined> {
-  const shape = [...layerShapes.values()][0];
+  layer: DecodeLayerShape | undefined,
+): DecodeHeadShape | undefined {
   const parts = weights.head.parts;
   const matrix = parts[0].matrix;
-  if (!shape || parts.length !== 1 || isQuantized(matrix)) return Promise.resolve(undefined);
-  if (matrix.dtype !== "f32" && matrix.dtype !== "f16") return Promise.resolve(undefined);
+  if (!layer || parts.length !== 1 || isQuantized(matrix)) return undefined;
+  if (matrix.dtype !== "f32" && matrix.dtype !== "f16") return undefined;
   const head = { kind: matrix.dtype, vocab: matrix.shape[0] } as const;
-  if (!DecodeLayerOp.headSuits(gpu, shape, head)) return Promise.resolve(undefined);
-  return DecodeLayerOp.create(registry, shape, { head });
+  return DecodeLayerOp.headSuits(gpu, layer, head) ? head : undefined;
 }
 
 /** A Llama-family model on the GPU: weights, compiled kernels, and the forward pass. */
@@ -334,9 +347,9 @@ export class LlamaModel {
       const layerShapes = options.fusedDecode === false || options.oneWorkgroupLayers === false
         ? new Map<string, DecodeLayerShape>()
         : decodeLayerShapes(gpu, config, weights, kvDtype);
-      const firstLayerKey = (config.ropeLayers?.[0] ?? true)
-        ? config.ropePairs ?? "interleaved"
-        : "none";
+      // The first layer's kernel also gathers the embedding and, where it suits, runs the head.
+      const firstLayerKey = layerKernelKey(config, 0);
+      const head = oneWorkgroupHead(gpu, weights, layerShapes.get(firstLayerKey));
       const ops = await compileAll({
         embedding: EmbeddingOp.create(registry),
         rmsnorm: RmsNormOp.create(registry),
@@ -372,16 +385,24 @@ export class LlamaModel {
             [...layerShapes].map(async ([key, shape]) =>
               [
                 key,
-                await DecodeLayerOp.create(registry, shape, {
-                  embeds: key === firstLayerKey && embedsInLayer(weights),
-                }),
+                await DecodeLayerOp.create(
+                  registry,
+                  shape,
+                  key === firstLayerKey ? { embeds: embedsInLayer(weights), head } : {},
+                ),
               ] as const
             ),
           ).then((entries) => new Map(entries))
           : Promise.resolve(undefined),
-        layerHead: oneWorkgroupHead(gpu, weights, layerShapes, registry),
       });
-      return new LlamaModel(gpu, config, weights, ops, kvDtype);
+      const first = ops.layer?.get(firstLayerKey);
+      return new LlamaModel(
+        gpu,
+        config,
+        weights,
+        { ...ops, layerHead: first?.head ? first : undefined },
+        kvDtype,
+      );
     } catch (error) {
       weights.destroy();
       throw error;
@@ -485,8 +506,10 @@ export class LlamaModel {
     const w = this.weights;
     const first = act.layer(0, t);
     // One token through a first layer in one workgroup: that kernel gathers the embedding row.
-    const embedInLayer = this.#isDecodeStep(first, step) && this.#wholeLayer(0, cache, step) &&
-      this.#wholeLayerOp(0)?.embeds && embedsInLayer(w);
+    const firstPlan = this.#isDecodeStep(first, step)
+      ? this.#wholeLayer(0, cache, step)
+      : undefined;
+    const embedInLayer = firstPlan?.op.embeds === true;
     if (!embedInLayer) {
       for (const { start, matrix } of w.embed.parts) {
         // Each part of a split table writes the rows of the tokens it holds.
@@ -500,7 +523,7 @@ export class LlamaModel {
     for (let l = 0; l < c.nLayers; l++) {
       if (l === 0 && embedInLayer) {
         const embed = { table: w.embed.parts[0].matrix as Tensor, tokens: ids, at: offset };
-        this.#recordWholeLayer(rec, 0, first, cache, past, step, embed);
+        this.#recordWholeLayer(rec, 0, first, cache, past, firstPlan, embed);
       } else this.recordLayer(rec, l, act.layer(l, t), cache, past, step);
     }
     let rows = act.layer(c.nLayers - 1, t).xOut;
@@ -595,7 +618,11 @@ export class LlamaModel {
     // Decode (one row of inference, no dropout) takes the fused kernels where they cover the
     // weights; prefill and the training forward keep the tiled ones.
     const decode = this.#isDecodeStep(b, step);
-    if (decode && this.#recordWholeLayer(rec, l, b, cache, past, step)) return;
+    const plan = decode ? this.#wholeLayer(l, cache, step) : undefined;
+    if (plan) {
+      this.#recordWholeLayer(rec, l, b, cache, past, plan);
+      return;
+    }
     const fusedLora = (targets: LoraTarget[]) => decode ? this.#fusedLora(l, targets, step) : null;
     const project = (
       target: LoraTarget,
@@ -721,7 +748,7 @@ export class LlamaModel {
 
   /** The one-workgroup kernel of layer `l`'s RoPE pairs, if the model has it. */
   #wholeLayerOp(l: number): DecodeLayerOp | undefined {
-    return this.ops.layer?.get(this.rotates(l) ? this.ops.rope.pairs : "none");
+    return this.ops.layer?.get(layerKernelKey(this.config, l));
   }
 
   /**
@@ -733,7 +760,7 @@ export class LlamaModel {
     l: number,
     cache: KvCache,
     step: ForwardStep,
-  ): { op: DecodeLayerOp; weights: DecodeLayerWeights; lora: DecodeLayerArgs["lora"] } | undefined {
+  ): WholeLayerPlan | undefined {
     const weights = this.weights.layers[l].packed;
     const op = this.#wholeLayerOp(l);
     if (!op || !weights || op.shape.kind !== weights.kind) return undefined;
@@ -753,8 +780,8 @@ export class LlamaModel {
   }
 
   /**
-   * Records layer `l` for one token in one workgroup (see {@link #wholeLayer}), with `embed` its
-   * input gathered from the embedding table; false when it does not run that way.
+   * Records layer `l` for one token in one workgroup as `plan` ({@link #wholeLayer}) says, with
+   * `embed` its input gathered from the embedding table.
    */
   #recordWholeLayer(
     rec: Recorder,
@@ -762,11 +789,9 @@ export class LlamaModel {
     b: LayerBuffers,
     cache: KvCache,
     past: number,
-    step: ForwardStep,
+    plan: WholeLayerPlan,
     embed?: DecodeLayerArgs["embed"],
-  ): boolean {
-    const plan = this.#wholeLayer(l, cache, step);
-    if (!plan) return false;
+  ): void {
     const { op, weights, lora } = plan;
     const layer = this.weights.layers[l];
     const c = this.config;
@@ -789,7 +814,6 @@ export class LlamaModel {
       lora,
       embed,
     });
-    return true;
   }
 
   /**

@@ -390,8 +390,6 @@ export class DecodeLayerOp {
       gateAt: at.gate,
       upAt: at.up,
       downAt: at.down,
-      rank: 0,
-      loraScale: 0,
     };
     const names: Record<LoraTarget, string> = {
       q: "Q",
@@ -402,7 +400,6 @@ export class DecodeLayerOp {
       up: "Up",
       down: "Down",
     };
-    for (const t of LORA_TARGETS) params[`a${names[t]}`] = params[`b${names[t]}`] = 0;
     if (lora) {
       const parts = LORA_TARGETS.map((t) => lora.parts[t]);
       const rank = parts[0].a.shape[0];
