@@ -1,5 +1,6 @@
 import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
-import { RmsNormOp } from "../src/ops/rmsnorm.ts";
+import { RmsNormOp, rowLanes } from "../src/ops/rmsnorm.ts";
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { rmsnormBackward, rmsnormForward } from "../src/reference/rmsnorm.ts";
 import { dot, finiteDifferences } from "../src/reference/finite_difference.ts";
@@ -107,4 +108,36 @@ gpuTest("rmsnorm rows past the per-dimension workgroup limit spill into the grid
   assertClose(await readWritten(gpu, rstd, "many rows rstd"), ref.rstd, "many rows rstd");
   assertClose(await readWritten(gpu, dX, "many rows dX"), back.dX, "many rows dX");
   for (const t of [x, weight, dOut, out, rstd, dX]) t.destroy();
+});
+
+gpuTest("rmsnorm sized to its rows sums exactly as 64 lanes do, in every pass", async () => {
+  assertEquals([1, 4, 5, 64, 65, 172, 256, 8192].map(rowLanes), [1, 1, 2, 16, 32, 64, 64, 64]);
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("rmsnorm row lanes");
+  const wide = await RmsNormOp.create(registry);
+  for (const [rows, dim] of [[37, 64], [9, 172], [5, 20]]) {
+    const narrow = await RmsNormOp.create(registry, { widestRow: dim });
+    const x = uploadTensor(gpu, rng.normals(rows * dim, 2), [rows, dim]);
+    const weight = uploadTensor(gpu, rng.uniforms(dim, 0.2, 2), [dim]);
+    const dOut = uploadTensor(gpu, rng.normals(rows * dim), [rows, dim]);
+    const results = [];
+    for (const op of [wide, narrow]) {
+      const out = poisoned(gpu, [rows, dim]);
+      const rstd = poisoned(gpu, [rows]);
+      const dX = poisoned(gpu, [rows, dim]);
+      op.recordForward(recorder, x, weight, out, EPS, rstd);
+      op.recordBackwardInput(recorder, x, weight, rstd, dOut, dX);
+      recorder.submit();
+      const what = `rmsnorm [${rows}, ${dim}]`;
+      results.push([
+        await readWritten(gpu, out, what),
+        await readWritten(gpu, rstd, `${what} rstd`),
+        await readWritten(gpu, dX, `${what} dX`),
+      ]);
+      for (const t of [out, rstd, dX]) t.destroy();
+    }
+    // Bit for bit: the decode kernels' fused norms reproduce the 64-lane order.
+    assertEquals(results[1], results[0], `[${rows}, ${dim}] with ${rowLanes(dim)} lanes`);
+    for (const t of [x, weight, dOut]) t.destroy();
+  }
 });

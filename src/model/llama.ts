@@ -352,7 +352,7 @@ export class LlamaModel {
       const head = oneWorkgroupHead(gpu, weights, layerShapes.get(firstLayerKey));
       const ops = await compileAll({
         embedding: EmbeddingOp.create(registry),
-        rmsnorm: RmsNormOp.create(registry),
+        rmsnorm: RmsNormOp.create(registry, { widestRow: Math.max(config.dim, config.headDim) }),
         rope: RopeOp.create(registry, {
           headDim: config.headDim,
           base: config.ropeTheta,

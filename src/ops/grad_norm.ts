@@ -2,13 +2,31 @@ import { GRAD_NORM_WGSL as source } from "./shaders.generated.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
-import { expectArgument, expectDtype, expectPositive, expectSize, strideGrid } from "./shapes.ts";
+import {
+  type AdapterClass,
+  adapterClass,
+  expectArgument,
+  expectDtype,
+  expectPositive,
+  expectSize,
+  strideGrid,
+} from "./shapes.ts";
 
 const OP = "grad norm";
 
 const WG = 256;
-/** Workgroups of the first pass; the second pass merges their results in one workgroup. */
-const MAX_GROUPS = 256;
+/**
+ * Workgroups of the first pass, at most; the second pass merges their results in one workgroup.
+ * On software adapters each workgroup's barrier tree costs far more than its loads (256 groups
+ * took 7 ms for an adapter's 92k gradients on llvmpipe, 16 take 0.8 ms), so each invocation
+ * there sums a longer run.
+ */
+const GROUPS: Readonly<Record<AdapterClass, number>> = {
+  fallback: 16,
+  integrated: 256,
+  discrete: 256,
+};
+const MAX_GROUPS = Math.max(...Object.values(GROUPS));
 
 /** Bytes of the op's scratch ([MAX_GROUPS, 4] f32 partial results). */
 export const GRAD_NORM_SCRATCH_BYTES: number = MAX_GROUPS * 4 * 4;
@@ -36,6 +54,8 @@ export class GradNormOp {
     private readonly finishKernel: Kernel,
     /** [MAX_GROUPS, 4] per-workgroup (scale, sumsq, flag, 0), owned by this op. */
     private readonly scratch: Tensor,
+    /** Workgroups of the first pass, at most (GROUPS of the adapter's class). */
+    private readonly maxGroups: number,
   ) {}
 
   /** Compiles both passes and allocates the per-workgroup scratch buffer. */
@@ -46,7 +66,12 @@ export class GradNormOp {
       ),
     );
     const scratch = createTensor(registry.gpu, [MAX_GROUPS, 4], "f32", "grad norm partials");
-    return new GradNormOp(partials, finish, scratch);
+    return new GradNormOp(
+      partials,
+      finish,
+      scratch,
+      GROUPS[adapterClass(registry.gpu.capabilities)],
+    );
   }
 
   /**
@@ -59,7 +84,7 @@ export class GradNormOp {
     expectSize(OP, "stats", stats, "f32", STATS.size);
     expectArgument(OP, "maxNorm", maxNorm > 0, "> 0", maxNorm);
     const n = grads.size;
-    const { groups, stride } = strideGrid(n, WG, MAX_GROUPS);
+    const { groups, stride } = strideGrid(n, WG, this.maxGroups);
     const params = { n, stride, groups, maxNorm: Math.min(maxNorm, 3e38) };
     rec.dispatch(this.partialsKernel, { grads, partial: this.scratch }, params, [groups]);
     rec.dispatch(this.finishKernel, { partial: this.scratch, stats }, params, [1]);
