@@ -16,16 +16,20 @@ const REDUCE_MAX: u32 = 1u;
 // Reduces rows 0 .. rows - 1 of reduce_lanes in place, once every invocation has written its lane
 // of each: afterwards reduce_lanes[r * WG] holds row r's sum (REDUCE_SUM) or maximum (REDUCE_MAX),
 // readable by every invocation until the lanes are written again.
+//
+// Each level's folds (rows x width of them) are spread over all WG invocations, so a workgroup
+// that reduces many rows over few lanes keeps every lane busy (at WG = 8 and 32 rows: 28 steps a
+// lane where one fold a row per lane took 96, most with lanes masked off). Which invocation does a
+// fold does not change its operands, so the sums are the same bit for bit.
 fn reduce_rows(lid: u32, rows: u32, op: u32) {
   workgroupBarrier();
   for (var width = WG / 2u; width > 0u; width >>= 1u) {
-    if (lid < width) {
-      for (var r = 0u; r < rows; r++) {
-        let at = r * WG + lid;
-        let a = reduce_lanes[at];
-        let b = reduce_lanes[at + width];
-        reduce_lanes[at] = select(a + b, max(a, b), op == REDUCE_MAX);
-      }
+    let shift = countTrailingZeros(width);
+    for (var fold = lid; fold < rows * width; fold += WG) {
+      let at = (fold >> shift) * WG + (fold & (width - 1u));
+      let a = reduce_lanes[at];
+      let b = reduce_lanes[at + width];
+      reduce_lanes[at] = select(a + b, max(a, b), op == REDUCE_MAX);
     }
     workgroupBarrier();
   }
