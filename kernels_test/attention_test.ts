@@ -1,4 +1,5 @@
-import { throws as assertThrows } from "node:assert";
+import { deepStrictEqual as assertEquals, rejects, throws as assertThrows } from "node:assert";
+import { KernelUsageError } from "../src/gpu/errors.ts";
 import {
   assertClose,
   gpuTest,
@@ -221,6 +222,61 @@ gpuTest("attention.wgsl backward (dQ, dK, dV) matches float64", async () => {
   for (const c of [[37, 6, 9, 3, 64], [13, 3, 3, 1, 5]] as Case[]) {
     await checkBackward(g, rng, c, SMALL_TILES);
   }
+});
+
+gpuTest(
+  "attention.wgsl tiled kernels give each row the same sums whatever rows an invocation owns",
+  async () => {
+    const g = await testGpu();
+    const { gpu, recorder } = g;
+    const rng = seededRng("attention rows per invocation");
+    const cases: Case[] = [[37, 0, 8, 4, 8], [70, 3, 9, 3, 64], [13, 4, 3, 1, 5]];
+    for (const c of cases) {
+      const inp = makeInputs(rng, c, "f32");
+      const { tokens, past, nHeads, nKvHeads, headDim } = inp.shape;
+      const keys = past + tokens;
+      const qShape = [tokens, nHeads, headDim];
+      const kvShape = [keys, nKvHeads, headDim];
+      const q = uploadTensor(gpu, inp.q, qShape);
+      const k = uploadTensor(gpu, inp.k, [inp.capacity, nKvHeads, headDim]);
+      const v = uploadTensor(gpu, inp.v, [inp.capacity, nKvHeads, headDim]);
+      const dOut = uploadTensor(gpu, rng.normals(tokens * nHeads * headDim), qShape);
+      const results: Float32Array[][] = [];
+      for (const rowsPerInvocation of [1, 2, 4]) {
+        const op = await opFor(g, headDim, { ...SMALL_TILES, rowsPerInvocation });
+        const out = poisoned(gpu, qShape);
+        const lse = poisoned(gpu, [tokens, nHeads]);
+        const delta = poisoned(gpu, [tokens, nHeads]);
+        const dQ = poisoned(gpu, qShape);
+        const dK = poisoned(gpu, kvShape);
+        const dV = poisoned(gpu, kvShape);
+        op.recordForward(recorder, { q, k, v, out, lse, past, path: "tiled" });
+        op.recordBackward(recorder, { dOut, q, k, v, out, lse, delta, dQ, dK, dV, past });
+        recorder.submit();
+        const what = `${describe(c)} rows per invocation ${rowsPerInvocation}`;
+        const tensors = { out, lse, delta, dQ, dK, dV };
+        const read = [];
+        for (const [name, t] of Object.entries(tensors)) {
+          read.push(
+            await readWritten(gpu, t, `${what} ${name}`),
+          );
+        }
+        results.push(read);
+        for (const t of Object.values(tensors)) t.destroy();
+      }
+      assertEquals(results[1], results[0], `${describe(c)}: 2 rows an invocation against 1`);
+      assertEquals(results[2], results[0], `${describe(c)}: 4 rows an invocation against 1`);
+      for (const t of [q, k, v, dOut]) t.destroy();
+    }
+  },
+);
+
+gpuTest("attention op refuses rows per invocation that do not divide its tiles", async () => {
+  const g = await testGpu();
+  await rejects(
+    () => AttentionOp.create(g.registry, 8, { ...SMALL_TILES, rowsPerInvocation: 8 }),
+    (e: Error) => e instanceof KernelUsageError && /rowsPerInvocation/.test(e.message),
+  );
 });
 
 gpuTest(

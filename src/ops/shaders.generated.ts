@@ -52,14 +52,16 @@ export const ATTENTION_WGSL: string =
 // 0..past + t. Head h reads kv head h / group (group = nHeads / nKvHeads). Scores are
 // scale * q·k.
 //
-// The tiled kernels give each invocation one whole row (a query row, or a key row in
+// The tiled kernels give each invocation RPI whole rows (query rows, or key rows in
 // backward_dkdv) held in registers, and stream the other side through workgroup memory in tiles.
 // Every workgroup-memory read in their inner loops is then the same address in all invocations
-// (a broadcast), which suits both GPUs and llvmpipe's SIMD lanes.
+// (a broadcast), which suits both GPUs and llvmpipe's SIMD lanes, and serves all RPI rows: on
+// llvmpipe those reads were half of the forward's time at head dim 8. Each row's sums are the same
+// whatever RPI is.
 //
 // Forward entry points (online softmax: running max and sum over tiles of keys):
-//   forward_tiled[_lse]  one workgroup of BQ invocations per (BQ query rows, head); K/V tiles of
-//                        BK rows. Prefill and training.
+//   forward_tiled[_lse]  one workgroup of BQ / RPI invocations per (BQ query rows, head); K/V
+//                        tiles of BK rows. Prefill and training.
 //   forward_rows[_lse]   one workgroup of WG invocations per (query row, up to GR heads of one
 //                        kv head); the keys are split among the invocations (KPT each per chunk
 //                        of WG·KPT keys), read once for those heads, and the partial results
@@ -71,9 +73,9 @@ export const ATTENTION_WGSL: string =
 //
 // Backward (FlashAttention-style: probabilities are recomputed as P = exp(s - lse) from the
 // saved logsumexp, never stored), in two dispatches so that no two workgroups write one element:
-//   backward_dq    BQ invocations per (BQ query rows, head): delta_t = dOut_t·out_t (saved for
-//                  the next pass) and dQ_t = scale · sum_j P_tj (dOut_t·v_j - delta_t) k_j.
-//   backward_dkdv  BK invocations per (BK key rows, kv head), walking tiles of BQ query rows of
+//   backward_dq    BQ / RPI invocations per (BQ query rows, head): delta_t = dOut_t·out_t (saved
+//                  for the next pass) and dQ_t = scale · sum_j P_tj (dOut_t·v_j - delta_t) k_j.
+//   backward_dkdv  BK / RPI invocations per (BK key rows, kv head), walking tiles of BQ query rows of
 //                  every head in the group that see those keys: dV_j = sum P_tj dOut_t,
 //                  dK_j = scale · sum dS_tj q_t.
 
@@ -84,9 +86,12 @@ override WG: u32 = 64; // forward_rows: invocations per workgroup
 override KPT: u32 = 4; // forward_rows: keys per invocation per chunk
 override GR: u32 = 4; // forward_rows: heads of one kv group per workgroup
 override KV_F16: bool = false; // k and v hold f16 pairs, else f32
+override RPI: u32 = 1; // tiled kernels: rows each invocation owns; divides BQ and BK
 
 const HD4: u32 = (HD + 3u) / 4u; // head dim in vec4s; workgroup copies are zero-padded
 const CHUNK: u32 = WG * KPT;
+const QT: u32 = BQ / RPI; // invocations of forward_tiled and backward_dq
+const KT: u32 = BK / RPI; // invocations of backward_dkdv
 // Masked score: exp(NEG - m) is 0 for any finite running max m, and NEG - NEG is not NaN.
 const NEG: f32 = -3.0e38;
 
@@ -220,51 +225,67 @@ fn load_kv_tile(j0: u32, end: u32, g: u32, tid: u32, stride: u32) {
 
 // ---- forward, tiled ----------------------------------------------------------------------------
 
-// Invocation r owns query row t0 + r: its q, running max/sum and output stay in registers, and
-// every workgroup-memory read (K/V tiles) is the same address across invocations.
-fn attend_tiled(t0: u32, h: u32, tid: u32) -> vec2<f32> {
+// Invocation tid owns query rows t0 + ri·QT + tid (ri < RPI): their q, running max/sum and
+// output stay in registers. Returns each row's (running max, softmax denominator).
+fn attend_tiled(t0: u32, h: u32, tid: u32) -> array<vec2<f32>, RPI> {
   let nH = params.nHeads;
-  let t = t0 + tid;
-  let live = t < params.tokens;
-  let qBase = (min(t, params.tokens - 1u) * nH + h) * HD;
-  var qv: array<vec4<f32>, HD4>;
-  //!unroll for (var d4 = 0u; d4 < HD4; d4++) { qv[d4] = load4_q(qBase, d4) * params.scale; }
-  var acc: array<vec4<f32>, HD4>;
-  var m = NEG;
-  var l = 0.0;
-  let last = params.past + t; // the last key this row sees
+  var qv: array<array<vec4<f32>, HD4>, RPI>;
+  var acc: array<array<vec4<f32>, HD4>, RPI>;
+  var m: array<f32, RPI>;
+  var l: array<f32, RPI>;
+  //!unroll for (var ri = 0u; ri < RPI; ri++) {
+    let qBase = (min(t0 + ri * QT + tid, params.tokens - 1u) * nH + h) * HD;
+    //!unroll for (var d4 = 0u; d4 < HD4; d4++) { qv[ri][d4] = load4_q(qBase, d4) * params.scale; }
+    m[ri] = NEG;
+  }
+  let first = params.past + t0 + tid; // the last key row ri = 0 sees; row ri sees ri·QT more
   let keyEnd = params.past + min(t0 + BQ, params.tokens);
   for (var j0 = 0u; j0 < keyEnd; j0 += BK) {
     workgroupBarrier(); // the previous tile is consumed
-    load_kv_tile(j0, keyEnd, h / params.group, tid, BQ);
+    load_kv_tile(j0, keyEnd, h / params.group, tid, QT);
     workgroupBarrier();
-    var sc: array<f32, BK>;
+    var sc: array<array<f32, BK>, RPI>;
     var mt = m;
     for (var c = 0u; c < BK; c++) {
-      var dot = vec4<f32>(0.0);
-      //!unroll for (var d4 = 0u; d4 < HD4; d4++) { dot += qv[d4] * kTile[c * HD4 + d4]; }
-      let s = select(NEG, dot.x + dot.y + dot.z + dot.w, j0 + c <= last);
-      sc[c] = s;
-      mt = max(mt, s);
+      var kc: array<vec4<f32>, HD4>;
+      //!unroll for (var d4 = 0u; d4 < HD4; d4++) { kc[d4] = kTile[c * HD4 + d4]; }
+      //!unroll for (var ri = 0u; ri < RPI; ri++) {
+        var dot = vec4<f32>(0.0);
+        //!unroll for (var d4 = 0u; d4 < HD4; d4++) { dot += qv[ri][d4] * kc[d4]; }
+        let s = select(NEG, dot.x + dot.y + dot.z + dot.w, j0 + c <= first + ri * QT);
+        sc[ri][c] = s;
+        mt[ri] = max(mt[ri], s);
+      }
     }
-    let alpha = exp(m - mt);
-    m = mt;
-    l *= alpha;
-    //!unroll for (var d4 = 0u; d4 < HD4; d4++) { acc[d4] *= alpha; }
+    //!unroll for (var ri = 0u; ri < RPI; ri++) {
+      let alpha = exp(m[ri] - mt[ri]);
+      m[ri] = mt[ri];
+      l[ri] *= alpha;
+      //!unroll for (var d4 = 0u; d4 < HD4; d4++) { acc[ri][d4] *= alpha; }
+    }
     for (var c = 0u; c < BK; c++) {
-      let p = exp(sc[c] - m);
-      l += p;
-      //!unroll for (var d4 = 0u; d4 < HD4; d4++) { acc[d4] += p * vTile[c * HD4 + d4]; }
+      var vc: array<vec4<f32>, HD4>;
+      //!unroll for (var d4 = 0u; d4 < HD4; d4++) { vc[d4] = vTile[c * HD4 + d4]; }
+      //!unroll for (var ri = 0u; ri < RPI; ri++) {
+        let p = exp(sc[ri][c] - m[ri]);
+        l[ri] += p;
+        //!unroll for (var d4 = 0u; d4 < HD4; d4++) { acc[ri][d4] += p * vc[d4]; }
+      }
     }
   }
-  if (live) {
-    let outBase = (t * nH + h) * HD;
-    //!unroll for (var d4 = 0u; d4 < HD4; d4++) { store4_out(outBase, d4, acc[d4] / l); }
+  var stats: array<vec2<f32>, RPI>;
+  //!unroll for (var ri = 0u; ri < RPI; ri++) {
+    let t = t0 + ri * QT + tid;
+    if (t < params.tokens) {
+      let outBase = (t * nH + h) * HD;
+      //!unroll for (var d4 = 0u; d4 < HD4; d4++) { store4_out(outBase, d4, acc[ri][d4] / l[ri]); }
+    }
+    stats[ri] = vec2<f32>(m[ri], l[ri]);
   }
-  return vec2<f32>(m, l);
+  return stats;
 }
 
-@compute @workgroup_size(BQ)
+@compute @workgroup_size(QT)
 fn forward_tiled(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(local_invocation_index) tid: u32,
@@ -272,14 +293,16 @@ fn forward_tiled(
   attend_tiled(wid.x * BQ, wid.y, tid);
 }
 
-@compute @workgroup_size(BQ)
+@compute @workgroup_size(QT)
 fn forward_tiled_lse(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(local_invocation_index) tid: u32,
 ) {
   let stats = attend_tiled(wid.x * BQ, wid.y, tid);
-  let t = wid.x * BQ + tid;
-  if (t < params.tokens) { lse[t * params.nHeads + wid.y] = stats.x + log(stats.y); }
+  //!unroll for (var ri = 0u; ri < RPI; ri++) {
+    let t = wid.x * BQ + ri * QT + tid;
+    if (t < params.tokens) { lse[t * params.nHeads + wid.y] = stats[ri].x + log(stats[ri].y); }
+  }
 }
 
 // ---- forward, one query row per workgroup ------------------------------------------------------
@@ -407,8 +430,9 @@ fn forward_rows_lse(
 
 // ---- backward ---------------------------------------------------------------------------------
 
-// Invocation r owns query row t0 + r (q, dOut and dQ in registers) and walks the K/V tiles.
-@compute @workgroup_size(BQ)
+// Invocation tid owns query rows t0 + ri·QT + tid (ri < RPI; q, dOut and dQ in registers) and
+// walks the K/V tiles.
+@compute @workgroup_size(QT)
 fn backward_dq(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(local_invocation_index) tid: u32,
@@ -416,50 +440,66 @@ fn backward_dq(
   let t0 = wid.x * BQ;
   let h = wid.y;
   let nH = params.nHeads;
-  let t = t0 + tid;
-  let live = t < params.tokens;
-  let row = min(t, params.tokens - 1u) * nH + h;
-  var qv: array<vec4<f32>, HD4>;
-  var dov: array<vec4<f32>, HD4>;
-  var dq: array<vec4<f32>, HD4>;
-  var d = vec4<f32>(0.0);
-  //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
-    qv[d4] = load4_q(row * HD, d4) * params.scale;
-    dov[d4] = load4_dOut(row * HD, d4);
-    d += dov[d4] * load4_outFwd(row * HD, d4);
+  var qv: array<array<vec4<f32>, HD4>, RPI>;
+  var dov: array<array<vec4<f32>, HD4>, RPI>;
+  var dq: array<array<vec4<f32>, HD4>, RPI>;
+  var deltas: array<f32, RPI>;
+  var lses: array<f32, RPI>;
+  //!unroll for (var ri = 0u; ri < RPI; ri++) {
+    let t = t0 + ri * QT + tid;
+    let row = min(t, params.tokens - 1u) * nH + h;
+    var d = vec4<f32>(0.0);
+    //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
+      qv[ri][d4] = load4_q(row * HD, d4) * params.scale;
+      dov[ri][d4] = load4_dOut(row * HD, d4);
+      d += dov[ri][d4] * load4_outFwd(row * HD, d4);
+    }
+    deltas[ri] = d.x + d.y + d.z + d.w;
+    lses[ri] = lseFwd[row];
+    if (t < params.tokens) { delta[row] = deltas[ri]; }
   }
-  let rowDelta = d.x + d.y + d.z + d.w;
-  let rowLse = lseFwd[row];
-  if (live) { delta[row] = rowDelta; }
-  let last = params.past + t;
+  let first = params.past + t0 + tid; // the last key row ri = 0 sees; row ri sees ri·QT more
   let keyEnd = params.past + min(t0 + BQ, params.tokens);
   for (var j0 = 0u; j0 < keyEnd; j0 += BK) {
     workgroupBarrier();
-    load_kv_tile(j0, keyEnd, h / params.group, tid, BQ);
+    load_kv_tile(j0, keyEnd, h / params.group, tid, QT);
     workgroupBarrier();
     for (var c = 0u; c < BK; c++) {
-      var s = vec4<f32>(0.0);
-      var dp = vec4<f32>(0.0);
+      var kc: array<vec4<f32>, HD4>;
+      var vc: array<vec4<f32>, HD4>;
       //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
-        s += qv[d4] * kTile[c * HD4 + d4];
-        dp += dov[d4] * vTile[c * HD4 + d4];
+        kc[d4] = kTile[c * HD4 + d4];
+        vc[d4] = vTile[c * HD4 + d4];
       }
-      var ds = 0.0;
-      if (j0 + c <= last) {
-        let p = exp(s.x + s.y + s.z + s.w - rowLse);
-        ds = p * (dp.x + dp.y + dp.z + dp.w - rowDelta);
+      //!unroll for (var ri = 0u; ri < RPI; ri++) {
+        var s = vec4<f32>(0.0);
+        var dp = vec4<f32>(0.0);
+        //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
+          s += qv[ri][d4] * kc[d4];
+          dp += dov[ri][d4] * vc[d4];
+        }
+        var ds = 0.0;
+        if (j0 + c <= first + ri * QT) {
+          let p = exp(s.x + s.y + s.z + s.w - lses[ri]);
+          ds = p * (dp.x + dp.y + dp.z + dp.w - deltas[ri]);
+        }
+        //!unroll for (var d4 = 0u; d4 < HD4; d4++) { dq[ri][d4] += ds * kc[d4]; }
       }
-      //!unroll for (var d4 = 0u; d4 < HD4; d4++) { dq[d4] += ds * kTile[c * HD4 + d4]; }
     }
   }
-  if (live) {
-    //!unroll for (var d4 = 0u; d4 < HD4; d4++) { store4_dQ(row * HD, d4, dq[d4] * params.scale); }
+  //!unroll for (var ri = 0u; ri < RPI; ri++) {
+    let t = t0 + ri * QT + tid;
+    if (t < params.tokens) {
+      let row = t * nH + h;
+      //!unroll for (var d4 = 0u; d4 < HD4; d4++) { store4_dQ(row * HD, d4, dq[ri][d4] * params.scale); }
+    }
   }
 }
 
-// Invocation c owns key row j0 + c (k, v, dK, dV in registers) and walks tiles of BQ query rows
-// of every head in its group. Reads \`delta\` from backward_dq; record it after that dispatch.
-@compute @workgroup_size(BK)
+// Invocation tid owns key rows j0 + ri·KT + tid (ri < RPI; k, v, dK, dV in registers) and walks
+// tiles of BQ query rows of every head in its group. Reads \`delta\` from backward_dq; record it
+// after that dispatch.
+@compute @workgroup_size(KT)
 fn backward_dkdv(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(local_invocation_index) tid: u32,
@@ -468,24 +508,24 @@ fn backward_dkdv(
   let g = wid.y;
   let nH = params.nHeads;
   let past = params.past;
-  let j = j0 + tid;
-  let live = j < params.keys;
-  let kvBase = (min(j, params.keys - 1u) * params.nKvHeads + g) * HD;
-  var kv: array<vec4<f32>, HD4>;
-  var vv: array<vec4<f32>, HD4>;
-  //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
-    kv[d4] = load4_k(kvBase, d4) * params.scale;
-    vv[d4] = load4_v(kvBase, d4);
+  var kv: array<array<vec4<f32>, HD4>, RPI>;
+  var vv: array<array<vec4<f32>, HD4>, RPI>;
+  var dk: array<array<vec4<f32>, HD4>, RPI>;
+  var dv: array<array<vec4<f32>, HD4>, RPI>;
+  //!unroll for (var ri = 0u; ri < RPI; ri++) {
+    let kvBase = (min(j0 + ri * KT + tid, params.keys - 1u) * params.nKvHeads + g) * HD;
+    //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
+      kv[ri][d4] = load4_k(kvBase, d4) * params.scale;
+      vv[ri][d4] = load4_v(kvBase, d4);
+    }
   }
-  var dk: array<vec4<f32>, HD4>;
-  var dv: array<vec4<f32>, HD4>;
   // Query t sees key j when past + t >= j, so the first query row that sees key j0:
   let tFirst = select(0u, j0 - past, j0 > past);
   for (var hh = 0u; hh < params.group; hh++) {
     let h = g * params.group + hh;
     for (var t0 = tFirst; t0 < params.tokens; t0 += BQ) {
       workgroupBarrier(); // the previous query tile is consumed
-      for (var i = tid; i < BQ * HD4; i += BK) {
+      for (var i = tid; i < BQ * HD4; i += KT) {
         let t = t0 + i / HD4;
         var qx = vec4<f32>(0.0);
         var dx = vec4<f32>(0.0);
@@ -497,7 +537,7 @@ fn backward_dkdv(
         qTile[i] = qx;
         doTile[i] = dx;
       }
-      for (var r = tid; r < BQ; r += BK) {
+      for (var r = tid; r < BQ; r += KT) {
         let t = t0 + r;
         var m = 0.0;
         var d = 0.0;
@@ -510,30 +550,45 @@ fn backward_dkdv(
       }
       workgroupBarrier();
       for (var r = 0u; r < BQ; r++) {
-        var s = vec4<f32>(0.0);
-        var dp = vec4<f32>(0.0);
+        var qc: array<vec4<f32>, HD4>;
+        var dc: array<vec4<f32>, HD4>;
         //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
-          s += kv[d4] * qTile[r * HD4 + d4];
-          dp += vv[d4] * doTile[r * HD4 + d4];
+          qc[d4] = qTile[r * HD4 + d4];
+          dc[d4] = doTile[r * HD4 + d4];
         }
         let t = t0 + r;
-        var p = 0.0;
-        var ds = 0.0;
-        if (live && t < params.tokens && j <= past + t) {
-          p = exp(s.x + s.y + s.z + s.w - rowLse[r]);
-          ds = p * (dp.x + dp.y + dp.z + dp.w - rowDelta[r]);
-        }
-        //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
-          dv[d4] += p * doTile[r * HD4 + d4];
-          dk[d4] += ds * qTile[r * HD4 + d4];
+        let lseR = rowLse[r];
+        let deltaR = rowDelta[r];
+        //!unroll for (var ri = 0u; ri < RPI; ri++) {
+          var s = vec4<f32>(0.0);
+          var dp = vec4<f32>(0.0);
+          //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
+            s += kv[ri][d4] * qc[d4];
+            dp += vv[ri][d4] * dc[d4];
+          }
+          let j = j0 + ri * KT + tid;
+          var p = 0.0;
+          var ds = 0.0;
+          if (j < params.keys && t < params.tokens && j <= past + t) {
+            p = exp(s.x + s.y + s.z + s.w - lseR);
+            ds = p * (dp.x + dp.y + dp.z + dp.w - deltaR);
+          }
+          //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
+            dv[ri][d4] += p * dc[d4];
+            dk[ri][d4] += ds * qc[d4];
+          }
         }
       }
     }
   }
-  if (live) {
-    //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
-      store4_dK(kvBase, d4, dk[d4] * params.scale);
-      store4_dV(kvBase, d4, dv[d4]);
+  //!unroll for (var ri = 0u; ri < RPI; ri++) {
+    let j = j0 + ri * KT + tid;
+    if (j < params.keys) {
+      let kvBase = (j * params.nKvHeads + g) * HD;
+      //!unroll for (var d4 = 0u; d4 < HD4; d4++) {
+        store4_dK(kvBase, d4, dk[ri][d4] * params.scale);
+        store4_dV(kvBase, d4, dv[ri][d4]);
+      }
     }
   }
 }
