@@ -123,16 +123,17 @@ function streamRows(hd4: number, budget: number): number {
 }
 
 /**
+ * The widest head (in vec4s) given several rows an invocation. Head dim 128 gained as much, but its
+ * kernels took 3.5 s to compile instead of 0.8 s, and the test suite's cold compiles minutes more.
+ */
+const MAX_RPI_HD4 = 16;
+
+/**
  * Rows per invocation of the tiled kernels: on software adapters a workgroup-memory read costs a
  * load per SIMD lane, so each tile element read serves four rows there (on llvmpipe, at head dims
  * 8, 64 and 128: forward 1.6-1.8x and backward 1.4-2.7x faster than one row; two and eight rows
  * were slower). GPUs keep one row per invocation and more invocations per workgroup.
  */
-/**
- * The widest head (in vec4s) given several rows an invocation. Head dim 128 gained as much, but its
- * kernels took 3.5 s to compile instead of 0.8 s, and the test suite's cold compiles minutes more.
- */
-const MAX_RPI_HD4 = 16;
 function rowsPerInvocation(hd4: number, adapter: AdapterClass): number {
   return adapter === "fallback" && hd4 <= MAX_RPI_HD4 ? 4 : 1;
 }
