@@ -9,7 +9,8 @@
 # -cuda-ext, 538 MB unpacked) cannot (the carry holds 64 MiB), nor can the ARM ones. Their
 # package folders stay, emptied of their binaries, because `--cached-only` wants every optional
 # package of the lockfile-free resolution present; llama.cpp's source bundle (gitRelease.bundle,
-# only for building from source, which the benchmarks never do) is dropped too.
+# only for building from source, which the benchmarks never do) is dropped too. The files of
+# ../shared that the benchmarks read (../shared does not travel) go as .gpu/shared.tar.xz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .gpu && mkdir -p .gpu/vulkan
@@ -19,7 +20,8 @@ xz -T0 -6 -c "$deno_bin" > .gpu/deno.xz
 cache=$(mktemp -d)
 trap 'rm -rf "$cache"' EXIT
 # --no-lock: cache only what the benchmarks import, not every package the lockfile names.
-DENO_DIR="$cache" deno cache --no-lock bench/*_bench.ts bench/peer.ts bench/make_gguf.ts >/dev/null
+DENO_DIR="$cache" deno cache --no-lock bench/*_bench.ts bench/peer.ts bench/make_gguf.ts bench/profile.ts \
+  bench/gpu_probe.ts >/dev/null
 DENO_DIR="$cache" deno cache --no-lock npm:node-llama-cpp@3.21.1 >/dev/null 2>&1
 npm_dir="$cache/npm/registry.npmjs.org"
 for variant in linux-arm64 linux-armv7l linux-x64-cuda linux-x64-cuda-ext; do
@@ -27,4 +29,7 @@ for variant in linux-arm64 linux-armv7l linux-x64-cuda linux-x64-cuda-ext; do
 done
 rm -f "$npm_dir"/node-llama-cpp/*/llama/gitRelease.bundle
 tar -C "$cache" -cf - . | xz -T0 -6 > .gpu/deno_dir.tar.xz
+tar -C ../shared -cf - models/stories260K models/gguf/stories260K-f32.gguf \
+  models/gguf/stories260K-q8_0.gguf models/gguf/tiny-llama-spm-q4_k_m.gguf \
+  data/books/austen-emma.txt | xz -T0 -6 > .gpu/shared.tar.xz
 du -sh .gpu

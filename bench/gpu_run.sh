@@ -1,43 +1,79 @@
 #!/usr/bin/env bash
-# The one prepared GPU measurement: kernel benchmarks, model prefill/decode and Temp-Lora costs,
-# then templora against llama.cpp on the same GGUF files (bench/peer.ts: llama.cpp on the CPU at
-# 1, 2 and all cores, then llama.cpp's Vulkan build on the GPU), each printing its table; copies
-# of the output go to $OUT when it is set. The SmolLM2-135M-shaped GGUF files (1 GB) are written
-# here first by bench/make_gguf.ts (about a minute). Needs .gpu/ from bench/gpu_pack.sh (or a
-# deno on PATH with network access). llama.cpp's CUDA build is not packed (too large), so the
-# CUDA peer is not measured.
+# The one prepared GPU measurement (see DESIGN.md, "Running on a real GPU"), in order of value,
+# each stage under a time cap and all of them under one deadline (GPU_RUN_SECONDS, 500 by
+# default) so that the whole run fits one lease: the adapter templora gets; per-kernel GPU time
+# of a training step, of decoding and of Temp-Lora writing on stories260K (bench/profile.ts);
+# the SmolLM2-135M-shaped GGUF files (bench/make_gguf.ts, 1 GB) and the same profile on the
+# Q8_0 one; templora against llama.cpp's Vulkan build on the same files (bench/peer.ts), with
+# Temp-Lora's writing speed; then the kernel, decode and Temp-Lora benchmarks. Every stage's
+# full output goes to $OUT/gpu_run.txt (or /tmp/gpu_run.txt), the peer's samples to
+# $OUT/peer_vulkan.json, and each stage's summary to stdout. Needs .gpu/ from
+# bench/gpu_pack.sh, or a deno on PATH with network access and ../shared beside the checkout.
+# llama.cpp's CUDA build is not packed (too large), so the CUDA peer is not measured.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp}"
+rm -f "$out/gpu_run.txt"
+deadline=$((SECONDS + ${GPU_RUN_SECONDS:-500}))
 if [ -f .gpu/deno.xz ]; then
   xz -dc .gpu/deno.xz > /tmp/deno && chmod +x /tmp/deno
   DENO=/tmp/deno
-  if [ -f .gpu/deno_dir.tar.xz ]; then
-    rm -rf /tmp/deno_dir && mkdir -p /tmp/deno_dir && xz -dc .gpu/deno_dir.tar.xz | tar -C /tmp/deno_dir -xf -
-    export DENO_DIR=/tmp/deno_dir
-  else
-    export DENO_DIR="$PWD/.gpu/deno_dir"
-  fi
+  rm -rf /tmp/deno_dir && mkdir -p /tmp/deno_dir && xz -dc .gpu/deno_dir.tar.xz | tar -C /tmp/deno_dir -xf -
+  export DENO_DIR=/tmp/deno_dir
   export LD_LIBRARY_PATH="$PWD/.gpu/vulkan/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
   cached="--cached-only --no-lock"
+  if [ ! -e ../shared ] && [ -f .gpu/shared.tar.xz ]; then
+    mkdir -p /tmp/gpu_shared && xz -dc .gpu/shared.tar.xz | tar -C /tmp/gpu_shared -xf -
+    ln -sfn /tmp/gpu_shared ../shared
+  fi
 else
   DENO=deno
   cached="--no-lock"
 fi
-"$DENO" --version | head -n 1
-for bench in kernels matvec attention model templora; do
-  echo "== $bench"
-  # Keep our summary tables, not deno bench's own coloured per-iteration table.
-  "$DENO" bench -A $cached "bench/${bench}_bench.ts" 2>&1 | tee "$out/${bench}_bench.txt" |
-    grep -E '^\||adapter:|load average|copy kernel' | grep -v $'\e' | grep -vE '^\| (benchmark|-+) '
+# NVIDIA's Vulkan driver may sit outside the loader's search path.
+for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json; do
+  if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; fi
 done
-echo "== bench models"
-"$DENO" run -A $cached bench/make_gguf.ts 2>&1 | tee "$out/make_gguf.txt" | grep -E '^(wrote|Smol)'
-cores=$(nproc)
-echo "== peer: llama.cpp on the CPU (1, 2 and $cores threads)"
-"$DENO" run -A $cached bench/peer.ts --threads "1,2,$cores" --json "$out/peer_cpu.json" \
-  2> "$out/peer_cpu.err" | tee "$out/peer_cpu.txt" | sed -n '/^adapter:/,$p'
-echo "== peer: llama.cpp's Vulkan build on the GPU"
-"$DENO" run -A $cached bench/peer.ts --peer-gpu vulkan --no-templora-writing \
-  --json "$out/peer_vulkan.json" 2> "$out/peer_vulkan.err" | tee "$out/peer_vulkan.txt" |
-  sed -n '/^adapter:/,$p'
+"$DENO" --version | head -n 1
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader
+
+# stage NAME CAP_SECONDS FILTER COMMAND...: runs COMMAND for at most CAP seconds (less if the
+# deadline is nearer), its output to $out/gpu_run.txt, the lines FILTER (an extended regex)
+# picks to stdout.
+stage() {
+  local name=$1 cap=$2 filter=$3
+  shift 3
+  local left=$((deadline - SECONDS))
+  if [ "$left" -lt 15 ]; then echo "== $name: skipped (deadline)"; return; fi
+  cap=${GPU_RUN_CAP:-$cap} # a short cap for every stage checks the plumbing alone
+  [ "$cap" -gt "$left" ] && cap=$left
+  echo "== $name (at most ${cap} s)"
+  local t0=$SECONDS
+  timeout -k 5 "$cap" "$@" > /tmp/gpu_stage.txt 2>&1
+  local rc=$?
+  { echo "== $name (rc $rc)"; cat /tmp/gpu_stage.txt; } >> "$out/gpu_run.txt"
+  grep -aE "$filter" /tmp/gpu_stage.txt | grep -av $'\e' | grep -avE '^\| (benchmark|-+) '
+  echo "-- $name: rc $rc in $((SECONDS - t0)) s"
+}
+
+tables='^\||^adapter|^class|^limits|load average|copy kernel|GPU time|wall|^(wrote|Smol)|rror'
+stage probe 30 "$tables" "$DENO" run -A $cached bench/gpu_probe.ts
+if ! grep -q '^adapter:' /tmp/gpu_stage.txt; then
+  tail -n 5 /tmp/gpu_stage.txt
+  ldconfig -p | grep -i vulkan
+  icd=$(find /usr /etc -name 'nvidia_icd*.json' 2>/dev/null | head -n 1)
+  echo "no adapter; Vulkan drivers found: ${icd:-none}"
+  if [ -n "$icd" ]; then
+    export VK_DRIVER_FILES="$icd"
+    stage probe_again 30 "$tables" "$DENO" run -A $cached bench/gpu_probe.ts
+  fi
+fi
+stage profile_stories 60 "$tables" "$DENO" run -A $cached bench/profile.ts --top 12
+stage bench_models 120 "$tables" "$DENO" run -A $cached bench/make_gguf.ts
+stage profile_smollm2_q8 60 "$tables" "$DENO" run -A $cached bench/profile.ts --top 12 \
+  --model bench/models/smollm2-135m-shape-q8_0.gguf
+stage peer_vulkan 150 "$tables|llama.cpp" "$DENO" run -A $cached bench/peer.ts --peer-gpu vulkan \
+  --rounds 2 --json "$out/peer_vulkan.json"
+for bench in model templora kernels matvec attention; do
+  stage "${bench}_bench" 60 "$tables" "$DENO" bench -A $cached "bench/${bench}_bench.ts"
+done
