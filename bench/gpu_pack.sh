@@ -17,6 +17,10 @@ rm -rf .gpu && mkdir -p .gpu/vulkan
 deno_bin=$(readlink -f "$(command -v deno)")
 xz -T0 -6 -c "$deno_bin" > .gpu/deno.xz
 (cd .gpu && apt-get download libvulkan1 >/dev/null && dpkg -x libvulkan1_*.deb vulkan && rm libvulkan1_*.deb)
+# NVIDIA's Vulkan driver (libGLX_nvidia) needs glvnd's dispatch libraries, which a CUDA image
+# may lack: without them the loader finds the driver but cannot create an instance.
+mkdir -p .gpu/glvnd
+(cd .gpu/glvnd && apt-get download libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2 >/dev/null)
 cache=$(mktemp -d)
 trap 'rm -rf "$cache"' EXIT
 # --no-lock: cache only what the benchmarks import, not every package the lockfile names.

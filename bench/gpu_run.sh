@@ -4,11 +4,13 @@
 # default) so that the whole run fits one lease: the adapter templora gets; per-kernel GPU time
 # of a training step, of decoding and of Temp-Lora writing on stories260K (bench/profile.ts);
 # the SmolLM2-135M-shaped GGUF files (bench/make_gguf.ts, 1 GB) and the same profile on the
-# Q8_0 one; templora against llama.cpp's Vulkan build on the same files (bench/peer.ts), with
-# Temp-Lora's writing speed; then the kernel, decode and Temp-Lora benchmarks. Every stage's
+# Q8_0 one; the model, Temp-Lora and kernel benchmarks (GPU time from timestamps beside wall
+# time: see bench/harness.ts); last templora against llama.cpp's Vulkan build on the same files
+# (bench/peer.ts), with Temp-Lora's writing speed. Every stage's
 # full output goes to $OUT/gpu_run.txt (or /tmp/gpu_run.txt), the peer's samples to
 # $OUT/peer_vulkan.json, and each stage's summary to stdout. Needs .gpu/ from
 # bench/gpu_pack.sh, or a deno on PATH with network access and ../shared beside the checkout.
+# GPU_RUN_STAGES="probe model_bench ..." runs only the stages named (see the stage lines below).
 # llama.cpp's CUDA build is not packed (too large), so the CUDA peer is not measured.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +32,11 @@ else
   DENO=deno
   cached="--no-lock"
 fi
-# NVIDIA's Vulkan driver may sit outside the loader's search path.
+# NVIDIA's Vulkan driver needs glvnd (see gpu_pack.sh), and may sit outside the loader's path.
+if command -v nvidia-smi >/dev/null && ! ldconfig -p | grep -q libGLdispatch && ls .gpu/glvnd/*.deb >/dev/null 2>&1; then
+  for f in .gpu/glvnd/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
 for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json; do
   if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; fi
 done
@@ -43,6 +49,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,c
 stage() {
   local name=$1 cap=$2 filter=$3
   shift 3
+  if [ -n "${GPU_RUN_STAGES:-}" ] && [[ " $GPU_RUN_STAGES " != *" $name "* ]]; then return; fi
   local left=$((deadline - SECONDS))
   if [ "$left" -lt 15 ]; then echo "== $name: skipped (deadline)"; return; fi
   cap=${GPU_RUN_CAP:-$cap} # a short cap for every stage checks the plumbing alone
@@ -72,8 +79,8 @@ stage profile_stories 60 "$tables" "$DENO" run -A $cached bench/profile.ts --top
 stage bench_models 120 "$tables" "$DENO" run -A $cached bench/make_gguf.ts
 stage profile_smollm2_q8 60 "$tables" "$DENO" run -A $cached bench/profile.ts --top 12 \
   --model bench/models/smollm2-135m-shape-q8_0.gguf
-stage peer_vulkan 150 "$tables|llama.cpp" "$DENO" run -A $cached bench/peer.ts --peer-gpu vulkan \
-  --rounds 2 --json "$out/peer_vulkan.json"
 for bench in model templora kernels matvec attention; do
   stage "${bench}_bench" 60 "$tables" "$DENO" bench -A $cached "bench/${bench}_bench.ts"
 done
+stage peer_vulkan 150 "$tables|llama.cpp" "$DENO" run -A $cached bench/peer.ts --peer-gpu vulkan \
+  --rounds 2 --json "$out/peer_vulkan.json"

@@ -19,7 +19,7 @@ import { createTensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { CopyOp } from "../src/ops/copy.ts";
 import { Rng } from "../src/core/random.ts";
 import { DecodeSession, type SamplingSettings } from "../src/model/decode_session.ts";
-import { LlamaModel } from "../src/model/llama.ts";
+import { LlamaModel, type LlamaModelOptions } from "../src/model/llama.ts";
 import { BATCH_TARGET_MS, MAX_STEP_GROWTH } from "../src/model/decode_loop.ts";
 import type { ModelAdapter } from "../src/model/adapter.ts";
 import { LoraAdapter } from "../src/templora/adapter.ts";
@@ -114,8 +114,9 @@ async function benchModel(
   weights: ModelWeights,
   iterations: number,
   decodeTokens: number,
+  options: LlamaModelOptions = {},
 ) {
-  const model = await LlamaModel.create(gpu, registry, weights, label);
+  const model = await LlamaModel.create(gpu, registry, weights, label, options);
   const c = model.config;
   const params = [...weights.tensors.values()].reduce((s, t) => s + t.data.length, 0);
   const row: Row = {
@@ -246,12 +247,13 @@ function benchDecode(
   });
 }
 
-await benchModel(
-  "stories260K",
-  await readLlama2c("../shared/models/stories260K/stories260K.bin"),
-  5,
-  256,
-);
+const stories = await readLlama2c("../shared/models/stories260K/stories260K.bin");
+await benchModel("stories260K", stories, 5, 256);
+// The same model without one-workgroup layers (DecodeLayerOp), which are chosen for it on every
+// adapter: whether one workgroup a layer beats several wide dispatches depends on the adapter.
+await benchModel("stories260K, layers in several dispatches", stories, 5, 256, {
+  oneWorkgroupLayers: false,
+});
 await benchModel("SmolLM2-135M shape (random f32)", syntheticWeights(SMOLLM2_135M), 2, 32);
 
 function report(): void {

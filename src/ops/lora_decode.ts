@@ -2,14 +2,42 @@ import { LORA_DECODE_WGSL as source } from "./shaders.generated.ts";
 import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import { PORTABLE_OFFSET_ALIGNMENT, type Recorder } from "../gpu/recorder.ts";
-import { describeTensor, expectShape, expectSize } from "./shapes.ts";
+import {
+  type AdapterClass,
+  adapterClass,
+  describeTensor,
+  expectShape,
+  expectSize,
+} from "./shapes.ts";
 import { SHADER_SNIPPETS } from "./snippets.ts";
 import { Tensor } from "../gpu/tensor.ts";
 
 const OP = "lora decode";
 
-const OUT_PER_WG = 512;
-const RANK_BLOCK = 16;
+/** The kernel's shape per adapter class (see shaders/lora_decode.wgsl). */
+export interface LoraDecodeTiles {
+  /** Invocations per workgroup. */
+  wg: number;
+  /** Outputs each workgroup writes (it computes h for them first). */
+  outPerWg: number;
+  /** Rank rows whose partial sums are reduced at once. */
+  rankBlock: number;
+  /** Invocations per output of B·h. */
+  bLanes: number;
+}
+
+/**
+ * On llvmpipe a workgroup runs as one 8-wide SIMD group and every barrier is a coroutine switch:
+ * few workgroups, each output on one lane. On a GPU a dispatch this small takes about the longest
+ * chain of dependent loads one invocation runs (an H200 took 0.34 ms a dispatch at 64 invocations,
+ * 512 outputs a workgroup and one lane an output: about 1,100 loads an invocation), so there the
+ * work is spread over more invocations and workgroups (about 200 loads an invocation at rank 64).
+ */
+export const LORA_DECODE_TILES: Readonly<Record<AdapterClass, LoraDecodeTiles>> = {
+  fallback: { wg: 8, outPerWg: 512, rankBlock: 16, bLanes: 1 },
+  integrated: { wg: 256, outPerWg: 64, rankBlock: 8, bLanes: 4 },
+  discrete: { wg: 256, outPerWg: 64, rankBlock: 8, bLanes: 4 },
+};
 
 /** Largest rank the one-dispatch LoRA decode handles (it sizes the kernel's h). */
 export const LORA_DECODE_MAX_RANK = 64;
@@ -20,21 +48,36 @@ export const LORA_DECODE_MAX_RANK = 64;
  * of {@link LoraOp}, halving the adapter's dispatches per token. Ranks up to 64.
  */
 export class LoraDecodeOp {
-  private constructor(private readonly kernel: Kernel) {}
+  private constructor(private readonly kernel: Kernel, readonly tiles: LoraDecodeTiles) {}
 
-  /**
-   * Compiles the kernel: on llvmpipe, where a workgroup runs as one 8-wide SIMD group and every
-   * barrier is a coroutine switch, eight invocations; elsewhere 64.
-   */
-  static async create(registry: KernelRegistry): Promise<LoraDecodeOp> {
-    const WG = registry.gpu.capabilities.isFallbackAdapter ? 8 : 64;
+  /** Compiles the kernel with `tiles` (by default {@link LORA_DECODE_TILES} for the adapter). */
+  static async create(
+    registry: KernelRegistry,
+    tiles: LoraDecodeTiles = LORA_DECODE_TILES[adapterClass(registry.gpu.capabilities)],
+  ): Promise<LoraDecodeOp> {
+    const { wg, outPerWg, rankBlock, bLanes } = tiles;
+    const valid = wg > 0 && (wg & (wg - 1)) === 0 && bLanes > 0 && wg % bLanes === 0 &&
+      (bLanes & (bLanes - 1)) === 0 && outPerWg > 0 && rankBlock > 0;
+    if (!valid) {
+      throw new KernelUsageError(
+        `${OP}: tiles ${JSON.stringify(tiles)}: wg and bLanes must be powers of two, ` +
+          "bLanes dividing wg, outPerWg and rankBlock positive",
+      );
+    }
     return new LoraDecodeOp(
       await registry.get({
         file: "lora_decode.wgsl",
         source,
         includes: SHADER_SNIPPETS,
-        constants: { WG, OUT_PER_WG, MAX_RANK: LORA_DECODE_MAX_RANK, RANK_BLOCK },
+        constants: {
+          WG: wg,
+          OUT_PER_WG: outPerWg,
+          MAX_RANK: LORA_DECODE_MAX_RANK,
+          RANK_BLOCK: rankBlock,
+          B_LANES: bLanes,
+        },
       }),
+      tiles,
     );
   }
 
@@ -67,6 +110,6 @@ export class LoraDecodeOp {
       aOffset: (a.byteOffset - start) / 4,
       bOffset: (b.byteOffset - start) / 4,
       scale,
-    }, [Math.ceil(outDim / OUT_PER_WG)]);
+    }, [Math.ceil(outDim / this.tiles.outPerWg)]);
   }
 }
