@@ -1,16 +1,18 @@
 /**
  * Kernel throughput: matmul GFLOP/s at decode, prefill, training and backward shapes (against a
  * plain 16 x 16-tiled matmul measured in the same run), copy GB/s as the bandwidth yardstick,
- * and the optimizer's GB/s (AdamW and the gradient norm over a flat adapter).
+ * the optimizer's GB/s (AdamW and the gradient norm over a flat adapter), and decode's one-token
+ * LoRA (lora_decode.wgsl) at SmolLM2-135M's widest projection under each adapter class's tiles.
  * Run with `deno task bench`; the table at the end is what bench/RESULTS.md records.
  */
 import naiveSource from "./naive_matmul.wgsl" with { type: "text" };
 import { gpu, gpuBench, registry } from "./harness.ts";
-import { createTensor, type Tensor } from "../src/gpu/tensor.ts";
+import { createTensor, Tensor } from "../src/gpu/tensor.ts";
 import { type MatmulForm, MatmulOp } from "../src/ops/matmul.ts";
 import { CopyOp } from "../src/ops/copy.ts";
 import { AdamWOp } from "../src/ops/adamw.ts";
 import { GradNormOp } from "../src/ops/grad_norm.ts";
+import { LORA_DECODE_TILES, LoraDecodeOp, type LoraDecodeTiles } from "../src/ops/lora_decode.ts";
 
 function matrix(rows: number, cols: number): Tensor {
   return createTensor(gpu, [rows, cols], "f32", "bench matrix");
@@ -90,4 +92,35 @@ for (const [label, m, k, n, form] of MATMULS) {
     repeat: 4,
     record: (rec) => gradNorm.record(rec, grads, stats, 1),
   });
+}
+
+{
+  // y[1536] += (x[576]·Aᵀ)·Bᵀ at rank 64, as decode's gate and up projections run it.
+  const inDim = 576, outDim = 1536, rank = 64;
+  const flat = createTensor(gpu, [rank * inDim + outDim * rank], "f32", "bench adapter");
+  const a = new Tensor(flat.buffer, [rank, inDim], "f32", 0);
+  const b = new Tensor(flat.buffer, [outDim, rank], "f32", rank * inDim * 4);
+  const x = createTensor(gpu, [inDim]), y = createTensor(gpu, [outDim]);
+  // Each class's tiles and, on GPUs, neighbours of theirs (the first is the GPU tiles before
+  // lora_decode took tiles per class).
+  const candidates: LoraDecodeTiles[] = gpu.capabilities.isFallbackAdapter ? [] : [
+    { wg: 64, outPerWg: 512, rankBlock: 16, bLanes: 1 },
+    { wg: 128, outPerWg: 64, rankBlock: 16, bLanes: 2 },
+    { wg: 256, outPerWg: 32, rankBlock: 8, bLanes: 8 },
+  ];
+  const tileSets = new Map<string, LoraDecodeTiles>(
+    [...Object.values(LORA_DECODE_TILES), ...candidates].map((v) => [JSON.stringify(v), v]),
+  );
+  for (const tiles of tileSets.values()) {
+    const op = await LoraDecodeOp.create(registry, tiles);
+    gpuBench({
+      group: "lora decode",
+      name: `576 -> 1536, rank 64, ${tiles.wg} invocations, ${tiles.outPerWg} outputs, ` +
+        `${tiles.bLanes} lanes an output`,
+      flops: 2 * rank * (inDim + outDim),
+      bytes: 4 * (rank * inDim + outDim * rank),
+      repeat: 64,
+      record: (rec) => op.record(rec, x, a, b, y, 0.5),
+    });
+  }
 }
