@@ -117,9 +117,16 @@ export interface DecodeLayerOptions {
  */
 const REGISTER_VEC4S = 64;
 
-/** Most weights one workgroup's products may take for it to beat several dispatches. */
+/**
+ * Most weights one workgroup's products may take for it to beat several dispatches. On llvmpipe a
+ * dispatch costs 40-55 µs and a workgroup is a CPU thread, so a small layer in one workgroup wins
+ * (stories260K F32 decoded 4x faster than its Q8_0 file, whose mixed tensor types take several
+ * dispatches a layer). On a GPU one workgroup has one multiprocessor of many: on an NVIDIA H200
+ * stories260K's layer kernel took 0.43 ms, and the Q8_0 file decoded 1.7x faster than the F32 one
+ * (bench/RESULTS.md, "On an NVIDIA H200"), so GPUs take several wide dispatches a layer.
+ */
 function workgroupWeights(gpu: Gpu): number {
-  return adapterClass(gpu.capabilities) === "fallback" ? 2 ** 20 : 2 ** 17;
+  return adapterClass(gpu.capabilities) === "fallback" ? 2 ** 20 : 0;
 }
 
 /**
