@@ -1,8 +1,8 @@
 /**
  * End-to-end model throughput: prefill tokens/s (a 128-token prompt) and decode tokens/s
- * (256 tokens, 32 for the larger model, sampled greedily on the GPU, tokens read back after each
- * batch, batches of 8 steps growing while they take under 50 ms, as generation runs: see
- * src/model/decode_loop.ts), without and with a LoRA adapter of the
+ * (256 tokens, 32 for the larger model, sampled greedily on the GPU in batches of 8 steps growing
+ * while they take under 50 ms, each started before the last one's tokens are read, as generation
+ * runs: decodeCount in src/model/decode_loop.ts), without and with a LoRA adapter of the
  * Temp-Lora defaults' rank, for stories260K and for a random-weight model of SmolLM2-135M's
  * shape. Each rate is given per wall-clock second and per CPU-second of this process (llvmpipe's
  * threads run in it, so on a shared machine the CPU figure stays comparable). The decode step's
@@ -20,7 +20,7 @@ import { CopyOp } from "../src/ops/copy.ts";
 import { Rng } from "../src/core/random.ts";
 import { DecodeSession, type SamplingSettings } from "../src/model/decode_session.ts";
 import { LlamaModel, type LlamaModelOptions } from "../src/model/llama.ts";
-import { BATCH_TARGET_MS, MAX_STEP_GROWTH } from "../src/model/decode_loop.ts";
+import { decodeCount, MAX_STEP_GROWTH } from "../src/model/decode_loop.ts";
 import type { ModelAdapter } from "../src/model/adapter.ts";
 import { LoraAdapter } from "../src/templora/adapter.ts";
 import { resolveTempLoraSettings } from "../src/templora/settings.ts";
@@ -204,16 +204,9 @@ function benchDecode(
       await recorder.flush();
       b.start();
       const sample = await timed(async () => {
-        let batch = STEPS_PER_SUBMIT;
-        for (let done = 0; done < decodeTokens;) {
-          const steps = Math.min(batch, decodeTokens - done);
-          const t0 = performance.now();
-          await session.decode(recorder, steps, GREEDY);
-          if (steps === batch && performance.now() - t0 < BATCH_TARGET_MS) {
-            batch = Math.min(2 * batch, MAX_STEPS);
-          }
-          done += steps;
-        }
+        await decodeCount(session, recorder, decodeTokens, GREEDY, {
+          stepsPerSubmit: STEPS_PER_SUBMIT,
+        });
       });
       row.decode.push({ wall: sample.wall / decodeTokens, cpu: sample.cpu / decodeTokens });
       b.end();

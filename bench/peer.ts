@@ -12,8 +12,9 @@
  * - prefill: one 128-token prompt (BOS and the start of Emma, ids from templora's tokenizer, the
  *   same ids to both) from an empty cache, until the last position's logits are ready;
  * - decode: greedy, one forward per token after that prompt (templora samples on the GPU and
- *   batches steps per submission as generation does, from 8 and growing with nextBatch while a
- *   batch is quick; llama.cpp samples on the CPU).
+ *   batches steps per submission as generation does, from 8 and growing while a batch is quick,
+ *   each batch started before the last one's tokens are read: decodeCount; llama.cpp samples on
+ *   the CPU).
  * Each figure is the median over rounds of tokens per wall-clock second and per CPU-second of
  * this process (llama.cpp's threads and llvmpipe's both run in it, so on a busy machine the
  * CPU-second figure is the steadier one). The plain read kernel (bench/read_bandwidth.wgsl) and
@@ -37,7 +38,7 @@ import { Rng } from "../src/core/random.ts";
 import { readGguf } from "../src/formats/gguf.ts";
 import { TextModel } from "../src/model/text_model.ts";
 import { DecodeSession, type SamplingSettings } from "../src/model/decode_session.ts";
-import { nextBatch } from "../src/model/decode_loop.ts";
+import { decodeCount } from "../src/model/decode_loop.ts";
 import { isQuantized } from "../src/model/gpu_weights.ts";
 import type { LlamaModel } from "../src/model/llama.ts";
 import { resolveTempLoraSettings } from "../src/templora/settings.ts";
@@ -329,15 +330,12 @@ for (const c of cases) {
       session.recordFill(recorder);
       await recorder.flush();
       const dec = await timed(async () => {
-        const t0 = performance.now();
-        let batch = STEPS_PER_SUBMIT;
-        while (tokens.length < c.decode) {
-          const steps = Math.min(batch, c.decode - tokens.length);
-          const started = performance.now();
-          tokens.push(...await session.decode(recorder, steps, GREEDY));
-          batch = nextBatch(batch, steps, performance.now() - started, STEPS_PER_SUBMIT);
-          if ((performance.now() - t0) / 1000 > DECODE_SECONDS_CAP) break;
-        }
+        tokens.push(
+          ...await decodeCount(session, recorder, c.decode, GREEDY, {
+            stepsPerSubmit: STEPS_PER_SUBMIT,
+            seconds: DECODE_SECONDS_CAP,
+          }),
+        );
       });
       session.destroy();
       add(e.decode, tokens.length, dec);

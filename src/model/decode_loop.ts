@@ -1,6 +1,6 @@
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tokenizer } from "../formats/tokenizer.ts";
-import type { DecodeSession, SamplingSettings } from "./decode_session.ts";
+import type { DecodeBatch, DecodeSession, SamplingSettings } from "./decode_session.ts";
 import { InvalidSettingError, PromptTooLongError } from "./errors.ts";
 import { StopWatcher } from "./stop.ts";
 
@@ -89,6 +89,13 @@ export const BATCH_TARGET_MS = 50;
 export const MAX_STEP_GROWTH = 8;
 
 /**
+ * A batch that took under this long (ms, ids to ids) lets the loop start the next one before
+ * reading its ids: the host's recording then overlaps the GPU's work, and a batch the text ends
+ * before (taken back, its work wasted) costs at most about this long.
+ */
+export const AHEAD_MS = 2 * BATCH_TARGET_MS;
+
+/**
  * The steps of the next batch, after a batch of `steps` (of `batch` asked) that took `ms` from
  * submission to ids: twice as many while a full batch takes under {@link BATCH_TARGET_MS}, up to
  * {@link MAX_STEP_GROWTH} times the first batch's `first` steps.
@@ -97,6 +104,47 @@ export function nextBatch(batch: number, steps: number, ms: number, first: numbe
   return steps === batch && ms < BATCH_TARGET_MS
     ? Math.min(2 * batch, MAX_STEP_GROWTH * first)
     : batch;
+}
+
+/**
+ * Decodes `count` tokens after the session's history as {@link decodeLoop} batches them (growing
+ * batches from `stepsPerSubmit`, each started before the previous one's ids are read while
+ * batches are quick), with no
+ * text around them: no stops, chunks or rebuilds (the cache must have room). Starts no batch
+ * after `seconds`; returns the ids decoded. What the benchmarks time as decode.
+ */
+export async function decodeCount(
+  session: DecodeSession,
+  rec: Recorder,
+  count: number,
+  sampling: SamplingSettings,
+  options: { stepsPerSubmit: number; seconds?: number },
+): Promise<number[]> {
+  const { stepsPerSubmit, seconds = Infinity } = options;
+  const ids: number[] = [];
+  let batch = stepsPerSubmit;
+  let started = 0;
+  const t0 = performance.now();
+  const start = () => {
+    const b = session.startDecode(rec, Math.min(batch, count - started), sampling);
+    started += b.steps;
+    return b;
+  };
+  let last = t0;
+  let quick = false;
+  let current: DecodeBatch | undefined = count > 0 ? start() : undefined;
+  while (current) {
+    const inTime = () => (performance.now() - t0) / 1000 < seconds;
+    let ahead = quick && started < count && inTime() ? start() : undefined;
+    ids.push(...await current.ids);
+    const now = performance.now();
+    batch = nextBatch(batch, current.steps, now - last, stepsPerSubmit);
+    quick = now - last < AHEAD_MS;
+    last = now;
+    if (!ahead && started < count && inTime()) ahead = start();
+    current = ahead;
+  }
+  return ids;
 }
 
 /** Throws {@link InvalidSettingError} unless `maxTokens` is an integer >= 0. */
@@ -130,7 +178,9 @@ export function checkPrompt(ids: readonly number[], maxSeqLen: number): void {
 
 /**
  * The writing loop shared by plain generation and Temp-Lora: feeds the prompt through the
- * session, decodes in batches (rebuilding the cache from the last `keep` tokens when it is full),
+ * session, decodes in batches (rebuilding the cache from the last `keep` tokens when it is full;
+ * each batch that needs no rebuild and stays inside the chunk is started before the previous
+ * one's ids are read, and taken back if the text ends before it),
  * streams each token's text through the tokenizer's stream decoder and the stop watcher, ends on
  * EOS (unless banned or written as the separator), a stop sequence, `maxTokens` or the abort
  * signal, and calls `onChunk` between chunks. The session stays the caller's to free.
@@ -168,6 +218,9 @@ export async function* decodeLoop<E>(
   const decoder = tokenizer.streamDecoder(prompt);
   const stops = new StopWatcher(settings.stop);
   let chunkStart = resume?.chunkStart ?? session.length;
+  /** Steps of a batch that starts at the history's end, `left` tokens from maxTokens. */
+  const stepsBefore = (left: number) =>
+    Math.min(batch, session.stepsAvailable, left, chunk - (session.length - chunkStart));
   /** Takes a written token through the decoder and the stop watcher. */
   const written = (id: number): TokenEvent => {
     tokens.push(id);
@@ -179,39 +232,55 @@ export async function* decodeLoop<E>(
     return { type: "token", index: tokens.length - 1, id, text: piece };
   };
   for (const id of resume?.tokens ?? []) yield written(id);
-  outer: while (tokens.length < maxTokens) {
-    if (settings.signal?.aborted) {
-      finishReason = "abort";
-      break;
-    }
-    if (session.cache.free === 0) {
-      session.recordRebuild(rec, settings.keep);
-      yield { type: "cache", reason: "slide", keptTokens: session.cache.length };
-    }
-    const inChunk = chunk - (session.length - chunkStart);
-    const steps = Math.min(
-      batch,
-      session.stepsAvailable,
-      maxTokens - tokens.length,
-      inChunk,
-    );
-    const started = performance.now();
-    const ids = await session.decode(rec, steps, sampling);
-    batch = nextBatch(batch, steps, performance.now() - started, stepsPerSubmit);
-    for (const id of ids) {
-      if (ends.has(id) && eosEnds) {
-        finishReason = "eos";
-        break outer;
+  // The batch started while the one before ran: the host records it as the GPU works, and it
+  // is taken back if the text ends first. It never needs a rebuild or reaches past the chunk,
+  // and is started only while batches are quick (AHEAD_MS), so that one taken back wastes little.
+  let ahead: DecodeBatch | undefined;
+  let lastIds = performance.now();
+  let quick = false;
+  try {
+    outer: while (tokens.length < maxTokens) {
+      if (settings.signal?.aborted) {
+        finishReason = "abort";
+        break;
       }
-      yield written(id);
-      if (stops.stopped) {
-        finishReason = "stop";
-        break outer;
+      let current = ahead;
+      ahead = undefined;
+      if (!current) {
+        if (session.cache.free === 0) {
+          session.recordRebuild(rec, settings.keep);
+          yield { type: "cache", reason: "slide", keptTokens: session.cache.length };
+        }
+        current = session.startDecode(rec, stepsBefore(maxTokens - tokens.length), sampling);
       }
+      const next = quick ? stepsBefore(maxTokens - tokens.length - current.steps) : 0;
+      if (next > 0) ahead = session.startDecode(rec, next, sampling);
+      const ids = await current.ids;
+      const now = performance.now();
+      batch = nextBatch(batch, current.steps, now - lastIds, stepsPerSubmit);
+      quick = now - lastIds < AHEAD_MS;
+      lastIds = now;
+      for (const id of ids) {
+        if (ends.has(id) && eosEnds) {
+          finishReason = "eos";
+          break outer;
+        }
+        yield written(id);
+        if (stops.stopped) {
+          finishReason = "stop";
+          break outer;
+        }
+      }
+      if (ahead || session.length - chunkStart < chunk || tokens.length >= maxTokens) continue;
+      if (settings.onChunk) yield* settings.onChunk(chunkStart);
+      chunkStart = session.length;
     }
-    if (session.length - chunkStart < chunk || tokens.length >= maxTokens) continue;
-    if (settings.onChunk) yield* settings.onChunk(chunkStart);
-    chunkStart = session.length;
+  } finally {
+    if (ahead) {
+      session.discard(rec, ahead);
+      // Its readback holds a staging buffer until the GPU is done: the loop leaves nothing behind.
+      await ahead.ids.catch(() => {});
+    }
   }
   if (finishReason !== "stop") {
     const rest = stops.push(decoder.flush());

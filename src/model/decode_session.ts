@@ -38,6 +38,16 @@ export interface DecodeStats {
   weightBytes: number;
 }
 
+/** Decode steps recorded and submitted by {@link DecodeSession.startDecode}. */
+export interface DecodeBatch {
+  /** History index of the batch's first token. */
+  readonly first: number;
+  /** Its tokens. */
+  readonly steps: number;
+  /** Their ids, once the GPU has written them. */
+  readonly ids: Promise<number[]>;
+}
+
 /** Checks sampling settings, throwing {@link InvalidSettingError} with the offending value. */
 export function checkSampling(s: SamplingSettings): void {
   const bad = (what: string) => {
@@ -88,6 +98,9 @@ export class DecodeSession {
   adapter: ModelAdapter | undefined;
   #banned: { ids: readonly number[]; tensor: Tensor } | undefined;
   #stats: DecodeStats = { tokens: 0, dispatches: 0, weightBytes: 0 };
+  /** What each batch still in reach of {@link discard} added to the stats. */
+  #batches = new WeakMap<DecodeBatch, { counted: DecodeStats; cacheEnd: number }>();
+  #newest: DecodeBatch | undefined;
 
   private constructor(
     readonly model: LlamaModel,
@@ -202,7 +215,18 @@ export class DecodeSession {
    * Samples `steps` tokens, each fed back through the model, in one submission; returns their
    * ids. The caller keeps steps <= cache.free (see {@link stepsAvailable}).
    */
-  async decode(rec: Recorder, steps: number, sampling: SamplingSettings): Promise<number[]> {
+  decode(rec: Recorder, steps: number, sampling: SamplingSettings): Promise<number[]> {
+    return this.startDecode(rec, steps, sampling).ids;
+  }
+
+  /**
+   * {@link decode} without waiting: records and submits the steps now and returns the batch,
+   * whose `ids` arrive when the GPU is done. A later batch may be started before they do: the
+   * GPU runs batches in order, each reading the tokens and cache rows the one before wrote, so
+   * the host records a batch while the GPU runs the previous one. {@link discard} takes back the
+   * newest batch when its tokens are not wanted (the text ended before them).
+   */
+  startDecode(rec: Recorder, steps: number, sampling: SamplingSettings): DecodeBatch {
     if (steps < 1 || steps > this.cache.free || this.length + steps > this.maxTokens) {
       throw new InvalidSettingError(`cannot decode ${steps} steps here`);
     }
@@ -247,11 +271,51 @@ export class DecodeSession {
       });
     }
     const after = rec.totals;
-    this.#stats.tokens += steps;
-    this.#stats.dispatches += after.dispatches - before.dispatches;
-    this.#stats.weightBytes += after.weightBytes - before.weightBytes;
+    const counted: DecodeStats = {
+      tokens: steps,
+      dispatches: after.dispatches - before.dispatches,
+      weightBytes: after.weightBytes - before.weightBytes,
+    };
+    this.#addStats(counted, 1);
     rec.submit();
-    return [...await readU32(this.model.gpu, createView(this.history, first, steps))];
+    const ids = readU32(this.model.gpu, createView(this.history, first, steps)).then((v) => [...v]);
+    const batch: DecodeBatch = { first, steps, ids };
+    this.#batches.set(batch, { counted, cacheEnd: this.cache.length });
+    this.#newest = batch;
+    return batch;
+  }
+
+  /**
+   * Takes back `batch`, which must be the newest one started: the history and the cache end
+   * where they ended before it, and its steps leave the stats. Its GPU work still runs (before
+   * anything recorded later) and writes only past the history's new end; then the history's last
+   * token runs again (submitted here), for the logits the batch overwrote.
+   */
+  discard(rec: Recorder, batch: DecodeBatch): void {
+    const kept = this.#batches.get(batch);
+    const untouched = kept && this.length === batch.first + batch.steps &&
+      this.cache.length === kept.cacheEnd;
+    if (this.#newest !== batch || !untouched) {
+      throw new InvalidSettingError(
+        "only the newest decode batch can be discarded, before anything else is recorded",
+      );
+    }
+    this.length = batch.first;
+    this.cache.length -= batch.steps + 1;
+    this.#addStats(kept.counted, -1);
+    // The batch's forwards overwrote the logits: the history's last token runs again (its cache
+    // row is rewritten with the same values), so whatever reads them next finds its logits.
+    this.recordPrefill(rec, this.length - 1);
+    rec.submit();
+    this.#batches.delete(batch);
+    this.#newest = undefined;
+    batch.ids.catch(() => {}); // its ids are not wanted, nor a failure to read them
+  }
+
+  #addStats(s: DecodeStats, sign: 1 | -1): void {
+    this.#stats.tokens += sign * s.tokens;
+    this.#stats.dispatches += sign * s.dispatches;
+    this.#stats.weightBytes += sign * s.weightBytes;
   }
 
   /** Dispatches and weight bytes of every decode step so far. */

@@ -11,6 +11,8 @@ import { LlamaModel } from "./llama.ts";
 import { loadModelFiles } from "../formats/load.ts";
 import { uploadTensor } from "../gpu/tensor.ts";
 import { KernelUsageError } from "../gpu/errors.ts";
+import { InvalidSettingError } from "./errors.ts";
+import { decodeCount } from "./decode_loop.ts";
 
 const GREEDY: SamplingSettings = {
   temperature: 0,
@@ -200,6 +202,90 @@ gpuTest(
       for (const s of sessions) s.destroy();
       general.destroy();
       lm.dispose();
+    }
+  },
+);
+
+gpuTest("DecodeSession: batches in flight at once, and the newest taken back", async () => {
+  const { gpu } = await testGpu();
+  const lm = await TextModel.load(STORIES260K, { gpu });
+  const sampled: SamplingSettings = { ...GREEDY, temperature: 0.9, seed: 11 };
+  const sessions: DecodeSession[] = [];
+  try {
+    const start = async () => {
+      const session = await DecodeSession.create(lm.model, lm.registry, { maxTokens: 64 });
+      sessions.push(session);
+      session.append(lm.encode("Once upon a time"));
+      session.recordFill(lm.recorder);
+      return session;
+    };
+    for (const sampling of [GREEDY, sampled]) {
+      // One batch at a time: 5 then 7 tokens.
+      const one = await start();
+      const expected = [
+        ...await one.decode(lm.recorder, 5, sampling),
+        ...await one.decode(lm.recorder, 7, sampling),
+      ];
+      // Three batches started before any is read, the last taken back and decoded again.
+      const many = await start();
+      const a = many.startDecode(lm.recorder, 5, sampling);
+      const b = many.startDecode(lm.recorder, 4, sampling);
+      const c = many.startDecode(lm.recorder, 6, sampling);
+      assert.throws(
+        () => many.discard(lm.recorder, b),
+        InvalidSettingError,
+        "only the newest batch",
+      );
+      const before = { length: many.length, cache: many.cache.length, stats: many.stats };
+      many.discard(lm.recorder, c);
+      assert.equal(many.length, before.length - 6);
+      assert.equal(many.cache.length, before.cache - 6);
+      assert.equal(many.stats.tokens, before.stats.tokens - 6);
+      assert.throws(
+        () => many.discard(lm.recorder, c),
+        InvalidSettingError,
+        "a batch is taken back once",
+      );
+      const d = many.startDecode(lm.recorder, 3, sampling);
+      const got = [...await a.ids, ...await b.ids, ...await d.ids];
+      assert.deepEqual(got, expected, `${sampling.temperature}`);
+      assert.equal(many.stats.tokens, 12);
+      // Greedy with a head that picks: one sampling dispatch a batch, and `many` kept three.
+      const perBatch = lm.model.headArgmax && sampling.temperature === 0 ? 1 : 0;
+      assert.equal(many.stats.dispatches, one.stats.dispatches + perBatch);
+    }
+  } finally {
+    for (const s of sessions) s.destroy();
+  }
+});
+
+gpuTest(
+  "decodeCount: the tokens of one batch at a time, in growing batches one ahead",
+  async () => {
+    const { gpu } = await testGpu();
+    const lm = await TextModel.load(STORIES260K, { gpu });
+    const sessions: DecodeSession[] = [];
+    try {
+      const start = async () => {
+        const session = await DecodeSession.create(lm.model, lm.registry, { maxTokens: 80 });
+        sessions.push(session);
+        session.append(lm.encode("Once upon a time"));
+        session.recordFill(lm.recorder);
+        return session;
+      };
+      const one = await start();
+      const expected: number[] = [];
+      for (let i = 0; i < 45; i++) expected.push(...await one.decode(lm.recorder, 1, GREEDY));
+      const counted = await start();
+      const ids = await decodeCount(counted, lm.recorder, 45, GREEDY, { stepsPerSubmit: 2 });
+      assert.deepEqual(ids, expected);
+      assert.equal(counted.length, one.length);
+      assert.deepEqual(
+        await decodeCount(counted, lm.recorder, 0, GREEDY, { stepsPerSubmit: 2 }),
+        [],
+      );
+    } finally {
+      for (const s of sessions) s.destroy();
     }
   },
 );
