@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import type { Gpu } from "../src/gpu/device.ts";
 import {
   assertClose,
   gpuTest,
@@ -359,6 +360,14 @@ gpuTest("decode layer: which shapes suit one workgroup", async () => {
   const smol = { ...STORIES, dim: 576, hiddenDim: 1536, nHeads: 9, nKvHeads: 3, headDim: 64 };
   assert.ok(!DecodeLayerOp.suits(gpu, shape(smol)));
   assert.ok(!DecodeLayerOp.suits(gpu, shape(STORIES, "Q8_0")), "172 is not whole blocks");
+  // A GPU takes several dispatches a layer even for stories260K, unless told to take one.
+  const discrete = {
+    limits: gpu.limits,
+    capabilities: { ...gpu.capabilities, isFallbackAdapter: false, description: "NVIDIA H200" },
+  } as unknown as Gpu;
+  assert.ok(!DecodeLayerOp.suits(discrete, shape(STORIES)));
+  assert.ok(DecodeLayerOp.suits(discrete, shape(STORIES), true));
+  assert.ok(!DecodeLayerOp.suits(discrete, shape(smol), true), "always, where it fits");
 });
 
 /** The head entry point on fresh inputs: logits against the twin, and the argmax of them. */

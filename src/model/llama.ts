@@ -154,10 +154,12 @@ export interface LlamaModelOptions extends UploadWeightsOptions {
    */
   fusedDecode?: boolean;
   /**
-   * With fusedDecode, run a whole layer in one workgroup where the model is small enough
-   * ({@link DecodeLayerOp.suits}; default true): one dispatch a layer.
+   * With fusedDecode, run a whole layer in one workgroup where the model is small enough for the
+   * adapter ({@link DecodeLayerOp.suits}; default true): one dispatch a layer. Software adapters
+   * take it for small models, GPUs never; "always" takes it wherever the layer fits one
+   * workgroup, as on a software adapter (to measure it on a GPU); false never.
    */
-  oneWorkgroupLayers?: boolean;
+  oneWorkgroupLayers?: boolean | "always";
   /**
    * How KV caches store keys and values (default "f32"): "f16" halves their memory and the bytes
    * decode attention reads, each key and value rounded to nearest half (see KvCache).
@@ -265,6 +267,7 @@ function decodeLayerShapes(
   config: ModelConfig,
   weights: GpuWeights,
   kvDtype: KvCacheDtype,
+  always: boolean,
 ): Map<string, DecodeLayerShape> {
   const shapes = new Map<string, DecodeLayerShape>();
   const packed = weights.layers.map((l) => l.packed);
@@ -282,7 +285,7 @@ function decodeLayerShapes(
       rope: key === "none" ? undefined : key as DecodeLayerShape["rope"],
       kvDtype: kvDtype === "f16" ? "f16" : undefined,
     };
-    if (!DecodeLayerOp.suits(gpu, shape)) return new Map();
+    if (!DecodeLayerOp.suits(gpu, shape, always)) return new Map();
     shapes.set(key, shape);
   }
   return shapes;
@@ -303,13 +306,14 @@ function oneWorkgroupHead(
   gpu: Gpu,
   weights: GpuWeights,
   layer: DecodeLayerShape | undefined,
+  always: boolean,
 ): DecodeHeadShape | undefined {
   const parts = weights.head.parts;
   const matrix = parts[0].matrix;
   if (!layer || parts.length !== 1 || isQuantized(matrix)) return undefined;
   if (matrix.dtype !== "f32" && matrix.dtype !== "f16") return undefined;
   const head = { kind: matrix.dtype, vocab: matrix.shape[0] } as const;
-  return DecodeLayerOp.headSuits(gpu, layer, head) ? head : undefined;
+  return DecodeLayerOp.headSuits(gpu, layer, head, always) ? head : undefined;
 }
 
 /** A Llama-family model on the GPU: weights, compiled kernels, and the forward pass. */
@@ -344,12 +348,13 @@ export class LlamaModel {
       const variants = options.fusedDecode === false
         ? []
         : fusedVariants(gpu, config, weights, kvDtype);
+      const always = options.oneWorkgroupLayers === "always";
       const layerShapes = options.fusedDecode === false || options.oneWorkgroupLayers === false
         ? new Map<string, DecodeLayerShape>()
-        : decodeLayerShapes(gpu, config, weights, kvDtype);
+        : decodeLayerShapes(gpu, config, weights, kvDtype, always);
       // The first layer's kernel also gathers the embedding and, where it suits, runs the head.
       const firstLayerKey = layerKernelKey(config, 0);
-      const head = oneWorkgroupHead(gpu, weights, layerShapes.get(firstLayerKey));
+      const head = oneWorkgroupHead(gpu, weights, layerShapes.get(firstLayerKey), always);
       const ops = await compileAll({
         embedding: EmbeddingOp.create(registry),
         rmsnorm: RmsNormOp.create(registry, { widestRow: Math.max(config.dim, config.headDim) }),

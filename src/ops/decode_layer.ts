@@ -125,8 +125,8 @@ const REGISTER_VEC4S = 64;
  * stories260K's layer kernel took 0.43 ms, and the Q8_0 file decoded 1.7x faster than the F32 one
  * (bench/RESULTS.md, "On an NVIDIA H200"), so GPUs take several wide dispatches a layer.
  */
-function workgroupWeights(gpu: Gpu): number {
-  return adapterClass(gpu.capabilities) === "fallback" ? 2 ** 20 : 0;
+function workgroupWeights(gpu: Gpu, always: boolean): number {
+  return always || adapterClass(gpu.capabilities) === "fallback" ? 2 ** 20 : 0;
 }
 
 /**
@@ -146,9 +146,10 @@ export class DecodeLayerOp {
   /**
    * Whether a layer of `shape` suits the one-workgroup kernel on `gpu`: its values fit the
    * workgroup memory WebGPU guarantees (16 KiB), and a layer is little enough work for one
-   * workgroup (on llvmpipe one CPU thread) to beat several dispatches.
+   * workgroup (on llvmpipe one CPU thread) to beat several dispatches. `always`: little enough for
+   * a software adapter, whatever `gpu` is (for measuring the kernel on a GPU).
    */
-  static suits(gpu: Gpu, shape: DecodeLayerShape): boolean {
+  static suits(gpu: Gpu, shape: DecodeLayerShape, always = false): boolean {
     const { dim, hiddenDim: hidden, nHeads, nKvHeads, headDim: hd, kind } = shape;
     const q = nHeads * hd;
     const kvDim = nKvHeads * hd;
@@ -164,7 +165,7 @@ export class DecodeLayerOp {
       3 * DECODE_LAYER_MAX_RANK;
     const weights = (q + 2 * kvDim) * dim + dim * q + 3 * dim * hidden;
     return 4 * floats <= Math.min(16384, gpu.limits.maxComputeWorkgroupStorageSize) &&
-      weights <= workgroupWeights(gpu);
+      weights <= workgroupWeights(gpu, always);
   }
 
   /** Whether it has the variants of a first layer ({@link DecodeLayerArgs.embed}). */
@@ -174,12 +175,19 @@ export class DecodeLayerOp {
 
   /**
    * Whether the LM head of a model whose layers have `shape` suits the same one-workgroup form
-   * (decode_layer.wgsl's `head`): the layers do, the head is f32 or f16, and as little work.
+   * (decode_layer.wgsl's `head`): the layers do, the head is f32 or f16, and as little work
+   * (`always` as in {@link suits}).
    */
-  static headSuits(gpu: Gpu, shape: DecodeLayerShape, head: DecodeHeadShape): boolean {
-    return DecodeLayerOp.suits(gpu, shape) && (head.kind === "f32" || head.kind === "f16") &&
+  static headSuits(
+    gpu: Gpu,
+    shape: DecodeLayerShape,
+    head: DecodeHeadShape,
+    always = false,
+  ): boolean {
+    return DecodeLayerOp.suits(gpu, shape, always) &&
+      (head.kind === "f32" || head.kind === "f16") &&
       Number.isInteger(head.vocab) && head.vocab >= 1 &&
-      head.vocab * shape.dim <= workgroupWeights(gpu);
+      head.vocab * shape.dim <= workgroupWeights(gpu, always);
   }
 
   /**
