@@ -1,14 +1,19 @@
 /**
  * Kernel throughput: matmul GFLOP/s at decode, prefill, training and backward shapes (against a
  * plain 16 x 16-tiled matmul measured in the same run), copy GB/s as the bandwidth yardstick,
- * the optimizer's GB/s (AdamW and the gradient norm over a flat adapter), and decode's one-token
+ * the optimizer's GB/s (AdamW and the gradient norm over a flat adapter), a Q8_0 prefill product,
+ * other tiles of the products on GPUs (for choosing tiles per adapter), and decode's one-token
  * LoRA (lora_decode.wgsl) at SmolLM2-135M's widest projection under each adapter class's tiles.
  * Run with `deno task bench`; the table at the end is what bench/RESULTS.md records.
  */
 import naiveSource from "./naive_matmul.wgsl" with { type: "text" };
 import { gpu, gpuBench, registry } from "./harness.ts";
 import { createTensor, Tensor } from "../src/gpu/tensor.ts";
-import { type MatmulForm, MatmulOp } from "../src/ops/matmul.ts";
+import { DEFAULT_TILES, type MatmulForm, MatmulOp, type MatmulTiles } from "../src/ops/matmul.ts";
+import { QuantMatmulOp } from "../src/ops/quant_matmul.ts";
+import { uploadQuantMatrix } from "../src/ops/quant_weight.ts";
+import { quantizeRandom } from "../src/reference/quant.ts";
+import { Rng } from "../src/core/random.ts";
 import { CopyOp } from "../src/ops/copy.ts";
 import { AdamWOp } from "../src/ops/adamw.ts";
 import { GradNormOp } from "../src/ops/grad_norm.ts";
@@ -27,19 +32,50 @@ const MATMULS: [string, number, number, number, MatmulForm][] = [
   ["backward dA 64x128x576 (dHᵀ·X)", 64, 128, 576, { transA: true }],
 ];
 
+/**
+ * Matmul tiles besides the default, timed on GPUs only (each thread's 8 x 8 block of C was sized
+ * for llvmpipe, where a 128 x 128 workgroup tile leaves a 256-token product ten workgroups: on a
+ * GPU of a hundred multiprocessors, smaller tiles may win), for a GPU run to choose from.
+ */
+const GPU_MATMUL_TILES: MatmulTiles[] = gpu.capabilities.isFallbackAdapter ? [] : [
+  { wgX: 8, wgY: 8, tk: 16 },
+  { wgX: 16, wgY: 8, tk: 16 },
+  { wgX: 8, wgY: 8, tk: 32 },
+];
+const tileText = (t: MatmulTiles) => `${8 * t.wgY}x${8 * t.wgX} tiles, TK ${t.tk}`;
+
 for (const [label, m, k, n, form] of MATMULS) {
-  const op = await MatmulOp.create(registry, form);
   const a = form.transA ? matrix(k, m) : matrix(m, k);
   const b = form.transB ? matrix(n, k) : matrix(k, n);
   const c = matrix(m, n);
   const flops = 2 * m * n * k;
-  gpuBench({
-    group: "matmul",
-    name: `templora ${label}`,
-    flops,
-    repeat: Math.max(1, Math.min(64, Math.round(4e8 / flops))),
-    record: (rec) => op.record(rec, a, b, c),
-  });
+  for (const tiles of [DEFAULT_TILES, ...GPU_MATMUL_TILES]) {
+    const op = await MatmulOp.create(registry, form, tiles);
+    gpuBench({
+      group: "matmul",
+      name: `templora ${label}${tiles === DEFAULT_TILES ? "" : `, ${tileText(tiles)}`}`,
+      flops,
+      repeat: Math.max(1, Math.min(64, Math.round(4e8 / flops))),
+      record: (rec) => op.record(rec, a, b, c),
+    });
+  }
+}
+
+{
+  // Prefill's Q8_0 product at SmolLM2-135M's gate and up shape, x [128, 576] · Wᵀ, W [1536, 576].
+  const t = 128, k = 576, n = 1536;
+  const w = uploadQuantMatrix(gpu, quantizeRandom("Q8_0", new Rng(3), n, k), "Q8_0", n, k);
+  const x = matrix(t, k), y = matrix(t, n);
+  for (const tiles of [DEFAULT_TILES, ...GPU_MATMUL_TILES]) {
+    const op = await QuantMatmulOp.create(registry, { types: ["Q8_0"], tiles });
+    gpuBench({
+      group: "quant matmul",
+      name: `Q8_0 prefill ${t}x${k}x${n} (x·Wᵀ), ${tileText(tiles)}`,
+      flops: 2 * t * k * n,
+      repeat: 8,
+      record: (rec) => op.recordForward(rec, x, w, y),
+    });
+  }
 }
 
 {
