@@ -76,10 +76,11 @@ export interface LoopSettings {
 /** Settings of {@link decodeLoop} with a chunk hook whose events are `E`. */
 export interface LoopSettingsWithHook<E> extends LoopSettings {
   /**
-   * Called after each complete chunk with the history index where it began (not after the
-   * last tokens of the text); its events are passed on.
+   * Called after each complete chunk with the history index where it began and the session's
+   * history so far (the prompt, then every token written; not after the last tokens of the
+   * text); its events are passed on.
    */
-  onChunk?: (chunkStart: number) => AsyncGenerator<E, void>;
+  onChunk?: (chunkStart: number, history: readonly number[]) => AsyncGenerator<E, void>;
 }
 
 /** A batch of decode steps shorter than this (ms) makes the next one twice as long. */
@@ -272,7 +273,7 @@ export async function* decodeLoop<E>(
         }
       }
       if (ahead || session.length - chunkStart < chunk || tokens.length >= maxTokens) continue;
-      if (settings.onChunk) yield* settings.onChunk(chunkStart);
+      if (settings.onChunk) yield* settings.onChunk(chunkStart, [...prompt, ...tokens]);
       chunkStart = session.length;
     }
   } finally {

@@ -265,19 +265,24 @@ async function* write(
   }
 
   /** After each chunk: training on it, then a snapshot when one is due. */
-  async function* afterChunk(start: number): AsyncGenerator<WriterEvent, void> {
-    yield* train(start);
+  async function* afterChunk(
+    start: number,
+    history: readonly number[],
+  ): AsyncGenerator<WriterEvent, void> {
+    yield* train(start, history);
     chunkStart = session.length;
     const every = schedule?.everyChunks;
     if (every && ((session.length - ids.length) / delta) % every === 0) yield* snapshot("schedule");
   }
 
-  /** Trains on the chunk that began at `chunkStart`, with its preceding context. */
-  async function* train(chunkStart: number): AsyncGenerator<TrainEvent | CacheEvent, void> {
+  /** Trains on the chunk that began at `chunkStart` (of `history`), with its preceding context. */
+  async function* train(
+    chunkStart: number,
+    history: readonly number[],
+  ): AsyncGenerator<TrainEvent | CacheEvent, void> {
     if (!trainer) return;
     const exampleStart = Math.max(0, chunkStart - settings.trainContext);
-    const history = await readU32(gpu, session.history);
-    const example = [...history.subarray(exampleStart, session.length)];
+    const example = history.slice(exampleStart, session.length);
     const from = Math.max(1, chunkStart - exampleStart);
     for (let epoch = 0; epoch < settings.epochs; epoch++) {
       const t0 = performance.now();
