@@ -206,19 +206,26 @@ gpuTest(
   },
 );
 
+/** A session for `lm` holding "Once upon a time", its cache filled (kept in `sessions`). */
+async function onceUponATime(
+  lm: TextModel,
+  sessions: DecodeSession[],
+  maxTokens: number,
+): Promise<DecodeSession> {
+  const session = await DecodeSession.create(lm.model, lm.registry, { maxTokens });
+  sessions.push(session);
+  session.append(lm.encode("Once upon a time"));
+  session.recordFill(lm.recorder);
+  return session;
+}
+
 gpuTest("DecodeSession: batches in flight at once, and the newest taken back", async () => {
   const { gpu } = await testGpu();
   const lm = await TextModel.load(STORIES260K, { gpu });
   const sampled: SamplingSettings = { ...GREEDY, temperature: 0.9, seed: 11 };
   const sessions: DecodeSession[] = [];
   try {
-    const start = async () => {
-      const session = await DecodeSession.create(lm.model, lm.registry, { maxTokens: 64 });
-      sessions.push(session);
-      session.append(lm.encode("Once upon a time"));
-      session.recordFill(lm.recorder);
-      return session;
-    };
+    const start = () => onceUponATime(lm, sessions, 64);
     for (const sampling of [GREEDY, sampled]) {
       // One batch at a time: 5 then 7 tokens.
       const one = await start();
@@ -266,13 +273,7 @@ gpuTest(
     const lm = await TextModel.load(STORIES260K, { gpu });
     const sessions: DecodeSession[] = [];
     try {
-      const start = async () => {
-        const session = await DecodeSession.create(lm.model, lm.registry, { maxTokens: 80 });
-        sessions.push(session);
-        session.append(lm.encode("Once upon a time"));
-        session.recordFill(lm.recorder);
-        return session;
-      };
+      const start = () => onceUponATime(lm, sessions, 80);
       const one = await start();
       const expected: number[] = [];
       for (let i = 0; i < 45; i++) expected.push(...await one.decode(lm.recorder, 1, GREEDY));
