@@ -8,15 +8,15 @@
  */
 import naiveSource from "./naive_matmul.wgsl" with { type: "text" };
 import { gpu, gpuBench, registry } from "./harness.ts";
-import { createTensor, Tensor } from "../src/gpu/tensor.ts";
+import { createTensor, Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { DEFAULT_TILES, type MatmulForm, MatmulOp, type MatmulTiles } from "../src/ops/matmul.ts";
 import { QuantMatmulOp } from "../src/ops/quant_matmul.ts";
 import { uploadQuantMatrix } from "../src/ops/quant_weight.ts";
 import { quantizeRandom } from "../src/reference/quant.ts";
 import { Rng } from "../src/core/random.ts";
 import { CopyOp } from "../src/ops/copy.ts";
-import { AdamWOp } from "../src/ops/adamw.ts";
-import { GradNormOp } from "../src/ops/grad_norm.ts";
+import { AdamWOp, biasCorrections } from "../src/ops/adamw.ts";
+import { GradNormOp, STATS } from "../src/ops/grad_norm.ts";
 import { LORA_DECODE_TILES, LoraDecodeOp, type LoraDecodeTiles } from "../src/ops/lora_decode.ts";
 
 function matrix(rows: number, cols: number): Tensor {
@@ -112,14 +112,16 @@ for (const [label, m, k, n, form] of MATMULS) {
   const adamw = await AdamWOp.create(registry);
   const gradNorm = await GradNormOp.create(registry);
   const [params, grads, m, v] = [0, 1, 2, 3].map(() => createTensor(gpu, [n]));
-  const stats = createTensor(gpu, [3]);
-  const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, weightDecay: 0, step: 1 };
+  const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, weightDecay: 0, firstStep: 1 };
+  // Norm 0, clip 1, finite, t = 1: row 0 of the bias corrections.
+  const stats = uploadTensor(gpu, new Float32Array([0, 1, 0, 1]), [STATS.size]);
+  const corrections = uploadTensor(gpu, biasCorrections(hyper, 1, 1), [1, 2]);
   gpuBench({
     group: "optimizer",
     name: "AdamW, 4M parameters",
     bytes: 28 * n,
     repeat: 4,
-    record: (rec) => adamw.record(rec, { params, grads, m, v, stats }, hyper),
+    record: (rec) => adamw.record(rec, { params, grads, m, v, stats, corrections }, hyper),
   });
   gpuBench({
     group: "optimizer",

@@ -7,11 +7,11 @@ import {
   seededRng,
   testGpu,
 } from "./helpers.ts";
-import { AdamWOp } from "../src/ops/adamw.ts";
+import { AdamWOp, biasCorrections } from "../src/ops/adamw.ts";
 import { GradNormOp, STATS } from "../src/ops/grad_norm.ts";
 import { readF32 } from "../src/gpu/readback.ts";
 import { uploadTensor, writeTensor } from "../src/gpu/tensor.ts";
-import { type AdamWHyper, type AdamWState, adamwStepRef } from "../src/reference/adamw.ts";
+import { type AdamWState, type AdamWStepHyper, adamwStepRef } from "../src/reference/adamw.ts";
 import { gradNormRef } from "../src/reference/grad_norm.ts";
 import type { Rng } from "../src/core/random.ts";
 
@@ -31,6 +31,7 @@ async function setup(rng: Rng, n: number) {
     m: uploadTensor(gpu, new Float32Array(n), [n]),
     v: uploadTensor(gpu, new Float32Array(n), [n]),
     stats: poisoned(gpu, [STATS.size]),
+    corrections: poisoned(gpu, [8, 2]),
   };
   return { p0, state, buffers };
 }
@@ -45,9 +46,14 @@ gpuTest("adamw.wgsl tracks the float64 twin for 100 steps of random gradients", 
     const grads = rng.normals(n, 10 ** (rng.next() * 4 - 3));
     const clip = Math.fround(0.2 + 0.8 * rng.next());
     writeTensor(gpu, buffers.grads, grads);
-    writeTensor(gpu, buffers.stats, new Float32Array([1, clip, 0]));
-    const hyper: AdamWHyper = { ...HYPER, step };
-    op.record(recorder, buffers, hyper);
+    // t = step (stats[3]) is row t - firstStep of the table; the other rows are NaN.
+    writeTensor(gpu, buffers.stats, new Float32Array([1, clip, 0, step]));
+    const firstStep = Math.max(1, step - 3);
+    const table = new Float32Array(16).fill(NaN);
+    table.set(biasCorrections(HYPER, step, 1), 2 * (step - firstStep));
+    writeTensor(gpu, buffers.corrections, table);
+    const hyper: AdamWStepHyper = { ...HYPER, step };
+    op.record(recorder, buffers, { ...HYPER, firstStep });
     recorder.submit();
     adamwStepRef(state, grads, hyper, clip);
     const params = await readWritten(gpu, buffers.params, `step ${step} params`);
@@ -71,6 +77,13 @@ gpuTest("adamw.wgsl with grad_norm.wgsl: clips by the global norm, skips non-fin
   const maxNorm = 1;
   const { state, buffers } = await setup(rng, n);
   const steps: ("clip" | "nan" | "inf")[] = ["clip", "clip", "nan", "clip", "inf", "clip"];
+  // One table for every t the run can reach; grad_norm.wgsl counts the steps applied from 0, so a
+  // skipped step leaves t where it was and the next applied one takes the same row.
+  writeTensor(gpu, buffers.stats, new Float32Array(STATS.size));
+  const table = new Float32Array(16).fill(NaN);
+  table.set(biasCorrections(HYPER, 1, steps.length));
+  writeTensor(gpu, buffers.corrections, table);
+  let applied = 0;
   for (const [i, kind] of steps.entries()) {
     const grads = rng.normals(n, 0.1); // norm about 5.5: clipping is active
     if (kind !== "clip") {
@@ -82,14 +95,18 @@ gpuTest("adamw.wgsl with grad_norm.wgsl: clips by the global norm, skips non-fin
       m: await readF32(gpu, buffers.m),
       v: await readF32(gpu, buffers.v),
     };
-    const hyper: AdamWHyper = { ...HYPER, step: i + 1 };
     gradNorm.record(recorder, buffers.grads, buffers.stats, maxNorm);
-    adamw.record(recorder, buffers, hyper);
+    adamw.record(recorder, buffers, { ...HYPER, firstStep: 1 });
     recorder.submit();
     const [, clip, flag] = gradNormRef(grads, maxNorm);
+    if (flag === 0) applied++;
+    const hyper: AdamWStepHyper = { ...HYPER, step: applied };
     adamwStepRef(state, grads, hyper, clip, flag !== 0);
     const stats = await readWritten(gpu, buffers.stats, "stats");
     if (stats[STATS.nonFinite] !== flag) throw new Error(`step ${i + 1}: flag ${stats[2]}`);
+    if (stats[STATS.applied] !== applied) {
+      throw new Error(`step ${i + 1}: ${stats[STATS.applied]} steps applied, not ${applied}`);
+    }
     const after = {
       params: await readF32(gpu, buffers.params),
       m: await readF32(gpu, buffers.m),

@@ -1,12 +1,14 @@
 import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
 import { GradNormOp, STATS } from "../src/ops/grad_norm.ts";
-import { uploadTensor } from "../src/gpu/tensor.ts";
+import { uploadTensor, writeTensor } from "../src/gpu/tensor.ts";
 import { gradNormRef } from "../src/reference/grad_norm.ts";
 
 async function stats(op: GradNormOp, grads: Float32Array, maxNorm: number, what: string) {
   const { gpu, recorder } = await testGpu();
   const g = uploadTensor(gpu, grads, [grads.length]);
   const out = poisoned(gpu, [STATS.size]);
+  // The steps applied so far: the op adds one where the gradients are finite.
+  writeTensor(gpu, out.reshape([STATS.size, 1]).rows(STATS.applied, 1), new Float32Array([41]));
   op.record(recorder, g, out, maxNorm);
   recorder.submit();
   const result = await readWritten(gpu, out, what);
@@ -28,6 +30,9 @@ function checkStats(out: Float32Array, grads: Float32Array, maxNorm: number, wha
   if (out[STATS.nonFinite] !== flag) {
     throw new Error(`${what}: non-finite flag ${out[STATS.nonFinite]}, expected ${flag}`);
   }
+  if (out[STATS.applied] !== (flag ? 41 : 42)) {
+    throw new Error(`${what}: ${out[STATS.applied]} steps applied after 41 (flag ${flag})`);
+  }
 }
 
 // One element, fewer than a workgroup, more than the first pass's grid covers in one stride.
@@ -46,7 +51,9 @@ gpuTest("grad_norm.wgsl norm and clip scale match the twin", async () => {
   }
   const zeros = new Float32Array(1000);
   const out = await stats(op, zeros, 1, "zero grads");
-  if (out[0] !== 0 || out[1] !== 1 || out[2] !== 0) throw new Error(`zero grads: stats ${out}`);
+  if (out[0] !== 0 || out[1] !== 1 || out[2] !== 0 || out[3] !== 42) {
+    throw new Error(`zero grads: stats ${out}`);
+  }
 });
 
 gpuTest("grad_norm.wgsl flags NaN, +Inf and -Inf anywhere, and nothing else", async () => {

@@ -1,6 +1,8 @@
 // Global L2 norm of the flat gradient buffer, the clipping factor and a non-finite flag, in two
 // passes without float atomics: `partials` leaves one (scale, sumsq, flag) per workgroup, then
-// `finish` (one workgroup) merges them and writes stats = [norm, clipScale, nonFiniteFlag].
+// `finish` (one workgroup) merges them and writes stats = [norm, clipScale, nonFiniteFlag] and
+// adds one to stats[3], the optimizer steps applied, when the gradients are finite (AdamW reads
+// that count for its bias corrections, so steps after a skipped one need no host round trip).
 //
 // Sums of squares are kept relative to a running maximum, norm = scale * sqrt(sumsq) with every
 // term (|g| / scale)^2 <= 1, so finite gradients up to f32's max (1e30 squares to inf in f32) give
@@ -23,7 +25,7 @@ struct Params { n: u32, stride: u32, groups: u32, maxNorm: f32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> grads: array<f32>;                // [n]
 @group(0) @binding(2) var<storage, read_write> partial: array<vec4<f32>>;  // [groups] partials
-@group(0) @binding(3) var<storage, read_write> stats: array<f32>;          // [3] norm, clip, flag
+@group(0) @binding(3) var<storage, read_write> stats: array<f32>;          // [4] norm, clip, flag, applied
 
 var<workgroup> wScale: array<f32, WG>;
 var<workgroup> wSumsq: array<f32, WG>;
@@ -107,5 +109,6 @@ fn finish(@builtin(local_invocation_index) lid: u32) {
     stats[0] = norm;
     stats[1] = select(1.0, params.maxNorm / denom, denom > params.maxNorm);
     stats[2] = wFlag[0];
+    stats[3] = stats[3] + select(1.0, 0.0, wFlag[0] != 0.0);
   }
 }

@@ -3,11 +3,11 @@ import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { STATS } from "./grad_norm.ts";
-import { expectArgument, expectSize, strideGrid } from "./shapes.ts";
+import { expectArgument, expectShape, expectSize, strideGrid } from "./shapes.ts";
 
 const OP = "adamw";
 
-/** AdamW hyperparameters; `step` t counts from 1 and sets the bias corrections. */
+/** AdamW hyperparameters (the step count t comes from the GPU: see {@link AdamWBuffers}). */
 export interface AdamWHyper {
   /** Learning rate. */
   lr: number;
@@ -19,8 +19,25 @@ export interface AdamWHyper {
   eps: number;
   /** Decoupled weight decay: p -= lr * weightDecay * p. */
   weightDecay: number;
-  /** 1-based step count t; bias corrections are 1 - beta^t. */
-  step: number;
+  /** The step whose bias corrections are row 0 of `corrections` (1-based). */
+  firstStep: number;
+}
+
+/**
+ * The table {@link AdamWBuffers.corrections} holds: (1 - beta1^t, 1 - beta2^t) for t = firstStep
+ * .. firstStep + count - 1, computed in float64 and rounded once, [count, 2] f32.
+ */
+export function biasCorrections(
+  hyper: Pick<AdamWHyper, "beta1" | "beta2">,
+  firstStep: number,
+  count: number,
+): Float32Array {
+  const table = new Float32Array(2 * count);
+  for (let i = 0; i < count; i++) {
+    table[2 * i] = 1 - hyper.beta1 ** (firstStep + i);
+    table[2 * i + 1] = 1 - hyper.beta2 ** (firstStep + i);
+  }
+  return table;
 }
 
 const WG = 256;
@@ -36,8 +53,16 @@ export interface AdamWBuffers {
   m: Tensor;
   /** [n] second moment, updated in place (starts at zero). */
   v: Tensor;
-  /** [3] from {@link GradNormOp}: the clip factor (stats[1]) and the non-finite flag (stats[2]). */
+  /**
+   * [4] from {@link GradNormOp}: the clip factor, the non-finite flag and the steps applied,
+   * this one included (t).
+   */
   stats: Tensor;
+  /**
+   * [k, 2] {@link biasCorrections} from `firstStep`: the kernel takes row t - firstStep, which
+   * the caller keeps inside the table.
+   */
+  corrections: Tensor;
 }
 
 /** AdamW with decoupled weight decay over all adapter tensors in one dispatch. */
@@ -50,21 +75,35 @@ export class AdamWOp {
   }
 
   /**
-   * Records one optimizer step. `hyper.step` is the 1-based step count t for the bias
-   * corrections; a step skipped on the GPU for non-finite gradients still counts on the host.
+   * Records one optimizer step, at the step count t the GPU holds in stats (a step skipped for
+   * non-finite gradients writes nothing and does not advance t).
    */
   record(rec: Recorder, buffers: AdamWBuffers, hyper: AdamWHyper): void {
-    const { params, grads, m, v, stats } = buffers;
+    const { params, grads, m, v, stats, corrections } = buffers;
     const n = params.size;
     for (const [name, t] of [["params", params], ["grads", grads], ["m", m], ["v", v]] as const) {
       expectSize(OP, name, t, "f32", n);
     }
     expectSize(OP, "stats", stats, "f32", STATS.size);
-    const step = hyper.step;
-    expectArgument(OP, "step", Number.isInteger(step) && step >= 1, "an integer >= 1", step);
+    expectShape(OP, "corrections", corrections, "f32", ["k", 2]);
+    const first = hyper.firstStep;
+    expectArgument(
+      OP,
+      "firstStep",
+      Number.isInteger(first) && first >= 1,
+      "an integer >= 1",
+      first,
+    );
     if (n === 0) return;
     const { groups, stride } = strideGrid(n, WG, MAX_GROUPS);
-    rec.dispatch(this.kernel, { param: params, grad: grads, moment1: m, moment2: v, stats }, {
+    rec.dispatch(this.kernel, {
+      param: params,
+      grad: grads,
+      moment1: m,
+      moment2: v,
+      stats,
+      corrections,
+    }, {
       n,
       stride,
       lr: hyper.lr,
@@ -72,8 +111,7 @@ export class AdamWOp {
       beta2: hyper.beta2,
       eps: hyper.eps,
       weightDecay: hyper.weightDecay,
-      bc1: 1 - hyper.beta1 ** hyper.step,
-      bc2: 1 - hyper.beta2 ** hyper.step,
+      firstStep: first,
     }, [groups]);
   }
 }

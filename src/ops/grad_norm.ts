@@ -39,8 +39,14 @@ export const STATS = {
   clipScale: 1,
   /** 1 when any gradient element is NaN or infinite, else 0: the optimizer step is skipped. */
   nonFinite: 2,
+  /**
+   * Optimizer steps applied: each {@link GradNormOp.record} adds one when the gradients are
+   * finite, so after it the count includes the step about to run (AdamW's t). The host sets it
+   * before a run of steps.
+   */
+  applied: 3,
   /** Elements in the buffer. */
-  size: 3,
+  size: 4,
 } as const;
 
 /**
@@ -75,7 +81,8 @@ export class GradNormOp {
   }
 
   /**
-   * Records stats = [norm, clipScale, nonFinite] (see {@link STATS}) for grads [n] f32.
+   * Records stats = [norm, clipScale, nonFinite] (see {@link STATS}) for grads [n] f32, and one
+   * more applied step in stats[applied] when the gradients are finite.
    * `maxNorm` is the clipping threshold; Infinity turns clipping off (clipScale stays 1).
    */
   record(rec: Recorder, grads: Tensor, stats: Tensor, maxNorm: number): void {

@@ -1,7 +1,11 @@
 /** Float64 twin of the fused AdamW kernel (torch.optim.AdamW semantics). */
 import type { AdamWHyper } from "../ops/adamw.ts";
 
-export type { AdamWHyper };
+/** AdamW's hyperparameters with the 1-based step count t that the bias corrections take. */
+export interface AdamWStepHyper extends Omit<AdamWHyper, "firstStep"> {
+  /** t: bias corrections 1 - beta1^t and 1 - beta2^t. */
+  step: number;
+}
 
 /** Optimizer state over the flat adapter buffer. */
 export interface AdamWState {
@@ -20,7 +24,7 @@ export interface AdamWState {
 export function adamwStepRef(
   state: AdamWState,
   grads: ArrayLike<number>,
-  hyper: AdamWHyper,
+  hyper: AdamWStepHyper,
   gradScale = 1,
   skip = false,
 ): void {

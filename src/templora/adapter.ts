@@ -5,6 +5,7 @@ import { InvalidSettingError } from "../model/errors.ts";
 import { LORA_TARGETS, type LoraTarget, projectionDims, projectionName } from "../core/lora.ts";
 import { Rng } from "../core/random.ts";
 import type { ModelAdapter } from "../model/adapter.ts";
+import { STATS } from "../ops/grad_norm.ts";
 
 export { LORA_TARGETS, type LoraTarget, projectionDims };
 
@@ -61,7 +62,7 @@ export class LoraAdapter implements ModelAdapter {
   readonly m: Tensor;
   /** AdamW second moment, f32 [n], same layout as `params`. */
   readonly v: Tensor;
-  /** Gradient statistics, f32 [3]: global norm, clip scale, non-finite flag. */
+  /** Gradient statistics, f32 [STATS.size]: norm, clip scale, non-finite flag, steps applied. */
   readonly stats: Tensor;
   /** The adapted projections, layer by layer in {@link LORA_TARGETS} order. */
   readonly projections: AdaptedProjection[];
@@ -120,7 +121,7 @@ export class LoraAdapter implements ModelAdapter {
     this.grads = make("lora grads");
     this.m = make("adamw m");
     this.v = make("adamw v");
-    this.stats = createTensor(gpu, [3], "f32", "grad stats");
+    this.stats = createTensor(gpu, [STATS.size], "f32", "grad stats");
 
     const view = (t: Tensor, at: number, shape: number[]) =>
       new Tensor(t.buffer, shape, "f32", at * 4);
@@ -164,7 +165,7 @@ export class LoraAdapter implements ModelAdapter {
     writeTensor(gpu, this.params, params);
     const zeros = new Float32Array(this.params.size);
     for (const t of [this.grads, this.m, this.v]) writeTensor(gpu, t, zeros);
-    writeTensor(gpu, this.stats, new Float32Array(3));
+    writeTensor(gpu, this.stats, new Float32Array(STATS.size));
     this.steps = 0;
   }
 

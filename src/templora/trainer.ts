@@ -2,7 +2,7 @@ import type { Gpu } from "../gpu/device.ts";
 import type { KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { readF32 } from "../gpu/readback.ts";
-import { createTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
+import { createTensor, Tensor, writeTensor } from "../gpu/tensor.ts";
 import type { ForwardStep, LlamaModel } from "../model/llama.ts";
 import type { ModelConfig } from "../formats/config.ts";
 import {
@@ -14,7 +14,7 @@ import type { AdapterMatrices } from "../model/adapter.ts";
 import { planningGpu } from "../gpu/planning.ts";
 import type { KvCache } from "../model/kv_cache.ts";
 import { InvalidSettingError } from "../model/errors.ts";
-import { AdamWOp } from "../ops/adamw.ts";
+import { AdamWOp, biasCorrections } from "../ops/adamw.ts";
 import { CrossEntropyOp } from "../ops/cross_entropy.ts";
 import { GradNormOp, STATS } from "../ops/grad_norm.ts";
 import { type LoraTarget, projectionDropoutSeed } from "../core/lora.ts";
@@ -229,35 +229,92 @@ export class Trainer {
     settings: OptimizerSettings,
     stepIndex: number,
   ): Promise<StepReport> {
+    return (await this.steps(rec, tokens, from, settings, stepIndex, 1))[0];
+  }
+
+  /**
+   * `count` optimizer steps on the same example (epochs), indices `firstStepIndex` on, each
+   * submitted as soon as it is recorded (the GPU runs one while the next is recorded) and all
+   * read back once: each step's loss and stats are copied aside on the GPU, and the step count
+   * AdamW's bias corrections take stays on the GPU (see {@link STATS}), so a step skipped for
+   * non-finite gradients does not advance the ones after it. The same numbers as `count` calls
+   * of {@link step}, without a host round trip between them.
+   */
+  async steps(
+    rec: Recorder,
+    tokens: readonly number[],
+    from: LossSelection,
+    settings: OptimizerSettings,
+    firstStepIndex: number,
+    count: number,
+  ): Promise<StepReport[]> {
+    if (!Number.isInteger(count) || count < 1 || count > MAX_STEPS_AT_ONCE) {
+      throw new InvalidSettingError(
+        `optimizer steps at once must be an integer in 1..${MAX_STEPS_AT_ONCE}, got ${count}`,
+      );
+    }
     const t = tokens.length;
-    const count = this.#load(tokens, from);
-    const seed = (this.adapter.settings.seed * 7919 + stepIndex * 104729) >>> 0;
-    const forward = this.#recordForward(rec, t, "train", settings.dropout, seed);
+    const scored = this.#load(tokens, from);
     const { ce, gradNorm, adamw } = this.ops;
     const rows = (x: Tensor) => x.rows(0, t);
-    await this.#recordHeadAndLoss(rec, t, { gradScale: 1 / count });
-    ce.recordTotals(rec, rows(this.#s.loss), rows(this.#s.mask), this.#s.totals);
-    this.#recordBackward(rec, forward, settings.dropout, seed);
     const a = this.adapter;
-    gradNorm.record(rec, a.grads, a.stats, settings.maxGradNorm);
-    const lr = settings.lr * Math.min(1, (stepIndex + 1) / (settings.warmupSteps + 1));
-    adamw.record(rec, { params: a.params, grads: a.grads, m: a.m, v: a.v, stats: a.stats }, {
-      lr,
-      beta1: settings.beta1,
-      beta2: settings.beta2,
-      eps: settings.eps,
-      weightDecay: settings.weightDecay,
-      step: a.steps + 1,
-    });
-    rec.submit();
     const gpu = this.model.gpu;
-    const [[lossSum], stats] = await Promise.all([
-      readF32(gpu, this.#s.totals),
-      readF32(gpu, a.stats),
-    ]);
-    const skipped = stats[STATS.nonFinite] !== 0 || !Number.isFinite(lossSum);
-    if (!skipped) a.steps++;
-    return { loss: lossSum / count, lossSum, count, gradNorm: stats[STATS.norm], skipped, lr };
+    const firstStep = a.steps + 1;
+    writeTensor(
+      gpu,
+      this.#s.corrections.rows(0, count),
+      biasCorrections(settings, firstStep, count),
+    );
+    writeTensor(gpu, statsView(a.stats, STATS.applied, 1), new Float32Array([a.steps]));
+    const lrs: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const stepIndex = firstStepIndex + i;
+      const seed = (this.adapter.settings.seed * 7919 + stepIndex * 104729) >>> 0;
+      const forward = this.#recordForward(rec, t, "train", settings.dropout, seed);
+      await this.#recordHeadAndLoss(rec, t, { gradScale: 1 / scored });
+      ce.recordTotals(rec, rows(this.#s.loss), rows(this.#s.mask), this.#s.totals);
+      this.#recordBackward(rec, forward, settings.dropout, seed);
+      gradNorm.record(rec, a.grads, a.stats, settings.maxGradNorm);
+      const lr = settings.lr * Math.min(1, (stepIndex + 1) / (settings.warmupSteps + 1));
+      lrs.push(lr);
+      adamw.record(rec, {
+        params: a.params,
+        grads: a.grads,
+        m: a.m,
+        v: a.v,
+        stats: a.stats,
+        corrections: this.#s.corrections,
+      }, {
+        lr,
+        beta1: settings.beta1,
+        beta2: settings.beta2,
+        eps: settings.eps,
+        weightDecay: settings.weightDecay,
+        firstStep,
+      });
+      const report = this.#s.report(i);
+      rec.copy(this.#s.totals, report.totals);
+      rec.copy(a.stats, report.stats);
+      rec.submit();
+    }
+    const all = await readF32(gpu, this.#s.reports.rows(0, count));
+    const reports: StepReport[] = [];
+    for (let i = 0; i < count; i++) {
+      const lossSum = all[REPORT_FLOATS * i];
+      const stats = all.subarray(REPORT_FLOATS * i + 2, REPORT_FLOATS * i + 2 + STATS.size);
+      const skipped = stats[STATS.nonFinite] !== 0 || !Number.isFinite(lossSum);
+      const loss = lossSum / scored;
+      reports.push({
+        loss,
+        lossSum,
+        count: scored,
+        gradNorm: stats[STATS.norm],
+        skipped,
+        lr: lrs[i],
+      });
+    }
+    a.steps = all[REPORT_FLOATS * (count - 1) + 2 + STATS.applied];
+    return reports;
   }
 
   /** Uploads ids, next-token targets and the loss mask; returns the number of scored tokens. */
@@ -448,6 +505,17 @@ export class Trainer {
   }
 }
 
+/** Optimizer steps one {@link Trainer.steps} submission takes at most. */
+export const MAX_STEPS_AT_ONCE = 64;
+
+/** Floats of a step's report: its loss totals (2), its stats (STATS.size), padding to 8. */
+const REPORT_FLOATS = 8;
+
+/** `count` elements of the stats tensor from `at` (for writes, never for binding). */
+function statsView(stats: Tensor, at: number, count: number): Tensor {
+  return new Tensor(stats.buffer, [count], "f32", stats.byteOffset + 4 * at);
+}
+
 /** Whether the token at index `i` (>= 1) carries loss under `selection`. */
 function isScored(selection: LossSelection, i: number): boolean {
   return typeof selection === "number" ? i >= selection : i >= 1 && selection[i] === true;
@@ -520,6 +588,10 @@ export class TrainerScratch {
   readonly ceStats: Tensor;
   /** [2] summed loss and count. */
   readonly totals: Tensor;
+  /** [MAX_STEPS_AT_ONCE, 2] AdamW's bias corrections for the steps of one submission. */
+  readonly corrections: Tensor;
+  /** [MAX_STEPS_AT_ONCE, REPORT_FLOATS] each step's totals (2) and stats (STATS.size), copied. */
+  readonly reports: Tensor;
   /** [logitRows, vocab] one tile of rows of dLogits. */
   readonly dLogits: Tensor;
   /** [T, dim] gradient of the residual stream. */
@@ -564,6 +636,8 @@ export class TrainerScratch {
     this.loss = make([T], "token loss");
     this.ceStats = make([T, 2], "ce stats");
     this.totals = make([2], "loss totals");
+    this.corrections = make([MAX_STEPS_AT_ONCE, 2], "bias corrections");
+    this.reports = make([MAX_STEPS_AT_ONCE, REPORT_FLOATS], "step reports");
     this.dLogits = make([logitRows, c.vocabSize], "dLogits");
     this.dx = make([T, c.dim], "dx");
     this.dH = make([T, c.dim], "dH");
@@ -578,6 +652,15 @@ export class TrainerScratch {
     this.dLoraH = make([T, rank], "dLoraH");
     this.dQProj = c.qkNorm ? make([T, c.nHeads * hd], "dQ projection") : undefined;
     this.dKProj = c.qkNorm ? make([T, c.nKvHeads * hd], "dK projection") : undefined;
+  }
+
+  /** Where step `i` of a submission copies its totals and stats. */
+  report(i: number): { totals: Tensor; stats: Tensor } {
+    const at = this.reports.byteOffset + 4 * REPORT_FLOATS * i;
+    return {
+      totals: new Tensor(this.reports.buffer, [2], "f32", at),
+      stats: new Tensor(this.reports.buffer, [STATS.size], "f32", at + 8),
+    };
   }
 
   /** Bytes held on the GPU. */

@@ -4,6 +4,7 @@ import {
   randomizeAdapter,
 } from "../../kernels_test/model_fixtures.ts";
 import assert from "node:assert/strict";
+import type { Gpu } from "../gpu/device.ts";
 import { gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
 import { readLlama2c } from "../formats/llama2c.ts";
 import { tensorToF32 } from "../formats/tensor_data.ts";
@@ -91,13 +92,18 @@ gpuTest(
   },
 );
 
+/** Adapter parameters whose first product overflows (non-finite gradients); returns them. */
+async function overflowingAdapter(gpu: Gpu, adapter: LoraAdapter): Promise<Float32Array> {
+  const params = new Float32Array(adapter.params.size);
+  params[adapter.projections[0].a.byteOffset / 4] = 3e38;
+  params[adapter.projections[0].b.byteOffset / 4] = 3e38;
+  writeTensor(gpu, adapter.params, params);
+  return await readF32(gpu, adapter.params);
+}
+
 gpuTest("Temp-Lora training: a non-finite gradient skips the update and is reported", async () => {
   const { gpu, recorder, adapter, trainer, model } = await setup(4, 16);
-  const poisoned = new Float32Array(adapter.params.size);
-  poisoned[adapter.projections[0].a.byteOffset / 4] = 3e38;
-  poisoned[adapter.projections[0].b.byteOffset / 4] = 3e38;
-  writeTensor(gpu, adapter.params, poisoned);
-  const before = await readF32(gpu, adapter.params);
+  const before = await overflowingAdapter(gpu, adapter);
   const tokens = [1, 50, 60, 70, 80, 90, 100, 110, 120];
   const r = await trainer.step(recorder, tokens, 1, { ...DEFAULT_OPTIMIZER, lr: 1e-2 }, 0);
   assert.ok(r.skipped, "the step must report that it skipped");
@@ -153,3 +159,59 @@ gpuTest(
     model.destroy();
   },
 );
+
+gpuTest(
+  "Temp-Lora training: steps in one submission are one step at a time, bit for bit",
+  async () => {
+    const { gpu, registry, recorder, weights, model, adapter: unused, trainer: spare } =
+      await setup(4, 48);
+    spare.destroy();
+    unused.destroy();
+    const rng = seededRng("steps at once");
+    const config = weights.config;
+    const tokens = [1, ...Array.from({ length: 40 }, () => rng.int(config.vocabSize))];
+    const settings = { ...DEFAULT_OPTIMIZER, lr: 1e-2, warmupSteps: 2 };
+    const runs = [];
+    for (const together of [false, true]) {
+      const adapter = new LoraAdapter(gpu, config, {
+        rank: 4,
+        alpha: 8,
+        targets: LORA_TARGETS,
+        seed: 5,
+      });
+      const trainer = await Trainer.create(model, adapter, registry, 48);
+      const reports = together
+        ? [
+          ...await trainer.steps(recorder, tokens, 8, settings, 0, 3),
+          ...await trainer.steps(recorder, tokens, 8, settings, 3, 2),
+        ]
+        : [];
+      for (let i = 0; !together && i < 5; i++) {
+        reports.push(await trainer.step(recorder, tokens, 8, settings, i));
+      }
+      runs.push({ reports, steps: adapter.steps, params: await readF32(gpu, adapter.params) });
+      trainer.destroy();
+      adapter.destroy();
+    }
+    assert.deepEqual(runs[1].reports, runs[0].reports);
+    assert.equal(runs[1].steps, 5);
+    assert.deepEqual(runs[1].params, runs[0].params);
+    assert.ok(runs[0].reports[4].loss < runs[0].reports[0].loss, "the steps train");
+    model.destroy();
+  },
+);
+
+gpuTest("Temp-Lora training: steps in one submission skip non-finite ones, t unmoved", async () => {
+  const { gpu, recorder, adapter, trainer, model } = await setup(4, 16);
+  const before = await overflowingAdapter(gpu, adapter);
+  const tokens = [1, 50, 60, 70, 80, 90, 100, 110, 120];
+  const reports = await trainer.steps(recorder, tokens, 1, DEFAULT_OPTIMIZER, 0, 3);
+  assert.deepEqual(reports.map((r) => r.skipped), [true, true, true]);
+  assert.deepEqual(await readF32(gpu, adapter.params), before);
+  assert.equal(adapter.steps, 0);
+  await assert.rejects(
+    () => trainer.steps(recorder, tokens, 1, DEFAULT_OPTIMIZER, 3, 65),
+    /1\.\.64/,
+  );
+  for (const x of [trainer, adapter, model]) x.destroy();
+});
