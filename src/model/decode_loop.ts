@@ -110,9 +110,9 @@ export function nextBatch(batch: number, steps: number, ms: number, first: numbe
 /**
  * Decodes `count` tokens after the session's history as {@link decodeLoop} batches them (growing
  * batches from `stepsPerSubmit`, each started before the previous one's ids are read while
- * batches are quick), with no
- * text around them: no stops, chunks or rebuilds (the cache must have room). Starts no batch
- * after `seconds`; returns the ids decoded. What the benchmarks time as decode.
+ * batches are quick), with no text around them: no stops, chunks or rebuilds (the cache must
+ * have room). Starts no batch after `seconds`; returns the ids decoded. What the benchmarks time
+ * as decode.
  */
 export async function decodeCount(
   session: DecodeSession,
@@ -180,11 +180,11 @@ export function checkPrompt(ids: readonly number[], maxSeqLen: number): void {
 /**
  * The writing loop shared by plain generation and Temp-Lora: feeds the prompt through the
  * session, decodes in batches (rebuilding the cache from the last `keep` tokens when it is full;
- * each batch that needs no rebuild and stays inside the chunk is started before the previous
- * one's ids are read, and taken back if the text ends before it),
- * streams each token's text through the tokenizer's stream decoder and the stop watcher, ends on
- * EOS (unless banned or written as the separator), a stop sequence, `maxTokens` or the abort
- * signal, and calls `onChunk` between chunks. The session stays the caller's to free.
+ * while batches are quick, each one that needs no rebuild and stays inside the chunk is started
+ * before the previous one's ids are read, and taken back if the text ends before it), streams
+ * each token's text through the tokenizer's stream decoder and the stop watcher, ends on EOS
+ * (unless banned or written as the separator), a stop sequence, `maxTokens` or the abort signal,
+ * and calls `onChunk` between chunks. The session stays the caller's to free.
  */
 export async function* decodeLoop<E>(
   session: DecodeSession,
