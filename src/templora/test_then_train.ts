@@ -2,13 +2,7 @@ import { InvalidSettingError } from "../model/errors.ts";
 import type { TextModel } from "../model/text_model.ts";
 import { LoraAdapter } from "./adapter.ts";
 import type { TempLoraSettings } from "./settings.ts";
-import {
-  type LossSelection,
-  MAX_STEPS_AT_ONCE,
-  type ScoreReport,
-  type StepReport,
-  Trainer,
-} from "./trainer.ts";
+import { type LossSelection, type ScoreReport, type StepReport, Trainer } from "./trainer.ts";
 
 /** One chunk of a walk: tokens [start, end) of the text. */
 export interface WalkChunk {
@@ -239,22 +233,17 @@ export class TestThenTrain {
     for (let i = start; i < chunk.end; i++) loss.push(i >= chunk.start && this.carriesLoss(i));
     if (s.enabled && loss.includes(true)) {
       const example = this.#ids.slice(start, chunk.end);
-      // The epochs go to the GPU together, as many as one submission takes.
-      for (let e = 0; e < s.epochs; e += MAX_STEPS_AT_ONCE) {
-        const count = Math.min(s.epochs - e, MAX_STEPS_AT_ONCE);
-        const selection = lossSelection(loss);
-        reports.push(
-          ...await this.trainer.steps(
-            this.lm.recorder,
-            example,
-            selection,
-            s.optimizer,
-            this.steps,
-            count,
-          ),
-        );
-        this.steps += count;
-      }
+      reports.push(
+        ...await this.trainer.epochs(
+          this.lm.recorder,
+          example,
+          lossSelection(loss),
+          s.optimizer,
+          this.steps,
+          s.epochs,
+        ),
+      );
+      this.steps += s.epochs;
     }
     return { reports, seconds: (performance.now() - t0) / 1000 };
   }

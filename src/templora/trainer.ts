@@ -265,7 +265,8 @@ export class Trainer {
       this.#s.corrections.rows(0, count),
       biasCorrections(settings, firstStep, count),
     );
-    writeTensor(gpu, statsView(a.stats, STATS.applied, 1), new Float32Array([a.steps]));
+    const applied = a.stats.reshape([STATS.size, 1]).rows(STATS.applied, 1);
+    writeTensor(gpu, applied, new Float32Array([a.steps]));
     const lrs: number[] = [];
     for (let i = 0; i < count; i++) {
       const stepIndex = firstStepIndex + i;
@@ -314,6 +315,26 @@ export class Trainer {
       });
     }
     a.steps = all[REPORT_FLOATS * (count - 1) + 2 + STATS.applied];
+    return reports;
+  }
+
+  /**
+   * {@link steps} for any number of epochs on one example: as many steps a submission as one
+   * takes ({@link MAX_STEPS_AT_ONCE}), the reports of all of them in order.
+   */
+  async epochs(
+    rec: Recorder,
+    tokens: readonly number[],
+    from: LossSelection,
+    settings: OptimizerSettings,
+    firstStepIndex: number,
+    count: number,
+  ): Promise<StepReport[]> {
+    const reports: StepReport[] = [];
+    for (let done = 0; done < count; done += MAX_STEPS_AT_ONCE) {
+      const n = Math.min(count - done, MAX_STEPS_AT_ONCE);
+      reports.push(...await this.steps(rec, tokens, from, settings, firstStepIndex + done, n));
+    }
     return reports;
   }
 
@@ -510,11 +531,6 @@ export const MAX_STEPS_AT_ONCE = 64;
 
 /** Floats of a step's report: its loss totals (2), its stats (STATS.size), padding to 8. */
 const REPORT_FLOATS = 8;
-
-/** `count` elements of the stats tensor from `at` (for writes, never for binding). */
-function statsView(stats: Tensor, at: number, count: number): Tensor {
-  return new Tensor(stats.buffer, [count], "f32", stats.byteOffset + 4 * at);
-}
 
 /** Whether the token at index `i` (>= 1) carries loss under `selection`. */
 function isScored(selection: LossSelection, i: number): boolean {

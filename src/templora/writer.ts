@@ -33,7 +33,7 @@ import {
   type SnapshotGeneration,
   type TempLoraSnapshot,
 } from "./snapshot.ts";
-import { MAX_STEPS_AT_ONCE, type StepReport, Trainer } from "./trainer.ts";
+import { type StepReport, Trainer } from "./trainer.ts";
 
 /** One optimizer step on a finished chunk. */
 export interface TrainEvent extends StepReport {
@@ -45,7 +45,7 @@ export interface TrainEvent extends StepReport {
   epoch: number;
   /** Tokens in the training example (context + chunk). */
   exampleTokens: number;
-  /** Wall-clock seconds of the step (its share of the submission that held the chunk's steps). */
+  /** Wall-clock seconds of the step (its share of the chunk's training, whose steps run together). */
   seconds: number;
 }
 
@@ -284,26 +284,29 @@ async function* write(
     const exampleStart = Math.max(0, chunkStart - settings.trainContext);
     const example = history.slice(exampleStart, session.length);
     const from = Math.max(1, chunkStart - exampleStart);
-    // The chunk's epochs go to the GPU together, as many as one submission takes.
-    for (let epoch = 0; epoch < settings.epochs;) {
-      const count = Math.min(settings.epochs - epoch, MAX_STEPS_AT_ONCE);
-      const t0 = performance.now();
-      const reports = await trainer.steps(rec, example, from, settings.optimizer, stepIndex, count);
-      const ms = performance.now() - t0;
-      trainingMs += ms;
-      stepIndex += count;
-      for (const report of reports) {
-        if (report.skipped) skippedSteps++;
-        if (epoch === settings.epochs - 1) chunkLosses.push(report.loss);
-        yield {
-          type: "train",
-          chunk: chunksTrained,
-          epoch: epoch++,
-          exampleTokens: example.length,
-          seconds: ms / 1000 / count,
-          ...report,
-        };
-      }
+    const t0 = performance.now();
+    const reports = await trainer.epochs(
+      rec,
+      example,
+      from,
+      settings.optimizer,
+      stepIndex,
+      settings.epochs,
+    );
+    const ms = performance.now() - t0;
+    trainingMs += ms;
+    stepIndex += settings.epochs;
+    for (const [epoch, report] of reports.entries()) {
+      if (report.skipped) skippedSteps++;
+      if (epoch === settings.epochs - 1) chunkLosses.push(report.loss);
+      yield {
+        type: "train",
+        chunk: chunksTrained,
+        epoch,
+        exampleTokens: example.length,
+        seconds: ms / 1000 / settings.epochs,
+        ...report,
+      };
     }
     chunksTrained++;
     if (settings.kvRefresh === 0 || chunksTrained % settings.kvRefresh === 0) {
