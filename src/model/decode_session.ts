@@ -98,9 +98,8 @@ export class DecodeSession {
   adapter: ModelAdapter | undefined;
   #banned: { ids: readonly number[]; tensor: Tensor } | undefined;
   #stats: DecodeStats = { tokens: 0, dispatches: 0, weightBytes: 0 };
-  /** What each batch still in reach of {@link discard} added to the stats. */
-  #batches = new WeakMap<DecodeBatch, { counted: DecodeStats; cacheEnd: number }>();
-  #newest: DecodeBatch | undefined;
+  /** The newest batch, what it added to the stats and where it left the cache: {@link discard}. */
+  #newest: { batch: DecodeBatch; counted: DecodeStats; cacheEnd: number } | undefined;
 
   private constructor(
     readonly model: LlamaModel,
@@ -280,8 +279,7 @@ export class DecodeSession {
     rec.submit();
     const ids = readU32(this.model.gpu, createView(this.history, first, steps)).then((v) => [...v]);
     const batch: DecodeBatch = { first, steps, ids };
-    this.#batches.set(batch, { counted, cacheEnd: this.cache.length });
-    this.#newest = batch;
+    this.#newest = { batch, counted, cacheEnd: this.cache.length };
     return batch;
   }
 
@@ -292,22 +290,21 @@ export class DecodeSession {
    * token runs again (submitted here), for the logits the batch overwrote.
    */
   discard(rec: Recorder, batch: DecodeBatch): void {
-    const kept = this.#batches.get(batch);
-    const untouched = kept && this.length === batch.first + batch.steps &&
-      this.cache.length === kept.cacheEnd;
-    if (this.#newest !== batch || !untouched) {
+    const newest = this.#newest;
+    const untouched = newest?.batch === batch && this.length === batch.first + batch.steps &&
+      this.cache.length === newest.cacheEnd;
+    if (!untouched) {
       throw new InvalidSettingError(
         "only the newest decode batch can be discarded, before anything else is recorded",
       );
     }
     this.length = batch.first;
     this.cache.length -= batch.steps + 1;
-    this.#addStats(kept.counted, -1);
+    this.#addStats(newest.counted, -1);
     // The batch's forwards overwrote the logits: the history's last token runs again (its cache
     // row is rewritten with the same values), so whatever reads them next finds its logits.
     this.recordPrefill(rec, this.length - 1);
     rec.submit();
-    this.#batches.delete(batch);
     this.#newest = undefined;
     batch.ids.catch(() => {}); // its ids are not wanted, nor a failure to read them
   }
