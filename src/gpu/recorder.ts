@@ -185,6 +185,18 @@ export class Recorder {
     );
   }
 
+  /** Records zeroing a whole tensor (whole 4-byte words: WebGPU clears no less). */
+  clear(tensor: Tensor): void {
+    if (tensor.byteOffset % 4 !== 0 || tensor.byteLength % 4 !== 0) {
+      throw new KernelUsageError(
+        `clear of ${tensor.byteLength} bytes at byte ${tensor.byteOffset}: not whole 4-byte words`,
+      );
+    }
+    if (tensor.byteLength === 0) return;
+    this.#endPass();
+    this.#commandEncoder().clearBuffer(tensor.buffer, tensor.byteOffset, tensor.byteLength);
+  }
+
   /** Writes the parameter slabs and submits everything recorded, in one queue submission. */
   submit(): void {
     this.#endPass();

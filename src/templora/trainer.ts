@@ -1,6 +1,6 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { KernelRegistry } from "../gpu/kernel.ts";
-import type { Recorder } from "../gpu/recorder.ts";
+import { PORTABLE_OFFSET_ALIGNMENT, type Recorder } from "../gpu/recorder.ts";
 import { readF32 } from "../gpu/readback.ts";
 import { createTensor, Tensor, writeTensor } from "../gpu/tensor.ts";
 import type { ForwardStep, LlamaModel } from "../model/llama.ts";
@@ -157,11 +157,11 @@ export class Trainer {
     withAdapter: boolean,
     options: { predictions?: boolean } = {},
   ): Promise<ScoreReport> {
-    const count = this.#load(tokens, from);
+    const { count, span } = this.#load(tokens, from);
     const t = tokens.length;
     this.#recordForward(rec, t, withAdapter ? "adapter" : "base", 0);
     const predict = options.predictions ? scoredRows(tokens.length, from) : undefined;
-    const predicted = await this.#recordHeadAndLoss(rec, t, { predict });
+    const predicted = await this.#recordHeadAndLoss(rec, t, span, { predict });
     this.ops.ce.recordTotals(
       rec,
       this.#s.loss.rows(0, tokens.length),
@@ -176,24 +176,35 @@ export class Trainer {
   }
 
   /**
-   * The LM head and the per-token loss over rows [0, t), one tile of `logitRows` rows at a time,
-   * so the [t, vocab] logits never exist at once (a head split by rows fills each tile's columns
-   * part by part). With `gradScale`, also each tile's dLogits and its rows of dH = dLogits·W_head
-   * (summed over the head's parts). With `predict` (rows whose next token is scored), each tile
-   * is submitted and the first-ranked id of those rows read back, in order.
+   * The LM head and the per-token loss over the rows of `span` (the first to the last scored
+   * row), one tile of `logitRows` rows at a time, so the [t, vocab] logits never exist at once (a
+   * head split by rows fills each tile's columns part by part). The other rows of [0, t) carry no
+   * loss and no gradient: their loss (and dH) rows are zeroed, as the head would leave them, and
+   * the head's work on a training example's context (most of its rows) is not done. With
+   * `gradScale`, also each tile's dLogits and its rows of dH = dLogits·W_head (summed over the
+   * head's parts). With `predict` (rows whose next token is scored), each tile is submitted and
+   * the first-ranked id of those rows read back, in order.
    */
   async #recordHeadAndLoss(
     rec: Recorder,
     t: number,
+    span: RowSpan,
     options: { gradScale?: number; predict?: readonly number[] },
   ): Promise<number[]> {
     const { ce } = this.ops;
     const act = this.activations;
     const normed = act.final(t).normed;
     const v = this.model.config.vocabSize;
+    // Tiles start on a multiple of TILE_ROW_ALIGNMENT rows, where every per-row binding may start.
+    const first = Math.floor(span.first / TILE_ROW_ALIGNMENT) * TILE_ROW_ALIGNMENT;
+    const outside = [this.#s.loss, ...options.gradScale === undefined ? [] : [this.#s.dH]];
+    for (const x of outside) {
+      rec.clear(x.rows(0, first));
+      rec.clear(x.rows(span.end, t - span.end));
+    }
     const predicted: number[] = [];
-    for (let r0 = 0; r0 < t; r0 += act.logitRows) {
-      const n = Math.min(act.logitRows, t - r0);
+    for (let r0 = first; r0 < span.end; r0 += act.logitRows) {
+      const n = Math.min(act.logitRows, span.end - r0);
       const tile = (x: Tensor) => x.rows(r0, n);
       const logits = act.logits.rows(0, n);
       const io = { logits, targets: tile(this.#s.targets), mask: tile(this.#s.mask) };
@@ -254,7 +265,7 @@ export class Trainer {
       );
     }
     const t = tokens.length;
-    const scored = this.#load(tokens, from);
+    const { count: scored, span } = this.#load(tokens, from);
     const { ce, gradNorm, adamw } = this.ops;
     const rows = (x: Tensor) => x.rows(0, t);
     const a = this.adapter;
@@ -272,7 +283,7 @@ export class Trainer {
       const stepIndex = firstStepIndex + i;
       const seed = (this.adapter.settings.seed * 7919 + stepIndex * 104729) >>> 0;
       const forward = this.#recordForward(rec, t, "train", settings.dropout, seed);
-      await this.#recordHeadAndLoss(rec, t, { gradScale: 1 / scored });
+      await this.#recordHeadAndLoss(rec, t, span, { gradScale: 1 / scored });
       ce.recordTotals(rec, rows(this.#s.loss), rows(this.#s.mask), this.#s.totals);
       this.#recordBackward(rec, forward, settings.dropout, seed);
       gradNorm.record(rec, a.grads, a.stats, settings.maxGradNorm);
@@ -338,8 +349,11 @@ export class Trainer {
     return reports;
   }
 
-  /** Uploads ids, next-token targets and the loss mask; returns the number of scored tokens. */
-  #load(tokens: readonly number[], from: LossSelection): number {
+  /**
+   * Uploads ids, next-token targets and the loss mask; returns the number of scored tokens and
+   * the span of rows from the first to the last whose next token is scored.
+   */
+  #load(tokens: readonly number[], from: LossSelection): { count: number; span: RowSpan } {
     const t = tokens.length;
     if (t < 2 || t > this.maxTokens) {
       throw new InvalidSettingError(
@@ -357,16 +371,20 @@ export class Trainer {
     const targets = new Uint32Array(t);
     const mask = new Float32Array(t);
     let count = 0;
+    const span = { first: t, end: 0 };
     for (let i = 0; i + 1 < t; i++) {
       targets[i] = tokens[i + 1];
-      mask[i] = isScored(from, i + 1) ? 1 : 0;
-      count += mask[i];
+      if (!isScored(from, i + 1)) continue;
+      mask[i] = 1;
+      count++;
+      span.first = Math.min(span.first, i);
+      span.end = i + 1;
     }
     if (count === 0) throw new InvalidSettingError(`a loss mask that selects none of ${t} tokens`);
     writeTensor(gpu, this.#s.ids.rows(0, t), Uint32Array.from(tokens));
     writeTensor(gpu, this.#s.targets.rows(0, t), targets);
     writeTensor(gpu, this.#s.mask.rows(0, t), mask);
-    return count;
+    return { count, span };
   }
 
   #dropout(p: number, seed: number, layer: number, target: LoraTarget): LoraDropout | undefined {
@@ -531,6 +549,18 @@ export const MAX_STEPS_AT_ONCE = 64;
 
 /** Floats of a step's report: its loss totals (2), its stats (STATS.size), padding to 8. */
 const REPORT_FLOATS = 8;
+
+/**
+ * Rows a tile of the head and loss starts on a multiple of: a tile's row of the narrowest per-row
+ * tensor (4 bytes a row: targets, mask, loss) then starts on the portable binding alignment.
+ */
+const TILE_ROW_ALIGNMENT = PORTABLE_OFFSET_ALIGNMENT / 4;
+
+/** Rows [first, end) of a sequence. */
+interface RowSpan {
+  first: number;
+  end: number;
+}
 
 /** Whether the token at index `i` (>= 1) carries loss under `selection`. */
 function isScored(selection: LossSelection, i: number): boolean {

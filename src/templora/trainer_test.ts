@@ -67,6 +67,42 @@ gpuTest("Temp-Lora training: GPU adapter gradients match the float64 reference m
 });
 
 gpuTest(
+  "Temp-Lora training: a loss on a span of a long example (the head skips the other rows) matches the float64 reference after a step that scored every row",
+  async () => {
+    const { gpu, recorder, weights, model, adapter, trainer } = await setup(4, 160);
+    const rng = seededRng("scored span");
+    const config = weights.config;
+    const lora = randomizeAdapter(gpu, adapter, rng);
+    const t = 150;
+    const sequence = () => [1, ...Array.from({ length: t - 1 }, () => rng.int(config.vocabSize))];
+    const frozen = { ...DEFAULT_OPTIMIZER, lr: 0, dropout: 0 };
+    // Leaves every row's loss and head gradient non-zero in the trainer's buffers.
+    await trainer.step(recorder, sequence(), 1, frozen, 0);
+    const tokens = sequence();
+    // Tokens 90..130 scored: rows 89..129, so the head's tiles start at row 64 and end at 130.
+    const flags = tokens.map((_, i) => i >= 90 && i <= 130);
+    const report = await trainer.step(recorder, tokens, flags, frozen, 1);
+    assert.equal(report.count, 41);
+    const lookup = (name: string) => tensorToF32(weights.tensors.get(name)!);
+    const ref = referenceLossAndGradients(
+      config,
+      lookup,
+      () => lookup("model.embed_tokens.weight"),
+      tokens,
+      tokens.map((_, i) => tokens[i + 1] ?? 0),
+      tokens.map((_, i) => flags[i + 1] === true),
+      lora,
+    );
+    assert.ok(
+      Math.abs(report.loss - ref.loss) < 1e-4 * ref.loss,
+      `loss ${report.loss} vs ${ref.loss}`,
+    );
+    await assertAdapterGradients(gpu, adapter, ref);
+    for (const x of [trainer, adapter, model]) x.destroy();
+  },
+);
+
+gpuTest(
   "Temp-Lora training: a fresh adapter changes nothing; steps lower the chunk's loss",
   async () => {
     const { recorder, adapter, trainer, model } = await setup(8, 64);
