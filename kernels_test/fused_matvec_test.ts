@@ -32,7 +32,7 @@ import { f16ArrayToF32 } from "../src/formats/tensor_data.ts";
 import { kvCacheValues } from "../src/reference/attention.ts";
 import { createTensor, Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { KernelUsageError, ShapeError } from "../src/gpu/errors.ts";
-import type { Rng } from "../src/core/random.ts";
+import { Rng } from "../src/core/random.ts";
 import { toF16 } from "../src/reference/matvec.ts";
 import { dequantizeMatrix, quantizeRandom } from "../src/reference/quant.ts";
 import {
@@ -110,6 +110,8 @@ interface Case {
   headDim?: number;
   /** "qkv": the KV buffer's element type (default f32). */
   kvDtype?: "f32" | "f16";
+  /** With `rank`: the adapter's h computed ahead by a dispatch of its own. */
+  loraH?: boolean;
 }
 
 /** The relative error of out against ref, or the dot-scaled one for blocks. */
@@ -129,12 +131,13 @@ function check(
   assertCloseDots(out, ref, abs, k, what, 2e-4);
 }
 
-async function runCase(op: FusedMatvecOp, rng: Rng, c: Case): Promise<void> {
+/** Runs case `c` against its twin; returns the output's bits (q for "qkv"). */
+async function runCase(op: FusedMatvecOp, rng: Rng, c: Case): Promise<Uint32Array> {
   const { gpu, recorder } = await testGpu();
   const what = `fused ${c.epilogue} ${c.kind} K=${c.k} rows=[${c.rows}] norm=${!!c.norm} ` +
-    `bias=${!!c.bias} rank=${c.rank ?? 0} rope=${c.rope ?? "none"} tiles=${op.tiles.wg}x${
-      fusedRows(op.tiles, c.kind)
-    } kv=${c.kvDtype ?? "f32"}`;
+    `bias=${!!c.bias} rank=${c.rank ?? 0}${c.loraH ? " (h ahead)" : ""} rope=${
+      c.rope ?? "none"
+    } tiles=${op.tiles.wg}x${fusedRows(op.tiles, c.kind)} kv=${c.kvDtype ?? "f32"}`;
   const mats = c.rows.map((r) => randomMatrix(rng, c.kind, r, c.k));
   const weights = uploadFusedParts(gpu, c.kind, c.k, mats.map((m) => m.data), c.rows);
   const xValues = rng.normals(c.k);
@@ -154,6 +157,11 @@ async function runCase(op: FusedMatvecOp, rng: Rng, c: Case): Promise<void> {
   }
   const adapter = c.rank ? randomLora(rng, gpu, c.rank, c.k, c.rows) : undefined;
   if (adapter) made.push(adapter.buffer);
+  if (adapter && c.loraH) {
+    const h = poisoned(gpu, [c.rows.length * c.rank!]);
+    made.push(h);
+    adapter.lora = { ...adapter.lora, h };
+  }
   const refArgs: FusedRefArgs = {
     x: xValues,
     k: c.k,
@@ -196,7 +204,8 @@ async function runCase(op: FusedMatvecOp, rng: Rng, c: Case): Promise<void> {
         refArgs,
         c.rope ? { pos, headDim: hd, base: ROPE_BASE, pairs: c.rope } : undefined,
       );
-      check(await readWritten(gpu, q, `${what}: q`), ref.q, c.kind, c.k, `${what}: q`);
+      const out = await readWritten(gpu, q, `${what}: q`);
+      check(out, ref.q, c.kind, c.k, `${what}: q`);
       const bytes = await readBytes(gpu, kv);
       const words = new Uint32Array(bytes);
       const all = f16 ? f16ArrayToF32(new Uint16Array(bytes)) : new Float32Array(bytes);
@@ -217,25 +226,32 @@ async function runCase(op: FusedMatvecOp, rng: Rng, c: Case): Promise<void> {
         check(all.subarray(kAt, kAt + kvRows), ref.k, c.kind, c.k, `${what}: k`);
         check(all.subarray(vAt, vAt + kvRows), ref.v, c.kind, c.k, `${what}: v`);
       }
+      return new Uint32Array(out.buffer);
     } else if (c.epilogue === "swiglu") {
       const y = poisoned(gpu, [c.rows[0]]);
       made.push(y);
       op.record(recorder, "swiglu", { ...args, y });
       recorder.submit();
-      check(await readWritten(gpu, y, what), fusedSwigluRef(refArgs), c.kind, c.k, what);
+      const out = await readWritten(gpu, y, what);
+      check(out, fusedSwigluRef(refArgs), c.kind, c.k, what);
+      return new Uint32Array(out.buffer);
     } else if (c.epilogue === "add") {
       const start = rng.normals(c.rows[0]);
       const y = uploadTensor(gpu, start, [c.rows[0]]);
       made.push(y);
       op.record(recorder, "add", { ...args, y });
       recorder.submit();
-      check(await readF32(gpu, y), fusedAddRef(refArgs, start), c.kind, c.k, what);
+      const out = await readF32(gpu, y);
+      check(out, fusedAddRef(refArgs, start), c.kind, c.k, what);
+      return new Uint32Array(out.buffer);
     } else {
       const y = poisoned(gpu, [c.rows[0]]);
       made.push(y);
       op.record(recorder, "store", { ...args, y });
       recorder.submit();
-      check(await readWritten(gpu, y, what), fusedStoreRef(refArgs), c.kind, c.k, what);
+      const out = await readWritten(gpu, y, what);
+      check(out, fusedStoreRef(refArgs), c.kind, c.k, what);
+      return new Uint32Array(out.buffer);
     }
   } finally {
     for (const t of made) t.destroy();
@@ -248,6 +264,7 @@ function variantsOf(cases: Case[]): FusedVariant[] {
     epilogue: c.epilogue,
     norm: c.norm,
     lora: c.rank !== undefined,
+    loraH: c.loraH,
     bias: c.bias,
     rope: c.rope,
     kvDtype: c.kvDtype,
@@ -256,7 +273,7 @@ function variantsOf(cases: Case[]): FusedVariant[] {
 
 /** Every epilogue with and without its options, odd sizes (rows not a multiple of the slots). */
 function floatCases(kind: FusedWeightKind): Case[] {
-  return [
+  const cases: Case[] = [
     { kind, epilogue: "store", k: 4, rows: [1] },
     { kind, epilogue: "store", k: 260, rows: [37], norm: true },
     { kind, epilogue: "store", k: 68, rows: [19], bias: true, rank: 13 },
@@ -280,6 +297,7 @@ function floatCases(kind: FusedWeightKind): Case[] {
     },
     { kind, epilogue: "qkv", k: 16, rows: [12, 4, 4], rank: 3, headDim: 4 },
   ];
+  return cases.flatMap((c) => c.rank ? [c, { ...c, loraH: true }] : [c]);
 }
 
 gpuTest("fused_matvec.wgsl f32 matches its twin, for every adapter class's tiles", async () => {
@@ -364,6 +382,7 @@ gpuTest("fused_matvec.wgsl over GGUF blocks matches the twin for every type", as
     const cases: Case[] = [
       { kind, epilogue: "store", k: qk, rows: [1] },
       { kind, epilogue: "add", k: 3 * qk, rows: [37], norm: true, rank: 9 },
+      { kind, epilogue: "add", k: 3 * qk, rows: [37], norm: true, rank: 9, loraH: true },
       { kind, epilogue: "swiglu", k: 2 * qk, rows: [13, 13], norm: true },
       { kind, epilogue: "qkv", k: qk, rows: [24, 8, 8], norm: true, rope: "half", headDim: 8 },
     ];
@@ -465,6 +484,43 @@ gpuTest("fused matvec: parts share a buffer, each also a matrix of its own", asy
   assert.throws(() => op.record(recorder, "store", { x, weights: bad, y }), ShapeError);
   parts.data.destroy();
 });
+
+gpuTest(
+  "fused matvec: h computed ahead gives the in-kernel h's outputs bit for bit, for every adapter class's tiles",
+  async () => {
+    const { registry } = await testGpu();
+    // SmolLM2-135M-like widths at rank 64 (the fallback tiles' budget refuses them in-kernel).
+    const cases: Case[] = [
+      {
+        kind: "f32",
+        epilogue: "qkv",
+        k: 576,
+        rows: [576, 192, 192],
+        norm: true,
+        rank: 64,
+        rope: "half",
+        headDim: 64,
+      },
+      { kind: "Q8_0", epilogue: "swiglu", k: 576, rows: [1536, 1536], rank: 64 },
+      { kind: "f16", epilogue: "add", k: 1536, rows: [576], rank: 64 },
+    ];
+    const both = cases.flatMap((c) => [c, { ...c, loraH: true }]);
+    for (const tiles of Object.values(FUSED_TILES) as FusedTiles[]) {
+      const op = await FusedMatvecOp.create(registry, variantsOf(both), tiles);
+      for (const c of cases) {
+        // The same inputs for both runs.
+        const seed = seededRng(`h ahead ${c.epilogue}`).int(2 ** 31);
+        const inKernel = await runCase(op, new Rng(seed), c);
+        const ahead = await runCase(op, new Rng(seed), { ...c, loraH: true });
+        assert.deepEqual(
+          ahead,
+          inKernel,
+          `${c.epilogue} ${c.kind}, tiles ${JSON.stringify(tiles)}`,
+        );
+      }
+    }
+  },
+);
 
 gpuTest("fused matvec: LoRA inside the product only where its h is cheap", async () => {
   const { registry } = await testGpu();

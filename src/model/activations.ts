@@ -51,6 +51,11 @@ export interface LayerBuffers {
   xOut: Tensor;
   /** [t, rank] an adapter's dropout(x)·Aᵀ for `target`, when the step applies one. */
   loraH(target: LoraTarget): Tensor;
+  /**
+   * [3 · rank] room for the h of every part of one fused decode product (q, k and v at most),
+   * when the step applies an adapter; inference only.
+   */
+  loraHParts?: () => Tensor;
 }
 
 /** The buffers a forward step writes: per layer, after the last layer, and the logits. */
@@ -122,7 +127,7 @@ export class StepActivations implements ForwardBuffers {
   /** [maxRows, nKvHeads * headDim] the key projection before its head norm (qkNorm models). */
   readonly kProj?: Tensor;
   #pool: TensorPool;
-  #loraH: Tensor | undefined; // [maxRows, rank] an adapter's x·Aᵀ, made on first use
+  #loraH: Tensor | undefined; // [max(maxRows, 3), rank] an adapter's x·Aᵀ, made on first use
 
   /** Allocates every buffer for steps of up to `maxRows` tokens. */
   constructor(readonly gpu: Gpu, config: ModelConfig, readonly maxRows: number) {
@@ -165,6 +170,10 @@ export class StepActivations implements ForwardBuffers {
       act: this.act.rows(0, t),
       xOut: x,
       loraH: () => this.#loraH!.rows(0, t),
+      loraHParts: () => {
+        const h = this.#loraH!;
+        return h.rows(0, 3).reshape([3 * h.shape[1]]);
+      },
     };
   }
 
@@ -173,11 +182,14 @@ export class StepActivations implements ForwardBuffers {
     return { normed: this.h.rows(0, rows) };
   }
 
-  /** Makes room for an adapter of rank `rank` ([maxRows, rank] scratch, reused by every layer). */
+  /**
+   * Makes room for an adapter of rank `rank` ([maxRows, rank] scratch reused by every layer, at
+   * least three rows for a fused product's parts).
+   */
   prepareAdapter(rank: number): void {
     if (this.#loraH?.shape[1] === rank) return;
     this.#loraH?.destroy();
-    this.#loraH = createTensor(this.gpu, [this.maxRows, rank], "f32", "lora h");
+    this.#loraH = createTensor(this.gpu, [Math.max(this.maxRows, 3), rank], "f32", "lora h");
   }
 
   /** Bytes held on the GPU. */

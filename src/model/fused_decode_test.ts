@@ -18,7 +18,7 @@ import type { ModelWeights, WeightSource } from "../formats/tensor_data.ts";
 import { readF32 } from "../gpu/readback.ts";
 import { uploadTensor } from "../gpu/tensor.ts";
 import type { Rng } from "../core/random.ts";
-import { FUSED_TILES } from "../ops/fused_matvec.ts";
+import { FUSED_TILES, FusedMatvecOp, type FusedVariant } from "../ops/fused_matvec.ts";
 import { matvecTiling } from "../ops/matvec.ts";
 import { adapterClass } from "../ops/shapes.ts";
 import { LORA_TARGETS, LoraAdapter } from "../templora/adapter.ts";
@@ -47,6 +47,20 @@ const BIASED: ModelConfig = {
 /** With Qwen3's head norms, which the fused q/k/v kernel leaves to the unfused path. */
 const HEAD_NORMS: ModelConfig = { ...BIASED, qkNorm: true, qkvBias: false };
 
+/**
+ * Wide enough that a rank-64 adapter's h costs every workgroup of llvmpipe's fused kernels more
+ * than the budget (FusedMatvecOp.loraFits): its products read h computed ahead.
+ */
+const WIDE: ModelConfig = {
+  ...BIASED,
+  dim: 256,
+  hiddenDim: 384,
+  headDim: 64,
+  ropeFreqFactors: undefined,
+  ropeLayers: undefined,
+  qkvBias: false,
+};
+
 /** Whether this adapter's fused tiles are the unfused matvec's (so sums run in one order). */
 async function sameTiles(): Promise<boolean> {
   const { gpu } = await testGpu();
@@ -60,6 +74,7 @@ async function compare(
   weights: ModelWeights | WeightSource,
   rng: Rng,
   options: LlamaModelOptions = {},
+  rank = 8,
 ): Promise<void> {
   const { gpu, registry, recorder } = await testGpu();
   const config = weights.config;
@@ -70,8 +85,8 @@ async function compare(
     fusedDecode: false,
   });
   const adapter = new LoraAdapter(gpu, config, {
-    rank: 8,
-    alpha: 16,
+    rank,
+    alpha: 2 * rank,
     targets: LORA_TARGETS,
     seed: 3,
   });
@@ -82,6 +97,17 @@ async function compare(
   const steps = 6;
   const tokens = [1, ...Array.from({ length: prompt + steps }, () => rng.int(v))];
   const ids = uploadTensor(gpu, Uint32Array.from(tokens), [tokens.length]);
+  // Products whose adapter is too large for in-kernel h take one dispatch more: its h ahead.
+  const { dim, hiddenDim: hidden, headDim, nHeads, nKvHeads } = config;
+  const tiles = FUSED_TILES[adapterClass(gpu.capabilities)];
+  const products: [FusedVariant["epilogue"], number[], number][] = [
+    ["qkv", [nHeads * headDim, nKvHeads * headDim, nKvHeads * headDim], dim],
+    ["add", [dim], nHeads * headDim],
+    ["swiglu", [hidden, hidden], dim],
+    ["add", [dim], hidden],
+  ];
+  const hAhead = products.filter(([e, rows, k]) => !FusedMatvecOp.loraFits(tiles, e, rows, k, rank))
+    .length;
   try {
     for (const withAdapter of [false, true]) {
       const runs = [fused, plain].map((model) => ({
@@ -132,10 +158,11 @@ async function compare(
             const first = [...fused.kernels.layer!.values()].some((op) => op.embeds);
             assert.equal(dispatches, config.nLayers + (first ? 1 : 2), label);
           } else if (!config.qkNorm && grouped) {
-            // Per layer: q/k/v, attention, o, gate/up, down; then the embedding and the head.
-            // (Q4_K_M keeps v in Q6_K: its q, k and v are not one kind, and take the unfused
-            // path.)
-            assert.equal(dispatches, 5 * config.nLayers + 2, label);
+            // Per layer: q/k/v, attention, o, gate/up, down (and an adapter's h ahead where it
+            // takes that); then the embedding and the head. (Q4_K_M keeps v in Q6_K: its q, k
+            // and v are not one kind, and take the unfused path.)
+            const perLayer = 5 + (withAdapter ? hAhead : 0);
+            assert.equal(dispatches, perLayer * config.nLayers + 2, label);
           }
         }
       }
@@ -184,6 +211,16 @@ for (const fixture of ["stories260K-q8_0.gguf", "tiny-llama-spm-q4_k_m.gguf"]) {
     },
   });
 }
+
+gpuTest("fused decode: a wide model with a rank-64 adapter (h computed ahead)", async () => {
+  const rng = seededRng("fused decode wide");
+  const { gpu } = await testGpu();
+  const tiles = FUSED_TILES[adapterClass(gpu.capabilities)];
+  if (tiles === FUSED_TILES.fallback) {
+    assert.ok(!FusedMatvecOp.loraFits(tiles, "qkv", [256, 128, 128], 256, 64), "h goes ahead here");
+  }
+  await compare("wide, rank 64", randomWeights(WIDE, rng), rng, { oneWorkgroupLayers: false }, 64);
+});
 
 gpuTest("fused decode: with an f16 KV cache, as the unfused kernels do", async () => {
   const rng = seededRng("fused decode f16 kv");

@@ -204,7 +204,8 @@ async function compileAll<T extends Record<string, unknown>>(
 /**
  * The fused decode kernels a model's weights need: per layer q/k/v (where q, k and v share a
  * buffer and there are no head norms) and gate/up (where they share one), the residual adds of o
- * and down, each with and without an adapter, and the LM head with the final norm.
+ * and down, each with and without an adapter (and with its h computed ahead, where a large
+ * adapter's would cost every workgroup too much), and the LM head with the final norm.
  */
 function fusedVariants(
   gpu: Gpu,
@@ -212,7 +213,6 @@ function fusedVariants(
   weights: GpuWeights,
   kvDtype: KvCacheDtype,
 ): FusedVariant[] {
-  const kind = (m: GpuMatrix) => singlePart(m).kind;
   const tiles = FUSED_TILES[adapterClass(gpu.capabilities)];
   const norm = (epilogue: FusedVariant["epilogue"], parts: FusedParts) =>
     FusedMatvecOp.normFits(tiles, epilogue, parts.parts.map((p) => p.rows), parts.cols);
@@ -220,27 +220,39 @@ function fusedVariants(
   const out: FusedVariant[] = [{ kind: head.kind, epilogue: "store", norm: norm("store", head) }];
   const rope = config.ropePairs ?? "interleaved";
   for (const [l, layer] of weights.layers.entries()) {
-    for (const lora of [false, true]) {
-      const layerRope = (config.ropeLayers?.[l] ?? true) ? rope : undefined;
-      const kvFits = (kind: FusedWeightKind) =>
-        kvDtype === "f32" || FusedMatvecOp.kvF16Fits(tiles, kind, layerRope, config.headDim);
-      if (layer.qkv && !layer.qNorm && kvFits(layer.qkv.kind)) {
-        out.push({
-          kind: layer.qkv.kind,
-          epilogue: "qkv",
-          norm: norm("qkv", layer.qkv),
-          bias: layer.qkvBias !== undefined,
-          lora,
-          rope: layerRope,
-          kvDtype: kvDtype === "f16" ? "f16" : undefined,
-        });
+    const layerRope = (config.ropeLayers?.[l] ?? true) ? rope : undefined;
+    const kvFits = (kind: FusedWeightKind) =>
+      kvDtype === "f32" || FusedMatvecOp.kvF16Fits(tiles, kind, layerRope, config.headDim);
+    const groups: [FusedParts, FusedVariant][] = [];
+    if (layer.qkv && !layer.qNorm && kvFits(layer.qkv.kind)) {
+      groups.push([layer.qkv, {
+        kind: layer.qkv.kind,
+        epilogue: "qkv",
+        norm: norm("qkv", layer.qkv),
+        bias: layer.qkvBias !== undefined,
+        rope: layerRope,
+        kvDtype: kvDtype === "f16" ? "f16" : undefined,
+      }]);
+    }
+    if (layer.gateUp) {
+      const gateUp = layer.gateUp;
+      groups.push([gateUp, {
+        kind: gateUp.kind,
+        epilogue: "swiglu",
+        norm: norm("swiglu", gateUp),
+      }]);
+    }
+    for (const parts of [singlePart(layer.o), singlePart(layer.down)]) {
+      groups.push([parts, { kind: parts.kind, epilogue: "add" }]);
+    }
+    for (const [parts, v] of groups) {
+      out.push(v, { ...v, lora: true });
+      // An adapter too large (at the largest rank) for every workgroup to compute its own h
+      // takes the variant that reads h computed ahead.
+      const rows = parts.parts.map((p) => p.rows);
+      if (!FusedMatvecOp.loraFits(tiles, v.epilogue, rows, parts.cols, FUSED_MAX_RANK)) {
+        out.push({ ...v, lora: true, loraH: true });
       }
-      if (layer.gateUp) {
-        const gateUp = layer.gateUp;
-        out.push({ kind: gateUp.kind, epilogue: "swiglu", norm: norm("swiglu", gateUp), lora });
-      }
-      out.push({ kind: kind(layer.o), epilogue: "add", lora });
-      out.push({ kind: kind(layer.down), epilogue: "add", lora });
     }
   }
   return out;
@@ -628,7 +640,8 @@ export class LlamaModel {
       this.#recordWholeLayer(rec, l, b, cache, past, plan);
       return;
     }
-    const fusedLora = (targets: LoraTarget[]) => decode ? this.#fusedLora(l, targets, step) : null;
+    const fusedLora = (targets: LoraTarget[]) =>
+      decode ? this.#fusedLora(l, targets, step, b) : null;
     const project = (
       target: LoraTarget,
       x: Tensor,
@@ -638,7 +651,7 @@ export class LlamaModel {
     ) => {
       const lora = fusedLora([target]);
       const fused = options.accumulate && !options.bias && lora !== null &&
-        this.#fused("add", weight, { lora: lora !== undefined });
+        this.#fused("add", weight, { lora: lora !== undefined, loraH: lora?.h !== undefined });
       if (fused) {
         this.#countProjection(rec, weight, lora);
         fused.op.record(rec, "add", { x: vec(x), weights: fused.weights, y: vec(y), lora });
@@ -655,6 +668,7 @@ export class LlamaModel {
         norm: qkvNorm,
         bias: layer.qkvBias !== undefined,
         lora: qkvLora !== undefined,
+        loraH: qkvLora?.h !== undefined,
         rope: this.rotates(l) ? rope.pairs : undefined,
         kvDtype: cache.dtype === "f16" ? "f16" : undefined,
       });
@@ -720,7 +734,11 @@ export class LlamaModel {
     const mlpLora = fusedLora(["gate", "up"]);
     const mlpNorm = layer.gateUp !== undefined && this.#normFits("swiglu", layer.gateUp);
     const gateUp = decode && mlpLora !== null && layer.gateUp &&
-      this.#fused("swiglu", layer.gateUp, { norm: mlpNorm, lora: mlpLora !== undefined });
+      this.#fused("swiglu", layer.gateUp, {
+        norm: mlpNorm,
+        lora: mlpLora !== undefined,
+        loraH: mlpLora?.h !== undefined,
+      });
     if (gateUp) {
       // RMSNorm, gate and up, adapter, SwiGLU: one dispatch (the norm as for q, k and v).
       if (!mlpNorm) rmsnorm.recordForward(rec, b.x2, layer.ffnNorm, b.h2, c.normEps);
@@ -840,9 +858,15 @@ export class LlamaModel {
   /**
    * The adapter of layer `l`'s `targets` for a fused kernel: undefined when none is adapted (or
    * no adapter is on), null when the fused kernel cannot take it (only some adapted, a rank above
-   * its maximum).
+   * its maximum). An adapter too large for every workgroup to compute its own h (loraFits) comes
+   * with `b`'s scratch for h computed ahead (the caller checks that variant was compiled).
    */
-  #fusedLora(l: number, targets: LoraTarget[], step: ForwardStep): FusedLora | undefined | null {
+  #fusedLora(
+    l: number,
+    targets: LoraTarget[],
+    step: ForwardStep,
+    b: LayerBuffers,
+  ): FusedLora | undefined | null {
     const adapter = step.adapter;
     if (!adapter) return undefined;
     const parts = targets.map((t) => adapter.get(l, t));
@@ -852,8 +876,10 @@ export class LlamaModel {
     const dims = targets.map((t) => projectionDims(c, t));
     const epilogue = targets.length === 3 ? "qkv" : targets.length === 2 ? "swiglu" : "add";
     const rows = dims.map(([, out]) => out);
-    if (!this.ops.fused.loraFits(epilogue, rows, dims[0][0], adapter.rank)) return null;
-    return { parts: parts as AdapterMatrices[], scale: adapter.scale };
+    const lora = { parts: parts as AdapterMatrices[], scale: adapter.scale };
+    if (this.ops.fused.loraFits(epilogue, rows, dims[0][0], adapter.rank)) return lora;
+    const h = b.loraHParts?.().rows(0, targets.length * adapter.rank);
+    return h ? { ...lora, h } : null;
   }
 
   /** Whether the RMSNorm before `parts` goes inside the fused product (FusedMatvecOp.normFits). */

@@ -83,6 +83,8 @@ export interface FusedVariant {
   norm?: boolean;
   /** Add a LoRA adapter's update. */
   lora?: boolean;
+  /** With `lora`: h = A·x computed ahead by a dispatch of its own ({@link FusedLora.h}). */
+  loraH?: boolean;
   /** Add a bias. */
   bias?: boolean;
   /** RoPE on q and k ("qkv" only): the pair convention, or none. */
@@ -99,6 +101,7 @@ function variantKey(v: FusedVariant): string {
     v.epilogue,
     v.norm ?? false,
     v.lora ?? false,
+    v.loraH ?? false,
     v.bias ?? false,
     v.rope ?? "none",
     v.kvDtype ?? "f32",
@@ -119,6 +122,12 @@ export interface FusedLora {
   parts: readonly { a: Tensor; b: Tensor }[];
   /** alpha / rank. */
   scale: number;
+  /**
+   * [parts × rank] f32 scratch: when given, every part's h = A·x is computed ahead into it by a
+   * dispatch of its own, spread over workgroups, and the product's workgroups read it instead of
+   * each computing all of it (for adapters {@link FusedMatvecOp.loraFits} says are too large).
+   */
+  h?: Tensor;
 }
 
 /** Where "qkv" puts the token's key and value, and its rotation. */
@@ -184,9 +193,17 @@ export class FusedMatvecOp {
     expectArgument(OP, "tiles", okTiles, "wg a power of two, rows even", JSON.stringify(tiles));
     const kernels = new Map<string, Kernel>();
     const storage = registry.gpu.limits.maxStorageBuffersPerShaderStage;
+    const hKernels = new Map<boolean, Promise<Kernel>>();
+    const hKernel = (norm: boolean) => {
+      if (!hKernels.has(norm)) hKernels.set(norm, compileLoraH(registry, tiles, norm));
+      return hKernels.get(norm)!;
+    };
     await Promise.all(variants.map(async (v) => {
       const key = variantKey(v);
       if (kernels.has(key)) return;
+      if (v.loraH && !v.lora) {
+        throw new KernelUsageError(`${OP}: variant ${key} computes LoRA's h ahead without LoRA`);
+      }
       const quant = v.kind !== "f32" && v.kind !== "f16";
       const constants = {
         WG: tiles.wg,
@@ -196,6 +213,7 @@ export class FusedMatvecOp {
         QTYPE: quant ? qtypeConstant(v.kind as GgmlQuantType) : 8,
         EPI: EPILOGUES[v.epilogue],
         LORA: v.lora ?? false,
+        LORA_H: v.loraH ?? false,
         BIAS: v.bias ?? false,
         ROPE: v.rope !== undefined,
         INTERLEAVED: v.rope !== "half",
@@ -211,10 +229,13 @@ export class FusedMatvecOp {
         constants,
       });
       if (kernel.storage.length > storage) {
+        // h computed ahead is one buffer more; without it the caller takes the unfused kernels.
+        if (v.loraH) return;
         throw new GpuLimitError(
           `${OP} ${key}: ${kernel.storage.length} storage buffers; this adapter binds ${storage}`,
         );
       }
+      if (v.loraH) kernels.set(hKernelKey(v.norm ?? false), await hKernel(v.norm ?? false));
       kernels.set(key, kernel);
     }));
     return new FusedMatvecOp(kernels, tiles);
@@ -227,18 +248,29 @@ export class FusedMatvecOp {
    * kernels. The budget per dispatch is about what a dispatch costs on its own: small on llvmpipe,
    * where h runs on CPU threads, larger on GPUs.
    */
+  static loraFits(
+    tiles: FusedTiles,
+    epilogue: FusedVariant["epilogue"],
+    rows: readonly number[],
+    k: number,
+    rank: number,
+  ): boolean {
+    const R = tiles.rows;
+    const groups = epilogue === "swiglu"
+      ? Math.ceil(rows[0] / (R / 2))
+      : rows.reduce((sum, n) => sum + Math.ceil(n / R), 0);
+    const parts = epilogue === "swiglu" ? 2 : 1;
+    return groups * parts * rank * k <= FusedMatvecOp.loraBudget(tiles);
+  }
+
+  /** {@link FusedMatvecOp.loraFits} with this op's tiles. */
   loraFits(
     epilogue: FusedVariant["epilogue"],
     rows: readonly number[],
     k: number,
     rank: number,
   ): boolean {
-    const R = this.tiles.rows;
-    const groups = epilogue === "swiglu"
-      ? Math.ceil(rows[0] / (R / 2))
-      : rows.reduce((sum, n) => sum + Math.ceil(n / R), 0);
-    const parts = epilogue === "swiglu" ? 2 : 1;
-    return groups * parts * rank * k <= this.loraBudget;
+    return FusedMatvecOp.loraFits(this.tiles, epilogue, rows, k, rank);
   }
 
   /**
@@ -279,8 +311,8 @@ export class FusedMatvecOp {
   }
 
   /** Multiply-adds of in-kernel LoRA h per dispatch that {@link loraFits} allows. */
-  get loraBudget(): number {
-    return this.tiles.wg <= 8 ? 2 ** 18 : 2 ** 22;
+  static loraBudget(tiles: FusedTiles): number {
+    return tiles.wg <= 8 ? 2 ** 18 : 2 ** 22;
   }
 
   /** Whether `variant` was compiled. */
@@ -329,6 +361,7 @@ export class FusedMatvecOp {
       epilogue,
       norm: norm !== undefined,
       lora: lora !== undefined,
+      loraH: lora?.h !== undefined,
       bias: bias !== undefined,
       rope: rope?.pairs,
       kvDtype: kv?.kv.dtype === "f16" ? "f16" : undefined,
@@ -375,6 +408,7 @@ export class FusedMatvecOp {
       pos: rope?.pos ?? 0,
       kAt: kv?.kAt ?? 0,
       vAt: kv?.vAt ?? 0,
+      hRows: 0,
     };
     if (bias) {
       const { data, offsets } = bias;
@@ -427,7 +461,31 @@ export class FusedMatvecOp {
         bindings.freqs = rope.freqs;
       }
     }
+    if (lora?.h) this.#recordLoraH(rec, lora.h, bindings, params);
     rec.dispatch(kernel, bindings, params, grid);
+  }
+
+  /** Records every part's h = A·x into `h` ahead of the product, which then binds it. */
+  #recordLoraH(
+    rec: Recorder,
+    h: Tensor,
+    bindings: Record<string, Tensor>,
+    params: Record<string, number>,
+  ): void {
+    const hRows = (params.rows2 ? 3 : params.rows1 ? 2 : 1) * params.rank;
+    expectSize(OP, "LoRA h", h, "f32", hRows);
+    const norm = bindings.normW !== undefined;
+    const kernel = this.kernels.get(hKernelKey(norm))!;
+    const grid = splitGrid(rec, Math.ceil(hRows / this.tiles.rows));
+    const hParams = { ...params, hRows, groupsX: grid[0] };
+    const hBindings: Record<string, Tensor> = {
+      x: bindings.x,
+      adapter: bindings.adapter,
+      lora_hv: h,
+    };
+    if (norm) hBindings.normW = bindings.normW;
+    rec.dispatch(kernel, hBindings, hParams, grid);
+    bindings.lora_hv = h;
   }
 
   /** Binds the adapter's buffer and sets the LoRA parameters of every part. */
@@ -552,4 +610,25 @@ export function singlePart(m: Tensor | QuantMatrix): FusedParts {
     return { data: m, kind: m.dtype, cols: m.shape[1], parts: [{ offset: 0, rows: m.shape[0] }] };
   }
   return { data: m.data, kind: m.type, cols: m.cols, parts: [{ offset: 0, rows: m.rows }] };
+}
+
+const hKernelKey = (norm: boolean) => `lora h|${norm}`;
+
+/** The entry point that computes LoRA's h ahead of a product (lora_h_rows), with or without NORM. */
+function compileLoraH(registry: KernelRegistry, tiles: FusedTiles, norm: boolean): Promise<Kernel> {
+  const constants = {
+    WG: tiles.wg,
+    ROWS: tiles.rows,
+    NORM: norm,
+    LORA: true,
+    LORA_H: true,
+    MAX_RANK: FUSED_MAX_RANK,
+  };
+  return registry.get({
+    file: "fused_matvec.wgsl",
+    source: foldConstantBranches(source, constants),
+    includes: QUANT_SNIPPETS,
+    entryPoint: "lora_h_rows",
+    constants,
+  });
 }

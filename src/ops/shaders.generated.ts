@@ -1364,6 +1364,10 @@ export const FUSED_MATVEC_WGSL: string =
 //   LORA      an adapter on each part: h = A·xn (rank values; all invocations split the input and
 //             reduce.wgsl's tree adds their shares, ROWS rank rows at a time), then scale · h·Bᵀ
 //             added to each row. A and B are read from the adapter's flat parameter buffer.
+//             With LORA_H every workgroup reads h from lora_hv instead of computing all of it: the
+//             entry point lora_h_rows computes it ahead, one dispatch spreading the parts' rank
+//             rows over workgroups of ROWS rows (the same sums, bit for bit), for adapters whose h
+//             would cost every workgroup more than its share of the product.
 //   epilogue  EPI_STORE: y[row] = v. EPI_ADD: y[row] += v (the residual adds after o and down).
 //             EPI_QKV (parts q, k, v): RoPE on q and k when ROPE, q written to y, k and v appended
 //             to the layer's KV buffer at kAt and vAt. EPI_SWIGLU (parts gate, up):
@@ -1390,6 +1394,7 @@ override BIAS: bool = false;
 override ROPE: bool = false;
 override INTERLEAVED: bool = true;  // RoPE pairs (2i, 2i + 1); else (i, i + headDim / 2)
 override MAX_RANK: u32 = 64;
+override LORA_H: bool = false;
 override KV_F16: bool = false;
 
 const EPI_STORE: u32 = 0u;
@@ -1410,7 +1415,8 @@ const REDUCE_ROWS: u32 = ROWS;
 // f16, bytes for blocks); stride: a row's length in the same unit. groups1, groups2: the first
 // workgroup of parts 1 and 2 (EPI_QKV); groups: all of them; groupsX: the grid's x size.
 // biasAt_p, aAt_p, bAt_p: where part p's bias, A [rank, K] and B [rows_p, rank] start (floats).
-// pos: the token's position (RoPE); kAt, vAt: where its key and value rows go in kv.
+// pos: the token's position (RoPE); kAt, vAt: where its key and value rows go in kv. hRows: the
+// rank rows of every part (lora_h_rows).
 struct Params {
   k4: u32, eps: f32, stride: u32,
   rows0: u32, rows1: u32, rows2: u32,
@@ -1420,6 +1426,7 @@ struct Params {
   rank: u32, scale: f32,
   aAt0: u32, aAt1: u32, aAt2: u32, bAt0: u32, bAt1: u32, bAt2: u32,
   headDim: u32, pos: u32, kAt: u32, vAt: u32,
+  hRows: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -1433,6 +1440,7 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;          // output (q for EPI_QKV)
 @group(0) @binding(9) var<storage, read_write> kv: array<u32>;         // EPI_QKV: the KV buffer (f32 or f16 pairs)
 @group(0) @binding(10) var<storage, read> freqs: array<vec4<f32>>;     // RoPE frequencies
+@group(0) @binding(11) var<storage, read_write> lora_hv: array<f32>;   // LORA_H: [parts, rank] h
 
 var<workgroup> norm_lanes: array<f32, NORM_LANES>;
 var<workgroup> vals: array<f32, ROWS>;                     // the slots' products
@@ -1623,13 +1631,20 @@ fn compute_lora_h(gs: vec2<u32>, lid: u32) {
   }
 }
 
+// h[r] of part p: from lora_hv (LORA_H), else from the workgroup's own lora_h.
+fn lora_h_at(gs: vec2<u32>, p: u32, r: u32) -> f32 {
+  if (LORA_H) {
+    return lora_hv[p * params.rank + r];
+  }
+  return lora_h[(p - gs.x) * params.rank + r];
+}
+
 // scale · h·B[row] for part p.
 fn lora_delta(gs: vec2<u32>, p: u32, row: u32) -> f32 {
-  let h0 = (p - gs.x) * params.rank;
   let at = part_b(p) + row * params.rank;
   var sum = 0.0;
   for (var r = 0u; r < params.rank; r++) {
-    sum = fma(lora_h[h0 + r], adapter_at(at + r), sum);
+    sum = fma(lora_h_at(gs, p, r), adapter_at(at + r), sum);
   }
   return params.scale * sum;
 }
@@ -1677,7 +1692,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     vals[s] = reduce_lanes[s * WG];
   }
   workgroupBarrier();  // vals are taken: the lanes are free for LoRA
-  if (LORA) {
+  if (LORA && !LORA_H) {
     compute_lora_h(gs, lid);
   }
   // Each slot's final value: bias and LoRA added.
@@ -1737,6 +1752,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
           kv[(select(params.kAt, params.vAt, at.x == 2u) + row) / 2u] = word;
         }
       }
+    }
+  }
+}
+
+// LORA_H's h ahead of the product: lora_hv[j] for j < hRows, rank row j % rank of part j / rank,
+// ROWS rows a workgroup, each summed as compute_lora_h sums it.
+@compute @workgroup_size(WG)
+fn lora_h_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let j0 = (wid.y * params.groupsX + wid.x) * ROWS;
+  if (j0 >= params.hRows) {
+    return;  // the grid's tail: uniform across the workgroup
+  }
+  if (NORM) {
+    compute_rstd(lid);
+  }
+  for (var s = 0u; s < ROWS; s++) {
+    let j = min(j0 + s, params.hRows - 1u);
+    offs[s] = part_a(j / params.rank) / 4u + (j % params.rank) * params.k4;
+  }
+  partials_adapter(lid);
+  reduce_rows(lid, ROWS, REDUCE_SUM);
+  for (var s = lid; s < ROWS; s += WG) {
+    if (j0 + s < params.hRows) {
+      lora_hv[j0 + s] = reduce_lanes[s * WG];
     }
   }
 }
