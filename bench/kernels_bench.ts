@@ -9,7 +9,13 @@
 import naiveSource from "./naive_matmul.wgsl" with { type: "text" };
 import { gpu, gpuBench, registry } from "./harness.ts";
 import { createTensor, Tensor, uploadTensor } from "../src/gpu/tensor.ts";
-import { DEFAULT_TILES, type MatmulForm, MatmulOp, type MatmulTiles } from "../src/ops/matmul.ts";
+import {
+  MATMUL_TILES,
+  type MatmulForm,
+  MatmulOp,
+  type MatmulTiles,
+  matmulTiles,
+} from "../src/ops/matmul.ts";
 import { QuantMatmulOp } from "../src/ops/quant_matmul.ts";
 import { uploadQuantMatrix } from "../src/ops/quant_weight.ts";
 import { quantizeRandom } from "../src/reference/quant.ts";
@@ -33,27 +39,33 @@ const MATMULS: [string, number, number, number, MatmulForm][] = [
 ];
 
 /**
- * Matmul tiles besides the default, timed on GPUs only (each thread's 8 x 8 block of C was sized
- * for llvmpipe, where a 128 x 128 workgroup tile leaves a 256-token product ten workgroups: on a
- * GPU of a hundred multiprocessors, smaller tiles may win), for a GPU run to choose from.
+ * Matmul tiles besides the adapter class's: on GPUs smaller workgroup tiles (a 128 x 128 one leaves
+ * a 256-token product ten workgroups, on a GPU of a hundred multiprocessors) and llvmpipe's; on
+ * llvmpipe the GPUs' (8 x 8 a thread in 16 x 16 threads), so each run says what the others would
+ * give here.
  */
-const GPU_MATMUL_TILES: MatmulTiles[] = gpu.capabilities.isFallbackAdapter ? [] : [
-  { wgX: 8, wgY: 8, tk: 16 },
-  { wgX: 16, wgY: 8, tk: 16 },
-  { wgX: 8, wgY: 8, tk: 32 },
-];
-const tileText = (t: MatmulTiles) => `${8 * t.wgY}x${8 * t.wgX} tiles, TK ${t.tk}`;
+const DEFAULT_MATMUL_TILES = matmulTiles(gpu.capabilities);
+const OTHER_MATMUL_TILES: MatmulTiles[] = gpu.capabilities.isFallbackAdapter
+  ? [MATMUL_TILES.discrete]
+  : [
+    { wgX: 8, wgY: 8, tk: 16, tm: 8, tn: 8 },
+    { wgX: 16, wgY: 8, tk: 16, tm: 8, tn: 8 },
+    { wgX: 8, wgY: 8, tk: 32, tm: 8, tn: 8 },
+    MATMUL_TILES.fallback,
+  ];
+const tileText = (t: MatmulTiles) =>
+  `${t.tm * t.wgY}x${t.tn * t.wgX} tiles (${t.tm}x${t.tn} a thread), TK ${t.tk}`;
 
 for (const [label, m, k, n, form] of MATMULS) {
   const a = form.transA ? matrix(k, m) : matrix(m, k);
   const b = form.transB ? matrix(n, k) : matrix(k, n);
   const c = matrix(m, n);
   const flops = 2 * m * n * k;
-  for (const tiles of [DEFAULT_TILES, ...GPU_MATMUL_TILES]) {
+  for (const tiles of [DEFAULT_MATMUL_TILES, ...OTHER_MATMUL_TILES]) {
     const op = await MatmulOp.create(registry, form, tiles);
     gpuBench({
       group: "matmul",
-      name: `templora ${label}${tiles === DEFAULT_TILES ? "" : `, ${tileText(tiles)}`}`,
+      name: `templora ${label}${tiles === DEFAULT_MATMUL_TILES ? "" : `, ${tileText(tiles)}`}`,
       flops,
       repeat: Math.max(1, Math.min(64, Math.round(4e8 / flops))),
       record: (rec) => op.record(rec, a, b, c),
@@ -66,7 +78,7 @@ for (const [label, m, k, n, form] of MATMULS) {
   const t = 128, k = 576, n = 1536;
   const w = uploadQuantMatrix(gpu, quantizeRandom("Q8_0", new Rng(3), n, k), "Q8_0", n, k);
   const x = matrix(t, k), y = matrix(t, n);
-  for (const tiles of [DEFAULT_TILES, ...GPU_MATMUL_TILES]) {
+  for (const tiles of [DEFAULT_MATMUL_TILES, ...OTHER_MATMUL_TILES]) {
     const op = await QuantMatmulOp.create(registry, { types: ["Q8_0"], tiles });
     gpuBench({
       group: "quant matmul",

@@ -9,10 +9,11 @@ import {
   testGpu,
 } from "./helpers.ts";
 import {
-  DEFAULT_TILES,
+  MATMUL_TILES,
   type MatmulForm,
   MatmulOp,
   type MatmulTiles,
+  matmulTiles,
   maxDispatchDepth,
   narrowTiles,
   SHORT_ROWS,
@@ -39,7 +40,7 @@ async function checkForm(
   { gpu, registry, recorder }: TestGpu,
   rng: Rng,
   form: MatmulForm,
-  tiles: MatmulTiles = DEFAULT_TILES,
+  tiles: MatmulTiles = matmulTiles(gpu.capabilities),
   shapes = SHAPES,
 ): Promise<void> {
   const op = await MatmulOp.create(registry, form, tiles);
@@ -87,10 +88,34 @@ gpuTest("matmul.wgsl: other tile shapes give the same results", async () => {
   const g = await testGpu();
   const rng = seededRng("matmul tiles");
   const shapes: [number, number, number][] = [[37, 29, 53], [1, 70, 9], [70, 33, 130]];
-  for (const tiles of [{ wgX: 4, wgY: 8, tk: 8 }, { wgX: 8, wgY: 4, tk: 5 }]) {
+  const others: MatmulTiles[] = [
+    { wgX: 4, wgY: 8, tk: 8, tm: 8, tn: 8 },
+    { wgX: 8, wgY: 4, tk: 5, tm: 4, tn: 12 },
+    ...Object.values(MATMUL_TILES),
+  ];
+  for (const tiles of others) {
     await checkForm(g, rng, { transB: true }, tiles, shapes);
     await checkForm(g, rng, { transA: true }, tiles, shapes);
   }
+});
+
+gpuTest("matmul.wgsl: every adapter class's tiles give the same bits", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("matmul class tiles");
+  const [m, k, n] = [300, 200, 150];
+  const a = uploadTensor(gpu, rng.normals(m * k), [m, k]);
+  const b = uploadTensor(gpu, rng.normals(n * k), [n, k]);
+  const outs = [];
+  for (const tiles of Object.values(MATMUL_TILES)) {
+    const op = await MatmulOp.create(registry, { transB: true }, tiles);
+    const c = poisoned(gpu, [m, n]);
+    op.record(recorder, a, b, c);
+    recorder.submit();
+    outs.push(new Uint32Array((await readWritten(gpu, c, JSON.stringify(tiles))).buffer));
+    c.destroy();
+  }
+  for (const out of outs.slice(1)) assert.deepEqual(out, outs[0]);
+  for (const t of [a, b]) t.destroy();
 });
 
 gpuTest(
@@ -100,12 +125,13 @@ gpuTest(
     // the full tiles summed only the first 43,689 of K, of the short tiles about the first 27,600.
     const g = await testGpu();
     const rng = seededRng("matmul long K");
-    const full = maxDispatchDepth(DEFAULT_TILES);
-    await checkForm(g, rng, {}, DEFAULT_TILES, [[SHORT_ROWS + 1, 2 * full + 1, 5]]);
+    const defaults = matmulTiles(g.gpu.capabilities);
+    const full = maxDispatchDepth(defaults);
+    await checkForm(g, rng, {}, defaults, [[SHORT_ROWS + 1, 2 * full + 1, 5]]);
     // Llama 3's head gradient for a few rows: dH[3, 5] = dLogits[3, 128256] · W[128256, 5].
-    await checkForm(g, rng, {}, DEFAULT_TILES, [[3, 128_256, 5]]);
+    await checkForm(g, rng, {}, defaults, [[3, 128_256, 5]]);
     // Around the window edges, with small tiles (a shorter depth, cheaper steps), in every form.
-    const tiles = { wgX: 4, wgY: 4, tk: 4 };
+    const tiles = { wgX: 4, wgY: 4, tk: 4, tm: 8, tn: 8 };
     const d = maxDispatchDepth(shortTiles(tiles));
     const edges = (ks: number[]) => ks.map((k): [number, number, number] => [3, k, 2]);
     await checkForm(g, rng, {}, tiles, edges([d - 1, d, d + 1, 2 * d, 2 * d + 3]));
@@ -120,10 +146,11 @@ gpuTest(
 gpuTest("matmul.wgsl: products of few rows run on short tiles, bit for bit the same", async () => {
   const { gpu, registry, recorder } = await testGpu();
   const rng = seededRng("matmul short tiles");
+  const defaults = matmulTiles(gpu.capabilities);
   for (const transB of [false, true]) {
     const op = await MatmulOp.create(registry, { transB });
-    assert.deepEqual(op.tilesFor(SHORT_ROWS), shortTiles(DEFAULT_TILES));
-    assert.deepEqual(op.tilesFor(SHORT_ROWS + 1), DEFAULT_TILES);
+    assert.deepEqual(op.tilesFor(SHORT_ROWS), shortTiles(defaults));
+    assert.deepEqual(op.tilesFor(SHORT_ROWS + 1), defaults);
     // The first rows of a product computed on SHORT_ROWS + 1 rows equal the short product.
     const [k, n] = [300, 70];
     const aData = rng.normals((SHORT_ROWS + 1) * k);
@@ -145,13 +172,14 @@ gpuTest("matmul.wgsl: products of few rows run on short tiles, bit for bit the s
 gpuTest("matmul.wgsl: narrow products run on narrow tiles, bit for bit the same", async () => {
   const { gpu, registry, recorder } = await testGpu();
   const rng = seededRng("matmul narrow tiles");
-  const narrowest = 4 * DEFAULT_TILES.wgX; // half of a full block's 8 * wgX columns
+  const defaults = matmulTiles(gpu.capabilities);
+  const narrowest = defaults.tn * defaults.wgX / 2; // half of a full block's columns
   for (const transB of [false, true]) {
     const op = await MatmulOp.create(registry, { transB });
     const m = SHORT_ROWS + 37;
-    assert.deepEqual(op.tilesFor(m, narrowest), narrowTiles(DEFAULT_TILES));
-    assert.deepEqual(op.tilesFor(m, narrowest + 1), DEFAULT_TILES);
-    assert.deepEqual(op.tilesFor(SHORT_ROWS, narrowest), shortTiles(DEFAULT_TILES));
+    assert.deepEqual(op.tilesFor(m, narrowest), narrowTiles(defaults));
+    assert.deepEqual(op.tilesFor(m, narrowest + 1), defaults);
+    assert.deepEqual(op.tilesFor(SHORT_ROWS, narrowest), shortTiles(defaults));
     // The first columns of a product one column too wide for narrow tiles equal the narrow one.
     const [k, n] = [300, narrowest + 1];
     const bData = rng.normals(k * n);
@@ -187,7 +215,7 @@ gpuTest("matmul.wgsl: narrow products run on narrow tiles, bit for bit the same"
 gpuTest("matmul.wgsl: a long K from an f16 B and a window of a wider A", async () => {
   const { gpu, registry, recorder } = await testGpu();
   const rng = seededRng("matmul long K f16 / window");
-  const tiles = { wgX: 4, wgY: 4, tk: 4 };
+  const tiles = { wgX: 4, wgY: 4, tk: 4, tm: 8, tn: 8 };
   const k = 2 * maxDispatchDepth(shortTiles(tiles)) + 5;
   for (const transB of [false, true]) {
     const op = await MatmulOp.create(registry, { transB }, tiles);

@@ -10,7 +10,7 @@ import {
 } from "./helpers.ts";
 import { assertCloseDots, FIXTURE_TENSORS, haveFixtures, readFixture } from "./quant_fixtures.ts";
 import { QuantMatmulOp } from "../src/ops/quant_matmul.ts";
-import { maxDispatchDepth } from "../src/ops/matmul.ts";
+import { MATMUL_TILES, type MatmulTiles, maxDispatchDepth } from "../src/ops/matmul.ts";
 import { quantMatrix, uploadQuantMatrix } from "../src/ops/quant_weight.ts";
 import { createTensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { KernelUsageError, ShapeError } from "../src/gpu/errors.ts";
@@ -104,7 +104,12 @@ for (const form of ["forward", "input grad"] as const) {
 gpuTest("quant_matmul.wgsl: other tile shapes give the same results", async () => {
   const g = await testGpu();
   const rng = seededRng("quant matmul tiles");
-  for (const tiles of [{ wgX: 4, wgY: 8, tk: 8 }, { wgX: 8, wgY: 4, tk: 12 }]) {
+  const others: MatmulTiles[] = [
+    { wgX: 4, wgY: 8, tk: 8, tm: 8, tn: 8 },
+    { wgX: 8, wgY: 4, tk: 12, tm: 4, tn: 12 },
+    ...Object.values(MATMUL_TILES),
+  ];
+  for (const tiles of others) {
     const op = await QuantMatmulOp.create(g.registry, { types: ["Q5_0", "Q4_K"], tiles });
     for (const form of ["forward", "input grad"] as const) {
       await checkCase(g, op, rng, form, "Q5_0", [37, 29, 3], false);
@@ -144,7 +149,9 @@ gpuTest("quant matmul rejects mismatched shapes and types it was not compiled fo
     () => op.recordForward(recorder, x, quantMatrix(data, "Q4_0", 3, 64), y),
     KernelUsageError,
   );
-  await assert.rejects(() => QuantMatmulOp.create(registry, { tiles: { wgX: 4, wgY: 4, tk: 6 } }));
+  await assert.rejects(() =>
+    QuantMatmulOp.create(registry, { tiles: { wgX: 4, wgY: 4, tk: 6, tm: 8, tn: 8 } })
+  );
   for (const t of [data, x, y]) t.destroy();
 });
 

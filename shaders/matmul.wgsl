@@ -10,19 +10,19 @@
 // through a projection) or [K, N] (its input gradient), two halves per u32 word in element order,
 // unpacked with unpack2x16float (core WGSL, no f16 feature needed).
 //
-// A workgroup of WG_X x WG_Y threads computes a BM x BN block of C (BM = 8 WG_Y, BN = 8 WG_X),
-// walking K in steps of TK through two workgroup tiles kept k-major, so the inner loop reads four
-// vec4s and does sixteen vec4 FMAs. Each thread's 8 x 8 block lives in sixteen named vec4
-// variables rather than an array: compilers that do not unroll the loop (Mesa's llvmpipe among
-// them) would otherwise spill an indexed array to memory and run several times slower.
+// A workgroup of WG_X x WG_Y threads computes a BM x BN block of C (BM = TM WG_Y, BN = TN WG_X),
+// walking K in steps of TK through two workgroup tiles kept k-major; each thread accumulates a
+// TM x TN block (matmul_block.wgsl).
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override WG_X: u32 = 16; // threads along N
 override WG_Y: u32 = 16; // threads along M
 override TK: u32 = 16;   // depth of one workgroup tile along K
 
-const BM: u32 = 8u * WG_Y;
-const BN: u32 = 8u * WG_X;
+//!include "matmul_block.wgsl"
+
+const BM: u32 = TM * WG_Y;
+const BN: u32 = TN * WG_X;
 const BM4: u32 = BM / 4u;
 const BN4: u32 = BN / 4u;
 const THREADS: u32 = WG_X * WG_Y;
@@ -101,48 +101,6 @@ fn store(row: u32, col: u32, v: vec4<f32>) {
       c[at] = value;
     }
   }
-}
-
-// c<i><j>: row i of the thread's 8 x 8 block, columns 4j..4j+3. Private variables, so both entry
-// points share the helpers below; after inlining they stay in registers like locals.
-var<private> c00: vec4<f32>; var<private> c01: vec4<f32>;
-var<private> c10: vec4<f32>; var<private> c11: vec4<f32>;
-var<private> c20: vec4<f32>; var<private> c21: vec4<f32>;
-var<private> c30: vec4<f32>; var<private> c31: vec4<f32>;
-var<private> c40: vec4<f32>; var<private> c41: vec4<f32>;
-var<private> c50: vec4<f32>; var<private> c51: vec4<f32>;
-var<private> c60: vec4<f32>; var<private> c61: vec4<f32>;
-var<private> c70: vec4<f32>; var<private> c71: vec4<f32>;
-
-// Adds the tiles' product into the thread's block.
-fn multiplyTiles(lid: vec3<u32>) {
-  for (var kk = 0u; kk < TK; kk++) {
-    let b0 = tileB[kk * BN4 + 2u * lid.x];
-    let b1 = tileB[kk * BN4 + 2u * lid.x + 1u];
-    let a0 = tileA[kk * BM4 + 2u * lid.y];
-    let a1 = tileA[kk * BM4 + 2u * lid.y + 1u];
-    c00 = fma(vec4<f32>(a0.x), b0, c00); c01 = fma(vec4<f32>(a0.x), b1, c01);
-    c10 = fma(vec4<f32>(a0.y), b0, c10); c11 = fma(vec4<f32>(a0.y), b1, c11);
-    c20 = fma(vec4<f32>(a0.z), b0, c20); c21 = fma(vec4<f32>(a0.z), b1, c21);
-    c30 = fma(vec4<f32>(a0.w), b0, c30); c31 = fma(vec4<f32>(a0.w), b1, c31);
-    c40 = fma(vec4<f32>(a1.x), b0, c40); c41 = fma(vec4<f32>(a1.x), b1, c41);
-    c50 = fma(vec4<f32>(a1.y), b0, c50); c51 = fma(vec4<f32>(a1.y), b1, c51);
-    c60 = fma(vec4<f32>(a1.z), b0, c60); c61 = fma(vec4<f32>(a1.z), b1, c61);
-    c70 = fma(vec4<f32>(a1.w), b0, c70); c71 = fma(vec4<f32>(a1.w), b1, c71);
-  }
-}
-
-fn storeBlock(wg: vec3<u32>, lid: vec3<u32>) {
-  let r = wg.y * BM + 8u * lid.y;
-  let col = wg.x * BN + 8u * lid.x;
-  store(r, col, c00); store(r, col + 4u, c01);
-  store(r + 1u, col, c10); store(r + 1u, col + 4u, c11);
-  store(r + 2u, col, c20); store(r + 2u, col + 4u, c21);
-  store(r + 3u, col, c30); store(r + 3u, col + 4u, c31);
-  store(r + 4u, col, c40); store(r + 4u, col + 4u, c41);
-  store(r + 5u, col, c50); store(r + 5u, col + 4u, c51);
-  store(r + 6u, col, c60); store(r + 6u, col + 4u, c61);
-  store(r + 7u, col, c70); store(r + 7u, col + 4u, c71);
 }
 
 @compute @workgroup_size(WG_X, WG_Y)

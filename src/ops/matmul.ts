@@ -3,13 +3,14 @@ import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { describeTensor, expectRows } from "./shapes.ts";
+import { SHADER_SNIPPETS } from "./snippets.ts";
+import { type AdapterClass, adapterClass, describeTensor, expectRows } from "./shapes.ts";
 
 const OP = "matmul";
 
 /**
- * Workgroup shape of the matmul kernel (specialisation constants). Each thread computes an 8 x 8
- * block of C, so a workgroup covers (8 wgY) x (8 wgX).
+ * Workgroup shape of the matmul kernels (specialisation constants). Each thread computes a
+ * tm x tn block of C, so a workgroup covers (tm wgY) x (tn wgX).
  */
 export interface MatmulTiles {
   /** Threads along N. */
@@ -18,10 +19,44 @@ export interface MatmulTiles {
   wgY: number;
   /** Depth of one workgroup tile along K. */
   tk: number;
+  /** Rows of C per thread, a multiple of 4. */
+  tm: number;
+  /** Columns of C per thread, a multiple of 4. */
+  tn: number;
 }
 
-/** Tiles that measured best on llvmpipe (see bench/RESULTS.md); other adapters may differ. */
-export const DEFAULT_TILES: MatmulTiles = { wgX: 16, wgY: 16, tk: 16 };
+/**
+ * Tiles per adapter class. On llvmpipe a workgroup's eight threads along N are one SIMD group
+ * sharing their rows of A, and a larger block per thread does more multiply-adds per tile load
+ * (the loads, not the FMAs, bound it there): 16 x 16 a thread in 8 x 8 threads ran 1.25-1.35x the
+ * 8 x 8 blocks in 16 x 16 threads at prefill, input-gradient and training shapes (bench/RESULTS.md).
+ * GPUs keep the 8 x 8 blocks in 16 x 16 threads until measured (kernels_bench times candidates).
+ */
+export const MATMUL_TILES: Readonly<Record<AdapterClass, MatmulTiles>> = {
+  fallback: { wgX: 8, wgY: 8, tk: 16, tm: 16, tn: 16 },
+  integrated: { wgX: 16, wgY: 16, tk: 16, tm: 8, tn: 8 },
+  discrete: { wgX: 16, wgY: 16, tk: 16, tm: 8, tn: 8 },
+};
+
+/**
+ * Throws {@link KernelUsageError} unless `tiles` are positive integers with the block a thread
+ * holds whole vec4s of rows and columns (tm and tn multiples of 4), and TK a multiple of `tkStep`.
+ */
+export function checkMatmulTiles(op: string, tiles: MatmulTiles, tkStep = 1): void {
+  const { wgX, wgY, tk, tm, tn } = tiles;
+  const whole = (n: number, step: number) => Number.isInteger(n) && n >= step && n % step === 0;
+  if (!whole(wgX, 1) || !whole(wgY, 1) || !whole(tk, tkStep) || !whole(tm, 4) || !whole(tn, 4)) {
+    throw new KernelUsageError(
+      `${op}: tiles ${JSON.stringify(tiles)} need tm and tn multiples of 4` +
+        (tkStep > 1 ? ` and tk a multiple of ${tkStep}` : ""),
+    );
+  }
+}
+
+/** The matmul tiles of a device's adapter class. */
+export function matmulTiles(capabilities: Parameters<typeof adapterClass>[0]): MatmulTiles {
+  return MATMUL_TILES[adapterClass(capabilities)];
+}
 
 /** Which operands are stored transposed, and whether the result adds onto C. */
 export interface MatmulForm {
@@ -49,22 +84,25 @@ export interface MatmulColumns {
 export const SHORT_ROWS = 16;
 
 /**
- * The tiles a product of at most {@link SHORT_ROWS} rows runs on: `tiles` with two rows of
- * threads, so a short prompt or a training tile of a few tokens does not compute 128-row blocks
- * for them. Each element is the same sum in the same order on either.
+ * The tiles a product of at most {@link SHORT_ROWS} rows runs on: `tiles` with SHORT_ROWS rows of
+ * C a workgroup, so a short prompt or a training tile of a few tokens does not compute 128-row
+ * blocks for them. Each element is the same sum in the same order on either.
  */
 export function shortTiles(tiles: MatmulTiles): MatmulTiles {
-  return { ...tiles, wgY: Math.min(tiles.wgY, SHORT_ROWS / 8) };
+  return { ...tiles, wgY: Math.max(1, Math.min(tiles.wgY, SHORT_ROWS / tiles.tm)) };
 }
 
 /**
  * The tiles a product of more than {@link SHORT_ROWS} rows and at most half a block's columns
- * (N <= 4 wgX) runs on: `tiles` with half the columns of threads, so a narrow product (a small
- * model's projections, the input gradient of a 64-wide layer) does not compute a block twice its
- * width in half as many workgroups. Each element is the same sum in the same order on either.
+ * (N <= tn wgX / 2) runs on: `tiles` with half the columns a workgroup, so a narrow product (a
+ * small model's projections, the input gradient of a 64-wide layer) does not compute a block twice
+ * its width in half as many workgroups. Halved are the threads along N down to 8 (on llvmpipe a
+ * SIMD group, whose threads then share their rows of A), then each thread's columns. Each element
+ * is the same sum in the same order on either.
  */
 export function narrowTiles(tiles: MatmulTiles): MatmulTiles {
-  return { ...tiles, wgX: Math.max(1, Math.floor(tiles.wgX / 2)) };
+  if (tiles.wgX > 8) return { ...tiles, wgX: Math.floor(tiles.wgX / 2) };
+  return tiles.tn > 4 ? { ...tiles, tn: tiles.tn / 2 } : tiles;
 }
 
 interface Variant {
@@ -88,12 +126,16 @@ export class MatmulOp {
     readonly tiles: MatmulTiles,
   ) {}
 
-  /** Compiles the kernels for one form and tile shape (and their f16-B twins unless TRANS_A). */
+  /**
+   * Compiles the kernels for one form and tile shape (default: the adapter class's), and their
+   * f16-B twins unless TRANS_A.
+   */
   static async create(
     registry: KernelRegistry,
     form: MatmulForm = {},
-    tiles: MatmulTiles = DEFAULT_TILES,
+    tiles: MatmulTiles = matmulTiles(registry.gpu.capabilities),
   ): Promise<MatmulOp> {
+    checkMatmulTiles(OP, tiles);
     const full = {
       transA: form.transA ?? false,
       transB: form.transB ?? false,
@@ -109,10 +151,18 @@ export class MatmulOp {
         WG_X: t.wgX,
         WG_Y: t.wgY,
         TK: t.tk,
+        TM: t.tm,
+        TN: t.tn,
       };
       const [kernel, kernelF16B] = await Promise.all(
         entries.map((entryPoint) =>
-          registry.get({ file: "matmul.wgsl", source, entryPoint, constants })
+          registry.get({
+            file: "matmul.wgsl",
+            source,
+            includes: SHADER_SNIPPETS,
+            entryPoint,
+            constants,
+          })
         ),
       );
       return { tiles: t, kernel, kernelF16B };
@@ -120,7 +170,7 @@ export class MatmulOp {
     const [shortVariant, fullVariant, narrowVariant] = await Promise.all([
       short.wgY < tiles.wgY ? compile(short) : undefined,
       compile(tiles),
-      narrow.wgX < tiles.wgX ? compile(narrow) : undefined,
+      narrow.wgX * narrow.tn < tiles.wgX * tiles.tn ? compile(narrow) : undefined,
     ]);
     return new MatmulOp(
       {
@@ -140,7 +190,7 @@ export class MatmulOp {
 
   #variant(m: number, n: number): Variant {
     if (m <= SHORT_ROWS) return this.variants.short;
-    return 2 * n <= 8 * this.tiles.wgX ? this.variants.narrow : this.variants.full;
+    return 2 * n <= this.tiles.tn * this.tiles.wgX ? this.variants.narrow : this.variants.full;
   }
 
   /**
@@ -186,10 +236,10 @@ export class MatmulOp {
       );
     }
     const variant = this.#variant(m, n);
-    const { wgX, wgY } = variant.tiles;
+    const { wgX, wgY, tm, tn } = variant.tiles;
     const kernel = bF16 ? variant.kernelF16B! : variant.kernel;
     const bindings: Record<string, Tensor> = bF16 ? { a, b16: b, c } : { a, b, c };
-    const grid: [number, number] = [Math.ceil(n / (8 * wgX)), Math.ceil(m / (8 * wgY))];
+    const grid: [number, number] = [Math.ceil(n / (tn * wgX)), Math.ceil(m / (tm * wgY))];
     const depth = maxDispatchDepth(variant.tiles);
     // Windows of K one after another: A's columns (rows if transposed), B's rows (columns if
     // transposed); every window after the first adds onto C.
@@ -223,14 +273,15 @@ export const LOOP_ITERATION_LIMIT = 65535;
  * The most of K one matmul dispatch with `tiles` walks, so that an invocation stays within
  * {@link LOOP_ITERATION_LIMIT}; a longer K runs as several dispatches, each adding onto C. Per
  * step of TK the kernel runs the K loop once and its three inner loops (two tile fills, the tile
- * product), each one more time than it iterates (the exit test); the block's stores loop 16 x 5.
+ * product; the loops inside that are unrolled), each one more time than it iterates (the exit
+ * test); each of the block's tm tn / 4 vec4 stores loops 5 times.
  */
 export function maxDispatchDepth(tiles: MatmulTiles): number {
-  const { wgX, wgY, tk } = tiles;
+  const { wgX, wgY, tk, tm, tn } = tiles;
   const threads = wgX * wgY;
   const fill = (vec4s: number) => Math.ceil(vec4s / threads) + 1;
-  const perStep = 1 + fill(tk * 2 * wgY) + fill(tk * 2 * wgX) + tk + 1;
-  const stores = 16 * 5;
+  const perStep = 1 + fill(tk * (tm / 4) * wgY) + fill(tk * (tn / 4) * wgX) + tk + 1;
+  const stores = (tm * tn / 4) * 5;
   const margin = 256;
   return Math.floor((LOOP_ITERATION_LIMIT - stores - margin) / perStep) * tk;
 }

@@ -4,7 +4,7 @@ import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { DEFAULT_TILES, type MatmulTiles, maxDispatchDepth } from "./matmul.ts";
+import { checkMatmulTiles, type MatmulTiles, matmulTiles, maxDispatchDepth } from "./matmul.ts";
 import { qtypeConstant, QUANT_SNIPPETS, type QuantMatrix, resolveTypes } from "./quant_weight.ts";
 import { describeTensor, expectRows } from "./shapes.ts";
 
@@ -49,10 +49,8 @@ export class QuantMatmulOp {
     registry: KernelRegistry,
     options: QuantMatmulCreateOptions = {},
   ): Promise<QuantMatmulOp> {
-    const tiles = options.tiles ?? DEFAULT_TILES;
-    if (tiles.tk % 4 !== 0 || tiles.tk < 4) {
-      throw new KernelUsageError(`quant matmul: tk = ${tiles.tk} must be a multiple of 4`);
-    }
+    const tiles = options.tiles ?? matmulTiles(registry.gpu.capabilities);
+    checkMatmulTiles(OP, tiles, 4);
     const kernels = new Map<string, Kernel>();
     const jobs = [];
     for (const type of resolveTypes(options.types)) {
@@ -64,6 +62,8 @@ export class QuantMatmulOp {
             WG_X: tiles.wgX,
             WG_Y: tiles.wgY,
             TK: tiles.tk,
+            TM: tiles.tm,
+            TN: tiles.tn,
           };
           jobs.push(
             registry.get({ file: FILE, source, includes: QUANT_SNIPPETS, entryPoint, constants })
@@ -148,10 +148,10 @@ export class QuantMatmulOp {
     if (!kernel) {
       throw new KernelUsageError(`${OP}: W is ${w.type}, which this op was not created for`);
     }
-    const { wgX, wgY } = this.tiles;
+    const { wgX, wgY, tm, tn } = this.tiles;
     rec.dispatch(kernel, { a, qweight: w.data, c }, { m, n, k, rowBytes: w.rowBytes, ...strides }, [
-      Math.ceil(n / (8 * wgX)),
-      Math.ceil(m / (8 * wgY)),
+      Math.ceil(n / (tn * wgX)),
+      Math.ceil(m / (tm * wgY)),
     ]);
   }
 }

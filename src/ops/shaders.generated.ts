@@ -2141,19 +2141,19 @@ export const MATMUL_WGSL: string =
 // through a projection) or [K, N] (its input gradient), two halves per u32 word in element order,
 // unpacked with unpack2x16float (core WGSL, no f16 feature needed).
 //
-// A workgroup of WG_X x WG_Y threads computes a BM x BN block of C (BM = 8 WG_Y, BN = 8 WG_X),
-// walking K in steps of TK through two workgroup tiles kept k-major, so the inner loop reads four
-// vec4s and does sixteen vec4 FMAs. Each thread's 8 x 8 block lives in sixteen named vec4
-// variables rather than an array: compilers that do not unroll the loop (Mesa's llvmpipe among
-// them) would otherwise spill an indexed array to memory and run several times slower.
+// A workgroup of WG_X x WG_Y threads computes a BM x BN block of C (BM = TM WG_Y, BN = TN WG_X),
+// walking K in steps of TK through two workgroup tiles kept k-major; each thread accumulates a
+// TM x TN block (matmul_block.wgsl).
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override WG_X: u32 = 16; // threads along N
 override WG_Y: u32 = 16; // threads along M
 override TK: u32 = 16;   // depth of one workgroup tile along K
 
-const BM: u32 = 8u * WG_Y;
-const BN: u32 = 8u * WG_X;
+//!include "matmul_block.wgsl"
+
+const BM: u32 = TM * WG_Y;
+const BN: u32 = TN * WG_X;
 const BM4: u32 = BM / 4u;
 const BN4: u32 = BN / 4u;
 const THREADS: u32 = WG_X * WG_Y;
@@ -2234,48 +2234,6 @@ fn store(row: u32, col: u32, v: vec4<f32>) {
   }
 }
 
-// c<i><j>: row i of the thread's 8 x 8 block, columns 4j..4j+3. Private variables, so both entry
-// points share the helpers below; after inlining they stay in registers like locals.
-var<private> c00: vec4<f32>; var<private> c01: vec4<f32>;
-var<private> c10: vec4<f32>; var<private> c11: vec4<f32>;
-var<private> c20: vec4<f32>; var<private> c21: vec4<f32>;
-var<private> c30: vec4<f32>; var<private> c31: vec4<f32>;
-var<private> c40: vec4<f32>; var<private> c41: vec4<f32>;
-var<private> c50: vec4<f32>; var<private> c51: vec4<f32>;
-var<private> c60: vec4<f32>; var<private> c61: vec4<f32>;
-var<private> c70: vec4<f32>; var<private> c71: vec4<f32>;
-
-// Adds the tiles' product into the thread's block.
-fn multiplyTiles(lid: vec3<u32>) {
-  for (var kk = 0u; kk < TK; kk++) {
-    let b0 = tileB[kk * BN4 + 2u * lid.x];
-    let b1 = tileB[kk * BN4 + 2u * lid.x + 1u];
-    let a0 = tileA[kk * BM4 + 2u * lid.y];
-    let a1 = tileA[kk * BM4 + 2u * lid.y + 1u];
-    c00 = fma(vec4<f32>(a0.x), b0, c00); c01 = fma(vec4<f32>(a0.x), b1, c01);
-    c10 = fma(vec4<f32>(a0.y), b0, c10); c11 = fma(vec4<f32>(a0.y), b1, c11);
-    c20 = fma(vec4<f32>(a0.z), b0, c20); c21 = fma(vec4<f32>(a0.z), b1, c21);
-    c30 = fma(vec4<f32>(a0.w), b0, c30); c31 = fma(vec4<f32>(a0.w), b1, c31);
-    c40 = fma(vec4<f32>(a1.x), b0, c40); c41 = fma(vec4<f32>(a1.x), b1, c41);
-    c50 = fma(vec4<f32>(a1.y), b0, c50); c51 = fma(vec4<f32>(a1.y), b1, c51);
-    c60 = fma(vec4<f32>(a1.z), b0, c60); c61 = fma(vec4<f32>(a1.z), b1, c61);
-    c70 = fma(vec4<f32>(a1.w), b0, c70); c71 = fma(vec4<f32>(a1.w), b1, c71);
-  }
-}
-
-fn storeBlock(wg: vec3<u32>, lid: vec3<u32>) {
-  let r = wg.y * BM + 8u * lid.y;
-  let col = wg.x * BN + 8u * lid.x;
-  store(r, col, c00); store(r, col + 4u, c01);
-  store(r + 1u, col, c10); store(r + 1u, col + 4u, c11);
-  store(r + 2u, col, c20); store(r + 2u, col + 4u, c21);
-  store(r + 3u, col, c30); store(r + 3u, col + 4u, c31);
-  store(r + 4u, col, c40); store(r + 4u, col + 4u, c41);
-  store(r + 5u, col, c50); store(r + 5u, col + 4u, c51);
-  store(r + 6u, col, c60); store(r + 6u, col + 4u, c61);
-  store(r + 7u, col, c70); store(r + 7u, col + 4u, c71);
-}
-
 @compute @workgroup_size(WG_X, WG_Y)
 fn main(
   @builtin(workgroup_id) wg: vec3<u32>,
@@ -2307,6 +2265,54 @@ fn main_f16b(
     workgroupBarrier();
   }
   storeBlock(wg, lid);
+}
+`;
+
+/** shaders/matmul_block.wgsl */
+export const MATMUL_BLOCK_WGSL: string =
+  `// The register block of the tiled matmuls (matmul.wgsl, quant_matmul.wgsl): each thread of a
+// WG_X x WG_Y workgroup accumulates a TM x TN block of C from the workgroup tiles the includer
+// fills, tileA [TK][BM / 4] (op(A)ᵀ, 4 rows a vec4) and tileB [TK][BN / 4] (4 columns a vec4),
+// with BM = TM WG_Y and BN = TN WG_X, and stores it through the includer's
+// store(row, col, vec4). The block is a private array indexed only inside unrolled loops, so
+// compilers that do not unroll loops themselves (Mesa's llvmpipe) keep it in registers instead
+// of spilling it. Each element is one sum over k in order whatever the block's shape: shapes
+// change speed, never a result.
+override TM: u32 = 8;  // rows of C per thread, a multiple of 4
+override TN: u32 = 8;  // columns of C per thread, a multiple of 4
+
+const TM4: u32 = TM / 4u;
+const TN4: u32 = TN / 4u;
+
+var<private> acc: array<vec4<f32>, TM * TN4>;  // [TM][TN / 4]: row i, columns 4j .. 4j + 3
+
+// Adds the tiles' product into the thread's block.
+fn multiplyTiles(lid: vec3<u32>) {
+  for (var kk = 0u; kk < TK; kk++) {
+    var av: array<vec4<f32>, TM4>;
+    var bv: array<vec4<f32>, TN4>;
+    //!unroll
+    for (var j = 0u; j < TN4; j++) { bv[j] = tileB[kk * BN4 + TN4 * lid.x + j]; }
+    //!unroll
+    for (var i = 0u; i < TM4; i++) { av[i] = tileA[kk * BM4 + TM4 * lid.y + i]; }
+    //!unroll
+    for (var i = 0u; i < TM; i++) {
+      //!unroll
+      for (var j = 0u; j < TN4; j++) {
+        acc[i * TN4 + j] = fma(vec4<f32>(av[i / 4u][i % 4u]), bv[j], acc[i * TN4 + j]);
+      }
+    }
+  }
+}
+
+fn storeBlock(wg: vec3<u32>, lid: vec3<u32>) {
+  let r = wg.y * BM + TM * lid.y;
+  let col = wg.x * BN + TN * lid.x;
+  //!unroll
+  for (var i = 0u; i < TM; i++) {
+    //!unroll
+    for (var j = 0u; j < TN4; j++) { store(r + i, col + 4u * j, acc[i * TN4 + j]); }
+  }
 }
 `;
 
@@ -2967,21 +2973,21 @@ export const QUANT_MATMUL_WGSL: string =
 // (+ C when ACCUMULATE). Through a frozen base layer only this input gradient is needed, so a
 // LoRA adapter trains over quantized weights without an f32 copy of them.
 //
-// A workgroup of WG_X x WG_Y threads computes a BM x BN block of C (BM = 8 WG_Y, BN = 8 WG_X),
+// A workgroup of WG_X x WG_Y threads computes a BM x BN block of C (BM = TM WG_Y, BN = TN WG_X),
 // walking K in steps of TK (a multiple of 4) through two workgroup tiles kept k-major, each
-// thread accumulating an 8 x 8 block in sixteen named vec4s (indexed private arrays spill on
-// llvmpipe). W tiles are dequantized once per workgroup while being loaded: four values of a row
-// at a time (one q_values4); the forward form transposes 4 x 4 patches in registers so each
-// thread writes whole vec4s of the tile.
+// thread accumulating a TM x TN block (matmul_block.wgsl). W tiles are dequantized once per
+// workgroup while being loaded: four values of a row at a time (one q_values4); the forward form
+// transposes 4 x 4 patches in registers so each thread writes whole vec4s of the tile.
 override ACCUMULATE: bool = false;
 override WG_X: u32 = 16; // threads along N
 override WG_Y: u32 = 16; // threads along M
 override TK: u32 = 16;   // depth of one workgroup tile along K, a multiple of 4
 
 //!include "quant_blocks.wgsl"
+//!include "matmul_block.wgsl"
 
-const BM: u32 = 8u * WG_Y;
-const BN: u32 = 8u * WG_X;
+const BM: u32 = TM * WG_Y;
+const BN: u32 = TN * WG_X;
 const BM4: u32 = BM / 4u;
 const BN4: u32 = BN / 4u;
 const TK4: u32 = TK / 4u;
@@ -3066,46 +3072,6 @@ fn store(row: u32, col: u32, v: vec4<f32>) {
       c[at] = value;
     }
   }
-}
-
-// c<i><j>: row i of the thread's 8 x 8 block, columns 4j .. 4j + 3.
-var<private> c00: vec4<f32>; var<private> c01: vec4<f32>;
-var<private> c10: vec4<f32>; var<private> c11: vec4<f32>;
-var<private> c20: vec4<f32>; var<private> c21: vec4<f32>;
-var<private> c30: vec4<f32>; var<private> c31: vec4<f32>;
-var<private> c40: vec4<f32>; var<private> c41: vec4<f32>;
-var<private> c50: vec4<f32>; var<private> c51: vec4<f32>;
-var<private> c60: vec4<f32>; var<private> c61: vec4<f32>;
-var<private> c70: vec4<f32>; var<private> c71: vec4<f32>;
-
-fn multiplyTiles(lid: vec3<u32>) {
-  for (var kk = 0u; kk < TK; kk++) {
-    let b0 = tileB[kk * BN4 + 2u * lid.x];
-    let b1 = tileB[kk * BN4 + 2u * lid.x + 1u];
-    let a0 = tileA[kk * BM4 + 2u * lid.y];
-    let a1 = tileA[kk * BM4 + 2u * lid.y + 1u];
-    c00 = fma(vec4<f32>(a0.x), b0, c00); c01 = fma(vec4<f32>(a0.x), b1, c01);
-    c10 = fma(vec4<f32>(a0.y), b0, c10); c11 = fma(vec4<f32>(a0.y), b1, c11);
-    c20 = fma(vec4<f32>(a0.z), b0, c20); c21 = fma(vec4<f32>(a0.z), b1, c21);
-    c30 = fma(vec4<f32>(a0.w), b0, c30); c31 = fma(vec4<f32>(a0.w), b1, c31);
-    c40 = fma(vec4<f32>(a1.x), b0, c40); c41 = fma(vec4<f32>(a1.x), b1, c41);
-    c50 = fma(vec4<f32>(a1.y), b0, c50); c51 = fma(vec4<f32>(a1.y), b1, c51);
-    c60 = fma(vec4<f32>(a1.z), b0, c60); c61 = fma(vec4<f32>(a1.z), b1, c61);
-    c70 = fma(vec4<f32>(a1.w), b0, c70); c71 = fma(vec4<f32>(a1.w), b1, c71);
-  }
-}
-
-fn storeBlock(wg: vec3<u32>, lid: vec3<u32>) {
-  let r = wg.y * BM + 8u * lid.y;
-  let col = wg.x * BN + 8u * lid.x;
-  store(r, col, c00); store(r, col + 4u, c01);
-  store(r + 1u, col, c10); store(r + 1u, col + 4u, c11);
-  store(r + 2u, col, c20); store(r + 2u, col + 4u, c21);
-  store(r + 3u, col, c30); store(r + 3u, col + 4u, c31);
-  store(r + 4u, col, c40); store(r + 4u, col + 4u, c41);
-  store(r + 5u, col, c50); store(r + 5u, col + 4u, c51);
-  store(r + 6u, col, c60); store(r + 6u, col + 4u, c61);
-  store(r + 7u, col, c70); store(r + 7u, col + 4u, c71);
 }
 
 @compute @workgroup_size(WG_X, WG_Y)
