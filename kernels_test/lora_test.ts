@@ -1,5 +1,5 @@
 import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
-import { LoraOp } from "../src/ops/lora.ts";
+import { LORA_BLOCKS, LoraOp } from "../src/ops/lora.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import {
   dropoutFactor,
@@ -64,19 +64,29 @@ async function checkCase(op: LoraOp, rng: Rng, dims: LoraDims, p: number): Promi
   for (const tensor of [x, a, b, y, dY, dX, h, dH, dA, dB]) tensor.destroy();
 }
 
-gpuTest("lora.wgsl forward and backward match the float64 twin, without dropout", async () => {
-  const { registry } = await testGpu();
-  const rng = seededRng("lora p=0");
-  const op = await LoraOp.create(registry);
-  for (const dims of CASES) await checkCase(op, rng, dims, 0);
-});
+gpuTest(
+  "lora.wgsl forward and backward match the float64 twin, without dropout, every class's blocks",
+  async () => {
+    const { registry } = await testGpu();
+    const rng = seededRng("lora p=0");
+    for (const block of new Set(Object.values(LORA_BLOCKS))) {
+      const op = await LoraOp.create(registry, block);
+      for (const dims of CASES) await checkCase(op, rng, dims, 0);
+    }
+  },
+);
 
-gpuTest("lora.wgsl forward and backward match the float64 twin, with dropout 0.05", async () => {
-  const { registry } = await testGpu();
-  const rng = seededRng("lora p=0.05");
-  const op = await LoraOp.create(registry);
-  for (const dims of CASES) await checkCase(op, rng, dims, 0.05);
-});
+gpuTest(
+  "lora.wgsl forward and backward match the float64 twin, with dropout 0.05, every class's blocks",
+  async () => {
+    const { registry } = await testGpu();
+    const rng = seededRng("lora p=0.05");
+    for (const block of new Set(Object.values(LORA_BLOCKS))) {
+      const op = await LoraOp.create(registry, block);
+      for (const dims of CASES) await checkCase(op, rng, dims, 0.05);
+    }
+  },
+);
 
 Deno.test("lora backward twin matches central finite differences of the forward twin", () => {
   const rng = seededRng("lora finite differences");

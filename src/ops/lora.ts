@@ -1,10 +1,18 @@
 import { LORA_WGSL as source } from "./shaders.generated.ts";
+import { SHADER_SNIPPETS } from "./snippets.ts";
 import { ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { dropoutSeedMix, dropoutThreshold } from "../core/lora.ts";
-import { describeTensor, expectArgument, expectShape, expectU32 } from "./shapes.ts";
+import {
+  type AdapterClass,
+  adapterClass,
+  describeTensor,
+  expectArgument,
+  expectShape,
+  expectU32,
+} from "./shapes.ts";
 
 const OP = "lora";
 
@@ -20,6 +28,18 @@ const SMALL = { BM: 32, BN: 32, BK: 16 };
 const NARROW_M = { BM: 16, BN: 32, BK: 16 };
 const NARROW_N = { BM: 32, BN: 16, BK: 16 };
 type Tile = typeof LARGE;
+
+/**
+ * The square block of C each thread holds (matmul_block.wgsl's TM = TN), at most a tile's side,
+ * per adapter class. On llvmpipe 8 x 8 (64 threads to a 64 x 64 tile, so fewer SIMD groups switch
+ * at each barrier) ran 1.1-1.3x the 4 x 4 blocks at stories260K's products, forward and backward,
+ * and 3x in the backward of its 64-wide projections (bench/RESULTS.md); GPUs keep 4 x 4.
+ */
+export const LORA_BLOCKS: Readonly<Record<AdapterClass, number>> = {
+  fallback: 8,
+  integrated: 4,
+  discrete: 4,
+};
 const NARROW = 16;
 const tileFor = (m: number, n: number): Tile =>
   m >= 64 && n >= 64 ? LARGE : m <= NARROW ? NARROW_M : n <= NARROW ? NARROW_N : SMALL;
@@ -123,16 +143,26 @@ const VARIANTS: (Variant & { narrow: Tile[] })[] = [
 export class LoraOp {
   private constructor(private readonly kernels: Map<string, Kernel>) {}
 
-  /** Compiles every kernel variant forward and backward use. */
-  static async create(registry: KernelRegistry): Promise<LoraOp> {
+  /**
+   * Compiles every kernel variant forward and backward use, with threads holding `block` x
+   * `block` of C (default: the adapter class's; 4 or 8).
+   */
+  static async create(
+    registry: KernelRegistry,
+    block = LORA_BLOCKS[adapterClass(registry.gpu.capabilities)],
+  ): Promise<LoraOp> {
+    expectArgument(OP, "block", block === 4 || block === 8, "4 or 8", block);
     const kernels = new Map<string, Kernel>();
     await Promise.all(VARIANTS.flatMap((v) =>
       [LARGE, SMALL, ...v.narrow].map(async (tile) => {
         const kernel = await registry.get({
           file: "lora.wgsl",
           source,
+          includes: SHADER_SNIPPETS,
           constants: {
             ...tile,
+            TM: Math.min(block, tile.BM),
+            TN: Math.min(block, tile.BN),
             TRANS_A: v.transA,
             TRANS_B: v.transB,
             ACCUMULATE: v.accumulate,

@@ -1910,8 +1910,8 @@ export const LORA_WGSL: string =
 // for how forward (h = drop(x) A^T; y += s h B^T) and backward map onto it.
 //
 // A workgroup computes a BM x BN tile of C, staging BK-deep slices of op(A) and op(B) in
-// workgroup memory as vec4s; each of its (BM/4) * (BN/4) threads accumulates a 4 x 4 block in
-// four vec4 registers (outer products of a vec4 of op(A) and a vec4 of op(B) per k).
+// workgroup memory as vec4s; each of its (BM / TM) * (BN / TN) threads accumulates a TM x TN
+// block (matmul_block.wgsl: outer products of vec4s of op(A) and op(B) per k).
 override BM: u32 = 32;  // multiple of 4
 override BN: u32 = 32;  // multiple of 4
 override BK: u32 = 16;
@@ -1920,10 +1920,13 @@ override TRANS_B: bool = false;
 override ACCUMULATE: bool = false;
 override DROP: u32 = 0;
 
+//!include "matmul_block.wgsl"
+
 const BM4: u32 = BM / 4u;
 const BN4: u32 = BN / 4u;
-const THREADS_N: u32 = BN4;
-const THREADS: u32 = (BM / 4u) * THREADS_N;
+const TK: u32 = BK;
+const THREADS_N: u32 = BN / TN;
+const THREADS: u32 = (BM / TM) * THREADS_N;
 
 // seedMix = dropoutSeedMix(seed); an element is kept when its hash >= dropThreshold,
 // then scaled by keepScale = 1 / (1 - p).
@@ -2011,47 +2014,37 @@ fn load_tiles(m0: u32, n0: u32, k0: u32, lid: u32) {
   }
 }
 
+fn store(gm: u32, gn0: u32, v4: vec4<f32>) {
+  for (var j = 0u; j < 4u; j++) {
+    let gn = gn0 + j;
+    if (gm < params.m && gn < params.n) {
+      let index = gm * params.n + gn;
+      var v = params.alpha * v4[j];
+      if (DROP == 3u) {
+        v = dropout(v, index);
+      }
+      if (ACCUMULATE) {
+        v += c[index];
+      }
+      c[index] = v;
+    }
+  }
+}
+
 @compute @workgroup_size(THREADS)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let m0 = wg.y * BM;
   let n0 = wg.x * BN;
   let ty = lid / THREADS_N;
   let tx = lid % THREADS_N;
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
+  let lid3 = vec3<u32>(tx, ty, 0u);
   for (var k0 = 0u; k0 < params.k; k0 += BK) {
     load_tiles(m0, n0, k0, lid);
     workgroupBarrier();
-    for (var kk = 0u; kk < BK; kk++) {
-      let av = tileA[kk * BM4 + ty];
-      let bv = tileB[kk * BN4 + tx];
-      acc0 = fma(vec4<f32>(av.x), bv, acc0);
-      acc1 = fma(vec4<f32>(av.y), bv, acc1);
-      acc2 = fma(vec4<f32>(av.z), bv, acc2);
-      acc3 = fma(vec4<f32>(av.w), bv, acc3);
-    }
+    multiplyTiles(lid3);
     workgroupBarrier();
   }
-  let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-  for (var i = 0u; i < 4u; i++) {
-    let gm = m0 + ty * 4u + i;
-    for (var j = 0u; j < 4u; j++) {
-      let gn = n0 + tx * 4u + j;
-      if (gm < params.m && gn < params.n) {
-        let index = gm * params.n + gn;
-        var v = params.alpha * acc[i][j];
-        if (DROP == 3u) {
-          v = dropout(v, index);
-        }
-        if (ACCUMULATE) {
-          v += c[index];
-        }
-        c[index] = v;
-      }
-    }
-  }
+  storeBlock(wg, lid3);
 }
 `;
 
