@@ -87,10 +87,13 @@ gpuTest("matmul.wgsl: C = Aᵀ·Bᵀ and accumulation into C", async () => {
 gpuTest("matmul.wgsl: other tile shapes give the same results", async () => {
   const g = await testGpu();
   const rng = seededRng("matmul tiles");
-  const shapes: [number, number, number][] = [[37, 29, 53], [1, 70, 9], [70, 33, 130]];
+  // Full, short (M <= 16) and narrow (N at most half a block) products.
+  const shapes: [number, number, number][] = [[37, 29, 53], [1, 70, 9], [70, 33, 130], [40, 21, 6]];
   const others: MatmulTiles[] = [
     { wgX: 4, wgY: 8, tk: 8, tm: 8, tn: 8 },
     { wgX: 8, wgY: 4, tk: 5, tm: 4, tn: 12 },
+    // Blocks of 12: short tiles of one row of threads, narrow ones of 4 columns a thread.
+    { wgX: 8, wgY: 2, tk: 16, tm: 12, tn: 12 },
     ...Object.values(MATMUL_TILES),
   ];
   for (const tiles of others) {

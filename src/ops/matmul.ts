@@ -89,7 +89,7 @@ export const SHORT_ROWS = 16;
  * blocks for them. Each element is the same sum in the same order on either.
  */
 export function shortTiles(tiles: MatmulTiles): MatmulTiles {
-  return { ...tiles, wgY: Math.max(1, Math.min(tiles.wgY, SHORT_ROWS / tiles.tm)) };
+  return { ...tiles, wgY: Math.max(1, Math.min(tiles.wgY, Math.floor(SHORT_ROWS / tiles.tm))) };
 }
 
 /**
@@ -97,12 +97,12 @@ export function shortTiles(tiles: MatmulTiles): MatmulTiles {
  * (N <= tn wgX / 2) runs on: `tiles` with half the columns a workgroup, so a narrow product (a
  * small model's projections, the input gradient of a 64-wide layer) does not compute a block twice
  * its width in half as many workgroups. Halved are the threads along N down to 8 (on llvmpipe a
- * SIMD group, whose threads then share their rows of A), then each thread's columns. Each element
- * is the same sum in the same order on either.
+ * SIMD group, whose threads then share their rows of A), then each thread's columns (to at most
+ * half, whole vec4s). Each element is the same sum in the same order on either.
  */
 export function narrowTiles(tiles: MatmulTiles): MatmulTiles {
   if (tiles.wgX > 8) return { ...tiles, wgX: Math.floor(tiles.wgX / 2) };
-  return tiles.tn > 4 ? { ...tiles, tn: tiles.tn / 2 } : tiles;
+  return tiles.tn > 4 ? { ...tiles, tn: Math.max(4, Math.floor(tiles.tn / 8) * 4) } : tiles;
 }
 
 interface Variant {
