@@ -3,7 +3,8 @@
  * plain 16 x 16-tiled matmul measured in the same run), copy GB/s as the bandwidth yardstick,
  * the optimizer's GB/s (AdamW and the gradient norm over a flat adapter), a Q8_0 prefill product,
  * other tiles of the products on GPUs (for choosing tiles per adapter), and decode's one-token
- * LoRA (lora_decode.wgsl) at SmolLM2-135M's widest projection under each adapter class's tiles.
+ * LoRA (lora_decode.wgsl) at SmolLM2-135M's widest projection under each adapter class's tiles,
+ * and training's LoRA products under each class's register block.
  * Run with `deno task bench`; the table at the end is what bench/RESULTS.md records.
  */
 import naiveSource from "./naive_matmul.wgsl" with { type: "text" };
@@ -24,6 +25,7 @@ import { CopyOp } from "../src/ops/copy.ts";
 import { AdamWOp, biasCorrections } from "../src/ops/adamw.ts";
 import { GradNormOp, STATS } from "../src/ops/grad_norm.ts";
 import { LORA_DECODE_TILES, LoraDecodeOp, type LoraDecodeTiles } from "../src/ops/lora_decode.ts";
+import { LORA_BLOCKS, LoraOp } from "../src/ops/lora.ts";
 
 function matrix(rows: number, cols: number): Tensor {
   return createTensor(gpu, [rows, cols], "f32", "bench matrix");
@@ -171,6 +173,36 @@ for (const [label, m, k, n, form] of MATMULS) {
       bytes: 4 * (rank * inDim + outDim * rank),
       repeat: 64,
       record: (rec) => op.record(rec, x, a, b, y, 0.5),
+    });
+  }
+}
+
+{
+  // Training's LoRA products at SmolLM2-135M's q projection, 256 tokens, rank 64 (576 -> 64 ->
+  // 576), forward and backward with dropout, under every class's register block.
+  const t = 256, inDim = 576, rank = 64, outDim = 576;
+  const m = (rows: number, cols: number) => createTensor(gpu, [rows, cols], "f32", "bench lora");
+  const x = m(t, inDim), a = m(rank, inDim), b = m(outDim, rank), h = m(t, rank);
+  const y = m(t, outDim), dY = m(t, outDim), dH = m(t, rank), dX = m(t, inDim);
+  const dA = m(rank, inDim), dB = m(outDim, rank);
+  const dropout = { p: 0.1, seed: 3 };
+  const flops = 2 * t * rank * (inDim + outDim);
+  for (const block of new Set(Object.values(LORA_BLOCKS))) {
+    const op = await LoraOp.create(registry, block);
+    gpuBench({
+      group: "lora",
+      name: `forward 256 x 576 -> 64 -> 576, ${block} x ${block} a thread`,
+      flops,
+      repeat: 8,
+      record: (rec) => op.recordForward(rec, { x, a, b, h, y, scale: 1, dropout }),
+    });
+    gpuBench({
+      group: "lora",
+      name: `backward 256 x 576 -> 64 -> 576, ${block} x ${block} a thread`,
+      flops: 2 * flops,
+      repeat: 8,
+      record: (rec) =>
+        op.recordBackward(rec, { x, a, b, h, dY, dH, dA, dB, dX, scale: 1, dropout }),
     });
   }
 }
