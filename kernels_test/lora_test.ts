@@ -64,29 +64,19 @@ async function checkCase(op: LoraOp, rng: Rng, dims: LoraDims, p: number): Promi
   for (const tensor of [x, a, b, y, dY, dX, h, dH, dA, dB]) tensor.destroy();
 }
 
-gpuTest(
-  "lora.wgsl forward and backward match the float64 twin, without dropout, every class's blocks",
-  async () => {
-    const { registry } = await testGpu();
-    const rng = seededRng("lora p=0");
-    for (const block of new Set(Object.values(LORA_BLOCKS))) {
-      const op = await LoraOp.create(registry, block);
-      for (const dims of CASES) await checkCase(op, rng, dims, 0);
-    }
-  },
-);
-
-gpuTest(
-  "lora.wgsl forward and backward match the float64 twin, with dropout 0.05, every class's blocks",
-  async () => {
-    const { registry } = await testGpu();
-    const rng = seededRng("lora p=0.05");
-    for (const block of new Set(Object.values(LORA_BLOCKS))) {
-      const op = await LoraOp.create(registry, block);
-      for (const dims of CASES) await checkCase(op, rng, dims, 0.05);
-    }
-  },
-);
+for (const p of [0, 0.05]) {
+  gpuTest(
+    `lora.wgsl forward and backward match the float64 twin, dropout ${p}, every class's blocks`,
+    async () => {
+      const { registry } = await testGpu();
+      const rng = seededRng(`lora p=${p}`);
+      for (const block of new Set(Object.values(LORA_BLOCKS))) {
+        const op = await LoraOp.create(registry, block);
+        for (const dims of CASES) await checkCase(op, rng, dims, p);
+      }
+    },
+  );
+}
 
 Deno.test("lora backward twin matches central finite differences of the forward twin", () => {
   const rng = seededRng("lora finite differences");
