@@ -149,7 +149,7 @@ export class LoraOp {
    */
   static async create(
     registry: KernelRegistry,
-    block = LORA_BLOCKS[adapterClass(registry.gpu.capabilities)],
+    block: number = LORA_BLOCKS[adapterClass(registry.gpu.capabilities)],
   ): Promise<LoraOp> {
     expectArgument(OP, "block", block === 4 || block === 8, "4 or 8", block);
     const kernels = new Map<string, Kernel>();
