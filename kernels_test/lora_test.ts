@@ -1,6 +1,14 @@
 import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
 import { LORA_BLOCKS, LoraOp } from "../src/ops/lora.ts";
-import { uploadTensor } from "../src/gpu/tensor.ts";
+import {
+  slotElements,
+  slotViews,
+  type Tensor,
+  uploadTensor,
+  writeTensor,
+} from "../src/gpu/tensor.ts";
+import type { Gpu } from "../src/gpu/device.ts";
+import { deepStrictEqual as assertEquals } from "node:assert";
 import {
   dropoutFactor,
   loraBackwardRef,
@@ -135,3 +143,116 @@ Deno.test("dropout mask keeps about 1 - p and depends on the seed", () => {
     }
   }
 });
+
+// Tensors of `shapes` in one buffer, as slotViews lays them out (an adapter lays out its matrices
+// so), the buffer poisoned between them.
+function slots(gpu: Gpu, shapes: number[][]): { buffer: Tensor; views: Tensor[] } {
+  const buffer = poisoned(gpu, [slotElements(shapes)]);
+  return { buffer, views: slotViews(buffer, shapes) };
+}
+
+gpuTest(
+  "lora.wgsl grouped: projections sharing x, their products at once where buffers allow, as the float64 twin",
+  async () => {
+    const { gpu, recorder, registry } = await testGpu();
+    const rng = seededRng("lora grouped");
+    for (const block of new Set(Object.values(LORA_BLOCKS))) {
+      const op = await LoraOp.create(registry, block);
+      for (const p of [0, 0.05]) {
+        const [t, inF, r] = [45, 40, 12];
+        const outs = [40, 20, 20];
+        const scale = 16 / r;
+        const seeds = outs.map(() => rng.int(2 ** 32));
+        const hostX = rng.normals(t * inF);
+        const x = uploadTensor(gpu, hostX, [t, inF]);
+        const hostA = outs.map(() => rng.normals(r * inF, 0.2));
+        const hostB = outs.map((o) => rng.normals(o * r, 0.2));
+        const matrices = outs.flatMap((o) => [[r, inF], [o, r]]);
+        const params = slots(gpu, matrices);
+        const grads = slots(gpu, matrices);
+        const hs = slots(gpu, outs.map(() => [t, r]));
+        const dHs = slots(gpu, outs.map(() => [t, r]));
+        const hostY = outs.map((o) => rng.normals(t * o));
+        const hostDY = outs.map((o) => rng.normals(t * o));
+        const hostDX = rng.normals(t * inF);
+        const dX = uploadTensor(gpu, hostDX, [t, inF]);
+        // k's and v's outputs and their gradients share a buffer (as a layer's gate and up do), so
+        // their y, dB and dH run at once too; q's (another shape) on its own.
+        const kvShapes = [[t, outs[1]], [t, outs[2]]];
+        const kv = [slots(gpu, kvShapes), slots(gpu, kvShapes)];
+        const output = (i: number, which: 0 | 1, host: Float32Array) => {
+          const tensor = i === 0 ? poisoned(gpu, [t, outs[0]]) : kv[which].views[i - 1];
+          writeTensor(gpu, tensor, host);
+          return tensor;
+        };
+        const parts = outs.map((_, i) => {
+          const a = params.views[2 * i];
+          const b = params.views[2 * i + 1];
+          writeTensor(gpu, a, hostA[i]);
+          writeTensor(gpu, b, hostB[i]);
+          return {
+            x,
+            a,
+            b,
+            h: hs.views[i],
+            y: output(i, 0, hostY[i]),
+            dY: output(i, 1, hostDY[i]),
+            dH: dHs.views[i],
+            dA: grads.views[2 * i],
+            dB: grads.views[2 * i + 1],
+            dX,
+            scale,
+            dropout: { p, seed: seeds[i] },
+          };
+        });
+        const counted = (record: () => void) => {
+          const before = recorder.totals.dispatches;
+          record();
+          return recorder.totals.dispatches - before;
+        };
+        const dispatches = [
+          counted(() => op.recordGroupForward(recorder, { x, scale, parts })),
+          counted(() => op.recordOutputGradients(recorder, parts)),
+          counted(() => parts.forEach((part) => op.recordInputGradient(recorder, part))),
+          counted(() => op.recordGradientA(recorder, x, parts)),
+        ];
+        recorder.submit();
+        // h: one; y: q, then k and v; dB and dH: q's, then k's and v's; dX: one each; dA: one.
+        assertEquals(dispatches, [3, 4, 3, 1]);
+
+        const dXRef = Float64Array.from(hostDX);
+        for (const [i, o] of outs.entries()) {
+          const what = `lora grouped block ${block} p=${p} part ${i}`;
+          const dims = { tokens: t, inFeatures: inF, rank: r, outFeatures: o };
+          const fwd = loraForwardRef(dims, hostX, hostA[i], hostB[i], scale, p, seeds[i]);
+          const bwd = loraBackwardRef(
+            dims,
+            hostX,
+            hostA[i],
+            hostB[i],
+            fwd.h,
+            hostDY[i],
+            scale,
+            p,
+            seeds[i],
+          );
+          bwd.dXDelta.forEach((d, j) => dXRef[j] += d);
+          const part = parts[i];
+          assertClose(await readWritten(gpu, part.h, `${what} h`), fwd.h, `${what} h`);
+          const y = await readWritten(gpu, part.y, `${what} y`);
+          assertClose(y.map((v, j) => v - hostY[i][j]), fwd.delta, `${what} y - base`, 1e-3);
+          assertClose(await readWritten(gpu, part.dH, `${what} dH`), bwd.dH, `${what} dH`);
+          assertClose(await readWritten(gpu, part.dA, `${what} dA`), bwd.dA, `${what} dA`);
+          assertClose(await readWritten(gpu, part.dB, `${what} dB`), bwd.dB, `${what} dB`);
+          if (i === 0) part.y.destroy();
+        }
+        const what = `lora grouped block ${block} p=${p} dX`;
+        assertClose(await readWritten(gpu, dX, what), dXRef, what);
+        const buffers = [params, grads, hs, dHs, ...kv].map((s) => s.buffer);
+        for (const tensor of [x, dX, ...buffers]) {
+          tensor.destroy();
+        }
+      }
+    }
+  },
+);

@@ -1,5 +1,6 @@
 import { ShapeError } from "./errors.ts";
 import type { Gpu } from "./device.ts";
+import { PORTABLE_OFFSET_ALIGNMENT } from "./recorder.ts";
 
 /** Element types a tensor can hold. */
 export type DType = "f32" | "f16" | "u32" | "i32";
@@ -82,6 +83,31 @@ export class Tensor {
   destroy(): void {
     this.owner?.memory.destroy(this.buffer);
   }
+}
+
+/** Elements of an f32 tensor of `shape`, rounded up to the portable binding alignment. */
+function paddedElements(shape: readonly number[]): number {
+  const align = PORTABLE_OFFSET_ALIGNMENT / DTYPE_BYTES.f32;
+  return Math.ceil(elementCount(shape) / align) * align;
+}
+
+/**
+ * Elements a buffer of f32 tensors of `shapes` takes, one after another, each starting on the
+ * portable binding alignment. Each can then be bound on its own, and a kernel can reach several
+ * through one binding (lora.ts runs the products of a layer's projections so).
+ */
+export function slotElements(shapes: readonly (readonly number[])[]): number {
+  return shapes.reduce((sum, shape) => sum + paddedElements(shape), 0);
+}
+
+/** The tensors of `shapes` in `whole` (at least slotElements(shapes) elements), in order. */
+export function slotViews(whole: Tensor, shapes: readonly (readonly number[])[]): Tensor[] {
+  let at = whole.byteOffset;
+  return shapes.map((shape) => {
+    const view = new Tensor(whole.buffer, shape, "f32", at);
+    at += paddedElements(shape) * DTYPE_BYTES.f32;
+    return view;
+  });
 }
 
 /** Makes a tensor with its own buffer, contents undefined (zero on WebGPU). */

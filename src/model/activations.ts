@@ -1,6 +1,6 @@
 import type { Gpu } from "../gpu/device.ts";
 import { KernelUsageError } from "../gpu/errors.ts";
-import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import { createTensor, slotElements, slotViews, type Tensor } from "../gpu/tensor.ts";
 import { LORA_TARGETS, type LoraTarget } from "../core/lora.ts";
 import type { ModelConfig } from "../formats/config.ts";
 import type { ModelAdapter } from "./adapter.ts";
@@ -83,6 +83,11 @@ class TensorPool {
     const t = createTensor(this.gpu, shape, "f32", label);
     this.tensors.push(t);
     return t;
+  }
+
+  /** Tensors of `shapes` in one buffer (see slotViews). */
+  slots(shapes: number[][], label: string): Tensor[] {
+    return slotViews(this.make([slotElements(shapes)], label), shapes);
   }
 
   get bytes(): number {
@@ -283,14 +288,19 @@ export class TrainingActivations implements ForwardBuffers {
       for (let l = 0; l < config.nLayers; l++) this.#inputs.push(pool.make([T, dim], `xIn ${l}`));
     }
     for (let l = 0; l < kept; l++) {
-      const loraH = new Map<LoraTarget, Tensor>();
-      for (const target of LORA_TARGETS) {
-        // Shared buffers serve every layer: any layer's adapted projection needs one.
-        const adapted = this.recompute
+      // Shared buffers serve every layer: any layer's adapted projection needs one. The layer's
+      // h are slots of one buffer, so that projections sharing an input compute theirs at once.
+      const targets = LORA_TARGETS.filter((target) =>
+        this.recompute
           ? Array.from({ length: config.nLayers }, (_, i) => adapter.get(i, target)).some(Boolean)
-          : adapter.get(l, target);
-        if (adapted) loraH.set(target, pool.make([T, adapter.rank], `lora h ${l}.${target}`));
-      }
+          : adapter.get(l, target)
+      );
+      const hSlots = targets.length
+        ? pool.slots(targets.map(() => [T, adapter.rank]), `lora h ${l}`)
+        : [];
+      const loraH = new Map(targets.map((target, i) => [target, hSlots[i]]));
+      // gate and up in one buffer, so that the adapter's products for them run at once.
+      const [gate, up] = pool.slots([[T, hiddenDim], [T, hiddenDim]], `gate up ${l}`);
       this.#saved.push({
         xIn: this.recompute ? this.#inputs[0] : pool.make([T, dim], `xIn ${l}`),
         h1: pool.make([T, dim], `h1 ${l}`),
@@ -309,14 +319,13 @@ export class TrainingActivations implements ForwardBuffers {
         x2: pool.make([T, dim], `x2 ${l}`),
         h2: pool.make([T, dim], `h2 ${l}`),
         rstd2: pool.make([T], `rstd2 ${l}`),
-        gate: pool.make([T, hiddenDim], `gate ${l}`),
-        up: pool.make([T, hiddenDim], `up ${l}`),
+        gate,
+        up,
         act: pool.make([T, hiddenDim], `act ${l}`),
         loraH,
       });
     }
-    this.#k = pool.make([T, nKvHeads, hd], "train k");
-    this.#v = pool.make([T, nKvHeads, hd], "train v");
+    [this.#k, this.#v] = pool.slots([[T, nKvHeads, hd], [T, nKvHeads, hd]], "train k v");
     this.xFinal = pool.make([T, dim], "xFinal");
     this.normed = pool.make([T, dim], "final normed");
     this.rstdFinal = pool.make([T], "final rstd");

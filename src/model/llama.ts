@@ -658,7 +658,16 @@ export class LlamaModel {
         return;
       }
       this.recordLinear(rec, x, weight, y, options);
-      this.#recordAdapter(rec, l, target, x, y, b, step);
+      this.#recordAdapters(rec, l, [target], x, [y], b, step);
+    };
+    /** Projections sharing the input x: the base products, then the adapter's at once. */
+    const projectAll = (
+      targets: LoraTarget[],
+      x: Tensor,
+      outputs: { weight: GpuMatrix; y: Tensor; bias?: Tensor }[],
+    ) => {
+      for (const { weight, y, bias } of outputs) this.recordLinear(rec, x, weight, y, { bias });
+      this.#recordAdapters(rec, l, targets, x, outputs.map((o) => o.y), b, step);
     };
 
     const qkvLora = fusedLora(["q", "k", "v"]);
@@ -701,9 +710,11 @@ export class LlamaModel {
     } else {
       rmsnorm.recordForward(rec, b.xIn, layer.attnNorm, b.h1, c.normEps, b.rstd1);
       rec.countWeightBytes(layer.attnNorm.byteLength);
-      project("q", b.h1, layer.q, b.qProj ?? flat(b.q), { bias: layer.qBias });
-      project("k", b.h1, layer.k, b.kProj ?? flat(b.k), { bias: layer.kBias });
-      project("v", b.h1, layer.v, flat(b.v), { bias: layer.vBias });
+      projectAll(["q", "k", "v"], b.h1, [
+        { weight: layer.q, y: b.qProj ?? flat(b.q), bias: layer.qBias },
+        { weight: layer.k, y: b.kProj ?? flat(b.k), bias: layer.kBias },
+        { weight: layer.v, y: flat(b.v), bias: layer.vBias },
+      ]);
       if (layer.qNorm && layer.kNorm && b.qProj && b.kProj) {
         // Qwen3: RMSNorm over each head of q and k, before RoPE.
         const heads = (x: Tensor) => x.reshape([x.size / c.headDim, c.headDim]);
@@ -756,8 +767,10 @@ export class LlamaModel {
     } else {
       rmsnorm.recordForward(rec, b.x2, layer.ffnNorm, b.h2, c.normEps, b.rstd2);
       rec.countWeightBytes(layer.ffnNorm.byteLength);
-      project("gate", b.h2, layer.gate, b.gate);
-      project("up", b.h2, layer.up, b.up);
+      projectAll(["gate", "up"], b.h2, [
+        { weight: layer.gate, y: b.gate },
+        { weight: layer.up, y: b.up },
+      ]);
       swiglu.recordForward(rec, b.gate, b.up, b.act);
     }
     if (b.xOut !== b.x2) copy.record(rec, b.x2, b.xOut);
@@ -902,37 +915,41 @@ export class LlamaModel {
     return this.config.ropeLayers?.[layer] ?? true;
   }
 
-  /** y += scale · dropout(x)·Aᵀ·Bᵀ for an adapted projection; one dispatch for one token. */
-  #recordAdapter(
+  /**
+   * y += scale · dropout(x)·Aᵀ·Bᵀ for each adapted projection of `targets`, which share the input
+   * x (a layer's q, k and v; gate and up): one dispatch a projection for one token, else their
+   * h = dropout(x)·Aᵀ at once (LoraOp.recordGroupForward) and then each output.
+   */
+  #recordAdapters(
     rec: Recorder,
     l: number,
-    target: LoraTarget,
+    targets: LoraTarget[],
     x: Tensor,
-    y: Tensor,
+    ys: Tensor[],
     b: LayerBuffers,
     step: ForwardStep,
   ): void {
     const adapter = step.adapter;
-    const p = adapter?.get(l, target);
-    if (!adapter || !p) return;
+    if (!adapter) return;
     const rows = x.shape[0];
-    const dropout = step.dropout && step.dropout.p > 0
-      ? { p: step.dropout.p, seed: projectionDropoutSeed(step.dropout.seed, l, target) }
-      : undefined;
-    rec.countWeightBytes(p.a.byteLength + p.b.byteLength);
-    if (rows === 1 && !dropout && adapter.rank <= LORA_DECODE_MAX_RANK) {
-      this.ops.loraDecode.record(rec, x, p.a, p.b, y, adapter.scale);
+    const byRows = (t: Tensor) => t.reshape([rows, t.size / rows]);
+    const parts = targets.flatMap((target, i) => {
+      const p = adapter.get(l, target);
+      if (!p) return [];
+      rec.countWeightBytes(p.a.byteLength + p.b.byteLength);
+      const dropout = step.dropout && step.dropout.p > 0
+        ? { p: step.dropout.p, seed: projectionDropoutSeed(step.dropout.seed, l, target) }
+        : undefined;
+      return [{ a: p.a, b: p.b, h: b.loraH(target), y: ys[i], dropout }];
+    });
+    if (rows === 1 && !step.dropout?.p && adapter.rank <= LORA_DECODE_MAX_RANK) {
+      for (const p of parts) this.ops.loraDecode.record(rec, x, p.a, p.b, p.y, adapter.scale);
       return;
     }
-    this.ops.lora.recordForward(rec, {
-      x: x.reshape([rows, x.size / rows]),
-      a: p.a,
-      b: p.b,
-      h: b.loraH(target),
-      y: y.reshape([rows, y.size / rows]),
-      scale: adapter.scale,
-      dropout,
-    });
+    if (parts.length) {
+      const grouped = parts.map((p) => ({ ...p, y: byRows(p.y) }));
+      this.ops.lora.recordGroupForward(rec, { x: byRows(x), parts: grouped, scale: adapter.scale });
+    }
   }
 
   /** The quantized kernels; only called for quantized weights, which compiled them. */

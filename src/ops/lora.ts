@@ -1,9 +1,9 @@
 import { LORA_WGSL as source } from "./shaders.generated.ts";
 import { SHADER_SNIPPETS } from "./snippets.ts";
-import { ShapeError } from "../gpu/errors.ts";
+import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import type { Tensor } from "../gpu/tensor.ts";
+import { Tensor } from "../gpu/tensor.ts";
 import { dropoutSeedMix, dropoutThreshold } from "../core/lora.ts";
 import {
   type AdapterClass,
@@ -70,6 +70,19 @@ export interface LoraForwardArgs {
   dropout?: LoraDropout;
 }
 
+/** One adapted projection of a group that shares its input (a layer's q, k and v). */
+export type LoraPart = Omit<LoraForwardArgs, "x" | "scale">;
+
+/** Projections that share the input `x` and the scale: their forwards at once. */
+export interface LoraGroupForwardArgs {
+  /** [T, in] the input every part reads. */
+  x: Tensor;
+  /** Each part's matrices, h, output and dropout. */
+  parts: LoraPart[];
+  /** alpha / r. */
+  scale: number;
+}
+
 /** Tensors and settings of one LoRA backward; the forward's x, a, b, h, scale and dropout. */
 export interface LoraBackwardArgs {
   /** [T, in] the forward's layer input. */
@@ -82,7 +95,7 @@ export interface LoraBackwardArgs {
   h: Tensor;
   /** [T, out] gradient of the layer output. */
   dY: Tensor;
-  /** [T, r] scratch, written: scale * dY B. */
+  /** [T, r] written: scale * dY B (what {@link LoraOp.recordGradientA} reads). */
   dH: Tensor;
   /** [r, in] written (not accumulated): dH^T dropout(x). */
   dA: Tensor;
@@ -95,6 +108,9 @@ export interface LoraBackwardArgs {
   /** The forward's dropout, same p and seed: the mask is recomputed, not stored. */
   dropout?: LoraDropout;
 }
+
+/** One part's A gradient: dA = dH^T dropout(x), from its dH and the forward's dropout. */
+export type LoraGradientPart = Pick<LoraBackwardArgs, "dH" | "dA" | "dropout">;
 
 type Drop = 0 | 1 | 2 | 3;
 const DROP_NONE: Drop = 0;
@@ -177,89 +193,252 @@ export class LoraOp {
 
   /** Records h = dropout(x) A^T and y += scale * h B^T. */
   recordForward(rec: Recorder, args: LoraForwardArgs): void {
-    const { x, a, b, h, y, scale } = args;
-    const dims = loraDims(x, a, b);
-    const { tokens: t, inFeatures: inF, rank: r, outFeatures: outF } = dims;
-    expectShape(OP, "h", h, "f32", [t, r]);
-    expectShape(OP, "y", y, "f32", [t, outF]);
-    const drop = dropoutParams(args.dropout);
-    this.#matmul(rec, { a: x, b: a, c: h }, [t, inF, r], 1, {
-      transA: false,
-      transB: true,
-      accumulate: false,
-      drop: drop.active ? DROP_A : DROP_NONE,
-    }, drop);
-    this.#matmul(rec, { a: h, b, c: y }, [t, r, outF], scale, {
-      transA: false,
-      transB: true,
-      accumulate: true,
-      drop: DROP_NONE,
-    }, drop);
+    const { x, scale, ...part } = args;
+    this.recordGroupForward(rec, { x, scale, parts: [part] });
   }
 
-  /** Records dB, dH, dA and (when given) dX += (dH A) * mask, in that order. */
+  /**
+   * Records every part's h = dropout(x) A^T, in one dispatch where the parts' A and h lie in one
+   * buffer each (an adapter's matrices do; see {@link groupable}), then each y += scale * h B^T.
+   * Parts whose h share memory (one scratch for every projection) run one after another instead.
+   */
+  recordGroupForward(rec: Recorder, args: LoraGroupForwardArgs): void {
+    const { x, parts, scale } = args;
+    const dims = parts.map((p) => {
+      const d = loraDims(x, p.a, p.b);
+      expectShape(OP, "h", p.h, "f32", [d.tokens, d.rank]);
+      expectShape(OP, "y", p.y, "f32", [d.tokens, d.outFeatures]);
+      return d;
+    });
+    const inputs = (group: number[]) => {
+      const { tokens: t, inFeatures: inF, rank: r } = dims[group[0]];
+      const problems = group.map((i) => ({ a: x, b: parts[i].a, c: parts[i].h }));
+      this.#matmul(rec, problems, group.map((i) => parts[i].dropout), [t, inF, r], 1, {
+        transA: false,
+        transB: true,
+        accumulate: false,
+        drop: DROP_A,
+      });
+    };
+    const outputs = (group: number[]) => {
+      const { tokens: t, rank: r, outFeatures: outF } = dims[group[0]];
+      const problems = group.map((i) => ({ a: parts[i].h, b: parts[i].b, c: parts[i].y }));
+      this.#matmul(rec, problems, group.map(() => undefined), [t, r, outF], scale, {
+        transA: false,
+        transB: true,
+        accumulate: true,
+        drop: DROP_NONE,
+      });
+    };
+    const all = parts.map((_, i) => i);
+    if (overlap(parts.map((p) => p.h))) {
+      for (const i of all) {
+        inputs([i]);
+        outputs([i]);
+      }
+      return;
+    }
+    inputs(all);
+    for (const group of runs(dims.map((d) => shapeKey(d, scale)))) outputs(group);
+  }
+
+  /** Records dB, dH, dX += (dH A) * mask (when dX is given) and dA. */
   recordBackward(rec: Recorder, args: LoraBackwardArgs): void {
-    const { x, a, b, h, dY, dH, dA, dB, dX, scale } = args;
-    const dims = loraDims(x, a, b);
-    const { tokens: t, inFeatures: inF, rank: r, outFeatures: outF } = dims;
-    expectShape(OP, "h", h, "f32", [t, r]);
-    expectShape(OP, "dY", dY, "f32", [t, outF]);
-    expectShape(OP, "dH", dH, "f32", [t, r]);
-    expectShape(OP, "dA", dA, "f32", [r, inF]);
-    expectShape(OP, "dB", dB, "f32", [outF, r]);
-    if (dX) expectShape(OP, "dX", dX, "f32", [t, inF]);
-    const drop = dropoutParams(args.dropout);
+    this.recordOutputGradients(rec, [args]);
+    if (args.dX) this.recordInputGradient(rec, args);
+    this.recordGradientA(rec, args.x, [args]);
+  }
+
+  /**
+   * Records each part's dB = scale dY^T h and dH = scale dY B, the dB of all parts in one dispatch
+   * where their dY, h and dB lie in one buffer each, and so for dH. With
+   * {@link LoraOp.recordInputGradient} and {@link LoraOp.recordGradientA} after, the backward of
+   * projections sharing an input.
+   */
+  recordOutputGradients(rec: Recorder, parts: LoraBackwardArgs[]): void {
+    const dims = parts.map((p) => {
+      const d = loraDims(p.x, p.a, p.b);
+      const { tokens: t, inFeatures: inF, rank: r, outFeatures: outF } = d;
+      expectShape(OP, "h", p.h, "f32", [t, r]);
+      expectShape(OP, "dY", p.dY, "f32", [t, outF]);
+      expectShape(OP, "dH", p.dH, "f32", [t, r]);
+      expectShape(OP, "dA", p.dA, "f32", [r, inF]);
+      expectShape(OP, "dB", p.dB, "f32", [outF, r]);
+      if (p.dX) expectShape(OP, "dX", p.dX, "f32", [t, inF]);
+      return d;
+    });
+    const none = parts.map(() => undefined);
     const plain = { accumulate: false, drop: DROP_NONE };
-    this.#matmul(rec, { a: dY, b: h, c: dB }, [outF, t, r], scale, {
-      ...plain,
-      transA: true,
-      transB: false,
-    }, drop);
-    this.#matmul(rec, { a: dY, b, c: dH }, [t, outF, r], scale, {
-      ...plain,
-      transA: false,
-      transB: false,
-    }, drop);
-    this.#matmul(rec, { a: dH, b: x, c: dA }, [r, t, inF], 1, {
-      transA: true,
-      transB: false,
-      accumulate: false,
-      drop: drop.active ? DROP_B : DROP_NONE,
-    }, drop);
-    if (dX) {
-      this.#matmul(rec, { a: dH, b: a, c: dX }, [t, r, inF], 1, {
+    for (const group of runs(dims.map((d, i) => shapeKey(d, parts[i].scale)))) {
+      const { tokens: t, rank: r, outFeatures: outF } = dims[group[0]];
+      const scale = parts[group[0]].scale;
+      const of = (f: (p: LoraBackwardArgs) => Problem) => group.map((i) => f(parts[i]));
+      this.#matmul(rec, of((p) => ({ a: p.dY, b: p.h, c: p.dB })), none, [outF, t, r], scale, {
+        ...plain,
+        transA: true,
+        transB: false,
+      });
+      this.#matmul(rec, of((p) => ({ a: p.dY, b: p.b, c: p.dH })), none, [t, outF, r], scale, {
+        ...plain,
         transA: false,
         transB: false,
-        accumulate: true,
-        drop: drop.active ? DROP_OUT : DROP_NONE,
-      }, drop);
+      });
     }
   }
 
+  /** Records dX += (dH A) * mask from the dH {@link LoraOp.recordOutputGradients} wrote. */
+  recordInputGradient(rec: Recorder, args: LoraBackwardArgs): void {
+    const { tokens: t, inFeatures: inF, rank: r } = loraDims(args.x, args.a, args.b);
+    expectShape(OP, "dH", args.dH, "f32", [t, r]);
+    if (!args.dX) throw new KernelUsageError(`${OP}: recordInputGradient needs dX`);
+    expectShape(OP, "dX", args.dX, "f32", [t, inF]);
+    const problem = { a: args.dH, b: args.a, c: args.dX };
+    this.#matmul(rec, [problem], [args.dropout], [t, r, inF], 1, {
+      transA: false,
+      transB: false,
+      accumulate: true,
+      drop: DROP_OUT,
+    });
+  }
+
+  /**
+   * Records dA = dH^T dropout(x) for parts sharing the input x: one dispatch where their dH and
+   * dA lie in one buffer each (an adapter's gradients do), else one each.
+   */
+  recordGradientA(rec: Recorder, x: Tensor, parts: LoraGradientPart[]): void {
+    const [t, inF] = expectShape(OP, "x", x, "f32", ["tokens", "in"]);
+    const ranks = parts.map((p) => {
+      const [, r] = expectShape(OP, "dH", p.dH, "f32", [t, "rank"]);
+      expectShape(OP, "dA", p.dA, "f32", [r, inF]);
+      return r;
+    });
+    expectArgument(OP, "parts' ranks", ranks.every((r) => r === ranks[0]), "equal", ranks);
+    const problems = parts.map((p) => ({ a: p.dH, b: x, c: p.dA }));
+    this.#matmul(rec, problems, parts.map((p) => p.dropout), [ranks[0], t, inF], 1, {
+      transA: true,
+      transB: false,
+      accumulate: false,
+      drop: DROP_B,
+    });
+  }
+
+  /**
+   * C (+)= alpha op(A) op(B) for each problem, [m, k] x [k, n]; `dropouts[i]` is problem i's
+   * (variant.drop says where the mask applies; no dispatch draws one when none is given).
+   * Problems that {@link groupable} allows run MAX_GROUP to a dispatch.
+   */
   #matmul(
     rec: Recorder,
-    bindings: { a: Tensor; b: Tensor; c: Tensor },
+    problems: Problem[],
+    dropouts: (LoraDropout | undefined)[],
     [m, k, n]: [number, number, number],
     alpha: number,
     variant: Variant,
-    drop: DropoutParams,
   ): void {
-    let tile = tileFor(m, n);
-    if (!this.kernels.has(key(variant, tile))) tile = SMALL; // a narrow side that is not the rank
-    const kernel = this.kernels.get(key(variant, tile))!;
-    const params = {
-      m,
-      n,
-      k,
-      alpha,
-      seedMix: drop.seedMix,
-      dropThreshold: drop.threshold,
-      keepScale: drop.keepScale,
-    };
-    rec.dispatch(kernel, bindings, params, [Math.ceil(n / tile.BN), Math.ceil(m / tile.BM)]);
+    const drops = dropouts.map(dropoutParams);
+    for (const group of groupable(problems, drops)) {
+      const kind = { ...variant, drop: drops[group[0]].active ? variant.drop : DROP_NONE };
+      let tile = tileFor(m, n);
+      if (!this.kernels.has(key(kind, tile))) tile = SMALL; // a narrow side that is not the rank
+      const kernel = this.kernels.get(key(kind, tile))!;
+      const bound = {
+        a: span(group.map((i) => problems[i].a)),
+        b: span(group.map((i) => problems[i].b)),
+        c: span(group.map((i) => problems[i].c)),
+      };
+      const params: Record<string, number> = {
+        m,
+        n,
+        k,
+        alpha,
+        dropThreshold: drops[group[0]].threshold,
+        keepScale: drops[group[0]].keepScale,
+      };
+      for (let z = 0; z < MAX_GROUP; z++) {
+        const i = group[Math.min(z, group.length - 1)];
+        params[`aAt${z}`] = bound.a.at(problems[i].a);
+        params[`bAt${z}`] = bound.b.at(problems[i].b);
+        params[`cAt${z}`] = bound.c.at(problems[i].c);
+        params[`seedMix${z}`] = drops[i].seedMix;
+      }
+      const bindings = { a: bound.a.tensor, b: bound.b.tensor, c: bound.c.tensor };
+      rec.dispatch(kernel, bindings, params, [
+        Math.ceil(n / tile.BN),
+        Math.ceil(m / tile.BM),
+        group.length,
+      ]);
+    }
   }
 }
 
+/** The operands of one product of a dispatch. */
+interface Problem {
+  a: Tensor;
+  b: Tensor;
+  c: Tensor;
+}
+
+/** Products one dispatch runs at most (lora.wgsl's problems 0..2: a layer's q, k and v). */
+const MAX_GROUP = 3;
+
+/**
+ * Problems in dispatch groups, in order: consecutive problems share a dispatch while each of
+ * their operands lies in the buffer the group's first does, their outputs do not overlap, and
+ * their dropout probabilities agree.
+ */
+function groupable(problems: Problem[], drops: DropoutParams[]): number[][] {
+  const groups: number[][] = [];
+  for (let i = 0; i < problems.length; i++) {
+    const group = groups.at(-1);
+    const first = group && problems[group[0]];
+    const p = problems[i];
+    const joins = first && group.length < MAX_GROUP &&
+      p.a.buffer === first.a.buffer && p.b.buffer === first.b.buffer &&
+      p.c.buffer === first.c.buffer && drops[i].threshold === drops[group[0]].threshold &&
+      !overlap([...group.map((j) => problems[j].c), p.c]);
+    if (joins) group.push(i);
+    else groups.push([i]);
+  }
+  return groups;
+}
+
+/** Indices of `keys` in runs of consecutive equal keys (what one dispatch may run together). */
+function runs(keys: string[]): number[][] {
+  const out: number[][] = [];
+  keys.forEach((key, i) => {
+    const run = out.at(-1);
+    if (run && keys[run[0]] === key) run.push(i);
+    else out.push([i]);
+  });
+  return out;
+}
+
+/** A product shape and scale as a key for {@link runs}. */
+const shapeKey = (d: LoraDims, scale: number) =>
+  `${d.tokens} ${d.inFeatures} ${d.rank} ${d.outFeatures} ${scale}`;
+
+/** Whether any two of the tensors share bytes. */
+function overlap(tensors: Tensor[]): boolean {
+  return tensors.some((t, i) =>
+    tensors.slice(i + 1).some((u) =>
+      t.buffer === u.buffer && t.byteOffset < u.byteOffset + u.bindingSize &&
+      u.byteOffset < t.byteOffset + t.bindingSize
+    )
+  );
+}
+
+/**
+ * One binding covering tensors of one buffer (from the first byte of any to the last), and each
+ * tensor's element offset in it.
+ */
+function span(tensors: Tensor[]): { tensor: Tensor; at: (t: Tensor) => number } {
+  const start = Math.min(...tensors.map((t) => t.byteOffset));
+  const end = Math.max(...tensors.map((t) => t.byteOffset + t.bindingSize));
+  const tensor = tensors.length === 1
+    ? tensors[0]
+    : new Tensor(tensors[0].buffer, [(end - start) / 4], "f32", start);
+  return { tensor, at: (t) => (t.byteOffset - start) / 4 };
+}
 interface DropoutParams {
   active: boolean;
   seedMix: number;
@@ -280,8 +459,16 @@ function dropoutParams(dropout: LoraDropout | undefined): DropoutParams {
   };
 }
 
+/** Sizes of one adapted projection's products. */
+interface LoraDims {
+  tokens: number;
+  inFeatures: number;
+  rank: number;
+  outFeatures: number;
+}
+
 /** x [tokens, in], A [rank, in], B [out, rank], all f32. */
-function loraDims(x: Tensor, a: Tensor, b: Tensor) {
+function loraDims(x: Tensor, a: Tensor, b: Tensor): LoraDims {
   const [tokens, inFeatures] = expectShape(OP, "x", x, "f32", ["tokens", "in"]);
   const [rank] = expectShape(OP, "A", a, "f32", ["rank", inFeatures]);
   const [outFeatures] = expectShape(OP, "B", b, "f32", ["out", rank]);

@@ -1909,6 +1909,11 @@ export const LORA_WGSL: string =
 // row-major into the stored tensor, so the mask is the same in every pass). See src/ops/lora.ts
 // for how forward (h = drop(x) A^T; y += s h B^T) and backward map onto it.
 //
+// A grouped dispatch runs up to three such products of one shape at once, workgroup z picking
+// problem z: the operands of each lie in the same three bindings at their own element offsets, and
+// each draws its dropout mask from its own seed (indices stay relative to its own tensors, so the
+// masks and sums are those of the products run one by one).
+//
 // A workgroup computes a BM x BN tile of C, staging BK-deep slices of op(A) and op(B) in
 // workgroup memory as vec4s; each of its (BM / TM) * (BN / TN) threads accumulates a TM x TN
 // block (matmul_block.wgsl: outer products of vec4s of op(A) and op(B) per k).
@@ -1928,19 +1933,32 @@ const TK: u32 = BK;
 const THREADS_N: u32 = BN / TN;
 const THREADS: u32 = (BM / TM) * THREADS_N;
 
-// seedMix = dropoutSeedMix(seed); an element is kept when its hash >= dropThreshold,
-// then scaled by keepScale = 1 / (1 - p).
+// seedMixZ = dropoutSeedMix(seed of problem Z); an element is kept when its hash >=
+// dropThreshold, then scaled by keepScale = 1 / (1 - p). aAtZ, bAtZ, cAtZ: element offsets of
+// problem Z's operands in a, b and c.
 struct Params {
-  m: u32, n: u32, k: u32, alpha: f32, seedMix: u32, dropThreshold: u32, keepScale: f32,
+  m: u32, n: u32, k: u32, alpha: f32, dropThreshold: u32, keepScale: f32,
+  aAt0: u32, aAt1: u32, aAt2: u32, bAt0: u32, bAt1: u32, bAt2: u32, cAt0: u32, cAt1: u32, cAt2: u32,
+  seedMix0: u32, seedMix1: u32, seedMix2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;        // [M, K], or [K, M] if TRANS_A
-@group(0) @binding(2) var<storage, read> b: array<f32>;        // [K, N], or [N, K] if TRANS_B
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;  // [M, N]
+@group(0) @binding(1) var<storage, read> a: array<f32>;        // [M, K], or [K, M] if TRANS_A, at aAtZ
+@group(0) @binding(2) var<storage, read> b: array<f32>;        // [K, N], or [N, K] if TRANS_B, at bAtZ
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;  // [M, N] at cAtZ
 
 var<workgroup> tileA: array<vec4<f32>, BK * BM4>;  // [BK, BM] op(A) slice, k-major
 var<workgroup> tileB: array<vec4<f32>, BK * BN4>;  // [BK, BN] op(B) slice
+
+// This workgroup's problem: its operands' offsets and dropout seed word.
+var<private> aAt: u32;
+var<private> bAt: u32;
+var<private> cAt: u32;
+var<private> seedMix: u32;
+
+fn pick(z: u32, v0: u32, v1: u32, v2: u32) -> u32 {
+  return select(select(v0, v1, z == 1u), v2, z == 2u);
+}
 
 // lowbias32 (Chris Wellons); mirrored bit for bit by hash32 in src/reference/lora.ts.
 fn hash32(v: u32) -> u32 {
@@ -1954,7 +1972,7 @@ fn hash32(v: u32) -> u32 {
 }
 
 fn dropout(value: f32, index: u32) -> f32 {
-  let keep = hash32(index ^ params.seedMix) >= params.dropThreshold;
+  let keep = hash32(index ^ seedMix) >= params.dropThreshold;
   return select(0.0, value * params.keepScale, keep);
 }
 
@@ -1964,7 +1982,7 @@ fn op_a(gm: u32, gk: u32) -> f32 {
     return 0.0;
   }
   let index = select(gm * params.k + gk, gk * params.m + gm, TRANS_A);
-  var v = a[index];
+  var v = a[aAt + index];
   if (DROP == 1u) {
     v = dropout(v, index);
   }
@@ -1977,7 +1995,7 @@ fn op_b(gk: u32, gn: u32) -> f32 {
     return 0.0;
   }
   let index = select(gk * params.n + gn, gn * params.k + gk, TRANS_B);
-  var v = b[index];
+  var v = b[bAt + index];
   if (DROP == 2u) {
     v = dropout(v, index);
   }
@@ -2024,15 +2042,20 @@ fn store(gm: u32, gn0: u32, v4: vec4<f32>) {
         v = dropout(v, index);
       }
       if (ACCUMULATE) {
-        v += c[index];
+        v += c[cAt + index];
       }
-      c[index] = v;
+      c[cAt + index] = v;
     }
   }
 }
 
 @compute @workgroup_size(THREADS)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let z = wg.z;
+  aAt = pick(z, params.aAt0, params.aAt1, params.aAt2);
+  bAt = pick(z, params.bAt0, params.bAt1, params.bAt2);
+  cAt = pick(z, params.cAt0, params.cAt1, params.cAt2);
+  seedMix = pick(z, params.seedMix0, params.seedMix1, params.seedMix2);
   let m0 = wg.y * BM;
   let n0 = wg.x * BN;
   let ty = lid / THREADS_N;

@@ -2,7 +2,7 @@ import type { Gpu } from "../gpu/device.ts";
 import type { KernelRegistry } from "../gpu/kernel.ts";
 import { PORTABLE_OFFSET_ALIGNMENT, type Recorder } from "../gpu/recorder.ts";
 import { readF32 } from "../gpu/readback.ts";
-import { createTensor, Tensor, writeTensor } from "../gpu/tensor.ts";
+import { createTensor, slotElements, slotViews, Tensor, writeTensor } from "../gpu/tensor.ts";
 import type { ForwardStep, LlamaModel } from "../model/llama.ts";
 import type { ModelConfig } from "../formats/config.ts";
 import {
@@ -18,7 +18,7 @@ import { AdamWOp, biasCorrections } from "../ops/adamw.ts";
 import { CrossEntropyOp } from "../ops/cross_entropy.ts";
 import { GradNormOp, STATS } from "../ops/grad_norm.ts";
 import { type LoraTarget, projectionDropoutSeed } from "../core/lora.ts";
-import type { LoraDropout } from "../ops/lora.ts";
+import type { LoraBackwardArgs, LoraDropout } from "../ops/lora.ts";
 import type { LoraAdapter } from "./adapter.ts";
 import type { GpuMatrix } from "../model/gpu_weights.ts";
 
@@ -432,33 +432,43 @@ export class Trainer {
     const adapter = this.adapter;
     const rows = (x: Tensor) => x.rows(0, t);
     const flat = (x: Tensor) => x.reshape([t, x.size / t]);
-    /** dX (=|+=) dY·W, then the adapter's gradients and its share of dX. */
+    /**
+     * The backward through projections that share the input x: dX = Σ dY·W over them, in order,
+     * each followed by its adapter's share of dX; the adapter's dB and dH of them all first and
+     * their dA last, each at once where the buffers allow (LoraOp's groups).
+     */
     const through = (
       layer: number,
-      target: LoraTarget,
-      dY: Tensor,
-      weight: GpuMatrix,
       x: Tensor,
       dX: Tensor,
       saved: LayerBuffers,
-      accumulate: boolean,
+      projections: { target: LoraTarget; dY: Tensor; weight: GpuMatrix }[],
     ) => {
-      model.recordInputGradient(rec, dY, weight, dX, accumulate);
-      const proj = adapter.get(layer, target);
-      if (!proj) return;
-      k.lora.recordBackward(rec, {
-        x,
-        a: proj.a,
-        b: proj.b,
-        h: saved.loraH(target),
-        dY,
-        dH: rows(this.#s.dLoraH),
-        dA: proj.dA,
-        dB: proj.dB,
-        dX,
-        scale: adapter.scale,
-        dropout: this.#dropout(p, seed, layer, target),
+      const parts = new Map<number, LoraBackwardArgs>();
+      projections.forEach(({ target, dY }, i) => {
+        const proj = adapter.get(layer, target);
+        if (!proj) return;
+        parts.set(i, {
+          x,
+          a: proj.a,
+          b: proj.b,
+          h: saved.loraH(target),
+          dY,
+          dH: rows(this.#s.dLoraH[i]),
+          dA: proj.dA,
+          dB: proj.dB,
+          dX,
+          scale: adapter.scale,
+          dropout: this.#dropout(p, seed, layer, target),
+        });
       });
+      k.lora.recordOutputGradients(rec, [...parts.values()]);
+      projections.forEach(({ dY, weight }, i) => {
+        model.recordInputGradient(rec, dY, weight, dX, i > 0);
+        const part = parts.get(i);
+        if (part) k.lora.recordInputGradient(rec, part);
+      });
+      if (parts.size) k.lora.recordGradientA(rec, x, [...parts.values()]);
     };
 
     const dx = rows(this.#s.dx);
@@ -469,7 +479,7 @@ export class Trainer {
       const s = act.layer(l, t);
       if (act.recompute) model.recordLayer(rec, l, s, this.cache, 0, forward);
       const L = w.layers[l];
-      through(l, "down", dx, L.down, s.act, rows(this.#s.dAct), s, false);
+      through(l, s.act, rows(this.#s.dAct), s, [{ target: "down", dY: dx, weight: L.down }]);
       k.swiglu.recordBackward(
         rec,
         rows(this.#s.dAct),
@@ -478,12 +488,16 @@ export class Trainer {
         rows(this.#s.dGate),
         rows(this.#s.dUp),
       );
-      through(l, "gate", rows(this.#s.dGate), L.gate, s.h2, dH, s, false);
-      through(l, "up", rows(this.#s.dUp), L.up, s.h2, dH, s, true);
+      through(l, s.h2, dH, s, [
+        { target: "gate", dY: rows(this.#s.dGate), weight: L.gate },
+        { target: "up", dY: rows(this.#s.dUp), weight: L.up },
+      ]);
       k.rmsnorm.recordBackwardInput(rec, s.x2, L.ffnNorm, s.rstd2!, dH, dx, {
         accumulate: true,
       });
-      through(l, "o", dx, L.o, flat(s.attn), flat(rows(this.#s.dAttn)), s, false);
+      through(l, flat(s.attn), flat(rows(this.#s.dAttn)), s, [
+        { target: "o", dY: dx, weight: L.o },
+      ]);
       k.attention.recordBackward(rec, {
         dOut: rows(this.#s.dAttn),
         q: s.q,
@@ -526,9 +540,11 @@ export class Trainer {
         dQ = dQProj;
         dK = dKProj;
       }
-      through(l, "q", dQ, L.q, s.h1, dH, s, false);
-      through(l, "k", dK, L.k, s.h1, dH, s, true);
-      through(l, "v", flat(rows(this.#s.dV)), L.v, s.h1, dH, s, true);
+      through(l, s.h1, dH, s, [
+        { target: "q", dY: dQ, weight: L.q },
+        { target: "k", dY: dK, weight: L.k },
+        { target: "v", dY: flat(rows(this.#s.dV)), weight: L.v },
+      ]);
       k.rmsnorm.recordBackwardInput(rec, s.xIn, L.attnNorm, s.rstd1!, dH, dx, {
         accumulate: true,
       });
@@ -660,8 +676,8 @@ export class TrainerScratch {
   readonly dGate: Tensor;
   /** [T, hidden] */
   readonly dUp: Tensor;
-  /** [T, rank] gradient of an adapter's x·Aᵀ. */
-  readonly dLoraH: Tensor;
+  /** [T, rank] each: gradients of x·Aᵀ of up to three projections sharing an input, one buffer. */
+  readonly dLoraH: Tensor[];
   /** [T, nHeads * headDim] through the q head norm (qkNorm models). */
   readonly dQProj: Tensor | undefined;
   /** [T, nKvHeads * headDim] through the k head norm (qkNorm models). */
@@ -688,14 +704,18 @@ export class TrainerScratch {
     this.dx = make([T, c.dim], "dx");
     this.dH = make([T, c.dim], "dH");
     this.dAttn = make([T, c.nHeads, hd], "dAttn");
-    this.dQ = make([T, c.nHeads, hd], "dQ");
-    this.dK = make([T, c.nKvHeads, hd], "dK");
-    this.dV = make([T, c.nKvHeads, hd], "dV");
+    // Gradients of projections sharing an input lie in one buffer, so that the adapter's products
+    // for them run at once (LoraOp's groups).
+    const slots = (shapes: number[][], label: string) =>
+      slotViews(make([slotElements(shapes)], label), shapes);
+    [this.dQ, this.dK, this.dV] = slots(
+      [[T, c.nHeads, hd], [T, c.nKvHeads, hd], [T, c.nKvHeads, hd]],
+      "dQ dK dV",
+    );
     this.delta = make([T, c.nHeads], "delta");
     this.dAct = make([T, c.hiddenDim], "dAct");
-    this.dGate = make([T, c.hiddenDim], "dGate");
-    this.dUp = make([T, c.hiddenDim], "dUp");
-    this.dLoraH = make([T, rank], "dLoraH");
+    [this.dGate, this.dUp] = slots([[T, c.hiddenDim], [T, c.hiddenDim]], "dGate dUp");
+    this.dLoraH = slots([[T, rank], [T, rank], [T, rank]], "dLoraH");
     this.dQProj = c.qkNorm ? make([T, c.nHeads * hd], "dQ projection") : undefined;
     this.dKProj = c.qkNorm ? make([T, c.nKvHeads * hd], "dK projection") : undefined;
   }
