@@ -10,7 +10,7 @@ const EPS = 1e-5;
 // the workgroup, and the widest dim the kernels must support.
 const SHAPES = [[1, 64], [37, 172], [5, 8192], [70, 4], [2, 260]];
 
-gpuTest("rmsnorm forward matches the float64 twin and saves rstd", async () => {
+gpuTest("rmsnorm forward matches the float64 twin, saves rstd and copies x", async () => {
   const { gpu, registry, recorder } = await testGpu();
   const rng = seededRng("rmsnorm forward");
   const op = await RmsNormOp.create(registry);
@@ -23,14 +23,26 @@ gpuTest("rmsnorm forward matches the float64 twin and saves rstd", async () => {
     const out = poisoned(gpu, [rows, dim]);
     const outNoSave = poisoned(gpu, [rows, dim]);
     const rstd = poisoned(gpu, [rows]);
+    const [outCopying, rstdCopying, copy] = [
+      poisoned(gpu, [rows, dim]),
+      poisoned(gpu, [rows]),
+      poisoned(gpu, [rows, dim]),
+    ];
     op.recordForward(recorder, x, weight, out, EPS, rstd);
     op.recordForward(recorder, x, weight, outNoSave, EPS);
+    op.recordForward(recorder, x, weight, outCopying, EPS, rstdCopying, copy);
     recorder.submit();
     const ref = rmsnormForward(xData, wData, rows, dim, EPS);
-    assertClose(await readWritten(gpu, out, what), ref.out, what);
+    const outData = await readWritten(gpu, out, what);
+    const rstdData = await readWritten(gpu, rstd, `${what} rstd`);
+    assertClose(outData, ref.out, what);
     assertClose(await readWritten(gpu, outNoSave, what), ref.out, `${what} without rstd`);
-    assertClose(await readWritten(gpu, rstd, `${what} rstd`), ref.rstd, `${what} rstd`);
-    for (const t of [x, weight, out, outNoSave, rstd]) t.destroy();
+    assertClose(rstdData, ref.rstd, `${what} rstd`);
+    // The copying entry: the same out and rstd bit for bit, and x copied exactly.
+    assertEquals(await readWritten(gpu, outCopying, `${what} copying`), outData);
+    assertEquals(await readWritten(gpu, rstdCopying, `${what} copying rstd`), rstdData);
+    assertEquals(await readWritten(gpu, copy, `${what} copy`), xData);
+    for (const t of [x, weight, out, outNoSave, rstd, outCopying, rstdCopying, copy]) t.destroy();
   }
 });
 

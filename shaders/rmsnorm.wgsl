@@ -24,6 +24,7 @@ struct Params { rows: u32, dim4: u32, eps: f32, groupsX: u32 }
 @group(0) @binding(6) var<storage, read> dOut: array<vec4<f32>>;             // [rows, dim]
 @group(0) @binding(7) var<storage, read_write> dX: array<vec4<f32>>;         // [rows, dim]
 @group(0) @binding(8) var<storage, read_write> dWeight: array<vec4<f32>>;    // [dim]
+@group(0) @binding(9) var<storage, read_write> xCopy: array<vec4<f32>>;      // [rows, dim]
 
 fn row_rstd(row: u32, lid: u32) -> f32 {
   let base = row * params.dim4;
@@ -57,6 +58,27 @@ fn forward_save(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
   if (row >= params.rows) { return; }  // uniform across the workgroup
   let r = row_rstd(row, lid);
   normalize_row(row, lid, r);
+  if (lid == 0u) {
+    rstdOut[row] = r;
+  }
+}
+
+// forward_save that also copies x to xCopy: a training layer's norm starts the next buffer of the
+// residual stream (the attention's or the MLP's output is then added to that copy) in the same
+// pass over x, instead of a copy dispatch of its own.
+@compute @workgroup_size(WG)
+fn forward_save_copy(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let row = wid.y * params.groupsX + wid.x;
+  if (row >= params.rows) { return; }  // uniform across the workgroup
+  let r = row_rstd(row, lid);
+  normalize_row(row, lid, r);
+  let base = row * params.dim4;
+  for (var c = lid; c < params.dim4; c += WG) {
+    xCopy[base + c] = x[base + c];
+  }
   if (lid == 0u) {
     rstdOut[row] = r;
   }

@@ -670,6 +670,7 @@ export class LlamaModel {
       this.#recordAdapters(rec, l, targets, x, outputs.map((o) => o.y), b, step);
     };
 
+    let x2Copied = false;
     const qkvLora = fusedLora(["q", "k", "v"]);
     const qkvNorm = layer.qkv !== undefined && this.#normFits("qkv", layer.qkv);
     const qkv = decode && !layer.qNorm && qkvLora !== null && layer.qkv &&
@@ -708,7 +709,18 @@ export class LlamaModel {
         },
       });
     } else {
-      rmsnorm.recordForward(rec, b.xIn, layer.attnNorm, b.h1, c.normEps, b.rstd1);
+      // A training layer's norm also starts x2 as a copy of the layer input (the attention's output
+      // is added to it); inference updates the stream in place.
+      x2Copied = b.x2 !== b.xIn && b.rstd1 !== undefined;
+      rmsnorm.recordForward(
+        rec,
+        b.xIn,
+        layer.attnNorm,
+        b.h1,
+        c.normEps,
+        b.rstd1,
+        x2Copied ? b.x2 : undefined,
+      );
       rec.countWeightBytes(layer.attnNorm.byteLength);
       projectAll(["q", "k", "v"], b.h1, [
         { weight: layer.q, y: b.qProj ?? flat(b.q), bias: layer.qBias },
@@ -740,8 +752,9 @@ export class LlamaModel {
       past,
       lse: b.lse,
     });
-    if (b.x2 !== b.xIn) copy.record(rec, b.xIn, b.x2);
+    if (b.x2 !== b.xIn && !x2Copied) copy.record(rec, b.xIn, b.x2);
     project("o", flat(b.attn), layer.o, b.x2, { accumulate: true });
+    let xOutCopied = false;
     const mlpLora = fusedLora(["gate", "up"]);
     const mlpNorm = layer.gateUp !== undefined && this.#normFits("swiglu", layer.gateUp);
     const gateUp = decode && mlpLora !== null && layer.gateUp &&
@@ -765,7 +778,16 @@ export class LlamaModel {
         lora: mlpLora,
       });
     } else {
-      rmsnorm.recordForward(rec, b.x2, layer.ffnNorm, b.h2, c.normEps, b.rstd2);
+      xOutCopied = b.xOut !== b.x2 && b.rstd2 !== undefined;
+      rmsnorm.recordForward(
+        rec,
+        b.x2,
+        layer.ffnNorm,
+        b.h2,
+        c.normEps,
+        b.rstd2,
+        xOutCopied ? b.xOut : undefined,
+      );
       rec.countWeightBytes(layer.ffnNorm.byteLength);
       projectAll(["gate", "up"], b.h2, [
         { weight: layer.gate, y: b.gate },
@@ -773,7 +795,7 @@ export class LlamaModel {
       ]);
       swiglu.recordForward(rec, b.gate, b.up, b.act);
     }
-    if (b.xOut !== b.x2) copy.record(rec, b.x2, b.xOut);
+    if (b.xOut !== b.x2 && !xOutCopied) copy.record(rec, b.x2, b.xOut);
     project("down", b.act, layer.down, b.xOut, { accumulate: true });
   }
 

@@ -2,6 +2,7 @@ import { RMSNORM_WGSL as source } from "./shaders.generated.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { KernelUsageError } from "../gpu/errors.ts";
 import {
   expectArgument,
   expectMultiple,
@@ -62,6 +63,7 @@ export class RmsNormOp {
     const specs: [string, string, boolean][] = [
       ["forward", "forward", false],
       ["forwardSave", "forward_save", false],
+      ["forwardSaveCopy", "forward_save_copy", false],
       ["backwardInput", "backward_input", false],
       ["backwardInputAccumulate", "backward_input", true],
       ["backwardWeight", "backward_weight", false],
@@ -82,7 +84,8 @@ export class RmsNormOp {
 
   /**
    * Records out = rmsnorm(x) * weight. x, out [rows, dim]; weight [dim]. With `rstd` [rows] the
-   * per-row 1 / rms is saved for {@link recordBackwardInput} / {@link recordBackwardWeight}.
+   * per-row 1 / rms is saved for {@link recordBackwardInput} / {@link recordBackwardWeight}; with
+   * `copy` [rows, dim] as well, x is also copied there (in the same dispatch).
    */
   recordForward(
     rec: Recorder,
@@ -91,6 +94,7 @@ export class RmsNormOp {
     out: Tensor,
     eps: number,
     rstd?: Tensor,
+    copy?: Tensor,
   ): void {
     const op = "rmsnorm forward";
     const { rows, dim } = rowsOf(op, x);
@@ -99,7 +103,13 @@ export class RmsNormOp {
     expectArgument(op, "eps", eps >= 0, ">= 0", eps);
     const grid = splitGrid(rec, rows);
     const params = { rows, dim4: dim / 4, eps, groupsX: grid[0] };
-    if (rstd) {
+    if (copy) {
+      if (!rstd) throw new KernelUsageError(`${op}: a copy of x is made only with rstd saved`);
+      expectShape(op, "rstd", rstd, "f32", [rows]);
+      expectShape(op, "copy", copy, "f32", [rows, dim]);
+      const bindings = { x, weight, out, rstdOut: rstd, xCopy: copy };
+      rec.dispatch(this.kernels.forwardSaveCopy, bindings, params, grid);
+    } else if (rstd) {
       expectShape(op, "rstd", rstd, "f32", [rows]);
       rec.dispatch(this.kernels.forwardSave, { x, weight, out, rstdOut: rstd }, params, grid);
     } else {
