@@ -9,7 +9,13 @@ import {
   testGpu,
 } from "./helpers.ts";
 import { ropeFrequencyTable, RopeOp } from "../src/ops/rope.ts";
-import { uploadTensor } from "../src/gpu/tensor.ts";
+import {
+  slotElements,
+  slotViews,
+  type Tensor,
+  uploadTensor,
+  writeTensor,
+} from "../src/gpu/tensor.ts";
 import { readF32, readU32 } from "../src/gpu/readback.ts";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/formats/tensor_data.ts";
 import { kvCacheValues } from "../src/reference/attention.ts";
@@ -237,6 +243,53 @@ gpuTest("rope writes K into an f16 KV cache: the f32 rotation rounded to halves"
       assertClose(f16ArrayToF32(halves), kvCacheValues(ref, "f16"), `${what}: twin`, 1e-3);
       for (const t of [k, cache, f32]) t.destroy();
       op.destroy();
+    }
+  }
+});
+
+gpuTest("rope's q-and-k entries give the bits of the one-tensor entries", async () => {
+  const { gpu, registry, recorder } = await testGpu();
+  const rng = seededRng("rope qk");
+  for (const pairs of PAIRS) {
+    const [tokens, heads, kvHeads, headDim, pos0, dstRow] = [7, 6, 2, 10, 93, 5];
+    const op = await RopeOp.create(registry, { headDim, base: 10000, pairs });
+    const qData = rng.normals(tokens * heads * headDim);
+    const kData = rng.normals(tokens * kvHeads * headDim);
+    const what = `rope qk ${pairs}`;
+    // Forward: q in place and k into a cache at dstRow, at once and one by one.
+    const [qAtOnce, qAlone] = [0, 1].map(() => uploadTensor(gpu, qData, [tokens, heads, headDim]));
+    const k = uploadTensor(gpu, kData, [tokens, kvHeads, headDim]);
+    const [cacheAtOnce, cacheAlone] = [0, 1].map(() => poisoned(gpu, [16, kvHeads, headDim]));
+    op.recordForwardQK(recorder, qAtOnce, k, cacheAtOnce, { pos0, dstRow });
+    op.recordForwardInPlace(recorder, qAlone, { pos0 });
+    op.recordForward(recorder, k, cacheAlone, { pos0, dstRow });
+    // Backward: dQ and dK in one buffer (one dispatch) and in two.
+    const shapes = [[tokens, heads, headDim], [tokens, kvHeads, headDim]];
+    const shared = poisoned(gpu, [slotElements(shapes)]);
+    const [dQ, dK] = slotViews(shared, shapes);
+    writeTensor(gpu, dQ, qData);
+    writeTensor(gpu, dK, kData);
+    const dQAlone = uploadTensor(gpu, qData, [tokens, heads, headDim]);
+    const dKAlone = uploadTensor(gpu, kData, [tokens, kvHeads, headDim]);
+    const before = recorder.totals.dispatches;
+    op.recordBackwardInPlaceQK(recorder, dQ, dK, pos0);
+    assert.equal(recorder.totals.dispatches - before, 1, `${what}: one dispatch for both`);
+    op.recordBackwardInPlaceQK(recorder, dQAlone, dKAlone, pos0);
+    recorder.submit();
+    assert.deepEqual(await readF32(gpu, qAtOnce), await readF32(gpu, qAlone), `${what} q`);
+    const cacheRows = (t: Tensor) => t.rows(dstRow, tokens);
+    assert.deepEqual(
+      await readWritten(gpu, cacheRows(cacheAtOnce), `${what} cache`),
+      await readWritten(gpu, cacheRows(cacheAlone), `${what} cache`),
+      `${what} k in the cache`,
+    );
+    assert.deepEqual(await readF32(gpu, dQ), await readF32(gpu, dQAlone), `${what} dQ`);
+    assert.deepEqual(await readF32(gpu, dK), await readF32(gpu, dKAlone), `${what} dK`);
+    // And against the float64 twin, so that neither path can be wrong the same way.
+    const ref = ropeForward(qData, tokens, pos0, { heads, headDim, base: 10000, pairs });
+    assertClose(await readF32(gpu, qAtOnce), ref, `${what} q against the float64 twin`);
+    for (const t of [qAtOnce, qAlone, k, cacheAtOnce, cacheAlone, shared, dQAlone, dKAlone]) {
+      t.destroy();
     }
   }
 });

@@ -736,7 +736,9 @@ export class LlamaModel {
       }
       // Keys are rotated on their way into the cache; values are copied; both land at row past
       // (rounded to halves in an f16 cache).
-      if (this.rotates(l)) {
+      if (this.rotates(l) && cache.dtype === "f32") {
+        rope.recordForwardQK(rec, b.q, b.k, cache.k[l], { pos0: past, dstRow: past });
+      } else if (this.rotates(l)) {
         rope.recordForwardInPlace(rec, b.q, { pos0: past });
         rope.recordForward(rec, b.k, cache.k[l], { pos0: past, dstRow: past });
       } else {

@@ -2,7 +2,7 @@ import { ROPE_WGSL as source } from "./shaders.generated.ts";
 import { KernelUsageError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { RopePairs } from "../core/rope.ts";
 import { expectArgument, expectShape, expectWindow, strideGrid } from "./shapes.ts";
 import { SHADER_SNIPPETS } from "./snippets.ts";
@@ -108,7 +108,15 @@ export class RopeOp {
     expectArgument("rope", "headDim", even, "a positive even number", headDim);
     expectArgument("rope", "base", base > 1, "> 1", base);
     const constants = { WG, INTERLEAVED: pairs === "interleaved" };
-    const entries = ["forward", "forward_f16", "backward", "forward_in_place", "backward_in_place"];
+    const entries = [
+      "forward",
+      "forward_f16",
+      "backward",
+      "forward_in_place",
+      "backward_in_place",
+      "forward_qk",
+      "backward_in_place_qk",
+    ];
     const kernels: Record<string, Kernel> = {};
     await Promise.all(entries.map(async (entryPoint) => {
       kernels[entryPoint] = await registry.get({
@@ -158,6 +166,61 @@ export class RopeOp {
   /** The backward of {@link recordForwardInPlace}, in place on the gradient. */
   recordBackwardInPlace(rec: Recorder, grad: Tensor, placement: RopeInPlacePlacement): void {
     this.#recordInPlace(rec, "backward_in_place", grad, placement);
+  }
+
+  /**
+   * Rotates q [tokens, heads, headDim] in place and k [tokens, kvHeads, headDim] into rows
+   * dstRow.. of kDst (an f32 KV cache), token t at position pos0 + t: the forward's
+   * recordForwardInPlace(q) and recordForward(k, kDst) in one dispatch.
+   */
+  recordForwardQK(
+    rec: Recorder,
+    q: Tensor,
+    k: Tensor,
+    kDst: Tensor,
+    placement: { pos0: number; dstRow: number },
+  ): void {
+    const op = "rope forward_qk";
+    const heads = this.#heads(op, "q", q);
+    const tokens = q.shape[0];
+    const heads2 = this.#heads(op, "k", k);
+    expectShape(op, "k", k, "f32", [tokens, heads2, this.headDim]);
+    const { pos0, dstRow } = placement;
+    expectShape(op, "destination", kDst, "f32", ["rows", heads2, this.headDim]);
+    expectWindow(op, "destination rows", dstRow, tokens, kDst.shape[0], "rows");
+    checkPositions(op, pos0, tokens);
+    const bindings = { freqs: this.freqs, data: q, src: k, dst: kDst };
+    this.#dispatch(rec, "forward_qk", bindings, tokens, heads, { pos0, srcRow: 0, dstRow }, {
+      heads2,
+      at2: 0,
+    });
+  }
+
+  /**
+   * The backward of {@link recordForwardQK} on the gradients dQ and dK, each in place: one
+   * dispatch where they lie in one buffer (dK after dQ), else one each.
+   */
+  recordBackwardInPlaceQK(rec: Recorder, dQ: Tensor, dK: Tensor, pos0: number): void {
+    const op = "rope backward_in_place_qk";
+    const heads = this.#heads(op, "dQ", dQ);
+    const tokens = dQ.shape[0];
+    const heads2 = this.#heads(op, "dK", dK);
+    expectShape(op, "dK", dK, "f32", [tokens, heads2, this.headDim]);
+    if (dQ.buffer !== dK.buffer || dK.byteOffset < dQ.byteOffset + dQ.byteLength) {
+      this.recordBackwardInPlace(rec, dQ, { pos0 });
+      this.recordBackwardInPlace(rec, dK, { pos0 });
+      return;
+    }
+    checkPositions(op, pos0, tokens);
+    const elements = (dK.byteOffset + dK.byteLength - dQ.byteOffset) / 4;
+    const span = new Tensor(dQ.buffer, [elements], "f32", dQ.byteOffset);
+    const at2 = (dK.byteOffset - dQ.byteOffset) / 4;
+    const bindings = { freqs: this.freqs, data: span };
+    this.#dispatch(rec, "backward_in_place_qk", bindings, tokens, heads, {
+      pos0,
+      srcRow: 0,
+      dstRow: 0,
+    }, { heads2, at2 });
   }
 
   /** Frees the frequency table. */
@@ -219,11 +282,14 @@ export class RopeOp {
     tokens: number,
     heads: number,
     rows: { pos0: number; srcRow: number; dstRow: number },
+    second: { heads2: number; at2: number } = { heads2: 0, at2: 0 },
   ): void {
     const half = this.headDim / 2;
     const pairs = tokens * heads * half;
-    const { groups, stride } = strideGrid(pairs, this.wg, MAX_GROUPS);
-    rec.dispatch(this.kernels[entry], bindings, { pairs, heads, half, ...rows, stride }, [groups]);
+    const pairs2 = tokens * second.heads2 * half;
+    const { groups, stride } = strideGrid(pairs + pairs2, this.wg, MAX_GROUPS);
+    const params = { pairs, heads, half, ...rows, stride, pairs2, ...second };
+    rec.dispatch(this.kernels[entry], bindings, params, [groups]);
   }
 
   /** The heads of a [rows, heads, headDim] f32 tensor. */

@@ -3432,7 +3432,9 @@ override WG: u32 = 64;
 // true: llama2.c / Meta pairs (2i, 2i + 1); false: Hugging Face half-split pairs (i, i + headDim/2).
 override INTERLEAVED: bool = true;
 
-// pairs = tokens * heads * headDim / 2; half = headDim / 2.
+// pairs = tokens * heads * headDim / 2; half = headDim / 2. The *_qk entries take a second tensor
+// of the same tokens: pairs2 = tokens * heads2 * headDim / 2 more pairs, at element at2 of \`data\`
+// (backward_in_place_qk) or from src to dst (forward_qk).
 struct Params {
   pairs: u32,
   heads: u32,
@@ -3441,6 +3443,9 @@ struct Params {
   srcRow: u32,
   dstRow: u32,
   stride: u32,
+  pairs2: u32,
+  heads2: u32,
+  at2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -3462,13 +3467,13 @@ fn pair_at(k: u32) -> vec3<u32> {
   return vec3<u32>(i, i + params.half, tokenHead);
 }
 
-fn rotate_copy(k: u32, direction: f32) {
+fn rotate_copy(k: u32, direction: f32, heads: u32) {
   let at = pair_at(k);
-  let token = at.z / params.heads;
+  let token = at.z / heads;
   let cs = cos_sin(params.pos0 + token, k % params.half);
   let rowLen = 2u * params.half;
-  let srcAt = (params.srcRow * params.heads + at.z) * rowLen;
-  let dstAt = (params.dstRow * params.heads + at.z) * rowLen;
+  let srcAt = (params.srcRow * heads + at.z) * rowLen;
+  let dstAt = (params.dstRow * heads + at.z) * rowLen;
   let v = rotate(vec2<f32>(src[srcAt + at.x], src[srcAt + at.y]), cs, direction);
   dst[dstAt + at.x] = v.x;
   dst[dstAt + at.y] = v.y;
@@ -3501,11 +3506,12 @@ fn rotate_copy_f16(k: u32) {
   dst16[dstAt / 2u + w] = pack2x16float(vec2<f32>(x, y));
 }
 
-fn rotate_in_place(k: u32, direction: f32) {
+// \`origin\`: the element where the tensor's row 0 starts in data.
+fn rotate_in_place(k: u32, direction: f32, heads: u32, origin: u32) {
   let at = pair_at(k);
-  let token = at.z / params.heads;
+  let token = at.z / heads;
   let cs = cos_sin(params.pos0 + token, k % params.half);
-  let base = (params.srcRow * params.heads + at.z) * 2u * params.half;
+  let base = origin + (params.srcRow * heads + at.z) * 2u * params.half;
   let v = rotate(vec2<f32>(data[base + at.x], data[base + at.y]), cs, direction);
   data[base + at.x] = v.x;
   data[base + at.y] = v.y;
@@ -3514,7 +3520,7 @@ fn rotate_in_place(k: u32, direction: f32) {
 @compute @workgroup_size(WG)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var k = gid.x; k < params.pairs; k += params.stride) {
-    rotate_copy(k, 1.0);
+    rotate_copy(k, 1.0, params.heads);
   }
 }
 
@@ -3529,7 +3535,7 @@ fn forward_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(WG)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var k = gid.x; k < params.pairs; k += params.stride) {
-    rotate_copy(k, -1.0);
+    rotate_copy(k, -1.0, params.heads);
   }
 }
 
@@ -3537,14 +3543,38 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(WG)
 fn forward_in_place(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var k = gid.x; k < params.pairs; k += params.stride) {
-    rotate_in_place(k, 1.0);
+    rotate_in_place(k, 1.0, params.heads, 0u);
   }
 }
 
 @compute @workgroup_size(WG)
 fn backward_in_place(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var k = gid.x; k < params.pairs; k += params.stride) {
-    rotate_in_place(k, -1.0);
+    rotate_in_place(k, -1.0, params.heads, 0u);
+  }
+}
+
+// Queries rotated in place on data and keys from src into dst (a KV cache, at dstRow), at once.
+@compute @workgroup_size(WG)
+fn forward_qk(@builtin(global_invocation_id) gid: vec3<u32>) {
+  for (var k = gid.x; k < params.pairs + params.pairs2; k += params.stride) {
+    if (k < params.pairs) {
+      rotate_in_place(k, 1.0, params.heads, 0u);
+    } else {
+      rotate_copy(k - params.pairs, 1.0, params.heads2);
+    }
+  }
+}
+
+// The gradients of queries and of keys in place, both in data (the keys' from element at2).
+@compute @workgroup_size(WG)
+fn backward_in_place_qk(@builtin(global_invocation_id) gid: vec3<u32>) {
+  for (var k = gid.x; k < params.pairs + params.pairs2; k += params.stride) {
+    if (k < params.pairs) {
+      rotate_in_place(k, -1.0, params.heads, 0u);
+    } else {
+      rotate_in_place(k - params.pairs, -1.0, params.heads2, params.at2);
+    }
   }
 }
 `;

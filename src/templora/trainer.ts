@@ -512,8 +512,7 @@ export class Trainer {
         past: 0,
       });
       if (model.rotates(l)) {
-        k.rope.recordBackwardInPlace(rec, rows(this.#s.dQ), { pos0: 0 });
-        k.rope.recordBackwardInPlace(rec, rows(this.#s.dK), { pos0: 0 });
+        k.rope.recordBackwardInPlaceQK(rec, rows(this.#s.dQ), rows(this.#s.dK), 0);
       }
       let dQ = flat(rows(this.#s.dQ));
       let dK = flat(rows(this.#s.dK));
