@@ -247,49 +247,71 @@ gpuTest("rope writes K into an f16 KV cache: the f32 rotation rounded to halves"
   }
 });
 
-gpuTest("rope's q-and-k entries give the bits of the one-tensor entries", async () => {
-  const { gpu, registry, recorder } = await testGpu();
-  const rng = seededRng("rope qk");
-  for (const pairs of PAIRS) {
-    const [tokens, heads, kvHeads, headDim, pos0, dstRow] = [7, 6, 2, 10, 93, 5];
-    const op = await RopeOp.create(registry, { headDim, base: 10000, pairs });
-    const qData = rng.normals(tokens * heads * headDim);
-    const kData = rng.normals(tokens * kvHeads * headDim);
-    const what = `rope qk ${pairs}`;
-    // Forward: q in place and k into a cache at dstRow, at once and one by one.
-    const [qAtOnce, qAlone] = [0, 1].map(() => uploadTensor(gpu, qData, [tokens, heads, headDim]));
-    const k = uploadTensor(gpu, kData, [tokens, kvHeads, headDim]);
-    const [cacheAtOnce, cacheAlone] = [0, 1].map(() => poisoned(gpu, [16, kvHeads, headDim]));
-    op.recordForwardQK(recorder, qAtOnce, k, cacheAtOnce, { pos0, dstRow });
-    op.recordForwardInPlace(recorder, qAlone, { pos0 });
-    op.recordForward(recorder, k, cacheAlone, { pos0, dstRow });
-    // Backward: dQ and dK in one buffer (one dispatch) and in two.
-    const shapes = [[tokens, heads, headDim], [tokens, kvHeads, headDim]];
-    const shared = poisoned(gpu, [slotElements(shapes)]);
-    const [dQ, dK] = slotViews(shared, shapes);
-    writeTensor(gpu, dQ, qData);
-    writeTensor(gpu, dK, kData);
-    const dQAlone = uploadTensor(gpu, qData, [tokens, heads, headDim]);
-    const dKAlone = uploadTensor(gpu, kData, [tokens, kvHeads, headDim]);
-    const before = recorder.totals.dispatches;
-    op.recordBackwardInPlaceQK(recorder, dQ, dK, pos0);
-    assert.equal(recorder.totals.dispatches - before, 1, `${what}: one dispatch for both`);
-    op.recordBackwardInPlaceQK(recorder, dQAlone, dKAlone, pos0);
-    recorder.submit();
-    assert.deepEqual(await readF32(gpu, qAtOnce), await readF32(gpu, qAlone), `${what} q`);
-    const cacheRows = (t: Tensor) => t.rows(dstRow, tokens);
-    assert.deepEqual(
-      await readWritten(gpu, cacheRows(cacheAtOnce), `${what} cache`),
-      await readWritten(gpu, cacheRows(cacheAlone), `${what} cache`),
-      `${what} k in the cache`,
-    );
-    assert.deepEqual(await readF32(gpu, dQ), await readF32(gpu, dQAlone), `${what} dQ`);
-    assert.deepEqual(await readF32(gpu, dK), await readF32(gpu, dKAlone), `${what} dK`);
-    // And against the float64 twin, so that neither path can be wrong the same way.
-    const ref = ropeForward(qData, tokens, pos0, { heads, headDim, base: 10000, pairs });
-    assertClose(await readF32(gpu, qAtOnce), ref, `${what} q against the float64 twin`);
-    for (const t of [qAtOnce, qAlone, k, cacheAtOnce, cacheAlone, shared, dQAlone, dKAlone]) {
-      t.destroy();
+gpuTest(
+  "rope's q, k and v entries give the bits of the one-tensor entries and copies",
+  async () => {
+    const { gpu, registry, recorder } = await testGpu();
+    const rng = seededRng("rope qk");
+    for (const pairs of PAIRS) {
+      const [tokens, heads, kvHeads, headDim, pos0, dstRow] = [7, 6, 2, 10, 93, 5];
+      const op = await RopeOp.create(registry, { headDim, base: 10000, pairs });
+      const qData = rng.normals(tokens * heads * headDim);
+      const kData = rng.normals(tokens * kvHeads * headDim);
+      const what = `rope qk ${pairs}`;
+      // Forward: q in place, k into a cache at dstRow and v copied there, at once (k and v in one
+      // buffer, as are the cache's) and one by one.
+      const vData = rng.normals(tokens * kvHeads * headDim);
+      const [qAtOnce, qAlone] = [0, 1].map(() =>
+        uploadTensor(gpu, qData, [tokens, heads, headDim])
+      );
+      const kvShapes = [[tokens, kvHeads, headDim], [tokens, kvHeads, headDim]];
+      const kvBuffer = poisoned(gpu, [slotElements(kvShapes)]);
+      const [k, v] = slotViews(kvBuffer, kvShapes);
+      writeTensor(gpu, k, kData);
+      writeTensor(gpu, v, vData);
+      const cacheShapes = [[16, kvHeads, headDim], [16, kvHeads, headDim]];
+      const [cacheAtOnce, cacheAlone] = [0, 1].map(() =>
+        poisoned(gpu, [slotElements(cacheShapes)])
+      );
+      const [kCache, vCache] = slotViews(cacheAtOnce, cacheShapes);
+      const [kCacheAlone] = slotViews(cacheAlone, cacheShapes);
+      const qkv = { q: qAtOnce, k, v, kDst: kCache, vDst: vCache };
+      const dispatches = recorder.totals.dispatches;
+      assert.equal(op.recordForwardQKV(recorder, qkv, { pos0, dstRow }), true, `${what}: values`);
+      assert.equal(recorder.totals.dispatches - dispatches, 1, `${what}: one forward dispatch`);
+      op.recordForwardInPlace(recorder, qAlone, { pos0 });
+      op.recordForward(recorder, k, kCacheAlone, { pos0, dstRow });
+      // Backward: dQ and dK in one buffer (one dispatch) and in two.
+      const shapes = [[tokens, heads, headDim], [tokens, kvHeads, headDim]];
+      const shared = poisoned(gpu, [slotElements(shapes)]);
+      const [dQ, dK] = slotViews(shared, shapes);
+      writeTensor(gpu, dQ, qData);
+      writeTensor(gpu, dK, kData);
+      const dQAlone = uploadTensor(gpu, qData, [tokens, heads, headDim]);
+      const dKAlone = uploadTensor(gpu, kData, [tokens, kvHeads, headDim]);
+      const before = recorder.totals.dispatches;
+      op.recordBackwardInPlaceQK(recorder, dQ, dK, pos0);
+      assert.equal(recorder.totals.dispatches - before, 1, `${what}: one dispatch for both`);
+      op.recordBackwardInPlaceQK(recorder, dQAlone, dKAlone, pos0);
+      recorder.submit();
+      assert.deepEqual(await readF32(gpu, qAtOnce), await readF32(gpu, qAlone), `${what} q`);
+      const cacheRows = (t: Tensor) => t.rows(dstRow, tokens);
+      assert.deepEqual(
+        await readWritten(gpu, cacheRows(kCache), `${what} k cache`),
+        await readWritten(gpu, cacheRows(kCacheAlone), `${what} k cache`),
+        `${what} k in the cache`,
+      );
+      assert.deepEqual(await readWritten(gpu, cacheRows(vCache), `${what} v cache`), vData);
+      assert.deepEqual(await readF32(gpu, dQ), await readF32(gpu, dQAlone), `${what} dQ`);
+      assert.deepEqual(await readF32(gpu, dK), await readF32(gpu, dKAlone), `${what} dK`);
+      // And against the float64 twin, so that neither path can be wrong the same way.
+      const ref = ropeForward(qData, tokens, pos0, { heads, headDim, base: 10000, pairs });
+      assertClose(await readF32(gpu, qAtOnce), ref, `${what} q against the float64 twin`);
+      for (
+        const t of [qAtOnce, qAlone, kvBuffer, cacheAtOnce, cacheAlone, shared, dQAlone, dKAlone]
+      ) {
+        t.destroy();
+      }
     }
-  }
-});
+  },
+);

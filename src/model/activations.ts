@@ -141,8 +141,11 @@ export class StepActivations implements ForwardBuffers {
     this.x = pool.make([maxRows, dim], "x");
     this.h = pool.make([maxRows, dim], "h");
     this.q = pool.make([maxRows, nHeads, headDim], "q");
-    this.k = pool.make([maxRows, nKvHeads, headDim], "k");
-    this.v = pool.make([maxRows, nKvHeads, headDim], "v");
+    // One buffer, so that RoPE rotates k into the cache and copies v in one dispatch.
+    [this.k, this.v] = pool.slots(
+      [[maxRows, nKvHeads, headDim], [maxRows, nKvHeads, headDim]],
+      "k v",
+    );
     this.lastRow = pool.make([1, dim], "last row");
     this.attn = pool.make([maxRows, nHeads, headDim], "attn");
     this.gate = pool.make([maxRows, hiddenDim], "gate");

@@ -736,15 +736,21 @@ export class LlamaModel {
       }
       // Keys are rotated on their way into the cache; values are copied; both land at row past
       // (rounded to halves in an f16 cache).
+      const copyValues = () =>
+        copy.record(rec, flat(b.v), cache.v[l], { dstOffset: past * kvDim(c) });
       if (this.rotates(l) && cache.dtype === "f32") {
-        rope.recordForwardQK(rec, b.q, b.k, cache.k[l], { pos0: past, dstRow: past });
-      } else if (this.rotates(l)) {
-        rope.recordForwardInPlace(rec, b.q, { pos0: past });
-        rope.recordForward(rec, b.k, cache.k[l], { pos0: past, dstRow: past });
+        // Queries, keys and (where the buffers allow) values in one dispatch.
+        const qkv = { q: b.q, k: b.k, v: b.v, kDst: cache.k[l], vDst: cache.v[l] };
+        if (!rope.recordForwardQKV(rec, qkv, { pos0: past, dstRow: past })) copyValues();
       } else {
-        copy.record(rec, flat(b.k), cache.k[l], { dstOffset: past * kvDim(c) });
+        if (this.rotates(l)) {
+          rope.recordForwardInPlace(rec, b.q, { pos0: past });
+          rope.recordForward(rec, b.k, cache.k[l], { pos0: past, dstRow: past });
+        } else {
+          copy.record(rec, flat(b.k), cache.k[l], { dstOffset: past * kvDim(c) });
+        }
+        copyValues();
       }
-      copy.record(rec, flat(b.v), cache.v[l], { dstOffset: past * kvDim(c) });
     }
     attention.recordForward(rec, {
       q: b.q,

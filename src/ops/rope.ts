@@ -114,7 +114,7 @@ export class RopeOp {
       "backward",
       "forward_in_place",
       "backward_in_place",
-      "forward_qk",
+      "forward_qkv",
       "backward_in_place_qk",
     ];
     const kernels: Record<string, Kernel> = {};
@@ -169,35 +169,49 @@ export class RopeOp {
   }
 
   /**
-   * Rotates q [tokens, heads, headDim] in place and k [tokens, kvHeads, headDim] into rows
-   * dstRow.. of kDst (an f32 KV cache), token t at position pos0 + t: the forward's
-   * recordForwardInPlace(q) and recordForward(k, kDst) in one dispatch.
+   * Rotates q [tokens, heads, headDim] in place, k [tokens, kvHeads, headDim] into rows dstRow..
+   * of an f32 KV cache's kDst, token t at position pos0 + t, and copies v (k's shape) into the
+   * same rows of vDst: recordForwardInPlace(q), recordForward(k, kDst) and a copy of v in one
+   * dispatch where k and v lie in one buffer, and so do kDst and vDst (each after the other).
+   * Returns whether it copied the values; where it did not, the caller copies them.
    */
-  recordForwardQK(
+  recordForwardQKV(
     rec: Recorder,
-    q: Tensor,
-    k: Tensor,
-    kDst: Tensor,
+    qkv: { q: Tensor; k: Tensor; v: Tensor; kDst: Tensor; vDst: Tensor },
     placement: { pos0: number; dstRow: number },
-  ): void {
-    const op = "rope forward_qk";
+  ): boolean {
+    const op = "rope forward_qkv";
+    const { q, k, v, kDst, vDst } = qkv;
     const heads = this.#heads(op, "q", q);
     const tokens = q.shape[0];
     const heads2 = this.#heads(op, "k", k);
-    expectShape(op, "k", k, "f32", [tokens, heads2, this.headDim]);
+    for (const [name, t] of [["k", k], ["v", v]] as const) {
+      expectShape(op, name, t, "f32", [tokens, heads2, this.headDim]);
+    }
     const { pos0, dstRow } = placement;
-    expectShape(op, "destination", kDst, "f32", ["rows", heads2, this.headDim]);
-    expectWindow(op, "destination rows", dstRow, tokens, kDst.shape[0], "rows");
+    for (const [name, t] of [["k destination", kDst], ["v destination", vDst]] as const) {
+      expectShape(op, name, t, "f32", ["rows", heads2, this.headDim]);
+      expectWindow(op, `${name} rows`, dstRow, tokens, t.shape[0], "rows");
+    }
     checkPositions(op, pos0, tokens);
-    const bindings = { freqs: this.freqs, data: q, src: k, dst: kDst };
-    this.#dispatch(rec, "forward_qk", bindings, tokens, heads, { pos0, srcRow: 0, dstRow }, {
+    const together = follows(k, v) && follows(kDst, vDst);
+    const src = together ? spanning(k, v) : k;
+    const dst = together ? spanning(kDst, vDst) : kDst;
+    const values = together
+      ? { vSrc: (v.byteOffset - k.byteOffset) / 4, vDst: (vDst.byteOffset - kDst.byteOffset) / 4 }
+      : { vSrc: 0, vDst: 0 };
+    const bindings = { freqs: this.freqs, data: q, src, dst };
+    this.#dispatch(rec, "forward_qkv", bindings, tokens, heads, { pos0, srcRow: 0, dstRow }, {
       heads2,
       at2: 0,
+      values: together,
+      ...values,
     });
+    return together;
   }
 
   /**
-   * The backward of {@link recordForwardQK} on the gradients dQ and dK, each in place: one
+   * The backward of the rotations of {@link recordForwardQKV} on the gradients dQ and dK, each in place: one
    * dispatch where they lie in one buffer (dK after dQ), else one each.
    */
   recordBackwardInPlaceQK(rec: Recorder, dQ: Tensor, dK: Tensor, pos0: number): void {
@@ -206,21 +220,19 @@ export class RopeOp {
     const tokens = dQ.shape[0];
     const heads2 = this.#heads(op, "dK", dK);
     expectShape(op, "dK", dK, "f32", [tokens, heads2, this.headDim]);
-    if (dQ.buffer !== dK.buffer || dK.byteOffset < dQ.byteOffset + dQ.byteLength) {
+    if (!follows(dQ, dK)) {
       this.recordBackwardInPlace(rec, dQ, { pos0 });
       this.recordBackwardInPlace(rec, dK, { pos0 });
       return;
     }
     checkPositions(op, pos0, tokens);
-    const elements = (dK.byteOffset + dK.byteLength - dQ.byteOffset) / 4;
-    const span = new Tensor(dQ.buffer, [elements], "f32", dQ.byteOffset);
     const at2 = (dK.byteOffset - dQ.byteOffset) / 4;
-    const bindings = { freqs: this.freqs, data: span };
+    const bindings = { freqs: this.freqs, data: spanning(dQ, dK) };
     this.#dispatch(rec, "backward_in_place_qk", bindings, tokens, heads, {
       pos0,
       srcRow: 0,
       dstRow: 0,
-    }, { heads2, at2 });
+    }, { heads2, at2, values: false, vSrc: 0, vDst: 0 });
   }
 
   /** Frees the frequency table. */
@@ -282,13 +294,15 @@ export class RopeOp {
     tokens: number,
     heads: number,
     rows: { pos0: number; srcRow: number; dstRow: number },
-    second: { heads2: number; at2: number } = { heads2: 0, at2: 0 },
+    second: Second = NO_SECOND,
   ): void {
     const half = this.headDim / 2;
     const pairs = tokens * heads * half;
     const pairs2 = tokens * second.heads2 * half;
-    const { groups, stride } = strideGrid(pairs + pairs2, this.wg, MAX_GROUPS);
-    const params = { pairs, heads, half, ...rows, stride, pairs2, ...second };
+    const { values, ...offsets } = second;
+    const valuePairs = values ? pairs2 : 0;
+    const { groups, stride } = strideGrid(pairs + pairs2 + valuePairs, this.wg, MAX_GROUPS);
+    const params = { pairs, heads, half, ...rows, stride, pairs2, valuePairs, ...offsets };
     rec.dispatch(this.kernels[entry], bindings, params, [groups]);
   }
 
@@ -296,6 +310,35 @@ export class RopeOp {
   #heads(op: string, name: string, t: Tensor): number {
     return expectShape(op, name, t, "f32", ["rows", "heads", this.headDim])[1];
   }
+}
+
+/**
+ * A dispatch's second tensor (the *_qk entries): its heads, its element offset in data, and
+ * whether values follow it (forward_qkv) from vSrc in src to vDst in dst.
+ */
+interface Second {
+  heads2: number;
+  at2: number;
+  values: boolean;
+  vSrc: number;
+  vDst: number;
+}
+
+const NO_SECOND: Second = { heads2: 0, at2: 0, values: false, vSrc: 0, vDst: 0 };
+
+/** Whether `b` lies in `a`'s buffer after `a`'s last element. */
+function follows(a: Tensor, b: Tensor): boolean {
+  return a.buffer === b.buffer && b.byteOffset >= a.byteOffset + a.byteLength;
+}
+
+/** One f32 view from the start of `a` to the end of `b` (b {@link follows} a). */
+function spanning(a: Tensor, b: Tensor): Tensor {
+  return new Tensor(
+    a.buffer,
+    [(b.byteOffset + b.byteLength - a.byteOffset) / 4],
+    "f32",
+    a.byteOffset,
+  );
 }
 
 /** Positions pos0 .. pos0 + tokens - 1 must be integers in [0, 2^24). */

@@ -3434,7 +3434,8 @@ override INTERLEAVED: bool = true;
 
 // pairs = tokens * heads * headDim / 2; half = headDim / 2. The *_qk entries take a second tensor
 // of the same tokens: pairs2 = tokens * heads2 * headDim / 2 more pairs, at element at2 of \`data\`
-// (backward_in_place_qk) or from src to dst (forward_qk).
+// (backward_in_place_qk) or from src to dst (forward_qkv, which then copies valuePairs pairs
+// more, 0 or pairs2, unrotated, from element vSrc of src to element vDst of dst: the values).
 struct Params {
   pairs: u32,
   heads: u32,
@@ -3446,6 +3447,9 @@ struct Params {
   pairs2: u32,
   heads2: u32,
   at2: u32,
+  valuePairs: u32,
+  vSrc: u32,
+  vDst: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -3554,14 +3558,27 @@ fn backward_in_place(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
 }
 
-// Queries rotated in place on data and keys from src into dst (a KV cache, at dstRow), at once.
+// Pair k of the values copied as they are, from vSrc (at srcRow) in src to vDst (at dstRow) in dst.
+fn copy_value_pair(k: u32) {
+  let at = pair_at(k);
+  let rowLen = 2u * params.half;
+  let srcAt = params.vSrc + (params.srcRow * params.heads2 + at.z) * rowLen;
+  let dstAt = params.vDst + (params.dstRow * params.heads2 + at.z) * rowLen;
+  dst[dstAt + at.x] = src[srcAt + at.x];
+  dst[dstAt + at.y] = src[srcAt + at.y];
+}
+
+// Queries rotated in place on data, keys rotated from src into dst (a KV cache, at dstRow), and
+// values copied from src into dst, at once.
 @compute @workgroup_size(WG)
-fn forward_qk(@builtin(global_invocation_id) gid: vec3<u32>) {
-  for (var k = gid.x; k < params.pairs + params.pairs2; k += params.stride) {
+fn forward_qkv(@builtin(global_invocation_id) gid: vec3<u32>) {
+  for (var k = gid.x; k < params.pairs + params.pairs2 + params.valuePairs; k += params.stride) {
     if (k < params.pairs) {
       rotate_in_place(k, 1.0, params.heads, 0u);
-    } else {
+    } else if (k < params.pairs + params.pairs2) {
       rotate_copy(k - params.pairs, 1.0, params.heads2);
+    } else {
+      copy_value_pair(k - params.pairs - params.pairs2);
     }
   }
 }
