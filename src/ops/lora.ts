@@ -210,6 +210,8 @@ export class LoraOp {
       expectShape(OP, "y", p.y, "f32", [d.tokens, d.outFeatures]);
       return d;
     });
+    const ranks = dims.map((d) => d.rank);
+    expectArgument(OP, "parts' ranks", ranks.every((r) => r === ranks[0]), "equal", ranks);
     const inputs = (group: number[]) => {
       const { tokens: t, inFeatures: inF, rank: r } = dims[group[0]];
       const problems = group.map((i) => ({ a: x, b: parts[i].a, c: parts[i].h }));
