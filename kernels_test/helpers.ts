@@ -6,7 +6,14 @@ import { acquireGpu, type Gpu } from "../src/gpu/device.ts";
 import { KernelRegistry } from "../src/gpu/kernel.ts";
 import { Recorder } from "../src/gpu/recorder.ts";
 import { readF32, readU32 } from "../src/gpu/readback.ts";
-import { createTensor, type DType, type Tensor, writeTensor } from "../src/gpu/tensor.ts";
+import {
+  createTensor,
+  type DType,
+  slotElements,
+  slotViews,
+  type Tensor,
+  writeTensor,
+} from "../src/gpu/tensor.ts";
 import { Rng } from "../src/core/random.ts";
 
 export interface TestGpu {
@@ -48,6 +55,15 @@ export function poisoned(gpu: Gpu, shape: readonly number[], dtype: DType = "f32
   const words = new Uint32Array(Math.ceil(t.byteLength / 4)).fill(POISON_BITS);
   writeTensor(gpu, t, dtype === "f16" ? new Uint16Array(words.buffer) : words);
   return t;
+}
+
+/**
+ * f32 tensors of `shapes` in one poisoned buffer, laid out as slotViews lays them out (so that
+ * kernels reach several through one binding); destroy `buffer` to free them all.
+ */
+export function poisonedSlots(gpu: Gpu, shapes: number[][]): { buffer: Tensor; views: Tensor[] } {
+  const buffer = poisoned(gpu, [slotElements(shapes)]);
+  return { buffer, views: slotViews(buffer, shapes) };
 }
 
 /** Reads an f32 tensor and throws if any element still holds the poison. */

@@ -1,13 +1,14 @@
-import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
-import { LORA_BLOCKS, LoraOp } from "../src/ops/lora.ts";
 import {
-  slotElements,
-  slotViews,
-  type Tensor,
-  uploadTensor,
-  writeTensor,
-} from "../src/gpu/tensor.ts";
-import type { Gpu } from "../src/gpu/device.ts";
+  assertClose,
+  gpuTest,
+  poisoned,
+  poisonedSlots,
+  readWritten,
+  seededRng,
+  testGpu,
+} from "./helpers.ts";
+import { LORA_BLOCKS, LoraOp } from "../src/ops/lora.ts";
+import { uploadTensor, writeTensor } from "../src/gpu/tensor.ts";
 import { deepStrictEqual as assertEquals } from "node:assert";
 import {
   dropoutFactor,
@@ -144,13 +145,6 @@ Deno.test("dropout mask keeps about 1 - p and depends on the seed", () => {
   }
 });
 
-// Tensors of `shapes` in one buffer, as slotViews lays them out (an adapter lays out its matrices
-// so), the buffer poisoned between them.
-function slots(gpu: Gpu, shapes: number[][]): { buffer: Tensor; views: Tensor[] } {
-  const buffer = poisoned(gpu, [slotElements(shapes)]);
-  return { buffer, views: slotViews(buffer, shapes) };
-}
-
 gpuTest(
   "lora.wgsl grouped: projections sharing x, their products at once where buffers allow, as the float64 twin",
   async () => {
@@ -168,10 +162,10 @@ gpuTest(
         const hostA = outs.map(() => rng.normals(r * inF, 0.2));
         const hostB = outs.map((o) => rng.normals(o * r, 0.2));
         const matrices = outs.flatMap((o) => [[r, inF], [o, r]]);
-        const params = slots(gpu, matrices);
-        const grads = slots(gpu, matrices);
-        const hs = slots(gpu, outs.map(() => [t, r]));
-        const dHs = slots(gpu, outs.map(() => [t, r]));
+        const params = poisonedSlots(gpu, matrices);
+        const grads = poisonedSlots(gpu, matrices);
+        const hs = poisonedSlots(gpu, outs.map(() => [t, r]));
+        const dHs = poisonedSlots(gpu, outs.map(() => [t, r]));
         const hostY = outs.map((o) => rng.normals(t * o));
         const hostDY = outs.map((o) => rng.normals(t * o));
         const hostDX = rng.normals(t * inF);
@@ -179,7 +173,7 @@ gpuTest(
         // k's and v's outputs and their gradients share a buffer (as a layer's gate and up do), so
         // their y, dB and dH run at once too; q's (another shape) on its own.
         const kvShapes = [[t, outs[1]], [t, outs[2]]];
-        const kv = [slots(gpu, kvShapes), slots(gpu, kvShapes)];
+        const kv = [poisonedSlots(gpu, kvShapes), poisonedSlots(gpu, kvShapes)];
         const output = (i: number, which: 0 | 1, host: Float32Array) => {
           const tensor = i === 0 ? poisoned(gpu, [t, outs[0]]) : kv[which].views[i - 1];
           writeTensor(gpu, tensor, host);

@@ -4,18 +4,13 @@ import {
   gpuTest,
   POISON_BITS,
   poisoned,
+  poisonedSlots,
   readWritten,
   seededRng,
   testGpu,
 } from "./helpers.ts";
 import { ropeFrequencyTable, RopeOp } from "../src/ops/rope.ts";
-import {
-  slotElements,
-  slotViews,
-  type Tensor,
-  uploadTensor,
-  writeTensor,
-} from "../src/gpu/tensor.ts";
+import { type Tensor, uploadTensor, writeTensor } from "../src/gpu/tensor.ts";
 import { readF32, readU32 } from "../src/gpu/readback.ts";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/formats/tensor_data.ts";
 import { kvCacheValues } from "../src/reference/attention.ts";
@@ -265,16 +260,12 @@ gpuTest(
         uploadTensor(gpu, qData, [tokens, heads, headDim])
       );
       const kvShapes = [[tokens, kvHeads, headDim], [tokens, kvHeads, headDim]];
-      const kvBuffer = poisoned(gpu, [slotElements(kvShapes)]);
-      const [k, v] = slotViews(kvBuffer, kvShapes);
+      const { buffer: kvBuffer, views: [k, v] } = poisonedSlots(gpu, kvShapes);
       writeTensor(gpu, k, kData);
       writeTensor(gpu, v, vData);
       const cacheShapes = [[16, kvHeads, headDim], [16, kvHeads, headDim]];
-      const [cacheAtOnce, cacheAlone] = [0, 1].map(() =>
-        poisoned(gpu, [slotElements(cacheShapes)])
-      );
-      const [kCache, vCache] = slotViews(cacheAtOnce, cacheShapes);
-      const [kCacheAlone] = slotViews(cacheAlone, cacheShapes);
+      const { buffer: cacheAtOnce, views: [kCache, vCache] } = poisonedSlots(gpu, cacheShapes);
+      const { buffer: cacheAlone, views: [kCacheAlone] } = poisonedSlots(gpu, cacheShapes);
       const qkv = { q: qAtOnce, k, v, kDst: kCache, vDst: vCache };
       const dispatches = recorder.totals.dispatches;
       assert.equal(op.recordForwardQKV(recorder, qkv, { pos0, dstRow }), true, `${what}: values`);
@@ -283,8 +274,7 @@ gpuTest(
       op.recordForward(recorder, k, kCacheAlone, { pos0, dstRow });
       // Backward: dQ and dK in one buffer (one dispatch) and in two.
       const shapes = [[tokens, heads, headDim], [tokens, kvHeads, headDim]];
-      const shared = poisoned(gpu, [slotElements(shapes)]);
-      const [dQ, dK] = slotViews(shared, shapes);
+      const { buffer: shared, views: [dQ, dK] } = poisonedSlots(gpu, shapes);
       writeTensor(gpu, dQ, qData);
       writeTensor(gpu, dK, kData);
       const dQAlone = uploadTensor(gpu, qData, [tokens, heads, headDim]);
