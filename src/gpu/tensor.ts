@@ -110,6 +110,25 @@ export function slotViews(whole: Tensor, shapes: readonly (readonly number[])[])
   });
 }
 
+/** Whether two tensors share bytes (of one buffer). */
+export function tensorsOverlap(a: Tensor, b: Tensor): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.bindingSize &&
+    b.byteOffset < a.byteOffset + a.bindingSize;
+}
+
+/**
+ * One f32 view of a buffer from the first byte of `tensors` to their last (all of them in that
+ * buffer): a binding through which a kernel reaches each of them at its own element offset.
+ */
+export function spanView(tensors: readonly Tensor[]): Tensor {
+  const start = Math.min(...tensors.map((t) => t.byteOffset));
+  const end = Math.max(...tensors.map((t) => t.byteOffset + t.bindingSize));
+  if (tensors.some((t) => t.buffer !== tensors[0].buffer)) {
+    throw new ShapeError("a span of tensors must lie in one buffer");
+  }
+  return new Tensor(tensors[0].buffer, [(end - start) / 4], "f32", start);
+}
+
 /** Makes a tensor with its own buffer, contents undefined (zero on WebGPU). */
 export function createTensor(
   gpu: Gpu,

@@ -3,7 +3,7 @@ import { SHADER_SNIPPETS } from "./snippets.ts";
 import { KernelUsageError, ShapeError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { Tensor } from "../gpu/tensor.ts";
+import { spanView, type Tensor, tensorsOverlap } from "../gpu/tensor.ts";
 import { dropoutSeedMix, dropoutThreshold } from "../core/lora.ts";
 import {
   type AdapterClass,
@@ -421,26 +421,15 @@ const shapeKey = (d: LoraDims, scale: number) =>
 
 /** Whether any two of the tensors share bytes. */
 function overlap(tensors: Tensor[]): boolean {
-  return tensors.some((t, i) =>
-    tensors.slice(i + 1).some((u) =>
-      t.buffer === u.buffer && t.byteOffset < u.byteOffset + u.bindingSize &&
-      u.byteOffset < t.byteOffset + t.bindingSize
-    )
-  );
+  return tensors.some((t, i) => tensors.slice(i + 1).some((u) => tensorsOverlap(t, u)));
 }
 
-/**
- * One binding covering tensors of one buffer (from the first byte of any to the last), and each
- * tensor's element offset in it.
- */
+/** One binding covering tensors of one buffer (spanView), and each tensor's element offset in it. */
 function span(tensors: Tensor[]): { tensor: Tensor; at: (t: Tensor) => number } {
-  const start = Math.min(...tensors.map((t) => t.byteOffset));
-  const end = Math.max(...tensors.map((t) => t.byteOffset + t.bindingSize));
-  const tensor = tensors.length === 1
-    ? tensors[0]
-    : new Tensor(tensors[0].buffer, [(end - start) / 4], "f32", start);
-  return { tensor, at: (t) => (t.byteOffset - start) / 4 };
+  const tensor = spanView(tensors);
+  return { tensor, at: (t) => (t.byteOffset - tensor.byteOffset) / 4 };
 }
+
 interface DropoutParams {
   active: boolean;
   seedMix: number;

@@ -2,7 +2,7 @@ import { ROPE_WGSL as source } from "./shaders.generated.ts";
 import { KernelUsageError } from "../gpu/errors.ts";
 import type { Kernel, KernelRegistry } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
-import { Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { spanView, type Tensor, tensorsOverlap, uploadTensor } from "../gpu/tensor.ts";
 import type { RopePairs } from "../core/rope.ts";
 import { expectArgument, expectShape, expectWindow, strideGrid } from "./shapes.ts";
 import { SHADER_SNIPPETS } from "./snippets.ts";
@@ -195,8 +195,8 @@ export class RopeOp {
     }
     checkPositions(op, pos0, tokens);
     const together = follows(k, v) && follows(kDst, vDst);
-    const src = together ? spanning(k, v) : k;
-    const dst = together ? spanning(kDst, vDst) : kDst;
+    const src = together ? spanView([k, v]) : k;
+    const dst = together ? spanView([kDst, vDst]) : kDst;
     const values = together
       ? { vSrc: (v.byteOffset - k.byteOffset) / 4, vDst: (vDst.byteOffset - kDst.byteOffset) / 4 }
       : { vSrc: 0, vDst: 0 };
@@ -211,8 +211,8 @@ export class RopeOp {
   }
 
   /**
-   * The backward of the rotations of {@link recordForwardQKV} on the gradients dQ and dK, each in place: one
-   * dispatch where they lie in one buffer (dK after dQ), else one each.
+   * The backward of the rotations of {@link recordForwardQKV} on the gradients dQ and dK, each in
+   * place: one dispatch where they lie in one buffer (dK after dQ), else one each.
    */
   recordBackwardInPlaceQK(rec: Recorder, dQ: Tensor, dK: Tensor, pos0: number): void {
     const op = "rope backward_in_place_qk";
@@ -227,7 +227,7 @@ export class RopeOp {
     }
     checkPositions(op, pos0, tokens);
     const at2 = (dK.byteOffset - dQ.byteOffset) / 4;
-    const bindings = { freqs: this.freqs, data: spanning(dQ, dK) };
+    const bindings = { freqs: this.freqs, data: spanView([dQ, dK]) };
     this.#dispatch(rec, "backward_in_place_qk", bindings, tokens, heads, {
       pos0,
       srcRow: 0,
@@ -259,10 +259,7 @@ export class RopeOp {
     expectWindow(op, "source rows", srcRow, tokens, src.shape[0], "rows");
     expectWindow(op, "destination rows", dstRow, tokens, dst.shape[0], "rows");
     checkPositions(op, pos0, tokens);
-    if (
-      src.buffer === dst.buffer && src.byteOffset < dst.byteOffset + dst.byteLength &&
-      dst.byteOffset < src.byteOffset + src.byteLength
-    ) {
+    if (tensorsOverlap(src, dst)) {
       throw new KernelUsageError(`${op}: source and destination overlap; use the in-place form`);
     }
     const out: Record<string, Tensor> = f16 ? { dst16: dst } : { dst };
@@ -329,16 +326,6 @@ const NO_SECOND: Second = { heads2: 0, at2: 0, values: false, vSrc: 0, vDst: 0 }
 /** Whether `b` lies in `a`'s buffer after `a`'s last element. */
 function follows(a: Tensor, b: Tensor): boolean {
   return a.buffer === b.buffer && b.byteOffset >= a.byteOffset + a.byteLength;
-}
-
-/** One f32 view from the start of `a` to the end of `b` (b {@link follows} a). */
-function spanning(a: Tensor, b: Tensor): Tensor {
-  return new Tensor(
-    a.buffer,
-    [(b.byteOffset + b.byteLength - a.byteOffset) / 4],
-    "f32",
-    a.byteOffset,
-  );
 }
 
 /** Positions pos0 .. pos0 + tokens - 1 must be integers in [0, 2^24). */
