@@ -3334,16 +3334,21 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   normalize_row(row, lid, row_rstd(row, lid));
 }
 
-// The forward for training: also saves rstd [rows] for the backward.
-@compute @workgroup_size(WG)
-fn forward_save(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let row = wid.y * params.groupsX + wid.x;
-  if (row >= params.rows) { return; }  // uniform across the workgroup
+// A row of the training forward: normalized, its rstd saved for the backward.
+fn normalize_save_row(row: u32, lid: u32) {
   let r = row_rstd(row, lid);
   normalize_row(row, lid, r);
   if (lid == 0u) {
     rstdOut[row] = r;
   }
+}
+
+// The forward for training: also saves rstd [rows] for the backward.
+@compute @workgroup_size(WG)
+fn forward_save(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * params.groupsX + wid.x;
+  if (row >= params.rows) { return; }  // uniform across the workgroup
+  normalize_save_row(row, lid);
 }
 
 // forward_save that also copies x to xCopy: a training layer's norm starts the next buffer of the
@@ -3356,14 +3361,10 @@ fn forward_save_copy(
 ) {
   let row = wid.y * params.groupsX + wid.x;
   if (row >= params.rows) { return; }  // uniform across the workgroup
-  let r = row_rstd(row, lid);
-  normalize_row(row, lid, r);
+  normalize_save_row(row, lid);
   let base = row * params.dim4;
   for (var c = lid; c < params.dim4; c += WG) {
     xCopy[base + c] = x[base + c];
-  }
-  if (lid == 0u) {
-    rstdOut[row] = r;
   }
 }
 
