@@ -1,7 +1,9 @@
 /**
  * Temp-Lora costs, side by side in one run: training tokens/s (one optimizer step on a full
- * example), and writing speed with Temp-Lora against without it at the same window. Run with
- * `deno bench -A bench/templora_bench.ts`; the table at the end gives tokens/s and the ratio.
+ * example), and writing speed with Temp-Lora against without it at the same window; also with
+ * Temp-Lora on a second copy of the model that decodes with the layer kernel's own adapter stages
+ * instead of weights with the adapter merged in (`mergeAdapter: false`). Run with
+ * `deno bench -A bench/templora_bench.ts`; the table at the end gives tokens/s and the ratios.
  */
 import { TextModel } from "../src/model/text_model.ts";
 import { LoraAdapter } from "../src/templora/adapter.ts";
@@ -10,7 +12,9 @@ import { Trainer } from "../src/templora/trainer.ts";
 import { writeWithTempLora } from "../src/templora/writer.ts";
 import { gpu } from "./harness.ts";
 
-const lm = await TextModel.load("../shared/models/stories260K/stories260K.bin", { gpu });
+const MODEL = "../shared/models/stories260K/stories260K.bin";
+const lm = await TextModel.load(MODEL, { gpu });
+const unmerged = await TextModel.load(MODEL, { gpu, mergeAdapter: false });
 const settings = resolveTempLoraSettings(lm.config, { window: 256 });
 const exampleTokens = settings.trainContext + settings.chunk;
 const adapter = new LoraAdapter(gpu, lm.config, settings);
@@ -34,8 +38,13 @@ Deno.bench({
   },
 });
 
-for (const enabled of [false, true]) {
-  const name = `write 256 tokens, W=${settings.window}, Temp-Lora ${enabled ? "on" : "off"}`;
+const cases = [
+  { enabled: false, model: lm, label: "off" },
+  { enabled: true, model: lm, label: "on" },
+  { enabled: true, model: unmerged, label: "on, adapter unmerged" },
+];
+for (const { enabled, model, label } of cases) {
+  const name = `write 256 tokens, W=${settings.window}, Temp-Lora ${label}`;
   Deno.bench({
     name,
     group: "writing",
@@ -43,14 +52,14 @@ for (const enabled of [false, true]) {
     warmup: 1,
     async fn(b) {
       b.start();
-      const run = writeWithTempLora(lm, "Once upon a time", {
+      const run = writeWithTempLora(model, "Once upon a time", {
         maxTokens: 256,
         temperature: 0.8,
         banEos: true,
       }, { ...settings, enabled });
       let next = await run.next();
       while (!next.done) next = await run.next();
-      record(`writing tokens/s, Temp-Lora ${enabled ? "on" : "off"}`, next.value.tokensPerSecond);
+      record(`writing tokens/s, Temp-Lora ${label}`, next.value.tokensPerSecond);
       b.end();
     },
   });
@@ -64,9 +73,17 @@ globalThis.addEventListener("unload", () => {
   }
   const on = rates["writing tokens/s, Temp-Lora on"];
   const off = rates["writing tokens/s, Temp-Lora off"];
+  const onUnmerged = rates["writing tokens/s, Temp-Lora on, adapter unmerged"];
   if (on && off) {
     lines.push(
       `| writing slowdown with Temp-Lora (off / on) | ${(median(off) / median(on)).toFixed(2)}x |`,
+    );
+  }
+  if (on && onUnmerged) {
+    lines.push(
+      `| Temp-Lora writing, merged / unmerged adapter | ${
+        (median(on) / median(onUnmerged)).toFixed(2)
+      }x |`,
     );
   }
   console.log(lines.join("\n"));

@@ -12,7 +12,6 @@ import type { ModelWeights, TensorData } from "../src/formats/tensor_data.ts";
 import type { Rng } from "../src/core/random.ts";
 import type { Gpu } from "../src/gpu/device.ts";
 import { readF32 } from "../src/gpu/readback.ts";
-import { writeTensor } from "../src/gpu/tensor.ts";
 import type { ReferenceGradients, ReferenceLora } from "../src/reference/model.ts";
 import type { LoraAdapter } from "../src/templora/adapter.ts";
 import { assertClose } from "./helpers.ts";
@@ -70,7 +69,7 @@ export function randomizeAdapter(
   scale = 0.2,
 ): ReferenceLora {
   const params = rng.normals(adapter.params.size, scale);
-  writeTensor(gpu, adapter.params, params);
+  adapter.writeParams(gpu, params);
   const lora: ReferenceLora = {
     rank: adapter.rank,
     scale: adapter.scale,

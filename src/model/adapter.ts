@@ -21,4 +21,24 @@ export interface ModelAdapter {
   readonly scale: number;
   /** The matrices of layer `layer`'s projection `target`, if it is adapted. */
   get(layer: number, target: LoraTarget): AdapterMatrices | undefined;
+  /**
+   * Moves on whenever the matrices' values may have changed (an optimizer step recorded, a
+   * reset, a write of the parameters): what the model derived from older values is rebuilt.
+   */
+  readonly version: number;
+  /**
+   * What models derived from the adapter's values (decode weights with its update merged in),
+   * by the deriving model's key; the adapter frees them with itself and counts their bytes.
+   */
+  readonly derived: Map<string, AdapterDerivative>;
+}
+
+/** GPU memory a model derives from an adapter's values and keeps with the adapter. */
+export interface AdapterDerivative {
+  /** The adapter's {@link ModelAdapter.version} it holds the values of. */
+  readonly version: number;
+  /** Bytes it holds on the GPU. */
+  readonly bytes: number;
+  /** Frees its buffers. */
+  destroy(): void;
 }

@@ -99,52 +99,70 @@ gpuTest("DecodeSession sinks: a rebuild that still reaches the start keeps no si
   }
 });
 
-gpuTest("DecodeSession counts: dispatches and weight bytes per decoded token", async () => {
-  const { gpu } = await testGpu();
-  const lm = await TextModel.load(STORIES260K, { gpu });
-  const settings = resolveTempLoraSettings(lm.config);
-  const adapter = new LoraAdapter(gpu, lm.config, settings);
-  const sessions: DecodeSession[] = [];
-  try {
-    const perToken = async (withAdapter: boolean) => {
-      const session = await DecodeSession.create(lm.model, lm.registry, { maxTokens: 64 });
-      sessions.push(session);
-      session.adapter = withAdapter ? adapter : undefined;
-      session.append(lm.encode("Once upon a time"));
-      session.recordFill(lm.recorder);
-      assert.deepEqual(session.stats, { tokens: 0, dispatches: 0, weightBytes: 0 });
-      await session.decode(lm.recorder, 3, GREEDY);
-      const first = session.stats;
-      await session.decode(lm.recorder, 5, GREEDY);
-      const all = session.stats;
-      assert.equal(all.tokens, 8);
-      // Every token records the same work, and reads every weight exactly once; a head that
-      // picks the greedy token leaves one sampling dispatch a batch (its first step's).
-      const batchOnce = lm.model.headArgmax ? 1 : 0;
-      assert.equal((first.dispatches - batchOnce) / 3, (all.dispatches - 2 * batchOnce) / 8);
-      assert.equal(all.weightBytes / 8, lm.model.minWeightBytesPerToken(session.adapter));
-      return all.dispatches / 8;
-    };
-    const plain = await perToken(false);
-    const adapted = await perToken(true);
-    console.log(`  dispatches per token: ${plain} plain, ${adapted} with an adapter`);
-    assert.ok(plain > lm.config.nLayers && adapted >= plain);
-    const c = lm.config;
-    const adapterBytes = LORA_TARGETS.reduce((sum, target) => {
-      const [inDim, outDim] = projectionDims(c, target);
-      return sum + 4 * settings.rank * (inDim + outDim);
-    }, 0) * c.nLayers;
-    assert.equal(
-      lm.model.minWeightBytesPerToken(adapter),
-      lm.model.minWeightBytesPerToken() + adapterBytes,
-    );
-  } finally {
-    lm.recorder.submit();
-    for (const s of sessions) s.destroy();
-    adapter.destroy();
-    lm.dispose();
-  }
-});
+for (const mergeAdapter of [true, false]) {
+  gpuTest(
+    `DecodeSession counts: dispatches and weight bytes per decoded token${
+      mergeAdapter ? "" : " (adapter unmerged)"
+    }`,
+    async () => {
+      const { gpu } = await testGpu();
+      const lm = await TextModel.load(STORIES260K, { gpu, mergeAdapter });
+      const settings = resolveTempLoraSettings(lm.config);
+      const adapter = new LoraAdapter(gpu, lm.config, settings);
+      const sessions: DecodeSession[] = [];
+      try {
+        const perToken = async (withAdapter: boolean) => {
+          const session = await DecodeSession.create(lm.model, lm.registry, { maxTokens: 64 });
+          sessions.push(session);
+          session.adapter = withAdapter ? adapter : undefined;
+          session.append(lm.encode("Once upon a time"));
+          session.recordFill(lm.recorder);
+          assert.deepEqual(session.stats, { tokens: 0, dispatches: 0, weightBytes: 0 });
+          // The first token with an adapter may merge it into the decode weights first.
+          await session.decode(lm.recorder, 1, GREEDY);
+          const warm = session.stats;
+          await session.decode(lm.recorder, 3, GREEDY);
+          const first = session.stats;
+          await session.decode(lm.recorder, 5, GREEDY);
+          const all = session.stats;
+          assert.equal(all.tokens, 9);
+          // Every token records the same work, and reads every weight exactly once; a head that
+          // picks the greedy token leaves one sampling dispatch a batch (its first step's).
+          const batchOnce = lm.model.headArgmax ? 1 : 0;
+          const three = first.dispatches - warm.dispatches - batchOnce;
+          const five = all.dispatches - first.dispatches - batchOnce;
+          assert.equal(three / 3, five / 5);
+          assert.equal(
+            (all.weightBytes - warm.weightBytes) / 8,
+            lm.model.minWeightBytesPerToken(session.adapter),
+          );
+          return five / 5;
+        };
+        const plain = await perToken(false);
+        const adapted = await perToken(true);
+        console.log(`  dispatches per token: ${plain} plain, ${adapted} with an adapter`);
+        assert.ok(plain > lm.config.nLayers && adapted >= plain);
+        const c = lm.config;
+        const adapterBytes = LORA_TARGETS.reduce((sum, target) => {
+          const [inDim, outDim] = projectionDims(c, target);
+          return sum + 4 * settings.rank * (inDim + outDim);
+        }, 0) * c.nLayers;
+        // On merged layers a token reads the adapter's update inside the weights.
+        const merged = mergeAdapter && lm.model.kernels.layer !== undefined;
+        assert.equal(
+          lm.model.minWeightBytesPerToken(adapter),
+          lm.model.minWeightBytesPerToken() + (merged ? 0 : adapterBytes),
+        );
+        if (merged) assert.equal(adapted, plain, "merged layers decode as without an adapter");
+      } finally {
+        lm.recorder.submit();
+        for (const s of sessions) s.destroy();
+        adapter.destroy();
+        lm.dispose();
+      }
+    },
+  );
+}
 
 gpuTest(
   "DecodeSession greedy: the head's own argmax writes the tokens the sampling kernel picks",

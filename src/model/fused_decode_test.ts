@@ -4,8 +4,10 @@
  * then token after token through the cache. Without an adapter the fused products' logits equal
  * the unfused ones bit for bit where they use the same tiles (they reduce in the same order);
  * with an adapter, whose h they sum in another order, and with the one-workgroup layer, whose
- * attention keeps its own order, they agree to float32 rounding. Dispatches per decoded token
- * are counted too.
+ * attention keeps its own order, they agree to float32 rounding. With an adapter, small f32
+ * models decode on a copy of the layers with its update merged in (rebuilt when its values
+ * change, as the test makes them mid-run) or, unmerged, with the layer kernel's adapter stages.
+ * Dispatches per decoded token are counted too.
  */
 import assert from "node:assert/strict";
 import { assertClose, gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
@@ -106,6 +108,9 @@ async function compare(
     ["swiglu", [hidden, hidden], dim],
     ["add", [dim], hidden],
   ];
+  const mergeProducts = layerKernel && options.mergeAdapter !== false
+    ? LORA_TARGETS.length * fused.weights.layers.filter((l) => l.packed?.kind === "f32").length
+    : 0;
   const hAhead = products.filter(([e, rows, k]) => !FusedMatvecOp.loraFits(tiles, e, rows, k, rank))
     .length;
   try {
@@ -127,6 +132,8 @@ async function compare(
         });
       for (const r of runs) step(r, 0, prompt);
       for (let i = prompt; i < prompt + steps; i++) {
+        // New adapter values mid-run: merged decode weights must follow them.
+        if (withAdapter && i === prompt + 3) randomizeAdapter(gpu, adapter, rng);
         const before = recorder.totals.dispatches;
         step(runs[0], i, 1);
         const dispatches = recorder.totals.dispatches - before;
@@ -150,13 +157,16 @@ async function compare(
           const tol = options.kvCacheDtype === "f16" ? 2e-3 : withAdapter ? 4e-4 : 1e-4;
           assertClose(a, b, label, tol);
         }
-        if (i === prompt) {
+        // The first token after the adapter's values change merges them into a copy of the
+        // layers (one product a projection) where the model decodes on merged weights.
+        const merges = withAdapter && (i === prompt || i === prompt + 3) ? mergeProducts : 0;
+        if (i === prompt || merges) {
           console.log(`  ${label}: ${dispatches} dispatches for the forward`);
           const grouped = fused.weights.layers.every((l) => l.qkv && l.gateUp);
           if (layerKernel) {
             // A layer a dispatch, the first gathering its embedding row where it can; the head.
             const first = [...fused.kernels.layer!.values()].some((op) => op.embeds);
-            assert.equal(dispatches, config.nLayers + (first ? 1 : 2), label);
+            assert.equal(dispatches, config.nLayers + (first ? 1 : 2) + merges, label);
           } else if (!config.qkNorm && grouped) {
             // Per layer: q/k/v, attention, o, gate/up, down (and an adapter's h ahead where it
             // takes that); then the embedding and the head. (Q4_K_M keeps v in Q6_K: its q, k
@@ -171,6 +181,18 @@ async function compare(
         r.act.destroy();
       }
     }
+    // The merged copy lives with the adapter, is counted in its bytes and freed with it.
+    const copies = [...adapter.derived.values()];
+    const packedBytes = fused.weights.layers.reduce(
+      (sum, l) => sum + (l.packed?.data.byteLength ?? 0),
+      0,
+    );
+    assert.deepEqual(copies.map((d) => d.bytes), mergeProducts ? [packedBytes] : [], what);
+    recorder.submit();
+    const [inUse, counted] = [gpu.memory.bytesInUse, adapter.bytes];
+    adapter.destroy();
+    assert.equal(inUse - gpu.memory.bytesInUse, counted, "the adapter frees all it counts");
+    assert.equal(adapter.derived.size, 0);
   } finally {
     recorder.submit();
     ids.destroy();
@@ -186,6 +208,9 @@ gpuTest("fused decode: stories260K f32 and f16 decode as the unfused kernels do"
   await compare("stories260K", weights, rng, { oneWorkgroupLayers: false });
   await compare("stories260K f16", weights, rng, { weightDtype: "f16", oneWorkgroupLayers: false });
   await compare("stories260K, a layer a workgroup", weights, rng);
+  await compare("stories260K, a layer a workgroup, adapter unmerged", weights, rng, {
+    mergeAdapter: false,
+  });
   await compare("stories260K f16, a layer a workgroup", weights, rng, { weightDtype: "f16" });
 });
 

@@ -54,6 +54,7 @@ import { QuantMatmulOp } from "../ops/quant_matmul.ts";
 import { QuantMatvecOp } from "../ops/quant_matvec.ts";
 import { KV_CACHE_DTYPES, KvCache, type KvCacheDtype } from "./kv_cache.ts";
 import type { AdapterMatrices, ModelAdapter } from "./adapter.ts";
+import { MergedLayers } from "./merged_layers.ts";
 import {
   type ForwardBuffers,
   type LayerBuffers,
@@ -165,6 +166,13 @@ export interface LlamaModelOptions extends UploadWeightsOptions {
    * decode attention reads, each key and value rounded to nearest half (see KvCache).
    */
   kvCacheDtype?: KvCacheDtype;
+  /**
+   * Decode with an adapter on weights with its update merged in, where a layer runs in one
+   * workgroup on f32 weights (default true; see merged_layers.ts): the layer kernel then skips
+   * its adapter stages. Costs a copy of those layers' weights, kept with the adapter and rebuilt
+   * after each change of it; false keeps the kernel's own adapter path (tests compare the two).
+   */
+  mergeAdapter?: boolean;
 }
 
 /** The kernels of a model whose weights stay in quantized blocks. */
@@ -328,6 +336,9 @@ function oneWorkgroupHead(
   return DecodeLayerOp.headSuits(gpu, layer, head, always) ? head : undefined;
 }
 
+/** Models made so far, for each one's key in an adapter's derived values. */
+let modelsMade = 0;
+
 /** A Llama-family model on the GPU: weights, compiled kernels, and the forward pass. */
 export class LlamaModel {
   private constructor(
@@ -337,7 +348,12 @@ export class LlamaModel {
     private readonly ops: ForwardOps,
     /** How this model's KV caches store keys and values. */
     readonly kvCacheDtype: KvCacheDtype,
+    /** Which layers decode with an adapter on merged weights ({@link LlamaModelOptions.mergeAdapter}). */
+    private readonly merges: readonly boolean[] = [],
   ) {}
+
+  /** This model's key in an adapter's derived values. */
+  readonly #mergedKey = `merged layers of model ${++modelsMade}`;
 
   /** Uploads the weights and compiles the kernels. */
   static async create(
@@ -413,12 +429,17 @@ export class LlamaModel {
           : Promise.resolve(undefined),
       });
       const first = ops.layer?.get(firstLayerKey);
+      const merges = weights.layers.map((layer, l) =>
+        options.mergeAdapter !== false && layer.packed?.kind === "f32" &&
+        ops.layer?.get(layerKernelKey(config, l))?.shape.kind === "f32"
+      );
       return new LlamaModel(
         gpu,
         config,
         weights,
         { ...ops, layerHead: first?.head ? first : undefined },
         kvDtype,
+        merges,
       );
     } catch (error) {
       weights.destroy();
@@ -433,7 +454,8 @@ export class LlamaModel {
 
   /**
    * Bytes of weights one decoded token must read at the least: every matrix, norm and bias once,
-   * one row of the embedding table, and with `adapter` every adapted projection's A and B.
+   * one row of the embedding table, and with `adapter` every adapted projection's A and B (but
+   * in layers that decode on merged weights, which hold the adapter's update in their matrices).
    */
   minWeightBytesPerToken(adapter?: ModelAdapter): number {
     const w = this.weights;
@@ -446,7 +468,7 @@ export class LlamaModel {
       for (const v of [layer.qBias, layer.kBias, layer.vBias]) bytes += v?.byteLength ?? 0;
       for (const target of LORA_TARGETS) {
         bytes += matrixBytes(layer[target]);
-        const p = adapter?.get(l, target);
+        const p = this.merges[l] ? undefined : adapter?.get(l, target);
         if (p) bytes += p.a.byteLength + p.b.byteLength;
       }
     }
@@ -522,6 +544,7 @@ export class LlamaModel {
     const { embedding, rmsnorm, copy } = this.ops;
     const w = this.weights;
     const first = act.layer(0, t);
+    if (adapter && this.#isDecodeStep(first, step)) this.#refreshMerged(rec, adapter);
     // One token through a first layer in one workgroup: that kernel gathers the embedding row.
     const firstPlan = this.#isDecodeStep(first, step)
       ? this.#wholeLayer(0, cache, step)
@@ -812,6 +835,30 @@ export class LlamaModel {
     return step.tokens === 1 && !b.rstd1 && !(step.dropout && step.dropout.p > 0);
   }
 
+  /** `adapter`'s merged layers for this model if they hold its present values. */
+  #merged(adapter: ModelAdapter): MergedLayers | undefined {
+    const merged = adapter.derived.get(this.#mergedKey);
+    return merged instanceof MergedLayers && merged.version === adapter.version
+      ? merged
+      : undefined;
+  }
+
+  /**
+   * Records bringing `adapter`'s merged layers up to date (allocating them the first time) when
+   * the model merges any layer it adapts and they are older than the adapter.
+   */
+  #refreshMerged(rec: Recorder, adapter: ModelAdapter): void {
+    const layers = this.weights.layers;
+    const merges = this.merges.map((m, l) => m && LORA_TARGETS.some((t) => adapter.get(l, t)));
+    if (!merges.some((m) => m) || this.#merged(adapter)) return;
+    let merged = adapter.derived.get(this.#mergedKey);
+    if (!(merged instanceof MergedLayers)) {
+      merged = MergedLayers.allocate(this.gpu, layers, merges);
+      adapter.derived.set(this.#mergedKey, merged);
+    }
+    (merged as MergedLayers).record(rec, adapter, layers, this.ops.inputGradAdd);
+  }
+
   /** The one-workgroup kernel of layer `l`'s RoPE pairs, if the model has it. */
   #wholeLayerOp(l: number): DecodeLayerOp | undefined {
     return this.ops.layer?.get(layerKernelKey(this.config, l));
@@ -833,6 +880,8 @@ export class LlamaModel {
     if ((op.shape.kvDtype ?? "f32") !== cache.dtype) return undefined;
     const adapter = step.adapter;
     if (!adapter) return { op, weights, lora: undefined };
+    const merged = this.#merged(adapter)?.layers[l];
+    if (merged) return { op, weights: merged, lora: undefined };
     const parts = Object.fromEntries(LORA_TARGETS.map((t) => [t, adapter.get(l, t)]));
     if (LORA_TARGETS.every((t) => parts[t]) && adapter.rank <= DECODE_LAYER_MAX_RANK) {
       return {

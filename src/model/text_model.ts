@@ -20,6 +20,8 @@ export interface TextModelOptions extends LoadOptions, UploadWeightsOptions {
   gpu?: Gpu;
   /** How KV caches store keys and values (default "f32"; see {@link LlamaModelOptions}). */
   kvCacheDtype?: LlamaModelOptions["kvCacheDtype"];
+  /** Decode small f32 models on weights with the adapter merged in (default true; see {@link LlamaModelOptions}). */
+  mergeAdapter?: LlamaModelOptions["mergeAdapter"];
 }
 
 /**
@@ -56,6 +58,7 @@ export class TextModel {
       const model = await LlamaModel.create(gpu, new KernelRegistry(gpu), files.source, path, {
         weightDtype: options.weightDtype,
         kvCacheDtype: options.kvCacheDtype,
+        mergeAdapter: options.mergeAdapter,
       });
       return new TextModel(gpu, model, files.tokenizer, path, !options.gpu);
     } catch (error) {

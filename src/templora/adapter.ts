@@ -4,7 +4,7 @@ import type { ModelConfig } from "../formats/config.ts";
 import { InvalidSettingError } from "../model/errors.ts";
 import { LORA_TARGETS, type LoraTarget, projectionDims, projectionName } from "../core/lora.ts";
 import { Rng } from "../core/random.ts";
-import type { ModelAdapter } from "../model/adapter.ts";
+import type { AdapterDerivative, ModelAdapter } from "../model/adapter.ts";
 import { STATS } from "../ops/grad_norm.ts";
 
 export { LORA_TARGETS, type LoraTarget, projectionDims };
@@ -70,6 +70,9 @@ export class LoraAdapter implements ModelAdapter {
   readonly scale: number;
   /** Optimizer steps taken (skipped ones excluded). */
   steps = 0;
+  /** What models derived from the parameters (see {@link ModelAdapter.derived}). */
+  readonly derived: Map<string, AdapterDerivative> = new Map();
+  #version = 0;
   #byKey = new Map<string, AdaptedProjection>();
 
   /**
@@ -148,6 +151,25 @@ export class LoraAdapter implements ModelAdapter {
     return this.settings.rank;
   }
 
+  /** Moves on with every change of the parameters ({@link changed}). */
+  get version(): number {
+    return this.#version;
+  }
+
+  /**
+   * Says the parameters have changed or will with work already recorded (an optimizer step):
+   * what models derived from them is rebuilt before it is used again.
+   */
+  changed(): void {
+    this.#version++;
+  }
+
+  /** Writes every parameter (the flat layout of {@link params}) from host values. */
+  writeParams(gpu: Gpu, values: Float32Array): void {
+    writeTensor(gpu, this.params, values);
+    this.changed();
+  }
+
   /** The adapter of one layer's projection, if it has one. */
   get(layer: number, target: LoraTarget): AdaptedProjection | undefined {
     return this.#byKey.get(`${layer}:${target}`);
@@ -162,16 +184,18 @@ export class LoraAdapter implements ModelAdapter {
       const start = p.a.byteOffset / 4;
       for (let i = 0; i < p.a.size; i++) params[start + i] = bound * (2 * rng.next() - 1);
     }
-    writeTensor(gpu, this.params, params);
+    this.writeParams(gpu, params);
     const zeros = new Float32Array(this.params.size);
     for (const t of [this.grads, this.m, this.v]) writeTensor(gpu, t, zeros);
     writeTensor(gpu, this.stats, new Float32Array(STATS.size));
     this.steps = 0;
   }
 
-  /** Bytes the adapter and its optimizer state hold on the GPU. */
+  /** Bytes the adapter, its optimizer state and what models derived from it hold on the GPU. */
   get bytes(): number {
-    return 4 * this.params.byteLength + this.stats.byteLength;
+    let derived = 0;
+    for (const d of this.derived.values()) derived += d.bytes;
+    return 4 * this.params.byteLength + this.stats.byteLength + derived;
   }
 
   /** Number of trainable parameters (padding excluded). */
@@ -182,5 +206,7 @@ export class LoraAdapter implements ModelAdapter {
   /** Frees the adapter's GPU buffers. */
   destroy(): void {
     for (const t of [this.params, this.grads, this.m, this.v, this.stats]) t.destroy();
+    for (const d of this.derived.values()) d.destroy();
+    this.derived.clear();
   }
 }

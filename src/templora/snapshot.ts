@@ -353,7 +353,7 @@ export function restoreAdapter(
     seed,
   });
   try {
-    writeTensor(gpu, adapter.params, joinFlat(adapter, snapshot.weights));
+    adapter.writeParams(gpu, joinFlat(adapter, snapshot.weights));
     if (opt) {
       writeTensor(gpu, adapter.m, joinFlat(adapter, opt.m));
       writeTensor(gpu, adapter.v, joinFlat(adapter, opt.v));

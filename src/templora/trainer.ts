@@ -304,6 +304,7 @@ export class Trainer {
         weightDecay: settings.weightDecay,
         firstStep,
       });
+      a.changed();
       const report = this.#s.report(i);
       rec.copy(this.#s.totals, report.totals);
       rec.copy(a.stats, report.stats);
@@ -611,7 +612,13 @@ const DEFAULT_LOGIT_BYTES = 64 << 20;
  * counted by building them on a device that allocates nothing.
  */
 function keptActivationBytes(config: ModelConfig, tokens: number, rank: number): number {
-  const everyProjection = { rank, scale: 1, get: () => ({}) as AdapterMatrices };
+  const everyProjection = {
+    rank,
+    scale: 1,
+    get: () => ({}) as AdapterMatrices,
+    version: 0,
+    derived: new Map(),
+  };
   const kept = new TrainingActivations(planningGpu(), config, tokens, everyProjection, {
     recompute: false,
     logitRows: 1,

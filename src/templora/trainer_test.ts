@@ -9,7 +9,6 @@ import { gpuTest, seededRng, testGpu } from "../../kernels_test/helpers.ts";
 import { readLlama2c } from "../formats/llama2c.ts";
 import { tensorToF32 } from "../formats/tensor_data.ts";
 import { readF32 } from "../gpu/readback.ts";
-import { writeTensor } from "../gpu/tensor.ts";
 import { LlamaModel } from "../model/llama.ts";
 import { referenceLossAndGradients } from "../reference/model.ts";
 import { LORA_TARGETS, LoraAdapter } from "./adapter.ts";
@@ -141,7 +140,7 @@ async function overflowingAdapter(gpu: Gpu, adapter: LoraAdapter): Promise<Float
   const params = new Float32Array(adapter.params.size);
   params[adapter.projections[0].a.byteOffset / 4] = 3e38;
   params[adapter.projections[0].b.byteOffset / 4] = 3e38;
-  writeTensor(gpu, adapter.params, params);
+  adapter.writeParams(gpu, params);
   return await readF32(gpu, adapter.params);
 }
 
