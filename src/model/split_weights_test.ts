@@ -178,8 +178,11 @@ async function compareSplit(
   const tb = await training(split, what, seed);
   assert.equal(tb.score.lossSum, ta.score.lossSum, `${what}: score`);
   assert.deepEqual(tb.score.predicted, ta.score.predicted, `${what}: predictions`);
-  assertClose(tb.grads, ta.grads, `${what}: adapter gradients`, 1e-5);
-  assertClose(tb.losses, ta.losses, `${what}: training losses`, 1e-5);
+  // The split head's input gradient sums its parts one after another, the whole head's in one
+  // product: float32 rounding apart, carried through the backward and three steps. Over 25 runs
+  // of each model here the relative errors reached 3.9e-6 (gradients) and 2.3e-6 (losses).
+  assertClose(tb.grads, ta.grads, `${what}: adapter gradients`, 3e-5);
+  assertClose(tb.losses, ta.losses, `${what}: training losses`, 3e-5);
   console.log(
     `  ${what}: embedding in ${s.embed.parts.length} parts, head in ${s.head.parts.length}; ` +
       `losses ${ta.losses.map((l) => l.toFixed(6)).join(" ")} whole, ` +
