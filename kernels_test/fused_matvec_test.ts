@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   assertClose,
+  assertCloseDots,
   gpuTest,
   POISON_BITS,
   poisoned,
@@ -8,7 +9,6 @@ import {
   seededRng,
   testGpu,
 } from "./helpers.ts";
-import { assertCloseDots } from "./quant_fixtures.ts";
 import {
   FUSED_TILES,
   type FusedLora,

@@ -117,3 +117,33 @@ export function assertClose(
   const err = relativeError(out, ref);
   if (!(err < tol)) throw new Error(`${what}: relative error ${err.toExponential(3)} >= ${tol}`);
 }
+
+/**
+ * assertClose for outputs that are dot products of length `k`: the error norm is taken relative
+ * to the larger of ||ref|| and ||refAbs|| / sqrt(k), where refAbs holds the same dots of the
+ * absolute values. Random dots have ||ref|| near ||refAbs|| / sqrt(k); one that happens to cancel
+ * (a single output, a row of large same-signed weights) would otherwise demand more than float32
+ * can give, while a wrong kernel still misses by order one.
+ */
+export function assertCloseDots(
+  out: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  refAbs: ArrayLike<number>,
+  k: number,
+  what: string,
+  tol = 1e-4,
+): number {
+  let diff = 0;
+  let norm = 0;
+  let normAbs = 0;
+  for (let i = 0; i < ref.length; i++) {
+    if (!Number.isFinite(out[i])) throw new Error(`${what}: element ${i} is ${out[i]}`);
+    diff += (out[i] - ref[i]) ** 2;
+    norm += ref[i] ** 2;
+    normAbs += refAbs[i] ** 2;
+  }
+  const scale = Math.max(Math.sqrt(norm), Math.sqrt(normAbs / k));
+  const err = scale === 0 ? Math.sqrt(diff) : Math.sqrt(diff) / scale;
+  if (!(err < tol)) throw new Error(`${what}: relative error ${err.toExponential(3)} >= ${tol}`);
+  return err;
+}

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   assertClose,
+  assertCloseDots,
   gpuTest,
   poisoned,
   readWritten,
@@ -8,7 +9,7 @@ import {
   type TestGpu,
   testGpu,
 } from "./helpers.ts";
-import { assertCloseDots, FIXTURE_TENSORS, haveFixtures, readFixture } from "./quant_fixtures.ts";
+import { FIXTURE_TENSORS, haveFixtures, readFixture } from "./quant_fixtures.ts";
 import { QuantMatmulOp } from "../src/ops/quant_matmul.ts";
 import { MATMUL_TILES, type MatmulTiles, maxDispatchDepth } from "../src/ops/matmul.ts";
 import { quantMatrix, uploadQuantMatrix } from "../src/ops/quant_weight.ts";

@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
-import { assertClose, gpuTest, poisoned, readWritten, seededRng, testGpu } from "./helpers.ts";
-import { assertCloseDots, FIXTURE_TENSORS, haveFixtures, readFixture } from "./quant_fixtures.ts";
+import {
+  assertClose,
+  assertCloseDots,
+  gpuTest,
+  poisoned,
+  readWritten,
+  seededRng,
+  testGpu,
+} from "./helpers.ts";
+import { FIXTURE_TENSORS, haveFixtures, readFixture } from "./quant_fixtures.ts";
 import { QuantMatvecOp } from "../src/ops/quant_matvec.ts";
 import { quantMatrix, uploadQuantMatrix } from "../src/ops/quant_weight.ts";
 import { createTensor, uploadTensor } from "../src/gpu/tensor.ts";
